@@ -1,0 +1,204 @@
+"""Frozen, validated configuration: one dataclass per stage plus the run config.
+
+A config is built from a plain dict (YAML, CLI flags) with :func:`from_dict`, which rejects unknown
+fields, wrong types and out-of-range values with a :class:`ConfigError` that names the field, so a
+bad config stops before any work starts. :func:`to_dict` / :func:`dump_yaml` write it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+DATASETS = ("toy", "kinetics400", "ssv2", "ucf101", "miniucf", "hmdb51")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message starts with the dotted field name."""
+
+
+def _require(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{name}: {message}")
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Size of the procedurally generated toy action dataset (see ``datasets/toy.py``)."""
+
+    num_classes: int = 8
+    train_per_class: int = 40
+    test_per_class: int = 10
+    num_frames: int = 16
+    size: int = 64
+    fps: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(2 <= self.num_classes <= 8, "num_classes", "must be between 2 and 8")
+        _require(self.train_per_class >= 1, "train_per_class", "must be >= 1")
+        _require(self.test_per_class >= 1, "test_per_class", "must be >= 1")
+        _require(self.num_frames >= 2, "num_frames", "must be >= 2")
+        _require(16 <= self.size <= 512 and self.size % 2 == 0, "size",
+                 "must be an even number between 16 and 512")
+        _require(1 <= self.fps <= 120, "fps", "must be between 1 and 120")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Which dataset to read, from where, and how to probe its files.
+
+    ``root`` is the dataset's official on-disk layout (local path or ``s3://`` URL); for ``toy`` it
+    is where the generated videos are written (default: ``<run>/source/toy``). ``split`` picks the
+    official train/test split of UCF101 / MiniUCF (1-3) and HMDB51 (1-3).
+    """
+
+    dataset: str = "toy"
+    root: Optional[str] = None
+    split: int = 1
+    probe_batch_size: int = 32
+    verify_decode: bool = True
+    toy: ToyConfig = field(default_factory=ToyConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.dataset in DATASETS, "dataset",
+                 f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        _require(self.dataset == "toy" or bool(self.root), "root",
+                 f"is required for dataset {self.dataset!r}")
+        _require(self.split in (1, 2, 3), "split", "must be 1, 2 or 3")
+        _require(self.probe_batch_size >= 1, "probe_batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Fixed-length clip sampling: ``num_frames`` frames uniformly over the video, ``size``² pixels.
+
+    ``shard_size`` manifest rows become one clip-cache shard (one Ray task); ``num_cpus`` is what
+    each decode task asks Ray for.
+    """
+
+    num_frames: int = 16
+    size: int = 112
+    shard_size: int = 64
+    num_cpus: float = 1.0
+    cache_clips: bool = True
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.num_frames <= 512, "num_frames", "must be between 1 and 512")
+        _require(8 <= self.size <= 1024, "size", "must be between 8 and 1024")
+        _require(self.shard_size >= 1, "shard_size", "must be >= 1")
+        _require(0 < self.num_cpus <= 64, "num_cpus", "must be in (0, 64]")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: where it lives and every stage's settings."""
+
+    run_dir: str = "runs/quickstart"
+    seed: int = 0
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.run_dir), "run_dir", "must not be empty")
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Check ``value`` against a field annotation; return it (ints widen to floats)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        inner = [a for a in options if a is not type(None)]
+        return _coerce(value, inner[0], name)
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), name, f"expected a list, got {value!r}")
+        item_type = typing.get_args(annotation)[0]
+        return tuple(_coerce(v, item_type, f"{name}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(annotation):
+        _require(isinstance(value, dict), name, f"expected a mapping, got {value!r}")
+        return from_dict(annotation, value, prefix=f"{name}.")
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _require(ok, name, f"expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _require(ok, name, f"expected an integer, got {value!r}")
+        return value
+    _require(isinstance(value, annotation), name,
+             f"expected {_type_name(annotation)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build the frozen dataclass ``cls`` from a (possibly partial) dict.
+
+    Missing fields take their defaults. Raises :class:`ConfigError` naming the first unknown field,
+    wrong type or invalid value.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: unknown field (known: {', '.join(sorted(known))})")
+    kwargs = {key: _coerce(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        # __post_init__ names the bare field; the prefix makes it the dotted path.
+        raise ConfigError(f"{prefix}{error}") from None
+
+
+def to_dict(config: Any) -> dict:
+    """Plain-dict form of a config dataclass (tuples become lists, for YAML)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def dump_yaml(config: Any) -> str:
+    """YAML text of a config, loadable by :func:`load_yaml`."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def load_yaml(text: str, cls: type = RunConfig) -> Any:
+    """Parse YAML text into the config dataclass ``cls`` (validated)."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config: not valid YAML ({error})") from None
+    return from_dict(cls, data)
+
+
+def with_overrides(config: Any, overrides: dict) -> Any:
+    """A copy of ``config`` with nested ``overrides`` applied, validated like :func:`from_dict`."""
+
+    def merge(base: dict, extra: dict) -> dict:
+        merged = dict(base)
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = merge(merged[key], value)
+            else:
+                merged[key] = value
+        return merged
+
+    return from_dict(type(config), merge(to_dict(config), overrides))

@@ -1,0 +1,92 @@
+"""What every dataset layout returns, and the helpers they share.
+
+A layout reader turns an official on-disk tree into a :class:`Listing`: the videos its
+annotations list whose file exists (``video_id, path, label, class_name, split``) and the rejects
+found without opening any video (``missing``, ``bad_annotation``, ``unknown_class``,
+``duplicate_id``). Opening the files is the ingest stage's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from raydistill.runs import as_url, join, open_fs
+from raydistill.schema import reject
+
+
+@dataclass
+class Listing:
+    """Videos found by a layout reader, and what it rejected."""
+
+    videos: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+
+
+class ListingBuilder:
+    """Collects listed videos, rejecting duplicates and files absent from ``existing``.
+
+    ``existing`` maps a key (a relative path or a file name, as the layout chooses) to the full
+    path of a file that exists.
+    """
+
+    def __init__(self, class_names: Iterable[str]):
+        self.listing = Listing(class_names=list(class_names))
+        self._label = {name: i for i, name in enumerate(self.listing.class_names)}
+        self._seen: set[str] = set()
+
+    def add(self, video_id: str, path: str | None, class_name: str, split: str,
+            expected_path: str = "") -> None:
+        """List one video; ``path`` is None when its file does not exist (→ ``missing``)."""
+        where = path or expected_path
+        if video_id in self._seen:
+            self.reject(video_id, where, split, "duplicate_id", f"{video_id} listed again")
+        elif class_name not in self._label:
+            self.reject(video_id, where, split, "unknown_class", f"class {class_name!r}")
+        elif path is None:
+            self.reject(video_id, where, split, "missing")
+        else:
+            self._seen.add(video_id)
+            self.listing.videos.append({"video_id": video_id, "path": path,
+                                        "label": self._label[class_name],
+                                        "class_name": class_name, "split": split})
+
+    def reject(self, video_id: str, path: str, split: str, reason: str, detail: str = "") -> None:
+        """Record a reject row (see ``schema.REJECT_REASONS``)."""
+        self.listing.rejects.append(reject(video_id, path, split, reason, detail))
+
+
+def find_files(root: str, subdir: str = "") -> dict[str, str]:
+    """Every file under ``root/subdir``, as ``{path relative to root: openable path or URL}``.
+
+    One recursive listing, so that checking which of 250 k listed videos exist costs one call
+    rather than one request per video on S3. Hidden files (``.name``) are skipped.
+    """
+    fs, base = open_fs(root)
+    start = join(base, subdir) if subdir else base
+    if not fs.exists(start):
+        return {}
+    prefix = base.rstrip("/") + "/"
+    found = {}
+    for path in fs.find(start):
+        relative = path[len(prefix):] if path.startswith(prefix) else path
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
+        found[relative] = as_url(fs, path)
+    return found
+
+
+def read_text(root: str, relpath: str) -> str:
+    """Text of an annotation file under ``root``; raises FileNotFoundError naming its path."""
+    fs, base = open_fs(root)
+    path = join(base, relpath)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"annotation file not found: {as_url(fs, path)}")
+    return fs.cat_file(path).decode("utf-8-sig")
+
+
+def root_url(root: str, relpath: str) -> str:
+    """Openable path or URL of ``relpath`` under ``root`` (for files that may not exist)."""
+    fs, base = open_fs(root)
+    return as_url(fs, join(base, relpath))

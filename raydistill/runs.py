@@ -1,0 +1,185 @@
+"""The run directory: one folder (local path or ``s3://`` URL, through fsspec) per run.
+
+Layout::
+
+    RUN/config.yaml            the run's config, written once
+    RUN/manifest.parquet       ingest: the videos that passed (video_id, path, label, ...)
+    RUN/rejects.parquet        ingest: listed videos that did not, with a reason
+    RUN/clips/{split}/shard-NNNNN.parquet   decode: clip cache, one shard per task
+    RUN/clips/rejects.parquet  decode: rows that failed to decode
+    RUN/_stages/{stage}.json   completion marker of a stage (written last)
+
+Every write is atomic: a reader never sees a half-written file (local files are written to a
+temporary name and renamed; an S3 object appears only when its upload completes).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raydistill.config import ConfigError, RunConfig, dump_yaml, load_yaml, to_dict
+
+
+def open_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return ``(filesystem, path without protocol)`` for a local path or URL such as ``s3://b/k``.
+
+    S3 endpoints and credentials come from the usual AWS variables (``AWS_ENDPOINT_URL`` …).
+    """
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path.rstrip("/") or path
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """True for the local filesystem."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def as_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The path as other processes should open it: plain for local files, ``proto://`` otherwise."""
+    return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL/path parts with ``/`` (works for local paths and URLs alike)."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that no reader ever sees a partial file."""
+    parent = path.rsplit("/", 1)[0]
+    if is_local(fs):
+        fs.makedirs(parent, exist_ok=True)
+        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp-{uuid.uuid4().hex}"
+        with fs.open(temporary, "wb") as handle:
+            handle.write(data)
+        fs.mv(temporary, path)
+    else:
+        # An object store makes a PUT visible only once it is complete.
+        fs.pipe_file(path, data)
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    """Serialise an Arrow table as Parquet bytes."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+class RunDir:
+    """A run directory on any fsspec filesystem, with atomic writes and stage markers."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.fs, self.root = open_fs(self.url)
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path (no protocol) of a file inside the run."""
+        return join(self.root, *parts)
+
+    def uri(self, *parts: str) -> str:
+        """Openable path or URL of a file inside the run (what other processes should receive)."""
+        return as_url(self.fs, self.path(*parts))
+
+    def exists(self, *parts: str) -> bool:
+        """Whether a file inside the run exists."""
+        return self.fs.exists(self.path(*parts))
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        """Atomically write bytes to ``relpath``."""
+        write_bytes_atomic(self.fs, self.path(relpath), data)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        """Read a whole file of the run."""
+        return self.fs.cat_file(self.path(relpath))
+
+    def write_json(self, relpath: str, value: Any) -> None:
+        """Atomically write a JSON document."""
+        self.write_bytes(relpath, json.dumps(value, indent=2, sort_keys=True).encode())
+
+    def read_json(self, relpath: str) -> Any:
+        """Read a JSON document."""
+        return json.loads(self.read_bytes(relpath))
+
+    def write_table(self, relpath: str, table: pa.Table) -> None:
+        """Atomically write an Arrow table as Parquet."""
+        self.write_bytes(relpath, table_to_parquet_bytes(table))
+
+    def read_table(self, relpath: str) -> pa.Table:
+        """Read a Parquet file (or a folder of Parquet files) of the run."""
+        return pq.read_table(self.path(relpath), filesystem=self.fs)
+
+    def list(self, relpath: str, suffix: str = "") -> list[str]:
+        """Sorted paths (relative to the run) of the files under ``relpath`` ending in ``suffix``."""
+        base = self.path(relpath)
+        if not self.fs.exists(base):
+            return []
+        prefix = self.root.rstrip("/") + "/"
+        found = [p for p in self.fs.find(base) if p.endswith(suffix)]
+        return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found
+                      if "/." not in p)
+
+    # -- stage markers -------------------------------------------------------------------------
+
+    def is_done(self, stage: str) -> bool:
+        """Whether ``stage`` finished in an earlier run."""
+        return self.exists(f"_stages/{stage}.json")
+
+    def mark_done(self, stage: str, summary: dict | None = None) -> None:
+        """Record that ``stage`` finished; written after every output of the stage."""
+        self.write_json(f"_stages/{stage}.json",
+                        {"stage": stage, "finished_at": time.time(), "summary": summary or {}})
+
+    def stage_summary(self, stage: str) -> dict:
+        """The summary saved with a finished stage."""
+        return self.read_json(f"_stages/{stage}.json")["summary"]
+
+    # -- config --------------------------------------------------------------------------------
+
+    def save_config(self, config: RunConfig) -> None:
+        """Write ``config.yaml`` on first use; refuse a different config for an existing run.
+
+        Raises :class:`ConfigError` naming the fields that differ, since mixing outputs made
+        under two configs in one run would silently corrupt it.
+        """
+        if self.exists("config.yaml"):
+            saved = self.load_config()
+            # The same run may be reached by another path (relative, absolute, mounted).
+            changed = [name for name in _changed_fields(to_dict(saved), to_dict(config))
+                       if name != "run_dir"]
+            if changed:
+                raise ConfigError(
+                    f"run_dir: {self.url} already holds a run made with a different config "
+                    f"(changed: {', '.join(changed)}); use a new run directory")
+            return
+        self.write_bytes("config.yaml", dump_yaml(config).encode())
+
+    def load_config(self) -> RunConfig:
+        """The run's saved config."""
+        if not self.exists("config.yaml"):
+            raise ConfigError(f"run_dir: {self.url} has no config.yaml; run `raydistill ingest` "
+                              "first")
+        return load_yaml(self.read_bytes("config.yaml").decode())
+
+
+def _changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the leaves that differ between two nested dicts."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed

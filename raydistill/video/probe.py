@@ -1,0 +1,99 @@
+"""Reading a video's header (frames, fps, size) and checking that it decodes, with PyAV.
+
+PyAV raises Python exceptions on damaged input where decord may abort the process, so ingest
+probes with PyAV; decode then reads the files that passed with decord first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+
+from raydistill.video.io import Source, looks_like_container, open_source, read_head
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ingest records of a readable video."""
+
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+
+
+class ProbeError(Exception):
+    """A file that is not a usable video; ``reason`` is a key of ``schema.REJECT_REASONS``."""
+
+    def __init__(self, path: str, reason: str, detail: str = ""):
+        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+        self.path, self.reason, self.detail = path, reason, detail
+
+
+def _count_packets(container: av.container.InputContainer, stream: av.video.VideoStream) -> int:
+    """Number of non-empty packets of ``stream`` (one per frame for video), by demuxing only."""
+    return sum(1 for packet in container.demux(stream) if packet.size > 0)
+
+
+def _first_frame_decodes(container: av.container.InputContainer) -> bool:
+    container.seek(0)
+    for _ in container.decode(video=0):
+        return True
+    return False
+
+
+def probe_video(path: str, verify: bool = True) -> VideoInfo:
+    """Read ``path``'s header (local path or fsspec URL) and return its :class:`VideoInfo`.
+
+    With ``verify``, also demux the whole file (a truncated file holds fewer packets than its
+    header announces) and decode the first frame. ``num_frames`` is the counted packets when
+    verified, else the header's count (or duration × fps when the container stores none, as
+    WebM does). Raises :class:`ProbeError` with reason ``empty``, ``not_a_video``, ``corrupt``,
+    ``no_video_stream`` or ``zero_frames``.
+    """
+    try:
+        source = open_source(path)
+        head = read_head(source)
+    except FileNotFoundError:
+        raise ProbeError(path, "missing") from None
+    except OSError as error:
+        raise ProbeError(path, "corrupt", f"cannot read: {error}") from None
+    if not head:
+        raise ProbeError(path, "empty")
+    return _probe_source(path, source, head, verify)
+
+
+def _probe_source(path: str, source: Source, head: bytes, verify: bool) -> VideoInfo:
+    try:
+        container = av.open(source)
+    except Exception as error:  # PyAV raises many FFmpeg error types; all mean unreadable.
+        reason = "corrupt" if looks_like_container(head) else "not_a_video"
+        raise ProbeError(path, reason, str(error)) from None
+    with container:
+        if not container.streams.video:
+            raise ProbeError(path, "no_video_stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        declared = stream.frames
+        if not declared and container.duration and fps:
+            declared = int(round(container.duration / av.time_base * fps))
+        num_frames = declared
+        if verify:
+            try:
+                num_frames = _count_packets(container, stream)
+                decodes = num_frames > 0 and _first_frame_decodes(container)
+            except Exception as error:
+                raise ProbeError(path, "corrupt", f"demux/decode failed: {error}") from None
+            if not decodes:
+                raise ProbeError(path, "zero_frames")
+            if stream.frames and num_frames < stream.frames:
+                raise ProbeError(path, "corrupt", f"truncated: header announces {stream.frames} "
+                                                  f"frames, file holds {num_frames}")
+    if num_frames <= 0:
+        raise ProbeError(path, "zero_frames")
+    if width <= 0 or height <= 0:
+        raise ProbeError(path, "corrupt", f"invalid frame size {width}x{height}")
+    return VideoInfo(num_frames=int(num_frames), fps=fps, width=int(width), height=int(height))
