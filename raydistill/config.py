@@ -86,7 +86,6 @@ class DecodeConfig:
     size: int = 112
     shard_size: int = 64
     num_cpus: float = 1.0
-    cache_clips: bool = True
 
     def __post_init__(self) -> None:
         _require(1 <= self.num_frames <= 512, "num_frames", "must be between 1 and 512")

@@ -148,22 +148,31 @@ class RunDir:
     # -- config --------------------------------------------------------------------------------
 
     def save_config(self, config: RunConfig) -> None:
-        """Write ``config.yaml`` on first use; refuse a different config for an existing run.
+        """Write ``config.yaml``; refuse changes that would mix outputs of two configs.
 
-        Raises :class:`ConfigError` naming the fields that differ, since mixing outputs made
-        under two configs in one run would silently corrupt it.
+        A section (``ingest``, ``decode``, …) may change only while its stage is unfinished;
+        a top-level field (``seed``) only while no stage has finished. Raises
+        :class:`ConfigError` naming the fields that may not change.
         """
         if self.exists("config.yaml"):
-            saved = self.load_config()
+            saved = to_dict(self.load_config())
             # The same run may be reached by another path (relative, absolute, mounted).
-            changed = [name for name in _changed_fields(to_dict(saved), to_dict(config))
+            changed = [name for name in _changed_fields(saved, to_dict(config))
                        if name != "run_dir"]
-            if changed:
+            frozen = [name for name in changed if self._is_frozen(name)]
+            if frozen:
                 raise ConfigError(
-                    f"run_dir: {self.url} already holds a run made with a different config "
-                    f"(changed: {', '.join(changed)}); use a new run directory")
-            return
+                    f"{frozen[0]}: {self.url} already holds finished work made with a different "
+                    f"value (changed: {', '.join(frozen)}); use a new run directory")
+            if not changed:
+                return
         self.write_bytes("config.yaml", dump_yaml(config).encode())
+
+    def _is_frozen(self, field_name: str) -> bool:
+        section = field_name.split(".")[0]
+        if "." in field_name:
+            return self.is_done(section)
+        return bool(self.list("_stages", ".json"))
 
     def load_config(self) -> RunConfig:
         """The run's saved config."""

@@ -1,0 +1,68 @@
+"""From a layout's listing to the manifest: probe each listed file, split passes from rejects.
+
+Pure functions: the ingest stage runs :func:`probe_rows` in parallel Ray tasks and assembles
+the results with :func:`build_tables`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+
+import pyarrow as pa
+
+from raydistill.schema import MANIFEST_SCHEMA, REJECTS_SCHEMA, reject, table_from_rows
+from raydistill.video.probe import ProbeError, probe_video
+
+
+def probe_rows(rows: list[dict], verify: bool = True) -> tuple[list[dict], list[dict]]:
+    """Open every listed video of ``rows`` and read its header.
+
+    Takes listing rows (``video_id, path, label, class_name, split``) and returns
+    ``(manifest rows with num_frames, fps, width, height; reject rows)``. Never raises for a bad
+    file: whatever goes wrong becomes a reject with its reason.
+    """
+    videos, rejects = [], []
+    for row in rows:
+        try:
+            info = probe_video(row["path"], verify=verify)
+        except ProbeError as error:
+            rejects.append(reject(row["video_id"], row["path"], row["split"], error.reason,
+                                  error.detail))
+        except Exception as error:  # a decoder bug must not lose the other rows
+            rejects.append(reject(row["video_id"], row["path"], row["split"], "corrupt",
+                                  f"{type(error).__name__}: {error}"))
+        else:
+            videos.append({**row, **asdict(info)})
+    return videos, rejects
+
+
+def build_tables(videos: list[dict], rejects: list[dict]) -> tuple[pa.Table, pa.Table]:
+    """Manifest and rejects tables, sorted (split, label, video_id) / (split, video_id).
+
+    Sorting makes the files identical whatever order the parallel probes finished in.
+    """
+    videos = sorted(videos, key=lambda r: (r["split"], r["label"], r["video_id"]))
+    rejects = sorted(rejects, key=lambda r: (r["split"], r["video_id"], r["reason"]))
+    return table_from_rows(videos, MANIFEST_SCHEMA), table_from_rows(rejects, REJECTS_SCHEMA)
+
+
+def summarize(manifest: pa.Table, rejects: pa.Table) -> dict:
+    """Counts for the ingest summary: videos per split, classes, rejects by reason."""
+    return {
+        "videos": manifest.num_rows,
+        "videos_per_split": dict(sorted(Counter(manifest.column("split").to_pylist()).items())),
+        "classes": len(set(manifest.column("label").to_pylist())),
+        "rejects": rejects.num_rows,
+        "rejects_by_reason": dict(sorted(Counter(rejects.column("reason").to_pylist()).items())),
+    }
+
+
+def format_summary(summary: dict, dataset: str, run_url: str) -> str:
+    """A one-screen text summary of an ingest."""
+    lines = [f"ingest {dataset} → {run_url}",
+             f"  videos: {summary['videos']} in {summary['classes']} classes"]
+    lines += [f"    {split:<6} {count}" for split, count in summary["videos_per_split"].items()]
+    lines.append(f"  rejects: {summary['rejects']}")
+    lines += [f"    {reason:<16} {count}" for reason, count in summary["rejects_by_reason"].items()]
+    return "\n".join(lines)

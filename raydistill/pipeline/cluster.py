@@ -1,0 +1,27 @@
+"""Starting or joining Ray, the same way on a laptop, in a test and under ``ray job submit``."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the Ray at ``address`` (or ``$RAY_ADDRESS``, as ``ray job submit`` sets), else start one.
+
+    Does nothing when Ray is already initialised in this process (a test session, a job driver).
+    ``num_cpus`` only applies when a new local Ray is started.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False)
+
+
+def cluster_cpus() -> float:
+    """CPUs the connected Ray cluster advertises now."""
+    return float(ray.cluster_resources().get("CPU", 0))

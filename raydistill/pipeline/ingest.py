@@ -1,0 +1,103 @@
+"""Ingest stage: official layout → ``manifest.parquet`` + ``rejects.parquet``.
+
+The layout is listed once on the driver (one recursive listing of the tree); every listed file is
+then opened in parallel Ray tasks to read its header. A task whose worker dies (a decoder crash on
+a damaged file) is retried file by file, so one bad file rejects only itself.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+from raydistill.config import RunConfig
+from raydistill.datasets import LAYOUTS, toy
+from raydistill.datasets.manifest import build_tables, format_summary, probe_rows, summarize
+from raydistill.runs import RunDir
+from raydistill.schema import reject
+
+STAGE = "ingest"
+
+
+def dataset_root(run: RunDir, config: RunConfig) -> str:
+    """Where the dataset lives: ``ingest.root``, or ``RUN/source/toy`` for a generated toy set."""
+    return config.ingest.root or run.uri("source", "toy")
+
+
+@ray.remote(max_retries=0)
+def _generate_toy_class(root: str, toy_config, label: int) -> int:
+    return toy.generate_class(root, toy_config, label)
+
+
+@ray.remote(max_retries=0)
+def _probe_task(rows: list[dict], verify: bool) -> tuple[list[dict], list[dict]]:
+    return probe_rows(rows, verify)
+
+
+def generate_toy(root: str, config: RunConfig) -> int:
+    """Write the toy dataset under ``root``, one Ray task per class; returns files written."""
+    toy_config = config.ingest.toy
+    if toy.is_generated(root, toy_config):
+        return 0
+    written = sum(ray.get([_generate_toy_class.remote(root, toy_config, label)
+                           for label in range(toy_config.num_classes)]))
+    toy.write_metadata(root, toy_config)
+    return written
+
+
+def _chunks(rows: list[dict], size: int) -> list[list[dict]]:
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def probe_in_parallel(rows: list[dict], batch_size: int, verify: bool,
+                      max_in_flight: int = 64) -> tuple[list[dict], list[dict]]:
+    """Probe listing rows in Ray tasks of ``batch_size`` files; returns (videos, rejects).
+
+    At most ``max_in_flight`` tasks are pending at once, so 250 k files do not become 8 k
+    queued tasks holding their arguments in the object store.
+    """
+    videos, rejects = [], []
+    pending: dict = {}
+    queue = _chunks(rows, batch_size)
+    while queue or pending:
+        while queue and len(pending) < max_in_flight:
+            chunk = queue.pop()
+            pending[_probe_task.remote(chunk, verify)] = chunk
+        done, _ = ray.wait(list(pending), num_returns=1)
+        chunk = pending.pop(done[0])
+        try:
+            found, rejected = ray.get(done[0])
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError) as error:
+            if len(chunk) > 1:  # find the file that took the worker down
+                queue.extend([row] for row in chunk)
+                continue
+            row = chunk[0]
+            found, rejected = [], [reject(row["video_id"], row["path"], row["split"], "corrupt",
+                                          f"probing crashed the worker: {type(error).__name__}")]
+        videos += found
+        rejects += rejected
+    return videos, rejects
+
+
+def run_ingest(run: RunDir, config: RunConfig) -> dict:
+    """Write ``manifest.parquet`` and ``rejects.parquet`` into ``run``; returns the summary.
+
+    A toy dataset is generated first when ``ingest.dataset == "toy"``. Prints the summary.
+    """
+    started = time.time()
+    ingest = config.ingest
+    root = dataset_root(run, config)
+    if ingest.dataset == "toy":
+        generate_toy(root, config)
+    listing = LAYOUTS[ingest.dataset](root, ingest.split)
+    videos, probe_rejects = probe_in_parallel(listing.videos, ingest.probe_batch_size,
+                                              ingest.verify_decode)
+    manifest, rejects = build_tables(videos, listing.rejects + probe_rejects)
+    run.write_table("rejects.parquet", rejects)
+    run.write_table("manifest.parquet", manifest)
+    summary = summarize(manifest, rejects)
+    summary["class_names"] = listing.class_names
+    summary["seconds"] = round(time.time() - started, 2)
+    print(format_summary(summary, ingest.dataset, run.url), flush=True)
+    return summary

@@ -1,0 +1,72 @@
+"""Chain the stages of a run: validate first, then run each unfinished stage in order.
+
+A stage's completion marker is written after all of its outputs, so a run interrupted anywhere
+reruns exactly the unfinished stages (and, inside a stage, only the unfinished work items).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from raydistill.config import ConfigError, RunConfig
+from raydistill.pipeline.cluster import init_ray
+from raydistill.pipeline.decode import run_decode
+from raydistill.pipeline.ingest import run_ingest
+from raydistill.runs import RunDir, is_local, open_fs
+
+# The stages in order: name → function(run, config) -> summary dict.
+STAGES: dict[str, Callable[[RunDir, RunConfig], dict]] = {
+    "ingest": run_ingest,
+    "decode": run_decode,
+}
+
+
+def validate_paths(config: RunConfig) -> None:
+    """Check that the dataset root exists, and the bucket of a remote run directory.
+
+    Raises :class:`ConfigError` naming the field, before any work starts.
+    """
+    root = config.ingest.root
+    if root is not None:
+        fs, path = _open(root, "ingest.root")
+        if not fs.exists(path):
+            raise ConfigError(f"ingest.root: {root} does not exist")
+    fs, path = _open(config.run_dir, "run_dir")
+    if not is_local(fs):  # a local run directory is created; a bucket must exist already
+        bucket = path.split("/")[0]
+        if not fs.exists(bucket):
+            raise ConfigError(f"run_dir: bucket {bucket!r} of {config.run_dir} does not exist")
+
+
+def _open(url: str, field: str):
+    try:
+        return open_fs(url)
+    except (ValueError, ImportError) as error:
+        raise ConfigError(f"{field}: cannot open {url} ({error})") from None
+
+
+def run_stages(config: RunConfig, stages: list[str] | None = None,
+               address: str | None = None) -> RunDir:
+    """Run ``stages`` (default: all, in order) of the run described by ``config``.
+
+    Validates paths, saves ``config.yaml``, starts or joins Ray, then runs each stage that has no
+    completion marker yet, printing what it skips. Returns the run directory.
+    """
+    names = list(STAGES) if stages is None else stages
+    unknown = [name for name in names if name not in STAGES]
+    if unknown:
+        raise ConfigError(f"stages: unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}")
+    validate_paths(config)
+    run = RunDir(config.run_dir)
+    run.save_config(config)
+    init_ray(address)
+    for name in names:
+        if run.is_done(name):
+            print(f"{name}: already done, skipped", flush=True)
+            continue
+        started = time.time()
+        summary = STAGES[name](run, config)
+        summary["wall_seconds"] = round(time.time() - started, 2)
+        run.mark_done(name, summary)
+    return run
