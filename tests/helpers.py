@@ -56,3 +56,10 @@ def write_empty(path: str) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     open(path, "wb").close()
     return path
+
+
+def ids_by_split(listing):
+    """{split: {video_id, ...}} of a listing's videos."""
+    splits = {video["split"] for video in listing.videos}
+    return {split: {v["video_id"] for v in listing.videos if v["split"] == split}
+            for split in splits}

@@ -1,0 +1,55 @@
+"""Run config: defaults, validation errors that name the field, YAML round trip, overrides."""
+
+import pytest
+
+from raydistill.config import (ConfigError, DecodeConfig, RunConfig, dump_yaml, from_dict,
+                               load_yaml, with_overrides)
+
+
+def test_defaults_are_valid_and_paper_sized():
+    config = RunConfig()
+    assert config.ingest.dataset == "toy"
+    assert (config.decode.num_frames, config.decode.size) == (16, 112)
+
+
+def test_yaml_round_trip_gives_an_equal_config():
+    config = from_dict(RunConfig, {"run_dir": "s3://bucket/run", "ingest": {"dataset": "ucf101",
+                                                                             "root": "/data",
+                                                                             "split": 2}})
+    assert load_yaml(dump_yaml(config)) == config
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"ingest": {"datset": "toy"}}, "ingest.datset"),
+    ({"decode": {"size": "big"}}, "decode.size"),
+    ({"decode": {"num_frames": True}}, "decode.num_frames"),
+    ({"decode": {"num_cpus": "1"}}, "decode.num_cpus"),
+    ({"ingest": {"dataset": "imagenet"}}, "ingest.dataset"),
+    ({"ingest": {"dataset": "kinetics400"}}, "ingest.root"),
+    ({"ingest": {"split": 4}}, "ingest.split"),
+    ({"ingest": {"toy": {"num_classes": 20}}}, "ingest.toy.num_classes"),
+    ({"ingest": {"toy": {"size": 63}}}, "ingest.toy.size"),
+    ({"decode": {"shard_size": 0}}, "decode.shard_size"),
+    ({"decode": 5}, "decode"),
+    ({"seed": 1.5}, "seed"),
+])
+def test_bad_value_raises_one_error_naming_the_field(data, field):
+    with pytest.raises(ConfigError) as error:
+        from_dict(RunConfig, data)
+    assert str(error.value).startswith(f"{field}:")
+
+
+def test_number_fields_accept_integers_as_floats():
+    assert from_dict(DecodeConfig, {"num_cpus": 1}).num_cpus == 1.0
+
+
+def test_invalid_yaml_is_a_config_error():
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml("ingest: [unclosed")
+
+
+def test_overrides_merge_nested_sections_and_validate():
+    config = with_overrides(RunConfig(), {"decode": {"size": 64}})
+    assert config.decode.size == 64 and config.decode.num_frames == 16
+    with pytest.raises(ConfigError, match="^decode.size:"):
+        with_overrides(config, {"decode": {"size": 2}})
