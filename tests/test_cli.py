@@ -1,0 +1,74 @@
+"""The `raydistill` command: bad input stops before any work with one error naming the field."""
+
+import pytest
+
+from raydistill.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["ingest", "--dataset", "kinetics400", "--out", "{tmp}/run"], "ingest.root"),
+    (["ingest", "--dataset", "kinetics400", "--root", "{tmp}/no-such-dir", "--out", "{tmp}/run"],
+     "ingest.root"),
+    (["ingest", "--dataset", "ucf101", "--root", "{tmp}", "--split", "7", "--out", "{tmp}/run"],
+     "ingest.split"),
+    (["ingest", "--dataset", "toy", "--out", "{tmp}/run", "--config", "{tmp}/missing.yaml"],
+     "--config"),
+    (["decode", "--run", "{tmp}/run"], "run_dir"),
+    (["run"], "run"),
+])
+def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys, argv, field):
+    code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2
+    assert err.startswith(f"raydistill: error: {field}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_field_in_a_config_file_is_named(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("decode:\n  frames: 8\n")
+    code, _, err = run_cli(capsys, "ingest", "--dataset", "toy", "--out", str(tmp_path / "run"),
+                           "--config", str(tmp_path / "c.yaml"))
+    assert code == 2 and "decode.frames: unknown field" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_bucket_is_refused_before_work(s3_endpoint, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "ingest", "--dataset", "toy", "--out",
+                           "s3://no-such-bucket-here/run")
+    assert code == 2 and "run_dir: bucket 'no-such-bucket-here'" in err
+
+
+def test_unknown_dataset_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", "--dataset", "imagenet", "--out", "x"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+def test_missing_annotations_exit_1_naming_the_file(tmp_path, capsys, ray_cluster):
+    (tmp_path / "ucf").mkdir()
+    code, _, err = run_cli(capsys, "ingest", "--dataset", "ucf101", "--root",
+                           str(tmp_path / "ucf"), "--out", str(tmp_path / "run"))
+    assert code == 1 and "classInd.txt" in err
+
+
+def test_ingest_then_decode_then_run_resumes(tmp_path, capsys, ray_cluster):
+    (tmp_path / "c.yaml").write_text(
+        "ingest:\n  toy: {num_classes: 2, train_per_class: 2, test_per_class: 1, "
+        "num_frames: 8, size: 32}\n")
+    out = str(tmp_path / "run")
+    code, printed, _ = run_cli(capsys, "ingest", "--dataset", "toy", "--out", out,
+                               "--config", str(tmp_path / "c.yaml"))
+    assert code == 0 and "videos: 6 in 2 classes" in printed
+    code, printed, _ = run_cli(capsys, "decode", "--run", out, "--num-frames", "4",
+                               "--size", "16")
+    assert code == 0 and "decode: 6 clips of 4×16²" in printed
+    code, printed, _ = run_cli(capsys, "run", "--run", out)
+    assert code == 0 and printed.count("already done, skipped") == 2
+    code, _, err = run_cli(capsys, "decode", "--run", out, "--size", "32")
+    assert code == 2 and err.startswith("raydistill: error: decode.size")

@@ -1,0 +1,149 @@
+"""Ingest and decode stages on a real local Ray: manifest, rejects, clip cache, resume, S3."""
+
+import os
+
+import numpy as np
+import pytest
+
+from helpers import write_empty, write_random_bytes, write_test_video, write_truncated_video
+from raydistill.config import RunConfig, from_dict
+from raydistill.pipeline.decode import clip_dataset, shard_path
+from raydistill.pipeline.run import run_stages
+from raydistill.runs import RunDir
+from raydistill.video.clips import clips_from_table
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+TINY_TOY = {"num_classes": 3, "train_per_class": 3, "test_per_class": 2, "num_frames": 8,
+            "size": 32}
+
+
+def kinetics_tree(root):
+    """A Kinetics-400 tree: 3 good videos, 1 listed but absent, 3 damaged files."""
+    (root / "annotations").mkdir(parents=True)
+    rows = [("abseiling", "-aaaaaaaaaa", 0, 10, "good"), ("abseiling", "bbbbbbbbbbb", 5, 15, "good"),
+            ("zumba", "ccccccccccc", 1, 11, "good"), ("zumba", "ddddddddddd", 0, 10, "absent"),
+            ("zumba", "eeeeeeeeeee", 0, 10, "empty"), ("abseiling", "fffffffffff", 0, 10, "bytes"),
+            ("zumba", "ggggggggggg", 0, 10, "truncated")]
+    lines = ["label,youtube_id,time_start,time_end,split"]
+    for label, youtube_id, start, end, kind in rows:
+        lines.append(f"{label},{youtube_id},{start},{end},train")
+        path = str(root / "train" / label / f"{youtube_id}_{start:06d}_{end:06d}.mp4")
+        writer = {"good": write_test_video, "empty": write_empty, "bytes": write_random_bytes,
+                  "truncated": write_truncated_video}.get(kind)
+        if writer:
+            writer(path)
+    (root / "annotations" / "train.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def k400_config(tmp_path, **decode):
+    root = kinetics_tree(tmp_path / "k400")
+    return from_dict(RunConfig, {"run_dir": str(tmp_path / "run"),
+                                 "ingest": {"dataset": "kinetics400", "root": str(root)},
+                                 "decode": {"num_frames": 4, "size": 16, **decode}})
+
+
+def toy_config(run_dir, **decode):
+    return from_dict(RunConfig, {"run_dir": run_dir, "ingest": {"dataset": "toy", "toy": TINY_TOY},
+                                 "decode": {"num_frames": 8, "size": 32, "shard_size": 4,
+                                            **decode}})
+
+
+def test_ingest_writes_manifest_of_good_videos_and_rejects_with_reasons(tmp_path, capsys):
+    run = run_stages(k400_config(tmp_path), ["ingest"])
+    manifest = run.read_table("manifest.parquet").to_pylist()
+    assert [row["video_id"] for row in manifest] == [
+        "-aaaaaaaaaa_000000_000010", "bbbbbbbbbbb_000005_000015", "ccccccccccc_000001_000011"]
+    assert [row["label"] for row in manifest] == [0, 0, 1]
+    assert all((row["num_frames"], row["width"], row["height"]) == (8, 48, 32)
+               for row in manifest)
+    assert all(os.path.exists(row["path"]) for row in manifest)
+    reasons = {row["video_id"][:3]: row["reason"] for row in
+               run.read_table("rejects.parquet").to_pylist()}
+    assert reasons == {"ddd": "missing", "eee": "empty", "fff": "not_a_video", "ggg": "corrupt"}
+    printed = capsys.readouterr().out
+    assert "videos: 3 in 2 classes" in printed and "missing" in printed
+
+
+def test_rerun_skips_a_finished_ingest(tmp_path, capsys):
+    config = k400_config(tmp_path)
+    run = run_stages(config, ["ingest"])
+    written = os.path.getmtime(run.path("manifest.parquet"))
+    run_stages(config, ["ingest"])
+    assert "ingest: already done, skipped" in capsys.readouterr().out
+    assert os.path.getmtime(run.path("manifest.parquet")) == written
+
+
+def test_decode_writes_clip_shards_and_rejects_a_file_broken_after_ingest(tmp_path):
+    config = k400_config(tmp_path, shard_size=2)
+    run = run_stages(config, ["ingest"])
+    broken = run.read_table("manifest.parquet").to_pylist()[1]
+    with open(broken["path"], "wb") as handle:
+        handle.write(b"\x00" * 100)
+    run_stages(config, ["decode"])
+    shards = [run.read_table(shard_path("train", i)) for i in range(2)]
+    ids = [vid for shard in shards for vid in shard.column("video_id").to_pylist()]
+    assert ids == ["-aaaaaaaaaa_000000_000010", "ccccccccccc_000001_000011"]
+    assert clips_from_table(shards[0]).shape == (1, 4, 16, 16, 3)
+    rejects = run.read_table("clips/rejects.parquet").to_pylist()
+    assert [(r["video_id"], r["reason"]) for r in rejects] == [(broken["video_id"],
+                                                                "decode_error")]
+    assert broken["path"] in rejects[0]["detail"]
+    assert run.stage_summary("decode")["clips"] == 2
+
+
+def test_interrupted_decode_redoes_only_missing_shards(tmp_path):
+    config = toy_config(str(tmp_path / "run"))
+    run = run_stages(config)
+    assert run.stage_summary("decode")["shards"] == 5  # 9 train in 3 shards, 6 test in 2
+    kept = run.path(shard_path("train", 0))
+    kept_mtime = os.path.getmtime(kept)
+    os.remove(run.path(shard_path("test", 1)))
+    os.remove(run.path("_stages/decode.json"))
+    run_stages(config)
+    assert run.stage_summary("decode")["shards_decoded_now"] == 1
+    assert os.path.getmtime(kept) == kept_mtime
+    assert run.read_table(shard_path("test", 1)).num_rows == 2
+
+
+def test_clip_dataset_streams_clips_with_an_error_column(tmp_path):
+    config = toy_config(str(tmp_path / "run"))
+    run = run_stages(config, ["ingest"])
+    manifest = run.read_table("manifest.parquet").slice(0, 3)
+    os.remove(manifest.column("path")[2].as_py())
+    rows = list(clip_dataset(manifest, config.decode).iter_rows())
+    assert [row["video_id"] for row in sorted(rows, key=lambda r: r["video_id"])] == sorted(
+        manifest.column("video_id").to_pylist())
+    by_error = {bool(row["error"]): row for row in rows}
+    assert by_error[False]["clip"].shape == (8, 32, 32, 3)
+    assert by_error[False]["clip"].max() > 0
+    assert "cannot decode" in by_error[True]["error"]
+
+
+def test_whole_toy_run_on_s3(s3_bucket):
+    config = toy_config(f"{s3_bucket}/runs/toy")
+    run = run_stages(config)
+    again = RunDir(f"{s3_bucket}/runs/toy")
+    manifest = again.read_table("manifest.parquet")
+    assert manifest.num_rows == 15
+    assert all(path.startswith(f"{s3_bucket}/runs/toy/source/toy/")
+               for path in manifest.column("path").to_pylist())
+    clips = clips_from_table(again.read_table(shard_path("test", 0)))
+    assert clips.shape == (4, 8, 32, 32, 3) and clips.std() > 10
+    assert again.is_done("decode") and run.url == again.url
+
+
+def test_ingest_reads_a_dataset_root_on_s3(tmp_path, s3_bucket):
+    import fsspec
+
+    local = kinetics_tree(tmp_path / "k400")
+    fsspec.filesystem("s3").put(str(local), f"{s3_bucket[5:]}/k400", recursive=True)
+    config = from_dict(RunConfig, {"run_dir": str(tmp_path / "run"),
+                                   "ingest": {"dataset": "kinetics400",
+                                              "root": f"{s3_bucket}/k400"}})
+    run = run_stages(config, ["ingest"])
+    manifest = run.read_table("manifest.parquet").to_pylist()
+    assert len(manifest) == 3 and all(r["path"].startswith("s3://") for r in manifest)
+    reasons = sorted(r["reason"] for r in run.read_table("rejects.parquet").to_pylist())
+    assert reasons == ["corrupt", "empty", "missing", "not_a_video"]

@@ -1,0 +1,40 @@
+"""The quickstart job end to end on a small toy set, and its rerun."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from raydistill.runs import RunDir
+
+JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.py"
+
+
+def load_job():
+    spec = importlib.util.spec_from_file_location("quickstart_job", JOB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quickstart_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys, ray_cluster):
+    job = load_job()
+    argv = ["--run", str(tmp_path / "quick"), "--classes", "3", "--train-per-class", "4",
+            "--test-per-class", "2"]
+    assert job.main(argv) == 0
+    run = RunDir(str(tmp_path / "quick"))
+    assert run.is_done("ingest") and run.is_done("decode")
+    assert run.stage_summary("ingest")["videos_per_split"] == {"test": 6, "train": 12}
+    assert run.stage_summary("decode")["clips"] == 18
+    first = capsys.readouterr().out
+    assert first.strip().endswith(f"quickstart finished: {tmp_path / 'quick'}")
+    assert job.main(argv) == 0
+    assert capsys.readouterr().out.count("already done, skipped") == 2
+
+
+def test_quickstart_rejects_a_bad_setting_before_work(tmp_path, capsys):
+    job = load_job()
+    assert job.main(["--run", str(tmp_path / "q"), "--classes", "12"]) == 2
+    assert "ingest.toy.num_classes" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
