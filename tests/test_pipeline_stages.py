@@ -7,6 +7,7 @@ import pytest
 
 from helpers import write_empty, write_random_bytes, write_test_video, write_truncated_video
 from raydistill.config import RunConfig, from_dict
+from raydistill.datasets import LAYOUTS
 from raydistill.pipeline.decode import clip_dataset, shard_path
 from raydistill.pipeline.run import run_stages
 from raydistill.runs import RunDir
@@ -147,3 +148,32 @@ def test_ingest_reads_a_dataset_root_on_s3(tmp_path, s3_bucket):
     assert len(manifest) == 3 and all(r["path"].startswith("s3://") for r in manifest)
     reasons = sorted(r["reason"] for r in run.read_table("rejects.parquet").to_pylist())
     assert reasons == ["corrupt", "empty", "missing", "not_a_video"]
+
+
+def official_trees():
+    """dataset name → builder of its official tree, from each layout's own tests."""
+    from test_datasets_hmdb51 import official_tree as hmdb51_tree
+    from test_datasets_kinetics import official_tree as kinetics_tree_
+    from test_datasets_ssv2 import official_tree as ssv2_tree
+    from test_datasets_ucf101 import official_tree as ucf101_tree
+
+    return {"kinetics400": kinetics_tree_, "ssv2": ssv2_tree, "ucf101": ucf101_tree,
+            "hmdb51": hmdb51_tree}
+
+
+@pytest.mark.parametrize("dataset", ["kinetics400", "ssv2", "ucf101", "hmdb51"])
+def test_ingest_of_each_layout_probes_real_codecs_and_rejects_damaged_files(tmp_path, dataset):
+    root = str(official_trees()[dataset](tmp_path / "data"))
+    listed = sorted(video["path"] for video in LAYOUTS[dataset](root, 1).videos)
+    truncated, garbage, good = listed[0], listed[1], set(listed[2:])
+    write_truncated_video(truncated)
+    write_random_bytes(garbage)
+    config = from_dict(RunConfig, {"run_dir": str(tmp_path / "run"),
+                                   "ingest": {"dataset": dataset, "root": root}})
+    run = run_stages(config, ["ingest"])
+    rejects = {row["path"]: row["reason"] for row in run.read_table("rejects.parquet").to_pylist()}
+    assert (rejects[truncated], rejects[garbage]) == ("corrupt", "not_a_video")
+    manifest = run.read_table("manifest.parquet").to_pylist()
+    assert {row["path"] for row in manifest} == good
+    assert all((row["num_frames"], row["width"], row["height"]) == (8, 48, 32)
+               for row in manifest)

@@ -43,6 +43,27 @@ def _first_frame_decodes(container: av.container.InputContainer) -> bool:
     return False
 
 
+def _verify(path: str, container, stream, declared: int) -> int:
+    """Demux every packet and decode the first frame; returns the frames actually held.
+
+    A file holding fewer frames than its header announces (exactly, from a frame count; within
+    a frame and 5 %, from a duration) is truncated, reason ``corrupt``. A header that announces
+    nothing and holds nothing is ``zero_frames``.
+    """
+    try:
+        counted = _count_packets(container, stream)
+        decodes = counted > 0 and _first_frame_decodes(container)
+    except Exception as error:
+        raise ProbeError(path, "corrupt", f"demux/decode failed: {error}") from None
+    tolerance = 0 if stream.frames else 1 + int(0.05 * declared)
+    if declared and (not decodes or counted < declared - tolerance):
+        raise ProbeError(path, "corrupt", f"truncated: header announces {declared} frames, "
+                                          f"{counted if decodes else 0} decode")
+    if not decodes:
+        raise ProbeError(path, "zero_frames")
+    return counted
+
+
 def probe_video(path: str, verify: bool = True) -> VideoInfo:
     """Read ``path``'s header (local path or fsspec URL) and return its :class:`VideoInfo`.
 
@@ -82,16 +103,7 @@ def _probe_source(path: str, source: Source, head: bytes, verify: bool) -> Video
             declared = int(round(container.duration / av.time_base * fps))
         num_frames = declared
         if verify:
-            try:
-                num_frames = _count_packets(container, stream)
-                decodes = num_frames > 0 and _first_frame_decodes(container)
-            except Exception as error:
-                raise ProbeError(path, "corrupt", f"demux/decode failed: {error}") from None
-            if not decodes:
-                raise ProbeError(path, "zero_frames")
-            if stream.frames and num_frames < stream.frames:
-                raise ProbeError(path, "corrupt", f"truncated: header announces {stream.frames} "
-                                                  f"frames, file holds {num_frames}")
+            num_frames = _verify(path, container, stream, declared)
     if num_frames <= 0:
         raise ProbeError(path, "zero_frames")
     if width <= 0 or height <= 0:
