@@ -177,3 +177,26 @@ def test_ingest_of_each_layout_probes_real_codecs_and_rejects_damaged_files(tmp_
     assert {row["path"] for row in manifest} == good
     assert all((row["num_frames"], row["width"], row["height"]) == (8, 48, 32)
                for row in manifest)
+
+
+def test_a_file_that_kills_its_probe_worker_rejects_only_itself(tmp_path):
+    import ray
+
+    from raydistill.datasets.manifest import probe_rows
+    from raydistill.pipeline.ingest import probe_in_parallel
+
+    @ray.remote(max_retries=0)
+    def probe_crashing_on_poison(rows, verify):
+        if any(row["path"].endswith("poison.mp4") for row in rows):
+            os._exit(1)  # what a decoder abort does to the worker
+        return probe_rows(rows, verify)
+
+    rows = [{"video_id": f"v{i}", "path": write_test_video(str(tmp_path / f"v{i}.mp4")),
+             "label": 0, "class_name": "c", "split": "train"} for i in range(3)]
+    rows.insert(1, {"video_id": "p", "path": str(tmp_path / "poison.mp4"), "label": 0,
+                    "class_name": "c", "split": "train"})
+    videos, rejects = probe_in_parallel(rows, batch_size=4, verify=True,
+                                        probe_task=probe_crashing_on_poison)
+    assert sorted(v["video_id"] for v in videos) == ["v0", "v1", "v2"]
+    assert [(r["video_id"], r["reason"]) for r in rejects] == [("p", "corrupt")]
+    assert "crashed the worker" in rejects[0]["detail"]

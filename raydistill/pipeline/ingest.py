@@ -51,11 +51,13 @@ def _chunks(rows: list[dict], size: int) -> list[list[dict]]:
 
 
 def probe_in_parallel(rows: list[dict], batch_size: int, verify: bool,
-                      max_in_flight: int = 64) -> tuple[list[dict], list[dict]]:
+                      max_in_flight: int = 64,
+                      probe_task=_probe_task) -> tuple[list[dict], list[dict]]:
     """Probe listing rows in Ray tasks of ``batch_size`` files; returns (videos, rejects).
 
     At most ``max_in_flight`` tasks are pending at once, so 250 k files do not become 8 k
-    queued tasks holding their arguments in the object store.
+    queued tasks holding their arguments in the object store. ``probe_task`` is the Ray remote
+    function ``(rows, verify) -> (videos, rejects)`` to run.
     """
     videos, rejects = [], []
     pending: dict = {}
@@ -63,7 +65,7 @@ def probe_in_parallel(rows: list[dict], batch_size: int, verify: bool,
     while queue or pending:
         while queue and len(pending) < max_in_flight:
             chunk = queue.pop()
-            pending[_probe_task.remote(chunk, verify)] = chunk
+            pending[probe_task.remote(chunk, verify)] = chunk
         done, _ = ray.wait(list(pending), num_returns=1)
         chunk = pending.pop(done[0])
         try:
