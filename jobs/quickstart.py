@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raydistill.config import ConfigError, RunConfig, from_dict
-from raydistill.pipeline.run import run_stages
+from raydistill.config import RunConfig, from_dict
+from raydistill.pipeline.run import run_command
 from raydistill.runs import RunDir
 
 
@@ -38,20 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="Ray address to join")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
     args = parser.parse_args(argv)
-    try:
+
+    def build():
         config = quickstart_config(args.run, args.classes, args.train_per_class,
                                    args.test_per_class)
         if args.fresh:
             run = RunDir(args.run)
             if run.fs.exists(run.root):
                 run.fs.rm(run.root, recursive=True)
-        run = run_stages(config, address=args.address)
-    except ConfigError as error:
-        print(f"quickstart: error: {error}", file=sys.stderr)
-        return 2
-    print(f"quickstart finished: {run.url}")
-    return 0
+        return config, None
 
+    code, run = run_command("quickstart", build, address=args.address)
+    if run is not None:
+        print(f"quickstart finished: {run.url}")
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

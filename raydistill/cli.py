@@ -85,20 +85,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | N
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raydistill`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        config, stages = config_from_args(args)
-        from raydistill.pipeline.run import run_stages  # imports ray: only for a valid config
+    from raydistill.pipeline.run import run_command
 
-        run = run_stages(config, stages, address=args.address)
-    except ConfigError as error:
-        print(f"raydistill: error: {error}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as error:
-        print(f"raydistill: error: {error}", file=sys.stderr)
-        return 1
-    print(f"run directory: {run.url}")
-    return 0
-
+    code, run = run_command("raydistill", lambda: config_from_args(args), address=args.address)
+    if run is not None:
+        print(f"run directory: {run.url}")
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

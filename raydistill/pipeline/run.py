@@ -6,6 +6,7 @@ reruns exactly the unfinished stages (and, inside a stage, only the unfinished w
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable
 
@@ -70,3 +71,21 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
         summary["wall_seconds"] = round(time.time() - started, 2)
         run.mark_done(name, summary)
     return run
+
+
+def run_command(prog: str, build: Callable[[], tuple[RunConfig, list[str] | None]],
+                address: str | None = None) -> tuple[int, RunDir | None]:
+    """Build a config with ``build`` and run its stages, as a command line does.
+
+    Returns ``(exit code, run directory)``: 0 and the run on success; 2 for a bad config and 1
+    for a missing input file, each after one ``{prog}: error: ...`` line on stderr (run None).
+    """
+    try:
+        config, stages = build()
+        return 0, run_stages(config, stages, address=address)
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2, None
+    except FileNotFoundError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1, None
