@@ -94,6 +94,106 @@ class DecodeConfig:
         _require(0 < self.num_cpus <= 64, "num_cpus", "must be in (0, 64]")
 
 
+ARCHITECTURES = ("tiny", "xl")
+SCHEDULER_NAMES = ("ddpm", "ddim", "dpm")
+
+
+@dataclass(frozen=True)
+class LatentsConfig:
+    """The latent cache of the real training clips (stage ``latents``).
+
+    ``vae`` is an AutoencoderKL path or hub id (paper: SD's VAE at 256²); None trains the tiny
+    VAE on the run's training clips first (toy runs). Clips are decoded at ``num_frames`` ×
+    ``size``² for the VAE. ``gpus_per_actor`` None means 1 when the cluster has GPUs, else 0.
+    """
+
+    vae: Optional[str] = None
+    vae_steps: int = 300
+    num_frames: int = 16
+    size: int = 256
+    shard_size: int = 16
+    num_actors: int = 1
+    gpus_per_actor: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _require(self.vae_steps >= 1, "vae_steps", "must be >= 1")
+        _require(1 <= self.num_frames <= 512, "num_frames", "must be between 1 and 512")
+        _require(8 <= self.size <= 1024 and self.size % 8 == 0, "size",
+                 "must be a multiple of 8 between 8 and 1024")
+        _require(self.shard_size >= 1, "shard_size", "must be >= 1")
+        _require(self.num_actors >= 1, "num_actors", "must be >= 1")
+        _require(self.gpus_per_actor is None or self.gpus_per_actor >= 0, "gpus_per_actor",
+                 "must be >= 0")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning the class-conditional Latte with Ray Train (stage ``finetune``).
+
+    ``model`` is a local source of public weights (see ``generation/convert.py``) or None for a
+    fresh model; ``architecture`` picks the shape when the source carries none (``tiny`` for the
+    quickstart, ``xl`` = Latte-XL/2). ``batch_size`` is per worker. ``use_gpu`` None means: when
+    the cluster has GPUs. ``mixed_precision`` (``bf16`` or ``no``) applies on GPU only.
+    """
+
+    model: Optional[str] = None
+    architecture: str = "xl"
+    steps: int = 20000
+    batch_size: int = 5
+    learning_rate: float = 1e-4
+    ema_decay: float = 0.9999
+    grad_clip: float = 1.0
+    class_dropout_prob: float = 0.1
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    num_workers: int = 1
+    use_gpu: Optional[bool] = None
+    mixed_precision: str = "bf16"
+    max_failures: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.architecture in ARCHITECTURES, "architecture",
+                 f"must be one of {', '.join(ARCHITECTURES)}")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "num_workers"):
+            _require(getattr(self, name) >= 1, name, "must be >= 1")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
+        _require(self.grad_clip > 0, "grad_clip", "must be > 0")
+        _require(0 <= self.class_dropout_prob < 1, "class_dropout_prob", "must be in [0, 1)")
+        _require(self.mixed_precision in ("bf16", "no"), "mixed_precision", "must be bf16 or no")
+        _require(self.max_failures >= 0, "max_failures", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Sampling ``per_class`` synthetic videos per class (stage ``generate``; paper: 100).
+
+    ``num_actors`` model replicas sample in parallel, ``gpus_per_actor`` each (None: 1 when the
+    cluster has GPUs, else 0); ``batch_size`` videos per sampling call.
+    """
+
+    per_class: int = 100
+    guidance: float = 4.0
+    steps: int = 50
+    scheduler: str = "ddim"
+    batch_size: int = 8
+    num_actors: int = 1
+    gpus_per_actor: Optional[float] = None
+    fps: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.per_class >= 1, "per_class", "must be >= 1")
+        _require(self.guidance >= 1, "guidance", "must be >= 1 (1 disables guidance)")
+        _require(1 <= self.steps <= 1000, "steps", "must be between 1 and 1000")
+        _require(self.scheduler in SCHEDULER_NAMES, "scheduler",
+                 f"must be one of {', '.join(SCHEDULER_NAMES)}")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(self.num_actors >= 1, "num_actors", "must be >= 1")
+        _require(self.gpus_per_actor is None or self.gpus_per_actor >= 0, "gpus_per_actor",
+                 "must be >= 0")
+        _require(1 <= self.fps <= 120, "fps", "must be between 1 and 120")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A whole run: where it lives and every stage's settings."""
@@ -102,6 +202,9 @@ class RunConfig:
     seed: int = 0
     ingest: IngestConfig = field(default_factory=IngestConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    latents: LatentsConfig = field(default_factory=LatentsConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.run_dir), "run_dir", "must not be empty")

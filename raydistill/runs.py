@@ -15,8 +15,12 @@ temporary name and renamed; an S3 object appears only when its upload completes)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import shutil
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -129,6 +133,36 @@ class RunDir:
         found = [p for p in self.fs.find(base) if p.endswith(suffix)]
         return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found
                       if "/." not in p)
+
+    def put_dir(self, local_dir: str, relpath: str) -> None:
+        """Copy a local folder (e.g. a ``save_pretrained`` output) into the run at ``relpath``.
+
+        Files are copied one by one with atomic writes; write a marker after it to make the folder
+        count as complete.
+        """
+        for folder, _, names in os.walk(local_dir):
+            for name in sorted(names):
+                path = os.path.join(folder, name)
+                relative = os.path.relpath(path, local_dir).replace(os.sep, "/")
+                with open(path, "rb") as handle:
+                    self.write_bytes(f"{relpath}/{relative}", handle.read())
+
+    def local_dir(self, relpath: str) -> str:
+        """A local folder holding ``relpath``: the folder itself for a local run, else a copy
+        downloaded once into a temporary cache (for ``from_pretrained``)."""
+        if is_local(self.fs):
+            return self.path(relpath)
+        key = hashlib.sha1(self.uri(relpath).encode()).hexdigest()[:16]
+        target = os.path.join(tempfile.gettempdir(), "raydistill-cache", key)
+        if not os.path.isdir(target):
+            staging = f"{target}.tmp-{uuid.uuid4().hex}"
+            self.fs.get(self.path(relpath) + "/", staging + "/", recursive=True)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process finished the same download first
+                shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     # -- stage markers -------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ import pytest
 from helpers import write_empty, write_random_bytes, write_test_video, write_truncated_video
 from raydistill.config import RunConfig, from_dict
 from raydistill.datasets import LAYOUTS
-from raydistill.pipeline.decode import clip_dataset, shard_path
+from raydistill.pipeline.decode import clip_dataset
+from raydistill.pipeline.shards import shard_path as _shard_path
 from raydistill.pipeline.run import run_stages
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
@@ -17,6 +18,10 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 TINY_TOY = {"num_classes": 3, "train_per_class": 3, "test_per_class": 2, "num_frames": 8,
             "size": 32}
+
+
+def shard_path(split, index):
+    return _shard_path("clips", split, index)
 
 
 def kinetics_tree(root):

@@ -1,0 +1,118 @@
+"""Sharded, resumable stages over the manifest: the machinery the clip and latent caches share.
+
+A stage splits the manifest rows of each split into shards of a fixed size (sorted rows, so a
+shard's content depends only on the manifest). Each shard is one Ray Data work item; its output
+file appears atomically and only when complete, so a rerun does only the missing shards. Rows
+that fail to decode go to a rejects file written beside the shard, before it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.data import TaskPoolStrategy
+
+from raydistill.runs import RunDir
+from raydistill.schema import REJECTS_SCHEMA, reject, table_from_rows
+from raydistill.video.clips import decode_batch
+
+
+def source(items) -> ray.data.Dataset:
+    """An input dataset (Arrow tables or work-item dicts) whose pipeline may give every CPU to
+    its map operators.
+
+    Ray Data reserves part of the budget for each operator; for these CPU pipelines that kept a
+    2-CPU node to about one decode task at a time (benchmarks/decode.py: 1.37× a plain loop with
+    the reservation, 1.77× without). The setting lives in this dataset's own copy of the
+    DataContext, so other pipelines of the driver keep the default.
+    """
+    dataset = (ray.data.from_arrow(items) if isinstance(items[0], pa.Table)
+               else ray.data.from_items(items, override_num_blocks=len(items)))
+    dataset.context.op_resource_reservation_enabled = False
+    return dataset
+
+
+def task_pool(num_cpus: float, work_items: int) -> TaskPoolStrategy:
+    """As many concurrent tasks of ``num_cpus`` as the cluster's CPUs hold, at most one per item."""
+    cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
+    return TaskPoolStrategy(size=max(1, min(work_items, int(cpus // num_cpus))))
+
+
+def shard_path(folder: str, split: str, index: int) -> str:
+    """Run-relative path of shard ``index`` of ``split`` under ``folder`` (``clips``, …)."""
+    return f"{folder}/{split}/shard-{index:05d}.parquet"
+
+
+def shard_rejects_path(shard: str) -> str:
+    """Run-relative path of the rejects written beside a shard."""
+    return shard.replace(".parquet", ".rejects.parquet")
+
+
+def shard_plan(manifest: pa.Table, shard_size: int, splits: tuple[str, ...] | None = None
+               ) -> list[dict]:
+    """One work item per shard: ``split``, ``index`` and its manifest rows as JSON."""
+    plan = []
+    rows = manifest.select(["video_id", "path", "label", "split"]).to_pylist()
+    for split in sorted({row["split"] for row in rows}):
+        if splits is not None and split not in splits:
+            continue
+        in_split = [row for row in rows if row["split"] == split]
+        for index, start in enumerate(range(0, len(in_split), shard_size)):
+            plan.append({"split": split, "index": index,
+                         "rows": json.dumps(in_split[start:start + shard_size])})
+    return plan
+
+
+def missing_shards(run: RunDir, plan: list[dict], folder: str) -> list[dict]:
+    """The plan's items whose shard file does not exist yet."""
+    return [item for item in plan
+            if not run.exists(shard_path(folder, item["split"], item["index"]))]
+
+
+def decode_shards(batch: dict, num_frames: int, size: int) -> dict:
+    """Ray Data UDF: decode each shard item of ``batch`` into one row of clips.
+
+    Returns per shard: ``split``, ``index``, ``video_ids`` / ``labels`` (JSON lists of the rows
+    that decoded), ``clips`` uint8 (n, T, S, S, 3) and ``rejects`` (JSON list of reject rows,
+    reason ``decode_error``).
+    """
+    out = {"split": [], "index": [], "video_ids": [], "labels": [], "clips": [], "rejects": []}
+    for split, index, rows_json in zip(batch["split"], batch["index"], batch["rows"]):
+        rows = json.loads(rows_json)
+        columns = {key: [row[key] for row in rows] for key in ("video_id", "path", "label",
+                                                               "split")}
+        decoded = decode_batch(columns, num_frames, size)
+        ok = [i for i, error in enumerate(decoded["error"]) if not error]
+        out["split"].append(split)
+        out["index"].append(int(index))
+        out["video_ids"].append(json.dumps([rows[i]["video_id"] for i in ok]))
+        out["labels"].append(json.dumps([int(rows[i]["label"]) for i in ok]))
+        out["clips"].append(decoded["clip"][ok])
+        out["rejects"].append(json.dumps([
+            reject(row["video_id"], row["path"], row["split"], "decode_error", error)
+            for row, error in zip(rows, decoded["error"]) if error]))
+    if len(out["clips"]) == 1:
+        out["clips"] = out["clips"][0][None]
+    else:  # shards of different sizes: a ragged (object) column
+        clips = np.empty(len(out["clips"]), dtype=object)
+        clips[:] = out["clips"]
+        out["clips"] = clips
+    return out
+
+
+def write_rejects_then(run: RunDir, shard: str, rejects_json: str, table: pa.Table) -> None:
+    """Write a shard's rejects, then the shard itself (the shard's existence marks it done)."""
+    run.write_table(shard_rejects_path(shard),
+                    table_from_rows(json.loads(rejects_json), REJECTS_SCHEMA))
+    run.write_table(shard, table)
+
+
+def collect_rejects(run: RunDir, plan: list[dict], folder: str) -> pa.Table:
+    """All rejects written beside the plan's shards, as one table."""
+    return pa.concat_tables(
+        [table_from_rows([], REJECTS_SCHEMA)] +
+        [run.read_table(shard_rejects_path(shard_path(folder, item["split"], item["index"])))
+         for item in plan])
