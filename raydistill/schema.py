@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+import numpy as np
 import pyarrow as pa
 
 SPLITS = ("train", "val", "test")
@@ -51,6 +52,14 @@ def clip_schema(num_frames: int, size: int) -> pa.Schema:
         ("split", pa.string()),
         ("clip", pa.fixed_shape_tensor(pa.uint8(), (num_frames, size, size, 3))),
     ])
+
+
+def tensor_array(values: np.ndarray, value_type: pa.DataType) -> pa.ExtensionArray:
+    """Arrow fixed-shape-tensor array of ``values`` (N, *shape); N may be 0."""
+    shape = values.shape[1:]
+    storage = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(values).reshape(-1), value_type), int(np.prod(shape)))
+    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(value_type, shape), storage)
 
 
 def table_from_rows(rows: Iterable[Mapping], schema: pa.Schema) -> pa.Table:

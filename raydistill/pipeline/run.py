@@ -13,13 +13,17 @@ from typing import Callable
 from raydistill.config import ConfigError, RunConfig
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.decode import run_decode
+from raydistill.pipeline.finetune import run_finetune
 from raydistill.pipeline.ingest import run_ingest
+from raydistill.pipeline.latents import run_latents
 from raydistill.runs import RunDir, is_local, open_fs
 
 # The stages in order: name → function(run, config) -> summary dict.
 STAGES: dict[str, Callable[[RunDir, RunConfig], dict]] = {
     "ingest": run_ingest,
     "decode": run_decode,
+    "latents": run_latents,
+    "finetune": run_finetune,
 }
 
 

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from raydistill.schema import clip_schema
+from raydistill.schema import clip_schema, tensor_array
 from raydistill.video.decode import DecodeError, decode_clip
 
 
@@ -43,17 +43,12 @@ def clips_table(decoded: Mapping[str, np.ndarray]) -> pa.Table:
     """The rows of a :func:`decode_batch` result that decoded, as a clip-cache table."""
     keep = np.flatnonzero(np.asarray([e == "" for e in decoded["error"]], dtype=bool))
     clips = decoded["clip"][keep]
-    num_frames, size = clips.shape[1], clips.shape[2]
-    schema = clip_schema(num_frames, size)
-    tensor_type = schema.field("clip").type
     return pa.table({
         "video_id": pa.array([decoded["video_id"][i] for i in keep], pa.string()),
         "label": pa.array(decoded["label"][keep], pa.int32()),
         "split": pa.array([decoded["split"][i] for i in keep], pa.string()),
-        "clip": pa.ExtensionArray.from_storage(
-            tensor_type, pa.FixedSizeListArray.from_arrays(
-                pa.array(clips.reshape(-1), pa.uint8()), int(np.prod(clips.shape[1:])))),
-    }, schema=schema)
+        "clip": tensor_array(clips, pa.uint8()),
+    }, schema=clip_schema(clips.shape[1], clips.shape[2]))
 
 
 def clips_from_table(table: pa.Table) -> np.ndarray:

@@ -1,0 +1,124 @@
+"""Fine-tuning state of the class-conditional Latte: build, step, checkpoint, restore.
+
+Pure torch (no Ray): the Ray Train loop in ``pipeline/finetune.py`` calls these, and tests call
+them directly. A checkpoint is a folder::
+
+    model/        save_pretrained of the trained weights
+    ema/          save_pretrained of the EMA weights (what generation samples with)
+    state.pt      optimizer state, EMA state, step, loss history
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers.training_utils import EMAModel
+
+from raydistill.config import FinetuneConfig
+from raydistill.generation.convert import load_latte
+from raydistill.generation.diffusion import diffusion_loss, training_scheduler
+from raydistill.generation.latte import LATTE_XL_2, TINY_LATTE, ClassConditionalLatte
+
+ARCHITECTURE_PRESETS = {"tiny": TINY_LATTE, "xl": LATTE_XL_2}
+
+
+def build_model(finetune: FinetuneConfig, num_classes: int,
+                latent_shape: tuple[int, int, int, int]) -> ClassConditionalLatte:
+    """The model to fine-tune for latents of ``latent_shape`` (T, C, h, w) and ``num_classes``.
+
+    Architecture from ``finetune.architecture`` (or the source's own config), frames / channels /
+    size from the latents, initialised from ``finetune.model`` where shapes match.
+    """
+    frames, channels, height, width = latent_shape
+    if height != width:
+        raise ValueError(f"latents must be square, got {height}×{width}")
+    config = {**ARCHITECTURE_PRESETS[finetune.architecture], "num_frames": frames,
+              "in_channels": channels, "sample_size": height,
+              "class_dropout_prob": finetune.class_dropout_prob}
+    model, _ = load_latte(finetune.model, num_classes, **config)
+    return model
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs: model, optimizer, EMA, step and loss history."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMAModel
+    step: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+def new_state(model: torch.nn.Module, finetune: FinetuneConfig) -> TrainState:
+    """Optimizer (AdamW, no weight decay, as Latte) and EMA for ``model`` (maybe DDP-wrapped)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=finetune.learning_rate, weight_decay=0)
+    ema = EMAModel(model.parameters(), decay=finetune.ema_decay)
+    return TrainState(model=model, optimizer=optimizer, ema=ema)
+
+
+def unwrap(model: torch.nn.Module) -> ClassConditionalLatte:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of one worker's randomness at one step."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def train_step(state: TrainState, latents: torch.Tensor, labels: torch.Tensor,
+               finetune: FinetuneConfig, seed: int, rank: int = 0,
+               mixed_precision: bool = False) -> float:
+    """One optimisation step on a batch of latents (B, T, C, h, w); returns the loss.
+
+    Timesteps and noise come from a generator seeded by (seed, rank, step), so a resumed run
+    draws what the uninterrupted one would have. Gradients are clipped to ``grad_clip``; the
+    EMA follows every step.
+    """
+    model = state.model
+    model.train()
+    generator = torch.Generator().manual_seed(step_seed(seed, rank, state.step))
+    scheduler = training_scheduler(unwrap(model).config.learn_sigma)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if mixed_precision
+                else contextlib.nullcontext())
+    with autocast:
+        loss = diffusion_loss(model, latents, labels, scheduler, generator=generator)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), finetune.grad_clip)
+    state.optimizer.step()
+    state.ema.step(model.parameters())
+    state.step += 1
+    return loss.item()
+
+
+def ema_model(state: TrainState) -> ClassConditionalLatte:
+    """A copy of the model carrying the EMA weights (for sampling and saving)."""
+    model = unwrap(state.model)
+    copy = ClassConditionalLatte.from_config(model.config)
+    copy.load_state_dict(model.state_dict())
+    state.ema.copy_to(copy.parameters())
+    return copy.eval()
+
+
+def save_checkpoint(state: TrainState, folder: str) -> None:
+    """Write the checkpoint folder (see the module docstring)."""
+    unwrap(state.model).save_pretrained(os.path.join(folder, "model"))
+    ema_model(state).save_pretrained(os.path.join(folder, "ema"))
+    torch.save({"optimizer": state.optimizer.state_dict(), "ema": state.ema.state_dict(),
+                "step": state.step, "losses": state.losses}, os.path.join(folder, "state.pt"))
+
+
+def restore_checkpoint(state: TrainState, folder: str) -> None:
+    """Load a checkpoint folder into ``state`` (whose model has the same architecture)."""
+    trained = ClassConditionalLatte.from_pretrained(os.path.join(folder, "model"))
+    unwrap(state.model).load_state_dict(trained.state_dict())
+    saved = torch.load(os.path.join(folder, "state.pt"), map_location="cpu", weights_only=False)
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.ema.load_state_dict(saved["ema"])
+    state.step, state.losses = saved["step"], [tuple(x) for x in saved["losses"]]

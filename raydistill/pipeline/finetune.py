@@ -1,0 +1,157 @@
+"""Finetune stage: the class-conditional Latte trained on the latent cache with Ray Train.
+
+``TorchTrainer``, data-parallel over ``finetune.num_workers`` (DDP; GPUs when the cluster has
+them, bf16 autocast there), EMA weights, gradient clipping, a checkpoint every
+``checkpoint_every`` steps into ``RUN/finetune/ray/`` (local or S3). Rerunning the stage — or Ray
+Train restarting a dead worker, up to ``max_failures`` times — resumes from the last checkpoint.
+Outputs: ``finetune/model/`` (EMA weights, ``from_pretrained``-loadable), ``finetune/loss.csv``
+and ``report/finetune_loss.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+
+import numpy as np
+import pyarrow.fs
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, prepare_model
+
+from raydistill.config import FinetuneConfig, from_dict, to_dict
+from raydistill.config import RunConfig as RaydistillConfig
+from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
+                                             save_checkpoint, train_step)
+from raydistill.pipeline.shards import shard_path
+from raydistill.runs import RunDir, is_local
+
+STAGE = "finetune"
+MODEL_DIR = "finetune/model"
+
+
+def latent_files(run: RunDir) -> list[str]:
+    """URIs of the latent-cache shards of the training split."""
+    return [run.uri(path) for path in run.list("latents/train", ".parquet")
+            if not path.endswith(".rejects.parquet")]
+
+
+def train_loop(loop_config: dict) -> None:
+    """Ray Train worker loop: resume if a checkpoint exists, train to ``steps``, checkpoint."""
+    finetune = from_dict(FinetuneConfig, loop_config["finetune"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    mixed = device.type == "cuda" and finetune.mixed_precision == "bf16"
+    torch.manual_seed(loop_config["seed"] + rank)
+    model = build_model(finetune, loop_config["num_classes"], tuple(loop_config["latent_shape"]))
+    state = new_state(prepare_model(model), finetune)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            restore_checkpoint(state, folder)
+    shard = ray.train.get_dataset_shard("train")
+    while state.step < finetune.steps:
+        for batch in shard.iter_batches(batch_size=finetune.batch_size, batch_format="numpy",
+                                        local_shuffle_buffer_size=4 * finetune.batch_size,
+                                        drop_last=True):
+            latents = torch.from_numpy(np.asarray(batch["latent"])).to(device)
+            labels = torch.from_numpy(np.asarray(batch["label"], np.int64)).to(device)
+            loss = train_step(state, latents, labels, finetune, loop_config["seed"], rank, mixed)
+            if state.step % finetune.log_every == 0:
+                state.losses.append((state.step, loss))
+            if state.step % finetune.checkpoint_every == 0 or state.step == finetune.steps:
+                _report(state, loss, rank)
+            if state.step >= finetune.steps:
+                break
+
+
+def _report(state, loss: float, rank: int) -> None:
+    """Report metrics on every rank; rank 0 attaches the checkpoint."""
+    metrics = {"step": state.step, "loss": loss}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(state, folder)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+def storage(run: RunDir) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    """Ray Train's storage path and filesystem for ``RUN/finetune/ray`` (fsspec → pyarrow)."""
+    if is_local(run.fs):
+        return os.path.abspath(run.path("finetune", "ray")), None
+    handler = pyarrow.fs.FSSpecHandler(run.fs)
+    return run.path("finetune", "ray"), pyarrow.fs.PyFileSystem(handler)
+
+
+def use_gpu(finetune: FinetuneConfig) -> bool:
+    """``finetune.use_gpu``, or whether the cluster has GPUs (None = auto)."""
+    if finetune.use_gpu is not None:
+        return finetune.use_gpu
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
+    """Train (or resume training) and save the EMA model; returns the loss summary."""
+    started = time.time()
+    finetune = config.finetune
+    files = latent_files(run)
+    if not files:
+        raise FileNotFoundError(f"no latent cache in {run.uri('latents/train')}; run the "
+                                "latents stage first")
+    dataset = ray.data.read_parquet(files).select_columns(["latent", "label"])
+    first = run.read_table(shard_path("latents", "train", 0))
+    latent_shape = list(first.schema.field("latent").type.shape)
+    class_names = run.stage_summary("ingest")["class_names"]
+    storage_path, filesystem = storage(run)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"finetune": to_dict(finetune), "seed": config.seed,
+                           "num_classes": len(class_names), "latent_shape": latent_shape},
+        scaling_config=ScalingConfig(num_workers=finetune.num_workers,
+                                     use_gpu=use_gpu(finetune)),
+        run_config=RunConfig(name="latte", storage_path=storage_path,
+                             storage_filesystem=filesystem,
+                             failure_config=FailureConfig(max_failures=finetune.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as folder:
+        run.put_dir(os.path.join(folder, "ema"), MODEL_DIR)
+        saved = torch.load(os.path.join(folder, "state.pt"), map_location="cpu",
+                           weights_only=False)
+    losses = saved["losses"]
+    write_loss_curve(run, losses)
+    return {"steps": saved["step"], "loss_first": losses[0][1] if losses else None,
+            "loss_last": losses[-1][1] if losses else None, "latent_shape": latent_shape,
+            "num_classes": len(class_names), "seconds": round(time.time() - started, 2)}
+
+
+def write_loss_curve(run: RunDir, losses: list[tuple[int, float]]) -> None:
+    """``finetune/loss.csv`` (step,loss) and the plot ``report/finetune_loss.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    run.write_bytes("finetune/loss.csv", ("step,loss\n" + "".join(
+        f"{step},{loss:.6f}\n" for step, loss in losses)).encode())
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    if losses:
+        steps, values = zip(*losses)
+        axis.plot(steps, values, linewidth=1)
+    axis.set_xlabel("step")
+    axis.set_ylabel("diffusion loss")
+    axis.set_title("Latte fine-tuning")
+    axis.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    run.write_bytes("report/finetune_loss.png", buffer.getvalue())

@@ -1,0 +1,135 @@
+"""Latents stage: the real training clips, decoded once and VAE-encoded into a latent cache.
+
+``latents/train/shard-NNNNN.parquet`` (``video_id, label, latent`` float32 (T, C, h, w)). Clips
+are decoded in CPU tasks and encoded by an actor pool that holds the VAE (one GPU per actor when
+the cluster has GPUs); shards are resumable like the clip cache. Without a pretrained VAE
+(``latents.vae`` None, the toy runs) a tiny one is first trained on the training clips and saved
+to ``vae/``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import torch
+from ray.data import ActorPoolStrategy
+
+from raydistill.config import LatentsConfig, RunConfig
+from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
+from raydistill.pipeline.shards import (collect_rejects, decode_shards, missing_shards,
+                                        shard_path, shard_plan, source, task_pool,
+                                        write_rejects_then)
+from raydistill.runs import RunDir
+from raydistill.schema import tensor_array
+from raydistill.video.clips import decode_batch
+
+STAGE = "latents"
+FOLDER = "latents"
+VAE_DIR = "vae"
+
+
+def gpus_per_actor(requested: float | None) -> float:
+    """``requested``, or 1 when the cluster advertises GPUs and 0 otherwise (None = auto)."""
+    if requested is not None:
+        return requested
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def vae_source(run: RunDir, latents: LatentsConfig) -> str:
+    """Where the stage's VAE loads from: ``latents.vae``, or the tiny VAE trained into the run."""
+    return latents.vae or run.local_dir(VAE_DIR)
+
+
+def latent_table(ids: list[str], labels: list[int], latents: np.ndarray) -> pa.Table:
+    """A latent-cache table: ``video_id``, ``label``, ``latent`` float32 (T, C, h, w) tensors."""
+    return pa.table({"video_id": pa.array(ids, pa.string()),
+                     "label": pa.array(labels, pa.int32()),
+                     "latent": tensor_array(latents.astype(np.float32), pa.float32())})
+
+
+class LatentShardWriter:
+    """Ray Data actor UDF: VAE-encode each decoded shard row and write its latent shard."""
+
+    def __init__(self, run_url: str, vae: str):
+        self.run = RunDir(run_url)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.vae = load_vae(vae).to(device).eval()
+
+    def __call__(self, batch: dict) -> dict:
+        for split, index, ids, labels, clips, rejects in zip(
+                batch["split"], batch["index"], batch["video_ids"], batch["labels"],
+                batch["clips"], batch["rejects"]):
+            ids, labels = json.loads(ids), json.loads(labels)
+            latents = encode_clips(self.vae, np.asarray(clips)) if ids else np.zeros(
+                (0, 1, 1, 1, 1), np.float32)
+            write_rejects_then(self.run, shard_path(FOLDER, split, int(index)), rejects,
+                               latent_table(ids, labels, latents))
+        return {"split": batch["split"], "index": batch["index"]}
+
+
+@ray.remote(max_retries=1)
+def _train_and_save_vae(run_url: str, frames: np.ndarray, steps: int, seed: int) -> list[float]:
+    """Train the tiny VAE in a Ray task and save it into the run; ``losses.json`` marks it done."""
+    vae, losses = train_tiny_vae(frames, steps=steps, seed=seed)
+    run = RunDir(run_url)
+    with tempfile.TemporaryDirectory(prefix="raydistill-vae-") as folder:
+        vae.save_pretrained(folder)
+        run.put_dir(folder, VAE_DIR)
+    run.write_json(f"{VAE_DIR}/losses.json", losses)
+    return losses
+
+
+def train_run_vae(run: RunDir, config: RunConfig, max_videos: int = 256) -> dict:
+    """Train the tiny VAE on (up to ``max_videos``) training clips and save it to ``RUN/vae``."""
+    latents = config.latents
+    manifest = run.read_table("manifest.parquet")
+    train = manifest.filter(pc.equal(manifest["split"], "train")).slice(0, max_videos)
+    decoded = decode_batch(train.to_pydict(), latents.num_frames, latents.size)
+    clips = decoded["clip"][[not error for error in decoded["error"]]]
+    frames = clips.reshape(-1, *clips.shape[2:])
+    losses = ray.get(_train_and_save_vae.remote(run.url, frames, latents.vae_steps,
+                                                config.seed))
+    return {"vae_steps": latents.vae_steps, "vae_loss_first": round(losses[0], 5),
+            "vae_loss_last": round(losses[-1], 5), "vae_frames": int(len(frames))}
+
+
+def run_latents(run: RunDir, config: RunConfig) -> dict:
+    """Write the latent cache of the training split; returns counts. Resumes per shard."""
+    started = time.time()
+    latents = config.latents
+    summary = {}
+    if latents.vae is None and not run.exists(f"{VAE_DIR}/losses.json"):
+        summary.update(train_run_vae(run, config))
+    manifest = run.read_table("manifest.parquet")
+    plan = shard_plan(manifest, latents.shard_size, splits=("train",))
+    todo = missing_shards(run, plan, FOLDER)
+    if todo:
+        gpus = gpus_per_actor(latents.gpus_per_actor)
+        actors = min(latents.num_actors, len(todo))
+        source(todo).map_batches(
+            decode_shards, fn_kwargs={"num_frames": latents.num_frames, "size": latents.size},
+            batch_size=1, compute=task_pool(1.0, len(todo)), num_cpus=1,
+        ).map_batches(
+            LatentShardWriter,
+            fn_constructor_kwargs={"run_url": run.url, "vae": vae_source(run, latents)},
+            batch_size=1, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+            compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
+        ).materialize()
+    rejects = collect_rejects(run, plan, FOLDER)
+    first = run.read_table(shard_path(FOLDER, "train", 0)) if plan else None
+    listed = sum(len(json.loads(item["rows"])) for item in plan)
+    summary.update({
+        "shards": len(plan), "shards_encoded_now": len(todo),
+        "latents": listed - rejects.num_rows,
+        "latent_shape": list(first.schema.field("latent").type.shape) if first else [],
+        "decode_errors": rejects.num_rows, "seconds": round(time.time() - started, 2)})
+    print(f"latents: {summary['latents']} training clips encoded to "
+          f"{'×'.join(map(str, summary['latent_shape']))} latents ({len(todo)} shards now)",
+          flush=True)
+    return summary
