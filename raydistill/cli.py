@@ -10,8 +10,12 @@ import argparse
 import sys
 from typing import Sequence
 
-from raydistill.config import DATASETS, ConfigError, RunConfig, load_yaml, with_overrides
+from raydistill.config import (DATASETS, STAGE_NAMES, ConfigError, RunConfig, load_yaml,
+                               with_overrides)
 from raydistill.runs import RunDir
+
+
+SPLIT_DATASETS = ("ucf101", "miniucf", "hmdb51")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run every unfinished stage of a run")
     run.add_argument("--config", help="YAML run config (default: RUN/config.yaml of --run)")
     run.add_argument("--run", help="run directory (overrides run_dir of --config)")
+    run.add_argument("--stages", nargs="+", choices=STAGE_NAMES,
+                     help="only these stages (default: every unfinished one)")
     _add_decode_flags(run)
     _add_common(run)
     return parser
@@ -66,10 +72,17 @@ def _read_config(path: str) -> RunConfig:
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | None]:
     """The validated run config and the stages a parsed command line asks for."""
     if args.command == "ingest":
-        base = _read_config(args.config) if args.config else RunConfig()
-        ingest = {"dataset": args.dataset, "root": args.root}
-        if args.split is not None:
-            ingest["split"] = args.split
+        if args.split is not None and args.dataset not in SPLIT_DATASETS:
+            raise ConfigError(f"--split: applies to {', '.join(SPLIT_DATASETS)} only")
+        run = RunDir(args.out)
+        if args.config:
+            base = _read_config(args.config)
+        else:  # rerunning ingest on an existing run keeps the run's other settings
+            base = run.load_config() if run.exists("config.yaml") else RunConfig()
+        ingest = {"dataset": args.dataset}
+        for name in ("root", "split"):
+            if getattr(args, name) is not None:
+                ingest[name] = getattr(args, name)
         return with_overrides(base, {"run_dir": args.out, "ingest": ingest}), ["ingest"]
     if args.command == "decode":
         return with_overrides(RunDir(args.run).load_config(), _decode_overrides(args)), ["decode"]
@@ -79,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | N
     overrides = _decode_overrides(args)
     if args.run:
         overrides["run_dir"] = args.run
-    return with_overrides(base, overrides), None
+    return with_overrides(base, overrides), args.stages
 
 
 def main(argv: Sequence[str] | None = None) -> int:

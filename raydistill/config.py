@@ -16,6 +16,8 @@ from typing import Any, Optional
 import yaml
 
 DATASETS = ("toy", "kinetics400", "ssv2", "ucf101", "miniucf", "hmdb51")
+STAGE_NAMES = ("ingest", "decode", "latents", "finetune")
+"""The pipeline's stages in order; each has a config section of the same name."""
 
 
 class ConfigError(ValueError):
@@ -134,6 +136,8 @@ class FinetuneConfig:
     fresh model; ``architecture`` picks the shape when the source carries none (``tiny`` for the
     quickstart, ``xl`` = Latte-XL/2). ``batch_size`` is per worker. ``use_gpu`` None means: when
     the cluster has GPUs. ``mixed_precision`` (``bf16`` or ``no``) applies on GPU only.
+    ``cache_latents`` keeps each worker's share of the latent cache in memory across epochs
+    (turn it off when the cache is larger than the workers' memory, e.g. Kinetics-400).
     """
 
     model: Optional[str] = None
@@ -150,6 +154,7 @@ class FinetuneConfig:
     use_gpu: Optional[bool] = None
     mixed_precision: str = "bf16"
     max_failures: int = 3
+    cache_latents: bool = True
 
     def __post_init__(self) -> None:
         _require(self.architecture in ARCHITECTURES, "architecture",

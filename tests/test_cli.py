@@ -21,6 +21,7 @@ def run_cli(capsys, *argv):
      "--config"),
     (["decode", "--run", "{tmp}/run"], "run_dir"),
     (["run"], "run"),
+    (["ingest", "--dataset", "toy", "--split", "2", "--out", "{tmp}/run"], "--split"),
 ])
 def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys, argv, field):
     code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path) for a in argv])
@@ -68,7 +69,40 @@ def test_ingest_then_decode_then_run_resumes(tmp_path, capsys, ray_cluster):
     code, printed, _ = run_cli(capsys, "decode", "--run", out, "--num-frames", "4",
                                "--size", "16")
     assert code == 0 and "decode: 6 clips of 4×16²" in printed
-    code, printed, _ = run_cli(capsys, "run", "--run", out)
+    code, printed, _ = run_cli(capsys, "run", "--run", out, "--stages", "ingest", "decode")
     assert code == 0 and printed.count("already done, skipped") == 2
     code, _, err = run_cli(capsys, "decode", "--run", out, "--size", "32")
     assert code == 2 and err.startswith("raydistill: error: decode.size")
+
+
+def test_decode_before_ingest_names_the_missing_stage(tmp_path, capsys):
+    from raydistill.config import RunConfig
+    from raydistill.runs import RunDir
+
+    RunDir(str(tmp_path / "run")).save_config(RunConfig(run_dir=str(tmp_path / "run")))
+    code, _, err = run_cli(capsys, "decode", "--run", str(tmp_path / "run"))
+    assert code == 2 and "decode needs the ingest stage" in err
+
+
+def test_malformed_class_index_exits_1_with_one_line(tmp_path, capsys, ray_cluster):
+    lists = tmp_path / "ucf" / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    (lists / "classInd.txt").write_text("1 ApplyEyeMakeup\n3 Archery\n")
+    code, _, err = run_cli(capsys, "ingest", "--dataset", "ucf101", "--root",
+                           str(tmp_path / "ucf"), "--out", str(tmp_path / "run"))
+    assert code == 1 and "classInd.txt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_config_file_root_is_kept_and_a_rerun_of_ingest_is_skipped(tmp_path, capsys,
+                                                                  ray_cluster):
+    (tmp_path / "c.yaml").write_text(
+        f"ingest:\n  root: {tmp_path / 'toydata'}\n  toy: {{num_classes: 2, "
+        "train_per_class: 1, test_per_class: 1, num_frames: 8, size: 32}\n"
+        "decode: {num_frames: 4, size: 16}\n")
+    out = str(tmp_path / "run")
+    argv = ["ingest", "--dataset", "toy", "--out", out]
+    assert run_cli(capsys, *argv, "--config", str(tmp_path / "c.yaml"))[0] == 0
+    assert (tmp_path / "toydata" / "toy.json").exists()
+    assert run_cli(capsys, "decode", "--run", out)[0] == 0
+    code, printed, _ = run_cli(capsys, *argv)
+    assert code == 0 and "ingest: already done, skipped" in printed

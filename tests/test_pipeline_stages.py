@@ -16,6 +16,7 @@ from raydistill.video.clips import clips_from_table
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
+DATA_STAGES = ["ingest", "decode"]
 TINY_TOY = {"num_classes": 3, "train_per_class": 3, "test_per_class": 2, "num_frames": 8,
             "size": 32}
 
@@ -101,13 +102,13 @@ def test_decode_writes_clip_shards_and_rejects_a_file_broken_after_ingest(tmp_pa
 
 def test_interrupted_decode_redoes_only_missing_shards(tmp_path):
     config = toy_config(str(tmp_path / "run"))
-    run = run_stages(config)
+    run = run_stages(config, DATA_STAGES)
     assert run.stage_summary("decode")["shards"] == 5  # 9 train in 3 shards, 6 test in 2
     kept = run.path(shard_path("train", 0))
     kept_mtime = os.path.getmtime(kept)
     os.remove(run.path(shard_path("test", 1)))
     os.remove(run.path("_stages/decode.json"))
-    run_stages(config)
+    run_stages(config, DATA_STAGES)
     assert run.stage_summary("decode")["shards_decoded_now"] == 1
     assert os.path.getmtime(kept) == kept_mtime
     assert run.read_table(shard_path("test", 1)).num_rows == 2
@@ -129,7 +130,7 @@ def test_clip_dataset_streams_clips_with_an_error_column(tmp_path):
 
 def test_whole_toy_run_on_s3(s3_bucket):
     config = toy_config(f"{s3_bucket}/runs/toy")
-    run = run_stages(config)
+    run = run_stages(config, DATA_STAGES)
     again = RunDir(f"{s3_bucket}/runs/toy")
     manifest = again.read_table("manifest.parquet")
     assert manifest.num_rows == 15
@@ -205,3 +206,35 @@ def test_a_file_that_kills_its_probe_worker_rejects_only_itself(tmp_path):
     assert sorted(v["video_id"] for v in videos) == ["v0", "v1", "v2"]
     assert [(r["video_id"], r["reason"]) for r in rejects] == [("p", "corrupt")]
     assert "crashed the worker" in rejects[0]["detail"]
+
+
+def test_a_file_that_kills_its_decode_worker_rejects_only_itself(tmp_path):
+    from raydistill.pipeline.decode import run_decode
+    from raydistill.pipeline.shards import decode_shards
+
+    def decode_crashing_on_poison(batch, num_frames, size):
+        if any("move_left_train_0001" in rows for rows in batch["rows"]):
+            os._exit(1)  # what a decoder abort does to the worker
+        return decode_shards(batch, num_frames, size)
+
+    config = toy_config(str(tmp_path / "run"))
+    run = run_stages(config, ["ingest"])
+    summary = run_decode(run, config, decode_fn=decode_crashing_on_poison)
+    rejects = run.read_table("clips/rejects.parquet").to_pylist()
+    assert [(r["video_id"], r["reason"]) for r in rejects] == [("move_left_train_0001",
+                                                                "decode_error")]
+    assert "crashed the worker" in rejects[0]["detail"]
+    assert summary["clips"] == 14
+
+
+def test_changed_settings_after_an_interrupted_decode_drop_the_stale_shards(tmp_path):
+    config = toy_config(str(tmp_path / "run"))
+    run = run_stages(config, DATA_STAGES)
+    os.remove(run.path("_stages/decode.json"))
+    os.remove(run.path(shard_path("test", 1)))
+    changed = toy_config(str(tmp_path / "run"), num_frames=4, size=16)
+    run_stages(changed, DATA_STAGES)
+    for split, count in (("train", 3), ("test", 2)):
+        for index in range(count):
+            clips = clips_from_table(run.read_table(shard_path(split, index)))
+            assert clips.shape[1:] == (4, 16, 16, 3)

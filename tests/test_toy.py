@@ -89,3 +89,28 @@ def test_written_video_decodes_to_the_rendered_motion(tmp_path):
 def test_listing_a_folder_without_toy_json_fails_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="toy.json"):
         toy.list_videos(str(tmp_path))
+
+
+def test_a_folder_holding_another_toy_config_is_refused(tmp_path):
+    toy.generate(str(tmp_path), SMALL)
+    other = ToyConfig(num_classes=2, train_per_class=1, test_per_class=1, num_frames=8, size=32)
+    with pytest.raises(toy.ToyRootInUse, match="another config"):
+        toy.generate(str(tmp_path), other)
+
+
+def test_listing_follows_the_config_not_stray_files(tmp_path):
+    toy.generate(str(tmp_path), SMALL)
+    (tmp_path / "train" / "move_up" / "stray.mp4").write_bytes(b"x")
+    next(tmp_path.rglob("move_up_test_0000.mp4")).unlink()
+    listing = toy.list_videos(str(tmp_path))
+    assert len(listing.videos) == 8 and "stray" not in {v["video_id"] for v in listing.videos}
+    assert [(r["video_id"], r["reason"]) for r in listing.rejects] == [("move_up_test_0000",
+                                                                        "missing")]
+
+
+def test_an_interrupted_generation_resumes_under_the_same_config(tmp_path):
+    toy.start_generation(str(tmp_path), SMALL)
+    assert toy.generate_class(str(tmp_path), SMALL, label=0) == 3
+    assert not toy.is_generated(str(tmp_path), SMALL)
+    assert toy.generate(str(tmp_path), SMALL) == 6
+    assert toy.is_generated(str(tmp_path), SMALL)

@@ -15,6 +15,10 @@ from raydistill.runs import as_url, join, open_fs
 from raydistill.schema import reject
 
 
+class DatasetError(Exception):
+    """A dataset tree that cannot be listed (malformed class list, label ids, …)."""
+
+
 @dataclass
 class Listing:
     """Videos found by a layout reader, and what it rejected."""

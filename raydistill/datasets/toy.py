@@ -21,7 +21,8 @@ import json
 import numpy as np
 
 from raydistill.config import ToyConfig, from_dict, to_dict
-from raydistill.datasets.common import Listing, ListingBuilder, find_files, read_text
+from raydistill.datasets.common import (Listing, ListingBuilder, find_files, read_text,
+                                         root_url)
 from raydistill.runs import join, open_fs, write_bytes_atomic
 from raydistill.video.io import encode_video
 
@@ -136,43 +137,70 @@ def generate_class(root: str, config: ToyConfig, label: int) -> int:
     return written
 
 
-def write_metadata(root: str, config: ToyConfig) -> None:
-    """Write ``toy.json`` (class names and config); call after every class is generated."""
+def _read_metadata(root: str) -> dict | None:
     fs, base = open_fs(root)
-    document = {"class_names": class_names(config), "config": to_dict(config)}
+    path = join(base, "toy.json")
+    return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+
+
+def write_metadata(root: str, config: ToyConfig, complete: bool) -> None:
+    """Write ``toy.json`` (class names, config, whether every video is written)."""
+    fs, base = open_fs(root)
+    document = {"class_names": class_names(config), "config": to_dict(config),
+                "complete": complete}
     write_bytes_atomic(fs, join(base, "toy.json"), json.dumps(document, indent=2).encode())
+
+
+def start_generation(root: str, config: ToyConfig) -> None:
+    """Claim ``root`` for ``config`` before writing videos, so a later run with another config
+    cannot mix its videos with these. Raises :class:`ToyRootInUse` if it holds another toy set."""
+    metadata = _read_metadata(root)
+    if metadata is not None and metadata["config"] != to_dict(config):
+        raise ToyRootInUse(f"{root} holds a toy dataset generated with another config")
+    if metadata is None:
+        write_metadata(root, config, complete=False)
+
+
+class ToyRootInUse(ValueError):
+    """The folder already holds a toy dataset of a different config."""
 
 
 def is_generated(root: str, config: ToyConfig) -> bool:
     """Whether ``root`` already holds the complete toy dataset of ``config``."""
-    fs, base = open_fs(root)
-    path = join(base, "toy.json")
-    if not fs.exists(path):
-        return False
-    return json.loads(fs.cat_file(path))["config"] == to_dict(config)
+    metadata = _read_metadata(root)
+    return bool(metadata and metadata.get("complete") and
+                metadata["config"] == to_dict(config))
 
 
 def generate(root: str, config: ToyConfig = ToyConfig()) -> int:
     """Write the whole toy dataset under ``root`` (local or URL); returns files written."""
     if is_generated(root, config):
         return 0
+    start_generation(root, config)
     written = sum(generate_class(root, config, label) for label in range(config.num_classes))
-    write_metadata(root, config)
+    write_metadata(root, config, complete=True)
     return written
+
+
+def expected_videos(config: ToyConfig) -> list[tuple[str, str, str]]:
+    """``(split, class_name, video_id)`` of every video ``config`` generates."""
+    sizes = {"train": config.train_per_class, "test": config.test_per_class}
+    return [(split, name, video_id(name, split, index)) for split in TOY_SPLITS
+            for name in class_names(config) for index in range(sizes[split])]
 
 
 def list_videos(root: str, split: int = 1) -> Listing:
     """List a generated toy tree (``split`` is ignored: the toy data has one train/test split).
 
-    Raises FileNotFoundError when ``root`` holds no ``toy.json``.
+    Lists exactly the videos its ``toy.json`` config implies (a missing one is ``missing``;
+    stray files are ignored). Raises FileNotFoundError when ``root`` holds no ``toy.json``.
     """
     document = json.loads(read_text(root, "toy.json"))
-    from_dict(ToyConfig, document["config"])  # a hand-edited toy.json fails here, named
+    config = from_dict(ToyConfig, document["config"])  # a hand-edited toy.json fails here
     builder = ListingBuilder(document["class_names"])
-    for relative, path in sorted(find_files(root).items()):
-        parts = relative.split("/")
-        if len(parts) != 3 or parts[0] not in TOY_SPLITS:
-            continue
-        split_name, class_name, filename = parts
-        builder.add(filename.rsplit(".", 1)[0], path, class_name, split_name)
+    files = find_files(root)
+    for split_name, class_name, vid in expected_videos(config):
+        relative = f"{split_name}/{class_name}/{vid}.mp4"
+        builder.add(vid, files.get(relative), class_name, split_name,
+                    expected_path=root_url(root, relative))
     return builder.listing

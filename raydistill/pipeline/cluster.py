@@ -8,7 +8,8 @@ import ray
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the Ray at ``address`` (or ``$RAY_ADDRESS``, as ``ray job submit`` sets), else start one.
+    """Join the Ray at ``address`` (or ``$RAY_ADDRESS``, as ``ray job submit`` sets), else start
+    a new local one (never silently attach to another Ray running on the machine).
 
     Does nothing when Ray is already initialised in this process (a test session, a job driver).
     ``num_cpus`` only applies when a new local Ray is started.
@@ -19,7 +20,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
 
 
 def cluster_cpus() -> float:

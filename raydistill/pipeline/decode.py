@@ -21,9 +21,9 @@ import pyarrow as pa
 import ray
 
 from raydistill.config import DecodeConfig, RunConfig
-from raydistill.pipeline.shards import (collect_rejects, decode_shards, missing_shards,
-                                        shard_path, shard_plan, source, task_pool,
-                                        write_rejects_then)
+from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
+                                        missing_shards, prepare_output, shard_path, shard_plan,
+                                        source, task_pool, write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_table, decode_batch
 
@@ -65,25 +65,38 @@ def write_clip_shards(batch: dict, run_url: str) -> dict:
     return {"split": batch["split"], "index": batch["index"]}
 
 
-def run_decode(run: RunDir, config: RunConfig) -> dict:
+def run_decode(run: RunDir, config: RunConfig, decode_fn=decode_shards) -> dict:
     """Write the clip cache of every manifest row and ``clips/rejects.parquet``; returns counts.
 
-    Shards written by an earlier, interrupted run are kept and not decoded again.
+    Shards written by an earlier, interrupted run with the same settings are kept and not
+    decoded again. If a decode task dies (a decoder crash takes its worker down), the shards
+    still missing are decoded one row per task, so only the crashing file is rejected.
+    ``decode_fn`` is the Ray Data UDF that decodes shard items (see ``shards.decode_shards``).
     """
     started = time.time()
     decode = config.decode
     manifest = run.read_table("manifest.parquet")
+    prepare_output(run, FOLDER, {"num_frames": decode.num_frames, "size": decode.size,
+                                 "shard_size": decode.shard_size})
     plan = shard_plan(manifest, decode.shard_size)
     todo = missing_shards(run, plan, FOLDER)
     if todo:
-        # One shard per task, decoded and written in plain CPU tasks (the two maps fuse).
-        source(todo).map_batches(
-            decode_shards, fn_kwargs={"num_frames": decode.num_frames, "size": decode.size},
-            batch_size=1, compute=task_pool(decode.num_cpus, len(todo)),
-            num_cpus=decode.num_cpus,
-        ).map_batches(write_clip_shards, fn_kwargs={"run_url": run.url}, batch_size=1,
-                      compute=task_pool(decode.num_cpus, len(todo)),
-                      num_cpus=decode.num_cpus).materialize()
+        try:
+            # One shard per task, decoded and written in plain CPU tasks (the two maps fuse);
+            # no retry: a task that died once on a file would die again.
+            source(todo).map_batches(
+                decode_fn, fn_kwargs={"num_frames": decode.num_frames, "size": decode.size},
+                batch_size=1, compute=task_pool(decode.num_cpus, len(todo)),
+                num_cpus=decode.num_cpus, max_retries=0,
+            ).map_batches(write_clip_shards, fn_kwargs={"run_url": run.url}, batch_size=1,
+                          compute=task_pool(decode.num_cpus, len(todo)),
+                          num_cpus=decode.num_cpus, max_retries=0).materialize()
+        except Exception as error:  # Ray Data wraps the worker's death in its own errors
+            print(f"decode: a task failed ({type(error).__name__}); decoding the remaining "
+                  "shards one file per task", flush=True)
+            for item in missing_shards(run, plan, FOLDER):
+                write_clip_shards(decode_shard_isolated(item, decode.num_frames, decode.size,
+                                                        decode_fn), run.url)
     rejects = collect_rejects(run, plan, FOLDER)
     run.write_table(f"{FOLDER}/rejects.parquet", rejects)
     summary = {"shards": len(plan), "shards_decoded_now": len(todo),

@@ -26,7 +26,7 @@ from ray.train.torch import TorchTrainer, prepare_model
 from raydistill.config import FinetuneConfig, from_dict, to_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
-                                             save_checkpoint, train_step)
+                                             save_checkpoint, step_seed, train_step)
 from raydistill.pipeline.shards import shard_path
 from raydistill.runs import RunDir, is_local
 
@@ -54,20 +54,46 @@ def train_loop(loop_config: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as folder:
             restore_checkpoint(state, folder)
-    shard = ray.train.get_dataset_shard("train")
+    batches = training_batches(ray.train.get_dataset_shard("train"), finetune,
+                               loop_config["seed"], rank)
     while state.step < finetune.steps:
+        latents, labels = next(batches)
+        loss = train_step(state, latents.to(device), labels.to(device), finetune,
+                          loop_config["seed"], rank, mixed)
+        if state.step % finetune.log_every == 0:
+            state.losses.append((state.step, loss))
+        if state.step % finetune.checkpoint_every == 0 or state.step == finetune.steps:
+            _report(state, loss, rank)
+
+
+def training_batches(shard, finetune: FinetuneConfig, seed: int, rank: int):
+    """Endless (latents (B, T, C, h, w), labels (B,)) batches of this worker's shard.
+
+    With ``cache_latents`` the shard is read once into memory and reshuffled every epoch (a
+    toy or UCF-sized cache: no per-epoch Ray Data pass); otherwise every epoch streams it.
+    """
+    def stream():
         for batch in shard.iter_batches(batch_size=finetune.batch_size, batch_format="numpy",
                                         local_shuffle_buffer_size=4 * finetune.batch_size,
                                         drop_last=True):
-            latents = torch.from_numpy(np.asarray(batch["latent"])).to(device)
-            labels = torch.from_numpy(np.asarray(batch["label"], np.int64)).to(device)
-            loss = train_step(state, latents, labels, finetune, loop_config["seed"], rank, mixed)
-            if state.step % finetune.log_every == 0:
-                state.losses.append((state.step, loss))
-            if state.step % finetune.checkpoint_every == 0 or state.step == finetune.steps:
-                _report(state, loss, rank)
-            if state.step >= finetune.steps:
-                break
+            yield (torch.from_numpy(np.asarray(batch["latent"])),
+                   torch.from_numpy(np.asarray(batch["label"], np.int64)))
+
+    if not finetune.cache_latents:
+        while True:
+            yield from stream()
+    parts = [batch for batch in shard.iter_batches(batch_size=256, batch_format="numpy")]
+    latents = torch.from_numpy(np.concatenate([np.asarray(p["latent"]) for p in parts]))
+    labels = torch.from_numpy(np.concatenate([np.asarray(p["label"], np.int64) for p in parts]))
+    size = min(finetune.batch_size, len(latents))
+    epoch = 0
+    while True:
+        order = torch.randperm(len(latents), generator=torch.Generator().manual_seed(
+            step_seed(seed, rank, epoch)))
+        for start in range(0, len(latents) - size + 1, size):
+            chosen = order[start:start + size]
+            yield latents[chosen], labels[chosen]
+        epoch += 1
 
 
 def _report(state, loss: float, rank: int) -> None:

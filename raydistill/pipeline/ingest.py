@@ -11,10 +11,11 @@ import time
 
 import ray
 
-from raydistill.config import RunConfig
+from raydistill.config import ConfigError, RunConfig
 from raydistill.datasets import LAYOUTS, toy
+from raydistill.datasets.common import DatasetError
 from raydistill.datasets.manifest import build_tables, format_summary, probe_rows, summarize
-from raydistill.runs import RunDir
+from raydistill.runs import RunDir, open_fs
 from raydistill.schema import reject
 
 STAGE = "ingest"
@@ -36,13 +37,25 @@ def _probe_task(rows: list[dict], verify: bool) -> tuple[list[dict], list[dict]]
 
 
 def generate_toy(root: str, config: RunConfig) -> int:
-    """Write the toy dataset under ``root``, one Ray task per class; returns files written."""
+    """Write the toy dataset under ``root``, one Ray task per class; returns files written.
+
+    The run's own toy folder (no ``ingest.root``) left by an interrupted run with another toy
+    config is regenerated; any other folder holding a different toy set is refused.
+    """
     toy_config = config.ingest.toy
     if toy.is_generated(root, toy_config):
         return 0
+    try:
+        toy.start_generation(root, toy_config)
+    except toy.ToyRootInUse as error:
+        if config.ingest.root is not None:
+            raise ConfigError(f"ingest.root: {error}; choose another folder") from None
+        fs, path = open_fs(root)
+        fs.rm(path, recursive=True)
+        toy.start_generation(root, toy_config)
     written = sum(ray.get([_generate_toy_class.remote(root, toy_config, label)
                            for label in range(toy_config.num_classes)]))
-    toy.write_metadata(root, toy_config)
+    toy.write_metadata(root, toy_config, complete=True)
     return written
 
 
@@ -92,7 +105,10 @@ def run_ingest(run: RunDir, config: RunConfig) -> dict:
     root = dataset_root(run, config)
     if ingest.dataset == "toy":
         generate_toy(root, config)
-    listing = LAYOUTS[ingest.dataset](root, ingest.split)
+    try:
+        listing = LAYOUTS[ingest.dataset](root, ingest.split)
+    except ValueError as error:  # a malformed class list or label file: nothing to list
+        raise DatasetError(f"{ingest.dataset} at {root}: {error}") from None
     videos, probe_rejects = probe_in_parallel(listing.videos, ingest.probe_batch_size,
                                               ingest.verify_decode)
     manifest, rejects = build_tables(videos, listing.rejects + probe_rejects)

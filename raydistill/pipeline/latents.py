@@ -22,9 +22,9 @@ from ray.data import ActorPoolStrategy
 
 from raydistill.config import LatentsConfig, RunConfig
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
-from raydistill.pipeline.shards import (collect_rejects, decode_shards, missing_shards,
-                                        shard_path, shard_plan, source, task_pool,
-                                        write_rejects_then)
+from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
+                                        missing_shards, prepare_output, shard_path, shard_plan,
+                                        source, task_pool, write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import decode_batch
@@ -107,20 +107,31 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
     if latents.vae is None and not run.exists(f"{VAE_DIR}/losses.json"):
         summary.update(train_run_vae(run, config))
     manifest = run.read_table("manifest.parquet")
+    prepare_output(run, FOLDER, {"num_frames": latents.num_frames, "size": latents.size,
+                                 "shard_size": latents.shard_size, "vae": latents.vae})
     plan = shard_plan(manifest, latents.shard_size, splits=("train",))
     todo = missing_shards(run, plan, FOLDER)
+    writer_kwargs = {"run_url": run.url, "vae": vae_source(run, latents)}
     if todo:
         gpus = gpus_per_actor(latents.gpus_per_actor)
         actors = min(latents.num_actors, len(todo))
-        source(todo).map_batches(
-            decode_shards, fn_kwargs={"num_frames": latents.num_frames, "size": latents.size},
-            batch_size=1, compute=task_pool(1.0, len(todo)), num_cpus=1,
-        ).map_batches(
-            LatentShardWriter,
-            fn_constructor_kwargs={"run_url": run.url, "vae": vae_source(run, latents)},
-            batch_size=1, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
-            compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
-        ).materialize()
+        try:
+            source(todo).map_batches(
+                decode_shards, fn_kwargs={"num_frames": latents.num_frames,
+                                          "size": latents.size},
+                batch_size=1, compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
+            ).map_batches(
+                LatentShardWriter, fn_constructor_kwargs=writer_kwargs,
+                batch_size=1, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+                compute=ActorPoolStrategy(min_size=actors, max_size=actors,
+                                          initial_size=actors),
+            ).materialize()
+        except Exception as error:  # a decode task died: isolate the file that killed it
+            print(f"latents: a task failed ({type(error).__name__}); decoding the remaining "
+                  "shards one file per task", flush=True)
+            writer = LatentShardWriter(**writer_kwargs)
+            for item in missing_shards(run, plan, FOLDER):
+                writer(decode_shard_isolated(item, latents.num_frames, latents.size))
     rejects = collect_rejects(run, plan, FOLDER)
     first = run.read_table(shard_path(FOLDER, "train", 0)) if plan else None
     listed = sum(len(json.loads(item["rows"])) for item in plan)

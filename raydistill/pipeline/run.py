@@ -10,7 +10,8 @@ import sys
 import time
 from typing import Callable
 
-from raydistill.config import ConfigError, RunConfig
+from raydistill.config import STAGE_NAMES, ConfigError, RunConfig
+from raydistill.datasets.common import DatasetError
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.decode import run_decode
 from raydistill.pipeline.finetune import run_finetune
@@ -18,13 +19,14 @@ from raydistill.pipeline.ingest import run_ingest
 from raydistill.pipeline.latents import run_latents
 from raydistill.runs import RunDir, is_local, open_fs
 
-# The stages in order: name → function(run, config) -> summary dict.
+# The stages in order (config.STAGE_NAMES): name → function(run, config) -> summary dict.
 STAGES: dict[str, Callable[[RunDir, RunConfig], dict]] = {
     "ingest": run_ingest,
     "decode": run_decode,
     "latents": run_latents,
     "finetune": run_finetune,
 }
+assert tuple(STAGES) == STAGE_NAMES
 
 
 def validate_paths(config: RunConfig) -> None:
@@ -33,7 +35,7 @@ def validate_paths(config: RunConfig) -> None:
     Raises :class:`ConfigError` naming the field, before any work starts.
     """
     root = config.ingest.root
-    if root is not None:
+    if root is not None and config.ingest.dataset != "toy":  # toy: where it will be generated
         fs, path = _open(root, "ingest.root")
         if not fs.exists(path):
             raise ConfigError(f"ingest.root: {root} does not exist")
@@ -51,6 +53,16 @@ def _open(url: str, field: str):
         raise ConfigError(f"{field}: cannot open {url} ({error})") from None
 
 
+def _check_order(run: RunDir, names: list[str]) -> None:
+    """Refuse a stage whose earlier stages are neither finished nor run before it now."""
+    for position, name in enumerate(names):
+        for earlier in list(STAGES)[:list(STAGES).index(name)]:
+            if earlier not in names[:position] and not run.is_done(earlier):
+                raise ConfigError(f"stages: {name} needs the {earlier} stage of {run.url} "
+                                  f"first (`raydistill run --run {run.url}` runs what is "
+                                  "missing)")
+
+
 def run_stages(config: RunConfig, stages: list[str] | None = None,
                address: str | None = None) -> RunDir:
     """Run ``stages`` (default: all, in order) of the run described by ``config``.
@@ -64,6 +76,7 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
         raise ConfigError(f"stages: unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}")
     validate_paths(config)
     run = RunDir(config.run_dir)
+    _check_order(run, names)
     run.save_config(config)
     init_ray(address)
     for name in names:
@@ -90,6 +103,6 @@ def run_command(prog: str, build: Callable[[], tuple[RunConfig, list[str] | None
     except ConfigError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2, None
-    except FileNotFoundError as error:
+    except (FileNotFoundError, DatasetError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1, None

@@ -103,6 +103,51 @@ def decode_shards(batch: dict, num_frames: int, size: int) -> dict:
     return out
 
 
+def prepare_output(run: RunDir, folder: str, settings: dict) -> None:
+    """Make ``folder`` hold only outputs of ``settings``: drop shards left by an interrupted run
+    made with other settings (the run config lets an unfinished stage's settings change)."""
+    marker = f"{folder}/settings.json"
+    if run.exists(marker) and run.read_json(marker) != settings:
+        run.fs.rm(run.path(folder), recursive=True)
+    if not run.exists(marker):
+        run.write_json(marker, settings)
+
+
+@ray.remote(max_retries=0)
+def _decode_alone(item: dict, num_frames: int, size: int, decode_fn) -> dict:
+    return decode_fn({key: [value] for key, value in item.items()}, num_frames, size)
+
+
+def decode_shard_isolated(item: dict, num_frames: int, size: int,
+                          decode_fn=None) -> dict:
+    """Decode a shard one row per Ray task, so a row whose decoder kills its worker (decord can
+    abort on a damaged file) becomes a ``decode_error`` reject instead of failing the shard.
+
+    Returns the same one-shard batch as :func:`decode_shards`. Used after a shard's task died.
+    """
+    decode_fn = decode_fn or decode_shards
+    rows = json.loads(item["rows"])
+    singles = [{**item, "rows": json.dumps([row])} for row in rows]
+    futures = [_decode_alone.remote(single, num_frames, size, decode_fn) for single in singles]
+    ids, labels, clips, rejects = [], [], [], []
+    for row, future in zip(rows, futures):
+        try:
+            result = ray.get(future)
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError) as error:
+            rejects.append(reject(row["video_id"], row["path"], row["split"], "decode_error",
+                                  f"decoding crashed the worker: {type(error).__name__}"))
+            continue
+        ids += json.loads(result["video_ids"][0])
+        labels += json.loads(result["labels"][0])
+        clips += list(np.asarray(result["clips"][0]))
+        rejects += json.loads(result["rejects"][0])
+    shape = (0, num_frames, size, size, 3)
+    return {"split": [item["split"]], "index": [int(item["index"])],
+            "video_ids": [json.dumps(ids)], "labels": [json.dumps(labels)],
+            "clips": (np.stack(clips) if clips else np.zeros(shape, np.uint8))[None],
+            "rejects": [json.dumps(rejects)]}
+
+
 def write_rejects_then(run: RunDir, shard: str, rejects_json: str, table: pa.Table) -> None:
     """Write a shard's rejects, then the shard itself (the shard's existence marks it done)."""
     run.write_table(shard_rejects_path(shard),
