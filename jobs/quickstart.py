@@ -17,15 +17,22 @@ from raydistill.pipeline.run import run_command
 from raydistill.runs import RunDir
 
 
-def quickstart_config(run_dir: str, classes: int, train_per_class: int,
-                      test_per_class: int) -> RunConfig:
-    """The toy preset: 64² toy videos, 16-frame clips of 64² pixels."""
+def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per_class: int,
+                      steps: int, per_class: int) -> RunConfig:
+    """The toy preset: 64² toy videos; 8-frame 32² clips and latents (tiny VAE, 4×8×8 latents);
+    a tiny Latte fine-tuned for ``steps`` steps; ``per_class`` synthetic videos per class."""
     return from_dict(RunConfig, {
         "run_dir": run_dir,
         "ingest": {"dataset": "toy", "toy": {"num_classes": classes,
                                              "train_per_class": train_per_class,
                                              "test_per_class": test_per_class}},
-        "decode": {"num_frames": 16, "size": 64, "shard_size": 64},
+        "decode": {"num_frames": 8, "size": 32, "shard_size": 64},
+        "latents": {"num_frames": 8, "size": 32, "shard_size": 64, "vae_steps": 600},
+        "finetune": {"architecture": "tiny", "steps": steps, "batch_size": 32,
+                     "learning_rate": 1e-3, "ema_decay": 0.995, "checkpoint_every": 500,
+                     "log_every": 10},
+        "generate": {"per_class": per_class, "guidance": 2.0, "steps": 25,
+                     "scheduler": "ddim", "batch_size": 16},
     })
 
 
@@ -35,13 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=8, help="toy classes (2-8)")
     parser.add_argument("--train-per-class", type=int, default=40)
     parser.add_argument("--test-per-class", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=1500, help="Latte fine-tuning steps")
+    parser.add_argument("--per-class", type=int, default=10,
+                        help="synthetic videos generated per class")
     parser.add_argument("--address", help="Ray address to join")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
     args = parser.parse_args(argv)
 
     def build():
         config = quickstart_config(args.run, args.classes, args.train_per_class,
-                                   args.test_per_class)
+                                   args.test_per_class, args.steps, args.per_class)
         if args.fresh:
             run = RunDir(args.run)
             if run.fs.exists(run.root):

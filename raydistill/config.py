@@ -16,7 +16,7 @@ from typing import Any, Optional
 import yaml
 
 DATASETS = ("toy", "kinetics400", "ssv2", "ucf101", "miniucf", "hmdb51")
-STAGE_NAMES = ("ingest", "decode", "latents", "finetune")
+STAGE_NAMES = ("ingest", "decode", "latents", "finetune", "generate")
 """The pipeline's stages in order; each has a config section of the same name."""
 
 
@@ -110,7 +110,7 @@ class LatentsConfig:
     """
 
     vae: Optional[str] = None
-    vae_steps: int = 300
+    vae_steps: int = 600
     num_frames: int = 16
     size: int = 256
     shard_size: int = 16

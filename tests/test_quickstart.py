@@ -21,16 +21,19 @@ def load_job():
 def test_quickstart_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys, ray_cluster):
     job = load_job()
     argv = ["--run", str(tmp_path / "quick"), "--classes", "3", "--train-per-class", "4",
-            "--test-per-class", "2"]
+            "--test-per-class", "2", "--steps", "10", "--per-class", "2"]
     assert job.main(argv) == 0
     run = RunDir(str(tmp_path / "quick"))
-    assert run.is_done("ingest") and run.is_done("decode")
+    assert all(run.is_done(stage) for stage in ("ingest", "decode", "latents", "finetune",
+                                                 "generate"))
     assert run.stage_summary("ingest")["videos_per_split"] == {"test": 6, "train": 12}
     assert run.stage_summary("decode")["clips"] == 18
+    assert run.stage_summary("generate")["videos"] == 6
+    assert len(run.list("report/filmstrips", ".png")) == 3
     first = capsys.readouterr().out
     assert first.strip().endswith(f"quickstart finished: {tmp_path / 'quick'}")
     assert job.main(argv) == 0
-    assert capsys.readouterr().out.count("already done, skipped") == 2
+    assert capsys.readouterr().out.count("already done, skipped") == 5
 
 
 def test_quickstart_rejects_a_bad_setting_before_work(tmp_path, capsys):

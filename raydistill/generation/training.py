@@ -76,8 +76,8 @@ def train_step(state: TrainState, latents: torch.Tensor, labels: torch.Tensor,
                mixed_precision: bool = False) -> float:
     """One optimisation step on a batch of latents (B, T, C, h, w); returns the loss.
 
-    Timesteps and noise come from a generator seeded by (seed, rank, step), so a resumed run
-    draws what the uninterrupted one would have. Gradients are clipped to ``grad_clip``; the
+    Timesteps, noise and label dropout are seeded by (seed, rank, step), so a resumed run draws
+    what the uninterrupted one would have. Gradients are clipped to ``grad_clip``; the
     EMA follows every step.
     """
     model = state.model
@@ -86,7 +86,10 @@ def train_step(state: TrainState, latents: torch.Tensor, labels: torch.Tensor,
     scheduler = training_scheduler(unwrap(model).config.learn_sigma)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if mixed_precision
                 else contextlib.nullcontext())
-    with autocast:
+    # Label dropout draws from the global RNG: seed it per step too (without leaking the seed
+    # outside), so a resumed run drops the labels the uninterrupted one would have.
+    with torch.random.fork_rng(devices=[]), autocast:
+        torch.manual_seed(step_seed(seed, rank, state.step))
         loss = diffusion_loss(model, latents, labels, scheduler, generator=generator)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -15,6 +15,7 @@ from raydistill.datasets.common import DatasetError
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.decode import run_decode
 from raydistill.pipeline.finetune import run_finetune
+from raydistill.pipeline.generate import run_generate
 from raydistill.pipeline.ingest import run_ingest
 from raydistill.pipeline.latents import run_latents
 from raydistill.runs import RunDir, is_local, open_fs
@@ -25,6 +26,7 @@ STAGES: dict[str, Callable[[RunDir, RunConfig], dict]] = {
     "decode": run_decode,
     "latents": run_latents,
     "finetune": run_finetune,
+    "generate": run_generate,
 }
 assert tuple(STAGES) == STAGE_NAMES
 

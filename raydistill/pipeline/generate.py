@@ -1,0 +1,126 @@
+"""Generate stage: ``generate.per_class`` synthetic videos per class, over an actor pool.
+
+Work items (class, index) stream through Ray Data into ``generate.num_actors`` actors, each
+holding one copy of the fine-tuned Latte and the VAE (one GPU each when the cluster has GPUs;
+all actors start at once). Each video is sampled from its own seed (``synthesis.video_seed``), so
+it does not depend on the batch it landed in, and is written as
+``synthetic/latents/{id}.npy`` then ``synthetic/videos/{class}/{id}.mp4`` (the mp4 marks it done):
+a rerun generates only the missing videos. Then ``synthetic/manifest.parquet`` (``video_id, path,
+label, class_name, seed, latent_path``) and one filmstrip per class in ``report/filmstrips/``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+from ray.data import ActorPoolStrategy
+
+from raydistill.config import GenerateConfig, RunConfig
+from raydistill.generation.latte import ClassConditionalLatte
+from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
+from raydistill.generation.vae import load_vae
+from raydistill.pipeline.finetune import MODEL_DIR
+from raydistill.pipeline.latents import gpus_per_actor, vae_source
+from raydistill.pipeline.shards import source
+from raydistill.report.filmstrip import filmstrip, png_bytes
+from raydistill.runs import RunDir
+from raydistill.video import decode_clip
+from raydistill.video.io import encode_video
+
+STAGE = "generate"
+SYNTHETIC_SCHEMA = pa.schema([("video_id", pa.string()), ("path", pa.string()),
+                              ("label", pa.int32()), ("class_name", pa.string()),
+                              ("seed", pa.int64()), ("latent_path", pa.string())])
+
+
+def video_relpath(item: dict) -> str:
+    """Run-relative mp4 path of a work item."""
+    return f"synthetic/videos/{item['class_name']}/{item['video_id']}.mp4"
+
+
+def latent_relpath(item: dict) -> str:
+    """Run-relative latent path of a work item."""
+    return f"synthetic/latents/{item['video_id']}.npy"
+
+
+def work_items(class_names: list[str], per_class: int, run_seed: int) -> list[dict]:
+    """Every (class, index) to generate, with its id and seed, class-major."""
+    return [{"video_id": synthetic_id(label, index), "label": label, "class_name": name,
+             "seed": video_seed(run_seed, label, index)}
+            for label, name in enumerate(class_names) for index in range(per_class)]
+
+
+class SyntheticVideoWriter:
+    """Ray Data actor UDF: sample, decode and write a batch of work items.
+
+    Loads the model and VAE once (on the actor's GPU when it has one); returns the items done.
+    """
+
+    def __init__(self, run_url: str, model_dir: str, vae: str, generate: dict):
+        self.run = RunDir(run_url)
+        self.settings = GenerateConfig(**generate)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.model = ClassConditionalLatte.from_pretrained(model_dir).to(device, dtype).eval()
+        self.vae = load_vae(vae).to(device).eval()
+
+    def __call__(self, batch: dict) -> dict:
+        items = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        latents, frames = synthesize(self.model, self.vae, [int(i["label"]) for i in items],
+                                     [int(i["seed"]) for i in items], self.settings.scheduler,
+                                     self.settings.steps, self.settings.guidance)
+        for item, latent, video in zip(items, latents, frames):
+            buffer = io.BytesIO()
+            np.save(buffer, latent)
+            self.run.write_bytes(latent_relpath(item), buffer.getvalue())
+            self.run.write_bytes(video_relpath(item),
+                                 encode_video(video, self.settings.fps, "mp4"))
+        return {"video_id": [item["video_id"] for item in items]}
+
+
+def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list[str]:
+    """One PNG per class of its first ``per_class`` synthetic videos; returns their paths."""
+    written = []
+    for name in sorted({item["class_name"] for item in items}):
+        chosen = [item for item in items if item["class_name"] == name][:per_class]
+        videos = [decode_clip(run.uri(video_relpath(item)), num_frames=8, size=64)
+                  for item in chosen]
+        path = f"report/filmstrips/{name}.png"
+        run.write_bytes(path, png_bytes(filmstrip(videos), scale=2))
+        written.append(path)
+    return written
+
+
+def run_generate(run: RunDir, config: RunConfig) -> dict:
+    """Generate every missing synthetic video, then the synthetic manifest and filmstrips."""
+    started = time.time()
+    generate = config.generate
+    class_names = run.stage_summary("ingest")["class_names"]
+    items = work_items(class_names, generate.per_class, config.seed)
+    todo = [item for item in items if not run.exists(video_relpath(item))]
+    if todo:
+        gpus = gpus_per_actor(generate.gpus_per_actor)
+        actors = min(generate.num_actors, -(-len(todo) // generate.batch_size))
+        source(todo).map_batches(
+            SyntheticVideoWriter,
+            fn_constructor_kwargs={
+                "run_url": run.url, "model_dir": run.local_dir(MODEL_DIR),
+                "vae": vae_source(run, config.latents),
+                "generate": {k: getattr(generate, k) for k in GenerateConfig.__dataclass_fields__}},
+            batch_size=generate.batch_size, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+            compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
+        ).materialize()
+    rows = [{**item, "path": run.uri(video_relpath(item)),
+             "latent_path": run.uri(latent_relpath(item))} for item in items]
+    run.write_table("synthetic/manifest.parquet", pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
+    strips = write_filmstrips(run, items)
+    seconds = time.time() - started
+    print(f"generate: {len(items)} synthetic videos ({len(todo)} generated now) in "
+          f"{seconds:.1f} s; filmstrips in {run.uri('report/filmstrips')}", flush=True)
+    return {"videos": len(items), "generated_now": len(todo), "per_class": generate.per_class,
+            "filmstrips": strips, "seconds": round(seconds, 2),
+            "videos_per_minute": round(60 * len(todo) / seconds, 1) if todo else None}

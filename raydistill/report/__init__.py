@@ -1,0 +1,1 @@
+"""Report pieces: tables and images of a run, viewable without any server."""

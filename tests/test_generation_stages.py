@@ -1,0 +1,85 @@
+"""Latents, finetune (Ray Train) and generate (Ray Data actors) stages on a tiny toy run."""
+
+import os
+
+import numpy as np
+import pytest
+
+from raydistill.config import RunConfig, from_dict, with_overrides
+from raydistill.pipeline.run import run_stages
+from raydistill.video import decode_clip, probe_video
+
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]
+
+
+def tiny_run(run_dir, steps=4):
+    return from_dict(RunConfig, {
+        "run_dir": run_dir,
+        "ingest": {"dataset": "toy", "toy": {"num_classes": 3, "train_per_class": 4,
+                                             "test_per_class": 1, "num_frames": 8, "size": 32}},
+        "decode": {"num_frames": 8, "size": 32},
+        "latents": {"num_frames": 8, "size": 32, "vae_steps": 20, "shard_size": 8},
+        "finetune": {"architecture": "tiny", "steps": steps, "batch_size": 4,
+                     "checkpoint_every": 2, "log_every": 1, "ema_decay": 0.9},
+        "generate": {"per_class": 2, "steps": 3, "batch_size": 4, "guidance": 2.0},
+    })
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    config = tiny_run(str(tmp_path_factory.mktemp("gen") / "run"))
+    return config, run_stages(config)
+
+
+def test_latent_cache_holds_every_training_clip(generated):
+    _, run = generated
+    summary = run.stage_summary("latents")
+    assert summary["latents"] == 12 and summary["latent_shape"] == [8, 4, 8, 8]
+    assert run.exists("vae/config.json") and summary["vae_loss_last"] < summary["vae_loss_first"]
+
+
+def test_finetune_saves_the_ema_model_and_loss_curve(generated):
+    _, run = generated
+    assert run.stage_summary("finetune")["steps"] == 4
+    assert run.exists("finetune/model/config.json")
+    assert run.read_bytes("finetune/loss.csv").decode().splitlines()[0] == "step,loss"
+    assert run.read_bytes("report/finetune_loss.png")[:4] == b"\x89PNG"
+
+
+def test_generate_writes_n_decodable_videos_per_class_with_their_seeds(generated):
+    config, run = generated
+    manifest = run.read_table("synthetic/manifest.parquet").to_pylist()
+    assert sorted((row["label"], row["video_id"]) for row in manifest) == [
+        (label, f"syn_{label:04d}_{index:05d}") for label in range(3) for index in range(2)]
+    assert len({row["seed"] for row in manifest}) == 6
+    for row in manifest:
+        assert probe_video(row["path"]).num_frames == 8
+        assert np.load(row["latent_path"]).shape == (8, 4, 8, 8)
+    assert len(run.list("report/filmstrips", ".png")) == 3
+
+
+def test_rerun_of_generate_writes_nothing_and_a_lost_video_comes_back_the_same(generated):
+    config, run = generated
+    manifest = run.read_table("synthetic/manifest.parquet").to_pylist()
+    victim = manifest[3]
+    before = np.load(victim["latent_path"])
+    kept_mtime = os.path.getmtime(manifest[0]["path"])
+    os.remove(victim["path"])
+    os.remove(run.path("_stages/generate.json"))
+    run_stages(config, ["generate"])
+    assert run.stage_summary("generate")["generated_now"] == 1
+    assert os.path.getmtime(manifest[0]["path"]) == kept_mtime
+    assert np.allclose(np.load(victim["latent_path"]), before, atol=1e-3)
+    assert decode_clip(victim["path"], 8, 32).shape == (8, 32, 32, 3)
+
+
+def test_finetune_resumes_from_its_last_checkpoint(tmp_path):
+    config = tiny_run(str(tmp_path / "run"), steps=2)
+    run = run_stages(config, ["ingest", "decode", "latents", "finetune"])
+    first = run.read_bytes("finetune/loss.csv").decode().splitlines()
+    os.remove(run.path("_stages/finetune.json"))  # as if the job died after the checkpoint
+    longer = with_overrides(config, {"finetune": {"steps": 4}})
+    run_stages(longer, ["finetune"])
+    resumed = run.read_bytes("finetune/loss.csv").decode().splitlines()
+    assert run.stage_summary("finetune")["steps"] == 4
+    assert resumed[:len(first)] == first and len(resumed) == len(first) + 2
