@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from ray.data import ActorPoolStrategy
 
-from raydistill.config import GenerateConfig, RunConfig
+from raydistill.config import GenerateConfig, RunConfig, to_dict
 from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.generation.vae import load_vae
@@ -95,6 +95,23 @@ def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list
     return written
 
 
+def generate_videos(run: RunDir, todo: list[dict], model_dir: str, vae: str,
+                    generate: GenerateConfig) -> None:
+    """Sample and write the work items ``todo`` over ``generate.num_actors`` actors (all
+    started at once, one GPU each when the cluster has GPUs)."""
+    if not todo:
+        return
+    gpus = gpus_per_actor(generate.gpus_per_actor)
+    actors = min(generate.num_actors, -(-len(todo) // generate.batch_size))
+    source(todo, items_per_block=generate.batch_size).map_batches(
+        SyntheticVideoWriter,
+        fn_constructor_kwargs={"run_url": run.url, "model_dir": model_dir, "vae": vae,
+                               "generate": to_dict(generate)},
+        batch_size=generate.batch_size, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+        compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
+    ).materialize()
+
+
 def run_generate(run: RunDir, config: RunConfig) -> dict:
     """Generate every missing synthetic video, then the synthetic manifest and filmstrips."""
     started = time.time()
@@ -102,18 +119,8 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     class_names = run.stage_summary("ingest")["class_names"]
     items = work_items(class_names, generate.per_class, config.seed)
     todo = [item for item in items if not run.exists(video_relpath(item))]
-    if todo:
-        gpus = gpus_per_actor(generate.gpus_per_actor)
-        actors = min(generate.num_actors, -(-len(todo) // generate.batch_size))
-        source(todo).map_batches(
-            SyntheticVideoWriter,
-            fn_constructor_kwargs={
-                "run_url": run.url, "model_dir": run.local_dir(MODEL_DIR),
-                "vae": vae_source(run, config.latents),
-                "generate": {k: getattr(generate, k) for k in GenerateConfig.__dataclass_fields__}},
-            batch_size=generate.batch_size, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
-            compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
-        ).materialize()
+    generate_videos(run, todo, run.local_dir(MODEL_DIR), vae_source(run, config.latents),
+                    generate)
     rows = [{**item, "path": run.uri(video_relpath(item)),
              "latent_path": run.uri(latent_relpath(item))} for item in items]
     run.write_table("synthetic/manifest.parquet", pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))

@@ -20,17 +20,19 @@ from raydistill.schema import REJECTS_SCHEMA, reject, table_from_rows
 from raydistill.video.clips import decode_batch
 
 
-def source(items) -> ray.data.Dataset:
+def source(items, items_per_block: int = 1) -> ray.data.Dataset:
     """An input dataset (Arrow tables or work-item dicts) whose pipeline may give every CPU to
     its map operators.
 
     Ray Data reserves part of the budget for each operator; for these CPU pipelines that kept a
     2-CPU node to about one decode task at a time (benchmarks/decode.py: 1.37× a plain loop with
     the reservation, 1.77× without). The setting lives in this dataset's own copy of the
-    DataContext, so other pipelines of the driver keep the default.
+    DataContext, so other pipelines of the driver keep the default. Work items are grouped
+    ``items_per_block`` to a block (one block per task call avoids per-block overheads).
     """
+    blocks = -(-len(items) // items_per_block)
     dataset = (ray.data.from_arrow(items) if isinstance(items[0], pa.Table)
-               else ray.data.from_items(items, override_num_blocks=len(items)))
+               else ray.data.from_items(items, override_num_blocks=blocks))
     dataset.context.op_resource_reservation_enabled = False
     return dataset
 

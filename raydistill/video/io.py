@@ -73,8 +73,11 @@ def encode_video(frames: np.ndarray, fps: float, extension: str = "mp4") -> byte
         stream = container.add_stream(codec, rate=int(round(fps)))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        # One encoder thread: writers run in Ray tasks/actors that were given a CPU share, and
+        # x264's own threads would take the cores other workers were promised.
+        stream.thread_count = 1
         if codec == "libx264":
-            stream.options = {"crf": "20", "preset": "veryfast"}
+            stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
