@@ -31,13 +31,17 @@ from raydistill.runs import RunDir
 
 
 def timed_generation(folder: str, videos: int, actors: int, settings: dict) -> float:
-    """Seconds to generate ``videos`` into a fresh run under ``folder`` with ``actors`` actors."""
+    """Seconds to generate ``videos`` into a fresh run under ``folder`` with ``actors`` actors.
+
+    The run gets the tiny model and VAE where the generate stage looks for them.
+    """
     run = RunDir(os.path.join(folder, f"run-{actors}-{videos}"))
+    ClassConditionalLatte(num_classes=8, **TINY_LATTE).save_pretrained(run.path("model"))
+    load_vae(None).save_pretrained(run.path("vae"))
     items = work_items([f"class{i}" for i in range(8)], -(-videos // 8), run_seed=0)[:videos]
     generate = GenerateConfig(num_actors=actors, gpus_per_actor=0, **settings)
     started = time.perf_counter()
-    generate_videos(run, items, os.path.join(folder, "model"), os.path.join(folder, "vae"),
-                    generate)
+    generate_videos(run, items, "model", None, generate)
     return time.perf_counter() - started
 
 
@@ -49,9 +53,6 @@ def main() -> None:
     parser.add_argument("--cpus-per-node", type=int, default=1)
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="rd-bench-generate-")
-    ClassConditionalLatte(num_classes=8, **TINY_LATTE).save_pretrained(
-        os.path.join(folder, "model"))
-    load_vae(None).save_pretrained(os.path.join(folder, "vae"))
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": args.cpus_per_node})
     cluster.add_node(num_cpus=args.cpus_per_node)

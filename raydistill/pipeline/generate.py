@@ -22,9 +22,8 @@ from ray.data import ActorPoolStrategy
 from raydistill.config import GenerateConfig, RunConfig, to_dict
 from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
-from raydistill.generation.vae import load_vae
 from raydistill.pipeline.finetune import MODEL_DIR
-from raydistill.pipeline.latents import gpus_per_actor, vae_source
+from raydistill.pipeline.latents import gpus_per_actor, open_vae
 from raydistill.pipeline.shards import source
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
@@ -60,13 +59,15 @@ class SyntheticVideoWriter:
     Loads the model and VAE once (on the actor's GPU when it has one); returns the items done.
     """
 
-    def __init__(self, run_url: str, model_dir: str, vae: str, generate: dict):
+    def __init__(self, run_url: str, model_dir: str, vae: str | None, generate: dict):
         self.run = RunDir(run_url)
         self.settings = GenerateConfig(**generate)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        self.model = ClassConditionalLatte.from_pretrained(model_dir).to(device, dtype).eval()
-        self.vae = load_vae(vae).to(device).eval()
+        # Resolved here, on the actor's node: an S3 run's files are downloaded where they are used.
+        self.model = ClassConditionalLatte.from_pretrained(
+            self.run.local_dir(model_dir)).to(device, dtype).eval()
+        self.vae = open_vae(self.run, vae).to(device).eval()
 
     def __call__(self, batch: dict) -> dict:
         items = [dict(zip(batch, values)) for values in zip(*batch.values())]
@@ -98,7 +99,8 @@ def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list
 def generate_videos(run: RunDir, todo: list[dict], model_dir: str, vae: str,
                     generate: GenerateConfig) -> None:
     """Sample and write the work items ``todo`` over ``generate.num_actors`` actors (all
-    started at once, one GPU each when the cluster has GPUs)."""
+    started at once, one GPU each when the cluster has GPUs). ``model_dir`` is the model's
+    folder inside the run; ``vae`` a VAE source, or None for the run's own ``vae/``."""
     if not todo:
         return
     gpus = gpus_per_actor(generate.gpus_per_actor)
@@ -119,8 +121,7 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     class_names = run.stage_summary("ingest")["class_names"]
     items = work_items(class_names, generate.per_class, config.seed)
     todo = [item for item in items if not run.exists(video_relpath(item))]
-    generate_videos(run, todo, run.local_dir(MODEL_DIR), vae_source(run, config.latents),
-                    generate)
+    generate_videos(run, todo, MODEL_DIR, config.latents.vae, generate)
     rows = [{**item, "path": run.uri(video_relpath(item)),
              "latent_path": run.uri(latent_relpath(item))} for item in items]
     run.write_table("synthetic/manifest.parquet", pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))

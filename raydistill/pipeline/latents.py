@@ -41,9 +41,12 @@ def gpus_per_actor(requested: float | None) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def vae_source(run: RunDir, latents: LatentsConfig) -> str:
-    """Where the stage's VAE loads from: ``latents.vae``, or the tiny VAE trained into the run."""
-    return latents.vae or run.local_dir(VAE_DIR)
+def open_vae(run: RunDir, source: str | None):
+    """The run's VAE: ``source`` (``latents.vae``), or the tiny VAE trained into ``RUN/vae``.
+
+    Called where the VAE is used (an actor on any node), so an S3 run's VAE is downloaded there.
+    """
+    return load_vae(source or run.local_dir(VAE_DIR))
 
 
 def latent_table(ids: list[str], labels: list[int], latents: np.ndarray) -> pa.Table:
@@ -56,18 +59,21 @@ def latent_table(ids: list[str], labels: list[int], latents: np.ndarray) -> pa.T
 class LatentShardWriter:
     """Ray Data actor UDF: VAE-encode each decoded shard row and write its latent shard."""
 
-    def __init__(self, run_url: str, vae: str):
+    def __init__(self, run_url: str, vae: str | None):
         self.run = RunDir(run_url)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.vae = load_vae(vae).to(device).eval()
+        self.vae = open_vae(self.run, vae).to(device).eval()
 
     def __call__(self, batch: dict) -> dict:
         for split, index, ids, labels, clips, rejects in zip(
                 batch["split"], batch["index"], batch["video_ids"], batch["labels"],
                 batch["clips"], batch["rejects"]):
             ids, labels = json.loads(ids), json.loads(labels)
-            latents = encode_clips(self.vae, np.asarray(clips)) if ids else np.zeros(
-                (0, 1, 1, 1, 1), np.float32)
+            clips = np.asarray(clips)
+            if ids:
+                latents = encode_clips(self.vae, clips)
+            else:  # every row failed: an empty shard, with the latent shape of the others
+                latents = encode_clips(self.vae, np.zeros((1, *clips.shape[1:]), np.uint8))[:0]
             write_rejects_then(self.run, shard_path(FOLDER, split, int(index)), rejects,
                                latent_table(ids, labels, latents))
         return {"split": batch["split"], "index": batch["index"]}
@@ -111,7 +117,7 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
                                  "shard_size": latents.shard_size, "vae": latents.vae})
     plan = shard_plan(manifest, latents.shard_size, splits=("train",))
     todo = missing_shards(run, plan, FOLDER)
-    writer_kwargs = {"run_url": run.url, "vae": vae_source(run, latents)}
+    writer_kwargs = {"run_url": run.url, "vae": latents.vae}
     if todo:
         gpus = gpus_per_actor(latents.gpus_per_actor)
         actors = min(latents.num_actors, len(todo))
