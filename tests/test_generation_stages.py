@@ -83,3 +83,19 @@ def test_finetune_resumes_from_its_last_checkpoint(tmp_path):
     resumed = run.read_bytes("finetune/loss.csv").decode().splitlines()
     assert run.stage_summary("finetune")["steps"] == 4
     assert resumed[:len(first)] == first and len(resumed) == len(first) + 2
+
+
+def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):
+    import fsspec
+
+    config = tiny_run(f"{s3_bucket}/runs/gen", steps=2)
+    config = with_overrides(config, {"ingest": {"toy": {"num_classes": 2}},
+                                     "generate": {"per_class": 1}})
+    run = run_stages(config)
+    manifest = run.read_table("synthetic/manifest.parquet").to_pylist()
+    assert [row["video_id"] for row in manifest] == ["syn_0000_00000", "syn_0001_00000"]
+    assert all(row["path"].startswith(f"{s3_bucket}/runs/gen/synthetic/") for row in manifest)
+    assert probe_video(manifest[0]["path"]).num_frames == 8
+    keys = fsspec.filesystem("s3").find(f"{s3_bucket[5:]}/runs/gen/finetune")
+    assert any(key.endswith("state.pt") for key in keys)  # Ray Train checkpoints in the bucket
+    assert run.exists("finetune/model/config.json") and run.exists("vae/config.json")
