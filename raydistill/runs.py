@@ -124,9 +124,17 @@ class RunDir:
         """Read a Parquet file (or a folder of Parquet files) of the run."""
         return pq.read_table(self.path(relpath), filesystem=self.fs)
 
+    def read_schema(self, relpath: str) -> pa.Schema:
+        """The Arrow schema of a Parquet file of the run (its footer only, not its data)."""
+        with self.fs.open(self.path(relpath), "rb") as handle:
+            return pq.read_schema(handle)
+
     def list(self, relpath: str, suffix: str = "") -> list[str]:
         """Sorted paths (relative to the run) of the files under ``relpath`` ending in ``suffix``."""
         base = self.path(relpath)
+        # Other processes (Ray workers) write into the run: never answer from a stale listing
+        # cache (s3fs keeps one per filesystem instance).
+        self.fs.invalidate_cache(base)
         if not self.fs.exists(base):
             return []
         prefix = self.root.rstrip("/") + "/"

@@ -2,7 +2,6 @@
 
 import os
 
-import numpy as np
 import pytest
 
 from helpers import write_empty, write_random_bytes, write_test_video, write_truncated_video

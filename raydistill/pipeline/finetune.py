@@ -27,7 +27,7 @@ from raydistill.config import FinetuneConfig, from_dict, to_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
                                              save_checkpoint, step_seed, train_step)
-from raydistill.pipeline.shards import shard_path
+from raydistill.pipeline.latents import latent_shape
 from raydistill.runs import RunDir, is_local
 
 STAGE = "finetune"
@@ -131,14 +131,13 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
         raise FileNotFoundError(f"no latent cache in {run.uri('latents/train')}; run the "
                                 "latents stage first")
     dataset = ray.data.read_parquet(files).select_columns(["latent", "label"])
-    first = run.read_table(shard_path("latents", "train", 0))
-    latent_shape = list(first.schema.field("latent").type.shape)
+    shape = latent_shape(run)
     class_names = run.stage_summary("ingest")["class_names"]
     storage_path, filesystem = storage(run)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"finetune": to_dict(finetune), "seed": config.seed,
-                           "num_classes": len(class_names), "latent_shape": latent_shape},
+                           "num_classes": len(class_names), "latent_shape": shape},
         scaling_config=ScalingConfig(num_workers=finetune.num_workers,
                                      use_gpu=use_gpu(finetune)),
         run_config=RunConfig(name="latte", storage_path=storage_path,
@@ -155,7 +154,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     losses = saved["losses"]
     write_loss_curve(run, losses)
     return {"steps": saved["step"], "loss_first": losses[0][1] if losses else None,
-            "loss_last": losses[-1][1] if losses else None, "latent_shape": latent_shape,
+            "loss_last": losses[-1][1] if losses else None, "latent_shape": shape,
             "num_classes": len(class_names), "seconds": round(time.time() - started, 2)}
 
 

@@ -120,7 +120,8 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     generate = config.generate
     class_names = run.stage_summary("ingest")["class_names"]
     items = work_items(class_names, generate.per_class, config.seed)
-    todo = [item for item in items if not run.exists(video_relpath(item))]
+    written = set(run.list("synthetic/videos", ".mp4"))  # one listing, not a request per video
+    todo = [item for item in items if video_relpath(item) not in written]
     generate_videos(run, todo, MODEL_DIR, config.latents.vae, generate)
     rows = [{**item, "path": run.uri(video_relpath(item)),
              "latent_path": run.uri(latent_relpath(item))} for item in items]

@@ -20,7 +20,7 @@ import ray
 import torch
 from ray.data import ActorPoolStrategy
 
-from raydistill.config import LatentsConfig, RunConfig
+from raydistill.config import RunConfig
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
                                         missing_shards, prepare_output, shard_path, shard_plan,
@@ -47,6 +47,14 @@ def open_vae(run: RunDir, source: str | None):
     Called where the VAE is used (an actor on any node), so an S3 run's VAE is downloaded there.
     """
     return load_vae(source or run.local_dir(VAE_DIR))
+
+
+def latent_shape(run: RunDir) -> list[int]:
+    """(T, C, h, w) of the cached latents, from the first shard's schema; [] if none."""
+    first = shard_path(FOLDER, "train", 0)
+    if not run.exists(first):
+        return []
+    return list(run.read_schema(first).field("latent").type.shape)
 
 
 def latent_table(ids: list[str], labels: list[int], latents: np.ndarray) -> pa.Table:
@@ -139,12 +147,11 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
             for item in missing_shards(run, plan, FOLDER):
                 writer(decode_shard_isolated(item, latents.num_frames, latents.size))
     rejects = collect_rejects(run, plan, FOLDER)
-    first = run.read_table(shard_path(FOLDER, "train", 0)) if plan else None
     listed = sum(len(json.loads(item["rows"])) for item in plan)
     summary.update({
         "shards": len(plan), "shards_encoded_now": len(todo),
         "latents": listed - rejects.num_rows,
-        "latent_shape": list(first.schema.field("latent").type.shape) if first else [],
+        "latent_shape": latent_shape(run),
         "decode_errors": rejects.num_rows, "seconds": round(time.time() - started, 2)})
     print(f"latents: {summary['latents']} training clips encoded to "
           f"{'×'.join(map(str, summary['latent_shape']))} latents ({len(todo)} shards now)",

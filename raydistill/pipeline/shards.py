@@ -69,9 +69,10 @@ def shard_plan(manifest: pa.Table, shard_size: int, splits: tuple[str, ...] | No
 
 
 def missing_shards(run: RunDir, plan: list[dict], folder: str) -> list[dict]:
-    """The plan's items whose shard file does not exist yet."""
+    """The plan's items whose shard file does not exist yet (one listing of ``folder``)."""
+    written = set(run.list(folder, ".parquet"))
     return [item for item in plan
-            if not run.exists(shard_path(folder, item["split"], item["index"]))]
+            if shard_path(folder, item["split"], item["index"]) not in written]
 
 
 def decode_shards(batch: dict, num_frames: int, size: int) -> dict:
