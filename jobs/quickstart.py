@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raydistill.config import RunConfig, from_dict
+from raydistill.config import SELECTION_METHODS, RunConfig, from_dict
 from raydistill.pipeline.run import run_command
 from raydistill.runs import RunDir
 
@@ -20,7 +20,9 @@ from raydistill.runs import RunDir
 def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per_class: int,
                       steps: int, per_class: int) -> RunConfig:
     """The toy preset: 64² toy videos; 8-frame 32² clips and latents (tiny VAE, 4×8×8 latents);
-    a tiny Latte fine-tuned for ``steps`` steps; ``per_class`` synthetic videos per class."""
+    a tiny Latte fine-tuned for ``steps`` steps; ``per_class`` synthetic videos per class; a
+    tiny VideoMAE classifier trained on the real clips embeds them; every training-free selector
+    picks 1 and 5 per class with 3 seeds."""
     return from_dict(RunConfig, {
         "run_dir": run_dir,
         "ingest": {"dataset": "toy", "toy": {"num_classes": classes,
@@ -33,6 +35,9 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                      "log_every": 10},
         "generate": {"per_class": per_class, "guidance": 2.0, "steps": 25,
                      "scheduler": "ddim", "batch_size": 16},
+        "embed": {"model": None, "pools": ["synthetic"], "classifier_steps": 400},
+        "select": {"pool": "synthetic", "methods": list(SELECTION_METHODS),
+                   "vpc": [k for k in (1, 5) if k <= per_class], "seeds": 3},
     })
 
 

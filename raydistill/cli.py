@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from raydistill.config import (DATASETS, STAGE_NAMES, ConfigError, RunConfig, load_yaml,
-                               with_overrides)
+from raydistill.config import (DATASETS, POOLS, SCHEDULER_NAMES, SELECTION_METHODS, STAGE_NAMES,
+                               ConfigError, RunConfig, load_yaml, with_overrides)
 from raydistill.runs import RunDir
 
 
@@ -46,6 +46,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_flags(decode)
     _add_common(decode)
 
+    finetune = commands.add_parser("finetune", help="fine-tune the class-conditional Latte "
+                                                    "on the latent cache (Ray Train)")
+    finetune.add_argument("--run", required=True, help="run directory")
+    finetune.add_argument("--steps", type=int, help="training steps")
+    finetune.add_argument("--num-workers", type=int, help="Ray Train workers")
+    _add_common(finetune)
+
+    generate = commands.add_parser("generate", help="sample synthetic videos per class")
+    generate.add_argument("--run", required=True, help="run directory")
+    generate.add_argument("--per-class", type=int, help="videos per class (paper: 100)")
+    generate.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    generate.add_argument("--steps", type=int, help="sampling steps")
+    generate.add_argument("--scheduler", choices=SCHEDULER_NAMES)
+    generate.add_argument("--num-actors", type=int, help="model replicas sampling in parallel")
+    _add_common(generate)
+
+    embed = commands.add_parser("embed", help="VideoMAE embeddings of a pool of videos")
+    embed.add_argument("--run", required=True, help="run directory")
+    embed.add_argument("--pool", nargs="+", choices=POOLS, help="pools to embed")
+    embed.add_argument("--model", help="VideoMAE folder or hub id (default: the run's own tiny "
+                                       "classifier, trained first)")
+    _add_common(embed)
+
+    select = commands.add_parser("select", help="select videos per class, every (method, VPC, "
+                                                "seed), classes fanned out over Ray tasks")
+    select.add_argument("--run", required=True, help="run directory")
+    select.add_argument("--method", nargs="+", choices=SELECTION_METHODS)
+    select.add_argument("--vpc", nargs="+", type=int, help="videos per class, e.g. 1 5 10")
+    select.add_argument("--seeds", type=int, help="seeds 0..N-1 per (method, VPC)")
+    select.add_argument("--pool", choices=POOLS)
+    _add_common(select)
+
     run = commands.add_parser("run", help="run every unfinished stage of a run")
     run.add_argument("--config", help="YAML run config (default: RUN/config.yaml of --run)")
     run.add_argument("--run", help="run directory (overrides run_dir of --config)")
@@ -54,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_flags(run)
     _add_common(run)
     return parser
+
+
+# Flags of the single-stage commands: argparse destination → field of the stage's config section.
+STAGE_FLAGS = {
+    "finetune": {"steps": "steps", "num_workers": "num_workers"},
+    "generate": {"per_class": "per_class", "guidance": "guidance", "steps": "steps",
+                 "scheduler": "scheduler", "num_actors": "num_actors"},
+    "embed": {"pool": "pools", "model": "model"},
+    "select": {"method": "methods", "vpc": "vpc", "seeds": "seeds", "pool": "pool"},
+}
 
 
 def _decode_overrides(args: argparse.Namespace) -> dict:
@@ -86,6 +128,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | N
         return with_overrides(base, {"run_dir": args.out, "ingest": ingest}), ["ingest"]
     if args.command == "decode":
         return with_overrides(RunDir(args.run).load_config(), _decode_overrides(args)), ["decode"]
+    if args.command in STAGE_FLAGS:
+        section = {field: getattr(args, flag) for flag, field in STAGE_FLAGS[args.command].items()
+                   if getattr(args, flag) is not None}
+        return (with_overrides(RunDir(args.run).load_config(), {args.command: section}),
+                [args.command])
     if not (args.config or args.run):
         raise ConfigError("run: give --config, --run, or both")
     base = _read_config(args.config) if args.config else RunDir(args.run).load_config()

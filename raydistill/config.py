@@ -16,8 +16,15 @@ from typing import Any, Optional
 import yaml
 
 DATASETS = ("toy", "kinetics400", "ssv2", "ucf101", "miniucf", "hmdb51")
-STAGE_NAMES = ("ingest", "decode", "latents", "finetune", "generate")
+STAGE_NAMES = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select")
 """The pipeline's stages in order; each has a config section of the same name."""
+ADDITIVE_STAGES = ("embed", "select")
+"""Stages whose outputs are keyed by their settings (pool, model, method, VPC, seed): changing
+their section after they finished adds work beside the old outputs instead of invalidating them,
+so it is allowed, and the stage runs again for what is missing."""
+POOLS = ("synthetic", "real")
+SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_score", "csta")
+"""The training-free selectors (``raydistill.selection.SELECTORS``), fanned out per class."""
 
 
 class ConfigError(ValueError):
@@ -200,6 +207,72 @@ class GenerateConfig:
 
 
 @dataclass(frozen=True)
+class EmbedConfig:
+    """VideoMAE embeddings of the pools to select from (stage ``embed``).
+
+    ``model`` is a transformers VideoMAE folder or hub id (``VideoMAEModel`` or a
+    ``VideoMAEForVideoClassification`` action classifier; the paper uses one fine-tuned on
+    Kinetics); None trains a tiny VideoMAE classifier on the run's real training clips first
+    (``classifier_steps`` steps; toy runs, where no pretrained weights exist offline). Clips are
+    decoded at the model's own frame count and image size. ``features``: ``mean`` (mean-pooled
+    last hidden state), ``fc_norm`` (a classifier's normalised pooled features) or ``auto``
+    (``fc_norm`` for a classifier, else ``mean``).
+    """
+
+    model: Optional[str] = None
+    pools: tuple[str, ...] = ("synthetic",)
+    features: str = "auto"
+    shard_size: int = 64
+    batch_size: int = 16
+    num_actors: int = 1
+    gpus_per_actor: Optional[float] = None
+    classifier_steps: int = 400
+
+    def __post_init__(self) -> None:
+        _require(len(self.pools) >= 1 and all(p in POOLS for p in self.pools), "pools",
+                 f"must list pools out of {', '.join(POOLS)}")
+        _require(self.features in ("auto", "mean", "fc_norm"), "features",
+                 "must be auto, mean or fc_norm")
+        for name in ("shard_size", "batch_size", "num_actors", "classifier_steps"):
+            _require(getattr(self, name) >= 1, name, "must be >= 1")
+        _require(self.gpus_per_actor is None or self.gpus_per_actor >= 0, "gpus_per_actor",
+                 "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Which videos to keep per class (stage ``select``): every (method, VPC, seed) of ``methods``
+    × ``vpc`` × ``range(seeds)`` on the ``pool``'s embeddings from model ``embedding`` (None: the
+    embed stage's model). ``params`` maps a method to its selector parameters (e.g.
+    ``{tac_dt: {n_components: 16}}``). Classes fan out as Ray tasks of ``classes_per_task``
+    classes (None: about four tasks per CPU).
+    """
+
+    pool: str = "synthetic"
+    methods: tuple[str, ...] = ("random", "tac_dt")
+    vpc: tuple[int, ...] = (1, 5, 10)
+    seeds: int = 5
+    embedding: Optional[str] = None
+    params: dict = field(default_factory=dict)
+    classes_per_task: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _require(self.pool in POOLS, "pool", f"must be one of {', '.join(POOLS)}")
+        unknown = [m for m in self.methods if m not in SELECTION_METHODS]
+        _require(len(self.methods) >= 1 and not unknown, "methods",
+                 f"unknown method {unknown[0]!r}; choose from {', '.join(SELECTION_METHODS)}"
+                 if unknown else "must name at least one method")
+        _require(len(self.vpc) >= 1 and all(k >= 1 for k in self.vpc), "vpc",
+                 "must list videos-per-class counts >= 1")
+        _require(self.seeds >= 1, "seeds", "must be >= 1")
+        for method, params in self.params.items():
+            _require(method in SELECTION_METHODS, f"params.{method}", "is not a method")
+            _require(isinstance(params, dict), f"params.{method}", "must be a mapping")
+        _require(self.classes_per_task is None or self.classes_per_task >= 1,
+                 "classes_per_task", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run: where it lives and every stage's settings."""
 
@@ -210,9 +283,15 @@ class RunConfig:
     latents: LatentsConfig = field(default_factory=LatentsConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.run_dir), "run_dir", "must not be empty")
+        if self.select.pool == "synthetic":
+            _require(max(self.select.vpc) <= self.generate.per_class, "select.vpc",
+                     f"{max(self.select.vpc)} videos per class is more than the "
+                     f"{self.generate.per_class} generated per class (generate.per_class)")
 
 
 def _type_name(annotation: Any) -> str:

@@ -29,7 +29,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raydistill.config import ConfigError, RunConfig, dump_yaml, load_yaml, to_dict
+from raydistill.config import (ADDITIVE_STAGES, ConfigError, RunConfig, dump_yaml, load_yaml,
+                               to_dict)
 
 
 def open_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -178,10 +179,20 @@ class RunDir:
         """Whether ``stage`` finished in an earlier run."""
         return self.exists(f"_stages/{stage}.json")
 
-    def mark_done(self, stage: str, summary: dict | None = None) -> None:
-        """Record that ``stage`` finished; written after every output of the stage."""
+    def mark_done(self, stage: str, summary: dict | None = None,
+                  settings: dict | None = None) -> None:
+        """Record that ``stage`` finished, with the ``settings`` (its config section) it ran
+        with; written after every output of the stage."""
         self.write_json(f"_stages/{stage}.json",
-                        {"stage": stage, "finished_at": time.time(), "summary": summary or {}})
+                        {"stage": stage, "finished_at": time.time(), "summary": summary or {},
+                         "settings": settings or {}})
+
+    def is_done_with(self, stage: str, settings: dict) -> bool:
+        """Whether ``stage`` finished with exactly these settings (additive stages rerun for
+        new ones)."""
+        if not self.is_done(stage):
+            return False
+        return self.read_json(f"_stages/{stage}.json").get("settings") == settings
 
     def stage_summary(self, stage: str) -> dict:
         """The summary saved with a finished stage."""
@@ -212,6 +223,8 @@ class RunDir:
 
     def _is_frozen(self, field_name: str) -> bool:
         section = field_name.split(".")[0]
+        if section in ADDITIVE_STAGES:
+            return False
         if "." in field_name:
             return self.is_done(section)
         return bool(self.list("_stages", ".json"))

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from raydistill.config import RunConfig, from_dict, with_overrides
+from raydistill.pipeline.embed import read_embeddings
 from raydistill.pipeline.run import run_stages
+from raydistill.pipeline.select import selection_path
 from raydistill.video import decode_clip, probe_video
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]
@@ -22,6 +24,8 @@ def tiny_run(run_dir, steps=4):
         "finetune": {"architecture": "tiny", "steps": steps, "batch_size": 4,
                      "checkpoint_every": 2, "log_every": 1, "ema_decay": 0.9},
         "generate": {"per_class": 2, "steps": 3, "batch_size": 4, "guidance": 2.0},
+        "embed": {"pools": ["synthetic"], "classifier_steps": 5, "shard_size": 4},
+        "select": {"methods": ["random", "tac_dt", "mae_score"], "vpc": [1, 2], "seeds": 2},
     })
 
 
@@ -90,7 +94,7 @@ def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):
 
     config = tiny_run(f"{s3_bucket}/runs/gen", steps=2)
     config = with_overrides(config, {"ingest": {"toy": {"num_classes": 2}},
-                                     "generate": {"per_class": 1}})
+                                     "generate": {"per_class": 1}, "select": {"vpc": [1]}})
     run = run_stages(config)
     manifest = run.read_table("synthetic/manifest.parquet").to_pylist()
     assert [row["video_id"] for row in manifest] == ["syn_0000_00000", "syn_0001_00000"]
@@ -99,3 +103,28 @@ def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):
     keys = fsspec.filesystem("s3").find(f"{s3_bucket[5:]}/runs/gen/finetune")
     assert any(key.endswith("state.pt") for key in keys)  # Ray Train checkpoints in the bucket
     assert run.exists("finetune/model/config.json") and run.exists("vae/config.json")
+    assert run.exists("embed/videomae-run/config.json")
+    assert run.read_table(selection_path("synthetic", "tac_dt", 1, 0)).num_rows == 2
+
+
+def test_embed_writes_one_vector_per_synthetic_video_with_the_run_classifier(generated):
+    _, run = generated
+    summary = run.stage_summary("embed")
+    assert summary["synthetic"]["videos"] == 6 and summary["synthetic"]["shards"] == 2
+    assert summary["classifier"]["classifier_videos"] == 12
+    assert run.exists("embed/videomae-run/config.json")
+    table = read_embeddings(run, "synthetic", "videomae-run")
+    assert table.column("video_id").to_pylist() == [
+        f"syn_{label:04d}_{index:05d}" for label in range(3) for index in range(2)]
+    embeddings = table.column("embedding").combine_chunks().to_numpy_ndarray()
+    scores = table.column("score").to_numpy()
+    assert embeddings.shape == (6, 64) and np.isfinite(embeddings).all()
+    assert ((scores > 0) & (scores < 1)).all()  # the run classifier names the run's classes
+
+
+def test_select_picks_from_the_synthetic_pool(generated):
+    _, run = generated
+    assert run.stage_summary("select")["selections"] == 12
+    picked = run.read_table(selection_path("synthetic", "tac_dt", 2, 1)).to_pylist()
+    assert sorted(row["video_id"] for row in picked) == [
+        f"syn_{label:04d}_{index:05d}" for label in range(3) for index in range(2)]

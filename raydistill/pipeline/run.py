@@ -10,14 +10,16 @@ import sys
 import time
 from typing import Callable
 
-from raydistill.config import STAGE_NAMES, ConfigError, RunConfig
+from raydistill.config import ADDITIVE_STAGES, STAGE_NAMES, ConfigError, RunConfig, to_dict
 from raydistill.datasets.common import DatasetError
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.decode import run_decode
+from raydistill.pipeline.embed import run_embed
 from raydistill.pipeline.finetune import run_finetune
 from raydistill.pipeline.generate import run_generate
 from raydistill.pipeline.ingest import run_ingest
 from raydistill.pipeline.latents import run_latents
+from raydistill.pipeline.select import run_select
 from raydistill.runs import RunDir, is_local, open_fs
 
 # The stages in order (config.STAGE_NAMES): name → function(run, config) -> summary dict.
@@ -27,6 +29,8 @@ STAGES: dict[str, Callable[[RunDir, RunConfig], dict]] = {
     "latents": run_latents,
     "finetune": run_finetune,
     "generate": run_generate,
+    "embed": run_embed,
+    "select": run_select,
 }
 assert tuple(STAGES) == STAGE_NAMES
 
@@ -48,6 +52,19 @@ def validate_paths(config: RunConfig) -> None:
             raise ConfigError(f"run_dir: bucket {bucket!r} of {config.run_dir} does not exist")
 
 
+def validate_selection_params(config: RunConfig) -> None:
+    """Build every selector of ``select.params`` once, so a parameter the method does not have
+    stops the run before any work (:class:`ConfigError` naming it)."""
+    from raydistill.selection import SELECTORS
+
+    for method, params in config.select.params.items():
+        known = sorted(set(SELECTORS[method]().get_params()) - {"n_per_class", "random_state"})
+        for name in params:
+            if name not in known:
+                raise ConfigError(f"select.params.{method}.{name}: not a parameter of "
+                                  f"{method} (known: {', '.join(known) or 'none'})")
+
+
 def _open(url: str, field: str):
     try:
         return open_fs(url)
@@ -55,14 +72,37 @@ def _open(url: str, field: str):
         raise ConfigError(f"{field}: cannot open {url} ({error})") from None
 
 
-def _check_order(run: RunDir, names: list[str]) -> None:
-    """Refuse a stage whose earlier stages are neither finished nor run before it now."""
+def requirements(name: str, config: RunConfig) -> list[str]:
+    """The stages that must have finished before stage ``name`` can run.
+
+    Each stage needs the one before it, except that embedding and selecting real videos only
+    (coreset selection) needs no diffusion model: ``embed`` of the ``real`` pool needs ``decode``
+    (toy runs train their embedding classifier on the clip cache) and ``select`` needs ``embed``.
+    """
+    order = list(STAGES)
+    if name == "embed" and "synthetic" not in config.embed.pools:
+        return ["ingest", "decode"]
+    if name == "select":
+        return requirements("embed", config) + ["embed"]
+    return order[:order.index(name)]
+
+
+def _check_order(run: RunDir, config: RunConfig, names: list[str]) -> None:
+    """Refuse a stage whose required stages are neither finished nor run before it now."""
     for position, name in enumerate(names):
-        for earlier in list(STAGES)[:list(STAGES).index(name)]:
+        for earlier in requirements(name, config):
             if earlier not in names[:position] and not run.is_done(earlier):
                 raise ConfigError(f"stages: {name} needs the {earlier} stage of {run.url} "
                                   f"first (`raydistill run --run {run.url}` runs what is "
                                   "missing)")
+
+
+def is_finished(run: RunDir, config: RunConfig, name: str) -> bool:
+    """Whether stage ``name`` has nothing left to do: finished, and, for an additive stage
+    (``embed``, ``select``), finished with the settings asked for now."""
+    if name in ADDITIVE_STAGES:
+        return run.is_done_with(name, to_dict(getattr(config, name)))
+    return run.is_done(name)
 
 
 def run_stages(config: RunConfig, stages: list[str] | None = None,
@@ -77,18 +117,19 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
     if unknown:
         raise ConfigError(f"stages: unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}")
     validate_paths(config)
+    validate_selection_params(config)
     run = RunDir(config.run_dir)
-    _check_order(run, names)
+    _check_order(run, config, names)
     run.save_config(config)
     init_ray(address)
     for name in names:
-        if run.is_done(name):
+        if is_finished(run, config, name):
             print(f"{name}: already done, skipped", flush=True)
             continue
         started = time.time()
         summary = STAGES[name](run, config)
         summary["wall_seconds"] = round(time.time() - started, 2)
-        run.mark_done(name, summary)
+        run.mark_done(name, summary, to_dict(getattr(config, name)))
     return run
 
 

@@ -1,0 +1,191 @@
+"""VideoMAE embeddings of whole videos, for the training-free selectors.
+
+A video becomes one vector: the mean-pooled last hidden state of ``VideoMAEModel`` (VideoMAE has
+no pooled output), or, for a ``VideoMAEForVideoClassification`` action classifier (the paper's
+choice: VideoMAE fine-tuned on Kinetics), its ``fc_norm`` features — the normalised mean that its
+classifier head reads. A classifier whose labels name the run's classes also gives each video's
+probability for its own class (``mae_score`` ranks by it).
+
+No weights can be downloaded here: toy runs train a tiny VideoMAE classifier on their real
+training clips (:func:`train_videomae_classifier`) and embed with it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
+from transformers.image_processing_base import ImageProcessingMixin
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+FEATURES = ("auto", "mean", "fc_norm")
+RUN_MODEL_NAME = "videomae-run"
+"""Folder name of the embeddings made with the tiny classifier trained inside the run."""
+
+
+def embedding_name(model_source: str | None) -> str:
+    """The folder name of a model's embeddings: the last part of its path or hub id, or
+    ``videomae-run`` for the run's own tiny classifier (``None``)."""
+    if model_source is None:
+        return RUN_MODEL_NAME
+    last = model_source.rstrip("/").split("/")[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", last) or "model"
+
+
+def tiny_videomae_config(class_names: list[str], num_frames: int, size: int) -> VideoMAEConfig:
+    """A VideoMAE classifier config small enough to train on CPU in seconds: 2 layers of width
+    64, 8² patches (``size // 4`` when smaller), tubelets of 2 frames, mean pooling."""
+    patch = min(8, max(1, size // 4))
+    return VideoMAEConfig(
+        image_size=size, patch_size=patch, num_frames=num_frames,
+        tubelet_size=2 if num_frames % 2 == 0 else 1, hidden_size=64, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=128, use_mean_pooling=True,
+        num_labels=len(class_names), id2label=dict(enumerate(class_names)),
+        label2id={name: i for i, name in enumerate(class_names)})
+
+
+def _normalised_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
+
+
+def class_index_map(id2label: dict, class_names: list[str]) -> np.ndarray | None:
+    """For each run class, the index of the classifier output naming it; None unless every class
+    is found (names compared case- and punctuation-insensitively)."""
+    by_name = {_normalised_name(str(name)): int(index) for index, name in id2label.items()}
+    found = [by_name.get(_normalised_name(name)) for name in class_names]
+    if any(index is None for index in found):
+        return None
+    return np.asarray(found, dtype=np.int64)
+
+
+def pixel_values(clips: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """uint8 clips (B, T, H, W, 3) → normalised float (B, T, 3, H, W), VideoMAE's input."""
+    frames = torch.from_numpy(np.ascontiguousarray(clips)).float().div_(255.0)
+    frames = (frames - torch.as_tensor(mean, dtype=torch.float32)) / torch.as_tensor(
+        std, dtype=torch.float32)
+    return frames.permute(0, 1, 4, 2, 3).contiguous()
+
+
+def _normalisation(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std from the model's ``preprocessor_config.json``, ImageNet's when it has none
+    (VideoMAE checkpoints use ImageNet's)."""
+    try:
+        settings, _ = ImageProcessingMixin.get_image_processor_dict(source)
+    except (OSError, ValueError):
+        settings = {}
+    return (np.asarray(settings.get("image_mean", IMAGENET_DEFAULT_MEAN)),
+            np.asarray(settings.get("image_std", IMAGENET_DEFAULT_STD)))
+
+
+def load_videomae(source: str) -> VideoMAEModel | VideoMAEForVideoClassification:
+    """A VideoMAE from a folder or hub id: the classifier when the checkpoint is one."""
+    config = VideoMAEConfig.from_pretrained(source)
+    is_classifier = any("ForVideoClassification" in name for name in config.architectures or [])
+    cls = VideoMAEForVideoClassification if is_classifier else VideoMAEModel
+    return cls.from_pretrained(source)
+
+
+class VideoMAEEmbedder:
+    """Embeds uint8 clips with a VideoMAE; usable alone or as the model of a Ray Data actor.
+
+    ``features`` is ``mean``, ``fc_norm`` or ``auto``; ``class_names`` are the run's classes, used
+    to read each video's own-class probability from a classifier whose labels name them.
+    """
+
+    def __init__(self, source: str, class_names: list[str], features: str = "auto",
+                 batch_size: int = 16, device: str | None = None):
+        if features not in FEATURES:
+            raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_videomae(source).to(self.device).eval()
+        self.is_classifier = isinstance(self.model, VideoMAEForVideoClassification)
+        if features == "fc_norm" and not (self.is_classifier and self.model.fc_norm is not None):
+            raise ValueError(f"{source}: fc_norm features need a VideoMAE classifier with mean "
+                             "pooling; use features 'mean'")
+        self.features = ("fc_norm" if self.is_classifier and self.model.fc_norm is not None
+                         else "mean") if features == "auto" else features
+        self.class_index = (class_index_map(self.model.config.id2label, class_names)
+                            if self.is_classifier else None)
+        self.mean, self.std = _normalisation(source)
+        self.batch_size = batch_size
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip the model takes."""
+        return int(self.model.config.num_frames)
+
+    @property
+    def size(self) -> int:
+        """Side of the square frames the model takes."""
+        return int(self.model.config.image_size)
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        return int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def __call__(self, clips: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Embed clips (B, T, H, W, 3) uint8 of classes ``labels`` (B,).
+
+        Returns ``embedding`` float32 (B, D) and ``score`` float32 (B,): the probability of each
+        video's own class, NaN when the model cannot tell (no classifier naming the classes).
+        """
+        embeddings, scores = [], []
+        for start in range(0, len(clips), self.batch_size):
+            pixels = pixel_values(clips[start:start + self.batch_size], self.mean, self.std)
+            vectors, probabilities = self._forward(pixels.to(self.device))
+            embeddings.append(vectors.float().cpu().numpy())
+            batch_labels = np.asarray(labels[start:start + self.batch_size], dtype=np.int64)
+            if probabilities is None or self.class_index is None:
+                scores.append(np.full(len(batch_labels), np.nan, np.float32))
+            else:
+                own = probabilities.float().cpu().numpy()[
+                    np.arange(len(batch_labels)), self.class_index[batch_labels]]
+                scores.append(own.astype(np.float32))
+        if not embeddings:
+            return {"embedding": np.zeros((0, self.dim), np.float32),
+                    "score": np.zeros(0, np.float32)}
+        return {"embedding": np.concatenate(embeddings), "score": np.concatenate(scores)}
+
+    def _forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        base = self.model.videomae if self.is_classifier else self.model
+        hidden = base(pixels).last_hidden_state
+        if not self.is_classifier:
+            return hidden.mean(1), None
+        pooled = hidden.mean(1)
+        normed = self.model.fc_norm(pooled) if self.model.fc_norm is not None else hidden[:, 0]
+        probabilities = self.model.classifier(normed).softmax(-1)
+        return (normed if self.features == "fc_norm" else pooled), probabilities
+
+
+def train_videomae_classifier(clips: np.ndarray, labels: np.ndarray, class_names: list[str],
+                              steps: int, batch_size: int = 32, learning_rate: float = 1e-3,
+                              seed: int = 0) -> tuple[VideoMAEForVideoClassification,
+                                                      list[float]]:
+    """Train a tiny VideoMAE classifier (:func:`tiny_videomae_config`) from scratch.
+
+    ``clips`` uint8 (N, T, S, S, 3), ``labels`` (N,) in ``0..len(class_names)-1``. AdamW with a
+    cosine schedule, seeded batches. Returns the model (eval mode) and the loss per step.
+    """
+    torch.manual_seed(seed)
+    config = tiny_videomae_config(class_names, clips.shape[1], clips.shape[2])
+    model = VideoMAEForVideoClassification(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    mean, std = np.asarray(IMAGENET_DEFAULT_MEAN), np.asarray(IMAGENET_DEFAULT_STD)
+    generator = np.random.default_rng(seed)
+    targets = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    losses = []
+    for _ in range(steps):
+        batch = generator.choice(len(clips), size=min(batch_size, len(clips)), replace=False)
+        loss = model(pixel_values=pixel_values(clips[batch], mean, std),
+                     labels=targets[batch]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    return model.eval(), losses

@@ -1,0 +1,181 @@
+"""Embed stage: one VideoMAE vector per video of each pool, for the training-free selectors.
+
+Pools: ``synthetic`` (the generated videos) and ``real`` (the real training split, for coreset
+selection). Videos are decoded in CPU tasks at the model's own frame count and size and embedded by
+an actor pool holding the model (one GPU per actor when the cluster has GPUs). Output, one file
+per shard of ``embed.shard_size`` videos, resumable like the clip cache:
+``embeddings/{pool}/{model}/shard-NNNNN.parquet`` (``video_id, label, embedding`` float32 (D,),
+``score``: the model's probability for the video's own class, NaN without a matching classifier
+head). With ``embed.model`` unset, a tiny VideoMAE classifier is first trained on the run's real
+training clips and saved to ``embed/videomae-run/``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data import ActorPoolStrategy
+from transformers import VideoMAEConfig
+
+from raydistill.config import RunConfig
+from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
+                                           train_videomae_classifier)
+from raydistill.pipeline.latents import gpus_per_actor
+from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
+                                        missing_shards, prepare_output, shard_path, shard_plan,
+                                        source, task_pool, write_rejects_then)
+from raydistill.runs import RunDir
+from raydistill.schema import tensor_array
+from raydistill.video.clips import clips_from_table
+
+STAGE = "embed"
+RUN_MODEL_DIR = "embed/videomae-run"
+
+
+def embeddings_folder(pool: str, model_name: str) -> str:
+    """Run-relative folder of a pool's embeddings by one model."""
+    return f"embeddings/{pool}/{model_name}"
+
+
+def pool_videos(run: RunDir, pool: str) -> pa.Table:
+    """The videos of a pool (``video_id, path, label, split``), sorted by id."""
+    if pool == "real":
+        manifest = run.read_table("manifest.parquet")
+        table = manifest.filter(pc.equal(manifest["split"], "train"))
+    else:
+        table = run.read_table("synthetic/manifest.parquet")
+        table = table.append_column("split", pa.array(["synthetic"] * table.num_rows))
+    return table.select(["video_id", "path", "label", "split"]).sort_by("video_id")
+
+
+def embedding_table(ids: list[str], labels: list[int], embedded: dict) -> pa.Table:
+    """An embeddings table: ``video_id, label, embedding`` (float32 (D,) tensors), ``score``."""
+    return pa.table({"video_id": pa.array(ids, pa.string()),
+                     "label": pa.array(labels, pa.int32()),
+                     "embedding": tensor_array(embedded["embedding"].astype(np.float32),
+                                               pa.float32()),
+                     "score": pa.array(embedded["score"], pa.float32())})
+
+
+def read_embeddings(run: RunDir, pool: str, model_name: str) -> pa.Table:
+    """All embeddings of a pool by one model, sorted by ``video_id`` (so a selection does not
+    depend on the order shards were written in)."""
+    folder = embeddings_folder(pool, model_name)
+    files = [path for path in run.list(folder, ".parquet") if "/shard-" in path
+             and not path.endswith(".rejects.parquet")]
+    if not files:
+        raise FileNotFoundError(f"{run.uri(folder)} holds no embeddings; run the embed stage "
+                                f"for pool {pool!r} first")
+    return pa.concat_tables([run.read_table(path) for path in files]).sort_by("video_id")
+
+
+class EmbeddingShardWriter:
+    """Ray Data actor UDF: embed each decoded shard and write its embeddings file."""
+
+    def __init__(self, run_url: str, folder: str, model: str | None, class_names: list[str],
+                 features: str, batch_size: int):
+        self.run = RunDir(run_url)
+        self.folder = folder
+        # Resolved on the actor's node: an S3 run's model folder is downloaded where it is used.
+        source_dir = model or self.run.local_dir(RUN_MODEL_DIR)
+        self.embedder = VideoMAEEmbedder(source_dir, class_names, features, batch_size)
+
+    def __call__(self, batch: dict) -> dict:
+        for index, ids, labels, clips, rejects in zip(
+                batch["index"], batch["video_ids"], batch["labels"], batch["clips"],
+                batch["rejects"]):
+            ids, labels = json.loads(ids), json.loads(labels)
+            embedded = self.embedder(np.asarray(clips), np.asarray(labels, np.int64))
+            write_rejects_then(self.run, shard_path(self.folder, "", int(index)), rejects,
+                               embedding_table(ids, labels, embedded))
+        return {"index": batch["index"]}
+
+
+@ray.remote(max_retries=1)
+def _train_and_save_classifier(run_url: str, class_names: list[str], steps: int,
+                               seed: int) -> dict:
+    """Train the run's tiny VideoMAE classifier on its training clips; save it into the run."""
+    run = RunDir(run_url)
+    files = [p for p in run.list("clips/train", ".parquet") if not p.endswith(".rejects.parquet")]
+    table = pa.concat_tables([run.read_table(path) for path in files])
+    clips = clips_from_table(table)
+    labels = np.asarray(table.column("label").to_pylist(), np.int64)
+    model, losses = train_videomae_classifier(clips, labels, class_names, steps,
+                                              learning_rate=2e-3, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="raydistill-videomae-") as folder:
+        model.save_pretrained(folder)
+        run.put_dir(folder, RUN_MODEL_DIR)
+    summary = {"classifier_steps": steps, "classifier_loss_first": round(losses[0], 4),
+               "classifier_loss_last": round(float(np.mean(losses[-10:])), 4),
+               "classifier_videos": len(labels)}
+    run.write_json(f"{RUN_MODEL_DIR}/training.json", summary)
+    return summary
+
+
+def model_input_shape(run: RunDir, model: str | None) -> tuple[int, int]:
+    """(frames, size) the embedding model takes, from its config alone."""
+    config = VideoMAEConfig.from_pretrained(model or run.local_dir(RUN_MODEL_DIR))
+    return int(config.num_frames), int(config.image_size)
+
+
+def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]) -> dict:
+    """Write every missing embeddings shard of ``pool``; returns counts."""
+    embed = config.embed
+    folder = embeddings_folder(pool, embedding_name(embed.model))
+    frames, size = model_input_shape(run, embed.model)
+    prepare_output(run, folder, {"model": embed.model, "features": embed.features,
+                                 "shard_size": embed.shard_size, "frames": frames, "size": size})
+    plan = shard_plan(pool_videos(run, pool), embed.shard_size)
+    for item in plan:  # one pool per folder: the shards sit directly in it
+        item["split"] = ""
+    todo = missing_shards(run, plan, folder)
+    writer_kwargs = {"run_url": run.url, "folder": folder, "model": embed.model,
+                     "class_names": class_names, "features": embed.features,
+                     "batch_size": embed.batch_size}
+    if todo:
+        gpus = gpus_per_actor(embed.gpus_per_actor)
+        actors = min(embed.num_actors, len(todo))
+        try:
+            source(todo).map_batches(
+                decode_shards, fn_kwargs={"num_frames": frames, "size": size}, batch_size=1,
+                compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
+            ).map_batches(
+                EmbeddingShardWriter, fn_constructor_kwargs=writer_kwargs, batch_size=1,
+                num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+                compute=ActorPoolStrategy(min_size=actors, max_size=actors,
+                                          initial_size=actors),
+            ).materialize()
+        except Exception as error:  # a decode task died: isolate the file that killed it
+            print(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
+                  "shards one file per task", flush=True)
+            writer = EmbeddingShardWriter(**writer_kwargs)
+            for item in missing_shards(run, plan, folder):
+                writer(decode_shard_isolated(item, frames, size))
+    rejects = collect_rejects(run, plan, folder)
+    videos = sum(len(json.loads(item["rows"])) for item in plan)
+    return {"folder": folder, "videos": videos - rejects.num_rows, "shards": len(plan),
+            "shards_embedded_now": len(todo), "decode_errors": rejects.num_rows,
+            "frames": frames, "size": size}
+
+
+def run_embed(run: RunDir, config: RunConfig) -> dict:
+    """Embed every pool of ``embed.pools``; returns a summary per pool."""
+    started = time.time()
+    class_names = run.stage_summary("ingest")["class_names"]
+    summary: dict = {}
+    if config.embed.model is None and not run.exists(f"{RUN_MODEL_DIR}/training.json"):
+        summary["classifier"] = ray.get(_train_and_save_classifier.remote(
+            run.url, class_names, config.embed.classifier_steps, config.seed))
+    for pool in config.embed.pools:
+        summary[pool] = embed_pool(run, config, pool, class_names)
+        print(f"embed: {summary[pool]['videos']} {pool} videos embedded into "
+              f"{run.uri(summary[pool]['folder'])} ({summary[pool]['shards_embedded_now']} "
+              "shards now)", flush=True)
+    summary["seconds"] = round(time.time() - started, 2)
+    return summary

@@ -1,0 +1,159 @@
+"""Select stage: every (method, VPC, seed) of the training-free selectors, classes fanned out.
+
+The pool's embeddings are put in the object store once; classes are grouped into Ray tasks of
+``select.classes_per_task`` classes (400 classes are not 400 tiny tasks), and each task runs every
+missing (method, VPC, seed) on its classes. A selector's result for a class depends only on that
+class's rows and on (seed, label) (``selection/base.py``), so the fan-out equals one sequential
+fit. Output per (method, VPC, seed): ``selection/{pool}/{method}/vpc={k}/seed={s}.parquet``
+(``video_id, label, rank, score``) and, beside it, ``….quality.json`` (coverage, diversity,
+class balance on the embeddings). The Parquet file marks the selection done: a rerun computes
+only the missing ones.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from raydistill.config import RunConfig, SelectConfig
+from raydistill.embedding.videomae import embedding_name
+from raydistill.pipeline.embed import read_embeddings
+from raydistill.runs import RunDir
+from raydistill.selection import make_selector, merge_class_selections, selection_quality
+
+STAGE = "select"
+SELECTION_SCHEMA = pa.schema([("video_id", pa.string()), ("label", pa.int32()),
+                              ("rank", pa.int32()), ("score", pa.float64())])
+Job = tuple[str, int, int]  # (method, vpc, seed)
+
+
+def selection_path(pool: str, method: str, vpc: int, seed: int) -> str:
+    """Run-relative path of one selection."""
+    return f"selection/{pool}/{method}/vpc={vpc}/seed={seed}.parquet"
+
+
+def quality_path(pool: str, method: str, vpc: int, seed: int) -> str:
+    """Run-relative path of a selection's quality metrics."""
+    return selection_path(pool, method, vpc, seed).replace(".parquet", ".quality.json")
+
+
+def selection_jobs(select: SelectConfig) -> list[Job]:
+    """Every (method, VPC, seed) the config asks for, in a stable order."""
+    return [(method, vpc, seed) for method in select.methods for vpc in select.vpc
+            for seed in range(select.seeds)]
+
+
+def build_selector(job: Job, params: dict):
+    """The selector of a job, with the method's parameters from ``select.params``."""
+    method, vpc, seed = job
+    return make_selector(method, n_per_class=vpc, random_state=seed, **params.get(method, {}))
+
+
+def pool_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(X (n, D) float32, y (n,) int64, scores (n,) or None when any is missing) of an
+    embeddings table."""
+    X = table.column("embedding").combine_chunks().to_numpy_ndarray().astype(np.float32)
+    y = np.asarray(table.column("label").to_pylist(), np.int64)
+    scores = np.asarray(table.column("score").to_numpy(zero_copy_only=False), np.float64)
+    return X, y, (None if np.isnan(scores).any() else scores)
+
+
+def prepared_scores(jobs: list[Job], params: dict, X: np.ndarray, y: np.ndarray,
+                    scores: np.ndarray | None) -> dict[Job, np.ndarray | None]:
+    """Pool-level scores per job, computed once over the whole pool (``mae_score`` without
+    classifier scores needs every class; the other methods pass ``scores`` through)."""
+    cache: dict = {}
+    prepared = {}
+    for job in jobs:
+        selector = build_selector(job, params)
+        key = (job[0], job[2])  # depends on the method and seed, not on VPC
+        if key not in cache:
+            cache[key] = selector.prepare_scores(X, y, scores)
+        prepared[job] = cache[key]
+    return prepared
+
+
+def select_classes(X: np.ndarray, y: np.ndarray, prepared: dict, labels: list[int],
+                   jobs: list[Job], params: dict) -> dict[Job, dict]:
+    """Run every job on the classes ``labels``; returns job → {label: (local_indices, scores)}.
+
+    The body of one fan-out task, and (with every label) the sequential loop.
+    """
+    results: dict[Job, dict] = {job: {} for job in jobs}
+    rows_of = {label: np.flatnonzero(y == label) for label in labels}
+    for job in jobs:
+        selector = build_selector(job, params)
+        for label in labels:
+            rows = rows_of[label]
+            scores = prepared[job]
+            results[job][label] = selector.select_class(
+                X[rows], label, None if scores is None else scores[rows])
+    return results
+
+
+_select_task = ray.remote(num_cpus=1)(select_classes)
+
+
+def class_groups(labels: np.ndarray, classes_per_task: int | None) -> list[list[int]]:
+    """The classes split into consecutive groups, one Ray task each; by default about four
+    groups per CPU of the cluster, so tasks balance without being tiny."""
+    labels = sorted(int(label) for label in np.unique(labels))
+    if classes_per_task is None:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        classes_per_task = max(1, math.ceil(len(labels) / (4 * cpus)))
+    return [labels[i:i + classes_per_task] for i in range(0, len(labels), classes_per_task)]
+
+
+def fan_out(X: np.ndarray, y: np.ndarray, prepared: dict, jobs: list[Job], params: dict,
+            classes_per_task: int | None = None) -> dict[Job, dict]:
+    """:func:`select_classes` over every class, as parallel Ray tasks of grouped classes."""
+    X_ref, y_ref, prepared_ref = ray.put(X), ray.put(y), ray.put(prepared)
+    futures = [_select_task.remote(X_ref, y_ref, prepared_ref, group, jobs, params)
+               for group in class_groups(y, classes_per_task)]
+    merged: dict[Job, dict] = {job: {} for job in jobs}
+    for part in ray.get(futures):
+        for job, per_class in part.items():
+            merged[job].update(per_class)
+    return merged
+
+
+def selection_table(ids: np.ndarray, y: np.ndarray, per_class: dict) -> tuple[pa.Table,
+                                                                                np.ndarray]:
+    """The selection file of one job and its pool row indices."""
+    indices, scores, labels = merge_class_selections(y, per_class)
+    ranks = np.concatenate([np.arange(len(per_class[label][0])) for label in sorted(per_class)])
+    table = pa.table({"video_id": pa.array(ids[indices].tolist(), pa.string()),
+                      "label": pa.array(labels, pa.int32()),
+                      "rank": pa.array(ranks, pa.int32()),
+                      "score": pa.array(scores, pa.float64())}, schema=SELECTION_SCHEMA)
+    return table, indices
+
+
+def run_select(run: RunDir, config: RunConfig) -> dict:
+    """Write every missing selection of ``config.select``; returns counts and timings."""
+    started = time.time()
+    select = config.select
+    model_name = select.embedding or embedding_name(config.embed.model)
+    jobs = selection_jobs(select)
+    done = set(run.list(f"selection/{select.pool}", ".parquet"))
+    todo = [job for job in jobs if selection_path(select.pool, *job) not in done]
+    if todo:
+        table = read_embeddings(run, select.pool, model_name)
+        X, y, scores = pool_arrays(table)
+        ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
+        prepared = prepared_scores(todo, select.params, X, y, scores)
+        results = fan_out(X, y, prepared, todo, select.params, select.classes_per_task)
+        for job in todo:
+            selected, indices = selection_table(ids, y, results[job])
+            run.write_json(quality_path(select.pool, *job),
+                           selection_quality(X, y, indices, job[1]))
+            run.write_table(selection_path(select.pool, *job), selected)
+    seconds = time.time() - started
+    print(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed now) "
+          f"in {seconds:.1f} s, under {run.uri('selection', select.pool)}", flush=True)
+    return {"pool": select.pool, "embedding": model_name, "selections": len(jobs),
+            "computed_now": len(todo), "seconds": round(seconds, 2)}

@@ -1,0 +1,72 @@
+"""Training-free video selectors (scikit-learn estimators) and selection-quality metrics.
+
+``SELECTORS`` maps a method name to its selector class; ``make_selector(name, **params)`` builds
+one. Every selector is fitted with ``fit(X, y, scores=None)`` on an embedding pool and keeps
+``min(n_per_class, n_c)`` videos of each class in ``selected_indices_``; per-class fan-outs call
+:func:`select_class` and join the pieces with :func:`merge_class_selections`.
+"""
+
+from __future__ import annotations
+
+from raydistill.selection.base import (
+    ClassSelector,
+    check_selection_input,
+    class_rng,
+    merge_class_selections,
+    select_class,
+)
+from raydistill.selection.csta import CSTASelector, knapsack
+from raydistill.selection.dm_mmd import DMMMDSelector
+from raydistill.selection.herding import HerdingSelector
+from raydistill.selection.kcenter import KCenterSelector
+from raydistill.selection.mae_score import MAEScoreSelector, out_of_fold_confidence
+from raydistill.selection.metrics import (
+    class_balance,
+    coverage,
+    diversity,
+    selection_quality,
+)
+from raydistill.selection.random_choice import RandomSelector
+from raydistill.selection.tac_dt import TACDTSelector
+
+SELECTORS: dict[str, type[ClassSelector]] = {
+    "random": RandomSelector,
+    "tac_dt": TACDTSelector,
+    "kcenter": KCenterSelector,
+    "herding": HerdingSelector,
+    "dm_mmd": DMMMDSelector,
+    "mae_score": MAEScoreSelector,
+    "csta": CSTASelector,
+}
+
+
+def make_selector(name: str, **params) -> ClassSelector:
+    """The selector ``SELECTORS[name](**params)``; ValueError naming the valid methods otherwise."""
+    if name not in SELECTORS:
+        raise ValueError(f"unknown selection method {name!r}; choose from "
+                         f"{', '.join(sorted(SELECTORS))}")
+    return SELECTORS[name](**params)
+
+
+__all__ = [
+    "SELECTORS",
+    "CSTASelector",
+    "ClassSelector",
+    "DMMMDSelector",
+    "HerdingSelector",
+    "KCenterSelector",
+    "MAEScoreSelector",
+    "RandomSelector",
+    "TACDTSelector",
+    "check_selection_input",
+    "class_balance",
+    "class_rng",
+    "coverage",
+    "diversity",
+    "knapsack",
+    "make_selector",
+    "merge_class_selections",
+    "out_of_fold_confidence",
+    "select_class",
+    "selection_quality",
+]

@@ -1,0 +1,154 @@
+"""``tac_dt``: Temporal-Aware Cluster-based Distillation (paper §3.2), training-free.
+
+Per class: the class's VideoMAE embeddings ``f_c`` (n_c, D) → (optional standardisation) → PCA →
+BIRCH subclusters → a global agglomerative step that merges the subclusters into VPC groups (as
+TAC-SUM does through ``Birch(n_clusters=int)``) → one representative per group, the member closest
+to its group's centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering, Birch
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+from raydistill.selection.base import ClassSelector, sklearn_seed
+from raydistill.selection.kcenter import extend_farthest_first
+
+
+class TACDTSelector(ClassSelector):
+    """TAC-DT: one representative video per BIRCH-derived group, VPC groups per class.
+
+    Optimises representativeness with diversity: the class is partitioned into VPC groups of
+    similar videos and each group contributes the video nearest its centre. Where the paper is
+    silent, the choices below are parameters:
+
+    - PCA to ``min(n_components, n_c - 1, D)`` dimensions (at least 1), after centring (and
+      per-feature scaling when ``standardize``).
+    - BIRCH's threshold is an absolute subcluster radius, so it is set from the data's spread:
+      ``threshold_factor`` × the median nearest-neighbour distance in PCA space (ignoring exact
+      duplicates). If BIRCH then finds fewer than VPC subclusters, the threshold is halved (at most
+      ``max_halvings`` times).
+    - The subcluster centres are merged into VPC groups by ``AgglomerativeClustering`` with
+      ``linkage``; each video belongs to the group of its nearest subcluster.
+    - Representatives are ranked by group size, largest first (ties: lower row index).
+      ``selected_scores_`` is the fraction of the class in the pick's group. If fewer than VPC
+      non-empty groups exist (duplicate embeddings), the remaining picks are filled by
+      farthest-first traversal in PCA space and score 0.
+    - A class with n_c <= VPC keeps every video, ranked by distance to the class mean, each
+      scoring 1/n_c.
+
+    Parameters
+    ----------
+    n_per_class : int
+        Videos per class (VPC).
+    random_state : int or None
+        Seeds PCA's randomized solver when scikit-learn picks it.
+    n_components : int
+        PCA dimensions before capping (default 32).
+    standardize : bool
+        Scale every feature to unit variance before PCA (default False: centre only).
+    threshold_factor : float
+        BIRCH threshold as a multiple of the median nearest-neighbour distance (default 0.5).
+    branching_factor : int
+        BIRCH branching factor (default 50).
+    linkage : str
+        Linkage of the global agglomerative step: ``ward``, ``average``, ``complete``, ``single``.
+    max_halvings : int
+        How often the threshold may be halved to reach VPC subclusters (default 8).
+    """
+
+    def __init__(self, n_per_class: int = 1, random_state: int | None = 0,
+                 n_components: int = 32, standardize: bool = False,
+                 threshold_factor: float = 0.5, branching_factor: int = 50,
+                 linkage: str = "ward", max_halvings: int = 8):
+        self.n_per_class = n_per_class
+        self.random_state = random_state
+        self.n_components = n_components
+        self.standardize = standardize
+        self.threshold_factor = threshold_factor
+        self.branching_factor = branching_factor
+        self.linkage = linkage
+        self.max_halvings = max_halvings
+
+    def _select_class(self, X_c, k, rng, scores_c):
+        self._check_tac_params()
+        if k >= len(X_c):
+            return _keep_all(X_c)
+        Z = self.reduce(X_c, rng)
+        groups = self.group(Z, k)
+        return _representatives(Z, groups, k)
+
+    def reduce(self, X_c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(n_c, D) embeddings → (n_c, d) PCA coordinates, d = min(n_components, n_c - 1, D)."""
+        if self.standardize:
+            X_c = StandardScaler().fit_transform(X_c)
+        d = max(1, min(int(self.n_components), len(X_c) - 1, X_c.shape[1]))
+        return PCA(n_components=d, random_state=sklearn_seed(rng)).fit_transform(X_c)
+
+    def group(self, Z: np.ndarray, k: int) -> np.ndarray:
+        """(n_c,) group id of every row of Z: BIRCH subclusters merged into at most k groups.
+        Fewer when Z has fewer than k distinct rows or the halvings run out."""
+        spread = median_nearest_neighbour_distance(Z)
+        if spread == 0.0:
+            return np.zeros(len(Z), dtype=np.int64)
+        # Duplicates can never make more subclusters than distinct rows: stop halving there.
+        wanted = min(k, len(np.unique(Z, axis=0)))
+        threshold = float(self.threshold_factor) * spread
+        for _ in range(int(self.max_halvings) + 1):
+            birch = Birch(threshold=threshold, branching_factor=int(self.branching_factor),
+                          n_clusters=None).fit(Z)
+            if len(birch.subcluster_centers_) >= wanted:
+                break
+            threshold /= 2
+        subcluster_of_row = birch.labels_
+        if len(birch.subcluster_centers_) <= k:
+            return subcluster_of_row
+        merge = AgglomerativeClustering(n_clusters=k, linkage=self.linkage)
+        group_of_subcluster = merge.fit_predict(birch.subcluster_centers_)
+        return group_of_subcluster[subcluster_of_row]
+
+    def _check_tac_params(self) -> None:
+        if not self.threshold_factor > 0:
+            raise ValueError(f"threshold_factor must be > 0, got {self.threshold_factor!r}")
+        if int(self.n_components) < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components!r}")
+        if int(self.max_halvings) < 0:
+            raise ValueError(f"max_halvings must be >= 0, got {self.max_halvings!r}")
+
+
+def median_nearest_neighbour_distance(Z: np.ndarray) -> float:
+    """Median over the rows of Z (n, d) of the distance to the nearest other row with a different
+    position (exact duplicates ignored); 0.0 when all rows coincide or n == 1."""
+    distinct = np.unique(Z, axis=0)
+    if len(distinct) < 2:
+        return 0.0
+    distances, _ = NearestNeighbors(n_neighbors=2).fit(distinct).kneighbors(distinct)
+    return float(np.median(distances[:, 1]))
+
+
+def _representatives(Z: np.ndarray, groups: np.ndarray, k: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """One member per group (nearest its centre), groups ranked by size, filled up to k picks."""
+    picks, sizes = [], []
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        centre = Z[members].mean(axis=0)
+        nearest = members[np.argmin(np.linalg.norm(Z[members] - centre, axis=1))]
+        picks.append(int(nearest))
+        sizes.append(len(members))
+    order = sorted(range(len(picks)), key=lambda i: (-sizes[i], picks[i]))[:k]
+    picks = [picks[i] for i in order]
+    scores = [sizes[i] / len(Z) for i in order]
+    if len(picks) < k:
+        extra, _ = extend_farthest_first(Z, picks, k)
+        picks += extra.tolist()
+        scores += [0.0] * len(extra)
+    return np.asarray(picks, dtype=np.int64), np.asarray(scores)
+
+
+def _keep_all(X_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(np.linalg.norm(X_c - X_c.mean(axis=0), axis=1), kind="stable")
+    return order.astype(np.int64), np.full(len(X_c), 1.0 / len(X_c))

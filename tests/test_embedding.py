@@ -1,0 +1,104 @@
+"""VideoMAE embedder and the tiny embedding classifier (transformers, tiny configs, CPU)."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
+
+from raydistill.embedding.videomae import (VideoMAEEmbedder, class_index_map, embedding_name,
+                                           pixel_values, tiny_videomae_config,
+                                           train_videomae_classifier)
+
+CLASSES = ["move_left", "move_right", "pulse"]
+
+
+def coloured_clips(per_class=4, frames=4, size=16, seed=0):
+    """Clips whose class is their colour channel: trivially separable."""
+    rng = np.random.default_rng(seed)
+    clips, labels = [], []
+    for label in range(len(CLASSES)):
+        for _ in range(per_class):
+            clip = rng.integers(0, 40, (frames, size, size, 3)).astype(np.uint8)
+            clip[..., label] += 200
+            clips.append(clip)
+            labels.append(label)
+    return np.stack(clips), np.asarray(labels)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    clips, labels = coloured_clips()
+    model, losses = train_videomae_classifier(clips, labels, CLASSES, steps=30, batch_size=6,
+                                              learning_rate=3e-3, seed=0)
+    folder = tmp_path_factory.mktemp("videomae")
+    model.save_pretrained(folder)
+    return str(folder), losses
+
+
+def test_embedding_name_is_the_last_part_of_the_model_source():
+    assert embedding_name(None) == "videomae-run"
+    assert embedding_name("MCG-NJU/videomae-base-finetuned-kinetics") == \
+        "videomae-base-finetuned-kinetics"
+    assert embedding_name("/models/my model/") == "my-model"
+
+
+def test_class_index_map_matches_names_ignoring_case_and_punctuation():
+    id2label = {0: "Pulse", 1: "move right", 2: "Move-Left", 3: "other"}
+    assert class_index_map(id2label, CLASSES).tolist() == [2, 1, 0]
+    assert class_index_map(id2label, CLASSES + ["missing"]) is None
+
+
+def test_pixel_values_are_normalised_and_channel_first():
+    clips = np.full((2, 3, 4, 5, 3), 255, np.uint8)
+    pixels = pixel_values(clips, np.array([0.5, 0.5, 0.5]), np.array([0.5, 0.25, 0.5]))
+    assert pixels.shape == (2, 3, 3, 4, 5)
+    assert torch.allclose(pixels[:, :, 1], torch.full((2, 3, 4, 5), 2.0))
+
+
+def test_tiny_classifier_learns_a_separable_set(classifier_dir):
+    _, losses = classifier_dir
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_classifier_embeddings_are_fc_norm_features_with_own_class_probability(classifier_dir):
+    folder, _ = classifier_dir
+    clips, labels = coloured_clips(per_class=2, seed=1)
+    embedder = VideoMAEEmbedder(folder, CLASSES, batch_size=4)
+    out = embedder(clips, labels)
+    assert embedder.features == "fc_norm" and (embedder.num_frames, embedder.size) == (4, 16)
+    assert out["embedding"].shape == (6, 64) and out["embedding"].dtype == np.float32
+    model = VideoMAEForVideoClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        pixels = pixel_values(clips, embedder.mean, embedder.std)
+        hidden = model.videomae(pixels).last_hidden_state.mean(1)
+        expected = model.fc_norm(hidden)
+        probabilities = model(pixel_values=pixels).logits.softmax(-1).numpy()
+    np.testing.assert_allclose(out["embedding"], expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out["score"], probabilities[np.arange(6), labels], atol=1e-5)
+    assert out["score"].mean() > 0.6  # the classifier knows these colours
+
+
+def test_mean_features_and_unknown_classes_give_nan_scores(classifier_dir):
+    folder, _ = classifier_dir
+    clips, labels = coloured_clips(per_class=1)
+    out = VideoMAEEmbedder(folder, ["a", "b", "c"], features="mean")(clips, labels)
+    assert out["embedding"].shape == (3, 64) and np.isnan(out["score"]).all()
+
+
+def test_a_videomae_model_without_head_embeds_by_mean_pooling(tmp_path):
+    config = tiny_videomae_config(CLASSES, 4, 16)
+    VideoMAEModel(VideoMAEConfig(**{**config.to_dict(), "architectures": None})).save_pretrained(
+        tmp_path)
+    embedder = VideoMAEEmbedder(str(tmp_path), CLASSES)
+    clips, labels = coloured_clips(per_class=1)
+    out = embedder(clips, labels)
+    assert embedder.features == "mean" and out["embedding"].shape == (3, 64)
+    assert np.isnan(out["score"]).all()
+    with pytest.raises(ValueError, match="fc_norm"):
+        VideoMAEEmbedder(str(tmp_path), CLASSES, features="fc_norm")
+
+
+def test_embedding_nothing_gives_empty_arrays(classifier_dir):
+    out = VideoMAEEmbedder(classifier_dir[0], CLASSES)(np.zeros((0, 4, 16, 16, 3), np.uint8),
+                                                       np.zeros(0, np.int64))
+    assert out["embedding"].shape == (0, 64) and out["score"].shape == (0,)

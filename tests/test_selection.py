@@ -1,0 +1,385 @@
+"""The training-free selectors: counts, determinism, edge cases, fan-out equality, quality."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import (
+    check_do_not_raise_errors_in_init_or_set_params,
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+)
+from threadpoolctl import threadpool_limits
+
+from raydistill.config import SELECTION_METHODS
+from raydistill.selection import (
+    SELECTORS,
+    CSTASelector,
+    HerdingSelector,
+    KCenterSelector,
+    MAEScoreSelector,
+    RandomSelector,
+    TACDTSelector,
+    knapsack,
+    make_selector,
+    merge_class_selections,
+    select_class,
+    selection_quality,
+)
+from raydistill.selection.dm_mmd import gaussian_kernel_median, mmd2
+
+LABELS = (3, 7, 11)
+BLOB_SIZES = (30, 15, 8, 4)
+METHODS = sorted(SELECTORS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    # Multi-threaded BLAS on tiny matrices spins for ~10x the work on a shared 2-core machine.
+    with threadpool_limits(limits=1):
+        yield
+
+
+def blob_pool(seed: int, labels=LABELS, sizes=BLOB_SIZES, n_outliers: int = 2, dim: int = 64):
+    """Per class: Gaussian blobs of unequal sizes (unit spread, centres ~N(0, 3²)) plus a few far
+    outliers, rows shuffled across classes. Returns X (n, dim), y (n,), blob (n,) (-1: outlier)."""
+    rng = np.random.default_rng(seed)
+    X, y, blob = [], [], []
+    for label in labels:
+        centres = rng.normal(0.0, 3.0, size=(len(sizes), dim))
+        for index, (centre, size) in enumerate(zip(centres, sizes)):
+            X.append(centre + rng.normal(size=(size, dim)))
+            blob += [index] * size
+        X.append(8.0 * rng.normal(size=(n_outliers, dim)))
+        blob += [-1] * n_outliers
+        y += [label] * (sum(sizes) + n_outliers)
+    order = rng.permutation(len(y))
+    return np.concatenate(X)[order], np.asarray(y)[order], np.asarray(blob)[order]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    X, y, _ = blob_pool(0)
+    return X, y
+
+
+def fitted(method: str, X, y, n_per_class: int, seed: int = 0, scores=None, **params):
+    return make_selector(method, n_per_class=n_per_class, random_state=seed, **params).fit(
+        X, y, scores)
+
+
+def per_class(selector, y) -> dict[int, np.ndarray]:
+    return {int(label): selector.selected_indices_[selector.selected_labels_ == label]
+            for label in np.unique(y)}
+
+
+def assert_same_selection(a, b):
+    np.testing.assert_array_equal(a.selected_indices_, b.selected_indices_)
+    np.testing.assert_array_equal(a.selected_scores_, b.selected_scores_)  # NaN == NaN here
+    np.testing.assert_array_equal(a.selected_labels_, b.selected_labels_)
+
+
+# --- counts and layout ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_per_class", [1, 5])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_selector_keeps_exactly_vpc_distinct_videos_per_class(method, n_per_class, pool):
+    X, y = pool
+    selector = fitted(method, X, y, n_per_class)
+    indices, labels = selector.selected_indices_, selector.selected_labels_
+    assert indices.dtype == np.int64 and len(np.unique(indices)) == len(indices)
+    assert len(indices) == len(selector.selected_scores_) == len(labels) == 3 * n_per_class
+    np.testing.assert_array_equal(y[indices], labels)
+    np.testing.assert_array_equal(labels, np.repeat(LABELS, n_per_class))  # grouped, ascending
+    np.testing.assert_array_equal(selector.classes_, LABELS)
+    if method != "random":
+        assert np.all(np.isfinite(selector.selected_scores_))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_selection_is_deterministic_for_a_seed(method, pool):
+    X, y = pool
+    assert_same_selection(fitted(method, X, y, 5, seed=3), fitted(method, X, y, 5, seed=3))
+
+
+def test_random_selection_differs_between_seeds(pool):
+    X, y = pool
+    draws = {tuple(fitted("random", X, y, 5, seed=seed).selected_indices_) for seed in range(4)}
+    assert len(draws) == 4
+
+
+def test_random_selection_is_uniform_within_a_class():
+    X = np.random.default_rng(0).normal(size=(10, 4))
+    y = np.zeros(10, dtype=int)
+    hits = np.zeros(10)
+    for seed in range(400):
+        hits[RandomSelector(n_per_class=3, random_state=seed).fit(X, y).selected_indices_] += 1
+    assert hits.min() > 0.75 * 120 and hits.max() < 1.25 * 120
+
+
+# --- edge cases ----------------------------------------------------------------------------------
+
+def edge_pool():
+    """Class 0: 12 videos; class 5: 3 videos; class 9: 1 video; class 20: 10 identical videos;
+    class 30: 8 rows that are only 2 distinct embeddings."""
+    rng = np.random.default_rng(1)
+    parts = [rng.normal(size=(12, 16)), rng.normal(size=(3, 16)), rng.normal(size=(1, 16)),
+             np.tile(rng.normal(size=(1, 16)), (10, 1)), np.repeat(rng.normal(size=(2, 16)), 4, 0)]
+    y = np.repeat([0, 5, 9, 20, 30], [len(p) for p in parts])
+    return np.concatenate(parts), y
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_small_single_and_duplicate_classes_get_min_of_vpc_and_class_size(method):
+    X, y = edge_pool()
+    selector = fitted(method, X, y, 5)
+    counts = {int(label): len(rows) for label, rows in per_class(selector, y).items()}
+    assert counts == {0: 5, 5: 3, 9: 1, 20: 5, 30: 5}
+    assert len(np.unique(selector.selected_indices_)) == len(selector.selected_indices_)
+    assert selection_quality(X, y, selector.selected_indices_, 5)["balanced"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vpc_one_picks_one_video_per_class(method, pool):
+    X, y = pool
+    selector = fitted(method, X, y, 1)
+    np.testing.assert_array_equal(y[selector.selected_indices_], LABELS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_non_contiguous_and_negative_labels_come_out_in_ascending_order(method, pool):
+    X, y = pool
+    relabelled = np.select([y == 3, y == 7], [100, -4], default=12)
+    selector = fitted(method, X, relabelled, 2)
+    np.testing.assert_array_equal(selector.selected_labels_, [-4, -4, 12, 12, 100, 100])
+    np.testing.assert_array_equal(relabelled[selector.selected_indices_],
+                                  selector.selected_labels_)
+
+
+# --- the per-class fan-out -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_per_class_entry_point_on_class_subsets_equals_a_full_fit(method, pool):
+    X, y = pool
+    selector = make_selector(method, n_per_class=4, random_state=2)
+    scores = selector.prepare_scores(X, y, None)  # once over the pool, as the fan-out does
+    results = {}
+    for label in (11, 3, 7):  # any order, as separate tasks
+        rows = np.flatnonzero(y == label)
+        scores_c = None if scores is None else scores[rows]
+        results[label] = select_class(clone(selector), X[rows], label, scores_c)
+    indices, pick_scores, labels = merge_class_selections(y, results)
+    full = clone(selector).fit(X, y)
+    np.testing.assert_array_equal(indices, full.selected_indices_)
+    np.testing.assert_array_equal(pick_scores, full.selected_scores_)
+    np.testing.assert_array_equal(labels, full.selected_labels_)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_class_result_does_not_depend_on_the_other_classes(method, pool):
+    X, y = pool
+    scores = np.random.default_rng(5).uniform(size=len(y))  # given, as from the classifier
+    full = per_class(fitted(method, X, y, 4, scores=scores), y)
+    keep = y != 7
+    part = fitted(method, X[keep], y[keep], 4, scores=scores[keep])
+    rows_in_full = np.flatnonzero(keep)
+    for label in (3, 11):
+        np.testing.assert_array_equal(rows_in_full[per_class(part, y[keep])[label]], full[label])
+
+
+def test_mae_score_select_class_without_scores_asks_for_pool_scores(pool):
+    X, y = pool
+    with pytest.raises(ValueError, match="prepare_scores"):
+        select_class(MAEScoreSelector(n_per_class=2), X[y == 3], 3)
+
+
+# --- what each method does -----------------------------------------------------------------------
+
+def mean_coverage(method: str, seeds=range(5), n_per_class: int = 6) -> float:
+    coverages = []
+    for seed in seeds:
+        X, y, _ = blob_pool(seed)
+        selector = fitted(method, X, y, n_per_class, seed=seed)
+        coverages.append(selection_quality(X, y, selector.selected_indices_,
+                                           n_per_class)["coverage"])
+    return float(np.mean(coverages))
+
+
+@pytest.mark.parametrize("method", ["tac_dt", "kcenter", "herding", "dm_mmd", "csta"])
+def test_diverse_selectors_cover_the_clusters_better_than_random(method):
+    assert mean_coverage(method) < 0.85 * mean_coverage("random")
+
+
+def single_class_blobs(seed: int = 0):
+    X, _, blob = blob_pool(seed, labels=(0,), n_outliers=0)
+    return X, np.zeros(len(X), dtype=int), blob
+
+
+def test_tac_dt_takes_one_representative_per_blob_largest_group_first():
+    X, y, blob = single_class_blobs()
+    selector = TACDTSelector(n_per_class=4).fit(X, y)
+    np.testing.assert_array_equal(blob[selector.selected_indices_], [0, 1, 2, 3])
+    np.testing.assert_allclose(selector.selected_scores_, np.array(BLOB_SIZES) / len(X))
+    for pick in selector.selected_indices_:  # each is the member nearest its blob's mean
+        members = np.flatnonzero(blob == blob[pick])
+        distances = np.linalg.norm(X[members] - X[members].mean(axis=0), axis=1)
+        assert pick in members[np.argsort(distances)[:3]]
+
+
+def test_tac_dt_lowers_the_birch_threshold_when_it_finds_too_few_subclusters():
+    X, y, blob = single_class_blobs()
+    selector = TACDTSelector(n_per_class=6, threshold_factor=50.0, max_halvings=20).fit(X, y)
+    assert len(selector.selected_indices_) == 6
+    assert set(blob[selector.selected_indices_]) == {0, 1, 2, 3}
+
+
+def test_kcenter_starts_at_the_class_mean_with_non_increasing_distances():
+    X, y, _ = single_class_blobs()
+    selector = KCenterSelector(n_per_class=8).fit(X, y)
+    first = selector.selected_indices_[0]
+    assert first == np.argmin(np.linalg.norm(X - X.mean(axis=0), axis=1))
+    assert np.all(np.diff(selector.selected_scores_[1:]) <= 1e-12)
+
+
+def test_herding_tracks_the_class_mean_and_reaches_it_with_every_video():
+    X, y, _ = single_class_blobs()
+    selector = HerdingSelector(n_per_class=len(X)).fit(X, y)
+    assert selector.selected_indices_[0] == np.argmin(np.linalg.norm(X - X.mean(0), axis=1))
+    assert selector.selected_scores_[-1] == pytest.approx(0.0, abs=1e-9)
+    five = HerdingSelector(n_per_class=5).fit(X, y).selected_indices_
+    random_gaps = [np.linalg.norm(X[np.random.default_rng(s).choice(len(X), 5, replace=False)]
+                                  .mean(0) - X.mean(0)) for s in range(20)]
+    assert np.linalg.norm(X[five].mean(0) - X.mean(0)) < min(random_gaps)
+
+
+def test_dm_mmd_picks_one_video_per_cluster_with_lower_mmd_than_other_such_picks():
+    X, y, blob = single_class_blobs()
+    kernel = gaussian_kernel_median(X)
+    selector = make_selector("dm_mmd", n_per_class=4).fit(X, y)
+    np.testing.assert_array_equal(blob[selector.selected_indices_], [0, 1, 2, 3])  # by size
+    rng = np.random.default_rng(0)
+    one_per_blob = [[rng.choice(np.flatnonzero(blob == b)) for b in range(4)] for _ in range(50)]
+    assert mmd2(kernel, selector.selected_indices_) <= min(mmd2(kernel, p) for p in one_per_blob)
+
+
+def test_mae_score_keeps_the_most_confident_videos_of_each_class(pool):
+    X, y = pool
+    scores = np.random.default_rng(0).uniform(size=len(y))
+    selector = MAEScoreSelector(n_per_class=3).fit(X, y, scores)
+    for label, picks in per_class(selector, y).items():
+        rows = np.flatnonzero(y == label)
+        np.testing.assert_array_equal(picks, rows[np.argsort(-scores[rows])[:3]])
+    np.testing.assert_array_equal(selector.selected_scores_, scores[selector.selected_indices_])
+
+
+def test_mae_score_without_scores_uses_out_of_fold_confidence(pool):
+    X, y = pool
+    selector = MAEScoreSelector(n_per_class=3)
+    confidence = selector.prepare_scores(X, y, None)
+    assert confidence.shape == y.shape and np.all((confidence >= 0) & (confidence <= 1))
+    assert confidence.mean() > 0.5  # the classes are separable
+    assert_same_selection(selector.fit(X, y), clone(selector).fit(X, y, confidence))
+
+
+def test_csta_redundancy_penalty_spreads_the_picks_over_the_blobs():
+    X, y, blob = single_class_blobs()
+    attention_only = CSTASelector(n_per_class=4, redundancy=0.0).fit(X, y)
+    penalised = CSTASelector(n_per_class=4, redundancy=0.5).fit(X, y)
+    assert len(set(blob[attention_only.selected_indices_])) == 1  # the densest blob only
+    assert set(blob[penalised.selected_indices_]) == {0, 1, 2, 3}
+    assert np.all(np.diff(penalised.selected_scores_) <= 0)
+
+
+# --- knapsack ------------------------------------------------------------------------------------
+
+def brute_force_best_value(values, weights, capacity) -> float:
+    best = 0.0
+    for size in range(1, len(values) + 1):
+        for subset in itertools.combinations(range(len(values)), size):
+            if sum(weights[i] for i in subset) <= capacity:
+                best = max(best, sum(values[i] for i in subset))
+    return best
+
+
+def test_knapsack_matches_brute_force_on_small_cases():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        n = int(rng.integers(0, 8))
+        values = np.round(rng.uniform(-1, 5, size=n), 2)
+        weights = rng.integers(0, 5, size=n)
+        capacity = int(rng.integers(0, 10))
+        chosen = knapsack(values, weights, capacity)
+        assert len(np.unique(chosen)) == len(chosen) and np.all(np.diff(chosen) > 0)
+        assert weights[chosen].sum() <= capacity
+        assert values[chosen].sum() == pytest.approx(
+            brute_force_best_value(values, weights, capacity))
+
+
+def test_knapsack_with_unit_weights_takes_the_top_values_and_prefers_earlier_ties():
+    np.testing.assert_array_equal(knapsack([3.0, 1.0, 3.0, 2.0], [1, 1, 1, 1], 2), [0, 2])
+    np.testing.assert_array_equal(knapsack([2.0, 2.0, 2.0], [1, 1, 1], 2), [0, 1])
+    np.testing.assert_array_equal(knapsack([5.0, 4.0, 4.0], [2, 1, 1], 2), [1, 2])
+
+
+@pytest.mark.parametrize("values, weights, capacity", [
+    ([1.0, 2.0], [1], 1), ([1.0], [-1], 1), ([1.0], [0.5], 1), ([1.0], [1], -1),
+    ([np.nan], [1], 1)])
+def test_knapsack_rejects_bad_input(values, weights, capacity):
+    with pytest.raises(ValueError):
+        knapsack(values, np.asarray(weights), capacity)
+
+
+# --- estimator contract and registry -------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_selectors_follow_the_scikit_learn_estimator_contract(method, pool):
+    cls = SELECTORS[method]
+    for check in (check_parameters_default_constructible, check_no_attributes_set_in_init,
+                  check_get_params_invariance, check_set_params,
+                  check_do_not_raise_errors_in_init_or_set_params):
+        check(method, cls())
+    selector = cls(n_per_class=3, random_state=7)
+    params = selector.get_params()
+    assert params["n_per_class"] == 3 and params["random_state"] == 7
+    twin = clone(selector)
+    assert twin is not selector and twin.get_params() == params
+    assert cls().set_params(**params).get_params() == params
+    X, y = pool
+    assert selector.fit(X, y) is selector
+    assert not hasattr(clone(selector), "selected_indices_")
+
+
+def test_every_configured_method_has_a_selector():
+    assert set(SELECTION_METHODS) <= set(SELECTORS)
+    assert all(isinstance(make_selector(name), SELECTORS[name]) for name in SELECTION_METHODS)
+
+
+def test_make_selector_passes_params_and_names_the_methods_for_an_unknown_one():
+    selector = make_selector("tac_dt", n_per_class=5, n_components=8)
+    assert (selector.n_per_class, selector.n_components) == (5, 8)
+    with pytest.raises(ValueError, match="unknown selection method 'kmeans'.*herding.*tac_dt"):
+        make_selector("kmeans")
+
+
+# --- invalid input -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("X, y, scores, params, message", [
+    (np.zeros((4, 3)), np.zeros(5, int), None, {}, "4 rows but y has 5"),
+    (np.zeros((0, 3)), np.zeros(0, int), None, {}, "empty"),
+    (np.zeros(4), np.zeros(4, int), None, {}, "2-D"),
+    (np.array([[0.0, np.nan]] * 3), np.zeros(3, int), None, {}, "NaN"),
+    (np.zeros((3, 2)), np.array([0.5, 1.0, 2.0]), None, {}, "integer labels"),
+    (np.zeros((3, 2)), np.zeros(3, int), np.ones(2), {}, "scores must have shape"),
+    (np.zeros((3, 2)), np.zeros(3, int), None, {"n_per_class": 0}, "n_per_class"),
+    (np.zeros((3, 2)), np.zeros(3, int), None, {"n_per_class": 2.5}, "n_per_class"),
+    (np.zeros((3, 2)), np.zeros(3, int), None, {"random_state": -1}, "random_state"),
+])
+@pytest.mark.parametrize("method", ["random", "tac_dt"])
+def test_invalid_input_raises_a_clear_value_error(method, X, y, scores, params, message):
+    with pytest.raises(ValueError, match=message):
+        make_selector(method, **params).fit(X, y, scores)
