@@ -21,8 +21,8 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                       steps: int, per_class: int) -> RunConfig:
     """The toy preset: 64² toy videos; 8-frame 32² clips and latents (tiny VAE, 4×8×8 latents);
     a tiny Latte fine-tuned for ``steps`` steps; ``per_class`` synthetic videos per class; a
-    tiny VideoMAE classifier trained on the real clips embeds them; every training-free selector
-    picks 1 and 5 per class with 3 seeds."""
+    tiny VideoMAE classifier trained on the real clips embeds them; every selector (a tiny
+    VST-UNet among them) picks 1 and 5 per class with 2 seeds."""
     return from_dict(RunConfig, {
         "run_dir": run_dir,
         "ingest": {"dataset": "toy", "toy": {"num_classes": classes,
@@ -37,7 +37,9 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                      "scheduler": "ddim", "batch_size": 16},
         "embed": {"model": None, "pools": ["synthetic"], "classifier_steps": 400},
         "select": {"pool": "synthetic", "methods": list(SELECTION_METHODS),
-                   "vpc": [k for k in (1, 5) if k <= per_class], "seeds": 3},
+                   "vpc": [k for k in (1, 5) if k <= per_class], "seeds": 2,
+                   "params": {"vst_unet": {"width": 8, "levels": 2, "feature_dim": 32,
+                                           "norm_groups": 4, "epochs": 30}}},
     })
 
 

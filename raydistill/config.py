@@ -23,8 +23,10 @@ ADDITIVE_STAGES = ("embed", "select")
 their section after they finished adds work beside the old outputs instead of invalidating them,
 so it is allowed, and the stage runs again for what is missing."""
 POOLS = ("synthetic", "real")
-SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_score", "csta")
-"""The training-free selectors (``raydistill.selection.SELECTORS``), fanned out per class."""
+SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_score", "csta",
+                     "vst_unet")
+"""The selectors (``raydistill.selection.SELECTORS``): the training-free ones fan out per class;
+``vst_unet`` trains one model over all classes of the pool's latents with Ray Train."""
 
 
 class ConfigError(ValueError):
@@ -245,7 +247,10 @@ class SelectConfig:
     × ``vpc`` × ``range(seeds)`` on the ``pool``'s embeddings from model ``embedding`` (None: the
     embed stage's model). ``params`` maps a method to its selector parameters (e.g.
     ``{tac_dt: {n_components: 16}}``). Classes fan out as Ray tasks of ``classes_per_task``
-    classes (None: about four tasks per CPU).
+    classes (None: about four tasks per CPU). ``vst_unet`` selects from the pool's VAE latents and
+    trains with Ray Train on ``train_workers`` workers (data-parallel over classes; GPUs when
+    ``use_gpu``, None = when the cluster has them), checkpointing every ``checkpoint_every``
+    epochs and surviving ``max_failures`` worker failures.
     """
 
     pool: str = "synthetic"
@@ -255,6 +260,10 @@ class SelectConfig:
     embedding: Optional[str] = None
     params: dict = field(default_factory=dict)
     classes_per_task: Optional[int] = None
+    train_workers: int = 1
+    use_gpu: Optional[bool] = None
+    checkpoint_every: int = 10
+    max_failures: int = 3
 
     def __post_init__(self) -> None:
         _require(self.pool in POOLS, "pool", f"must be one of {', '.join(POOLS)}")
@@ -270,6 +279,9 @@ class SelectConfig:
             _require(isinstance(params, dict), f"params.{method}", "must be a mapping")
         _require(self.classes_per_task is None or self.classes_per_task >= 1,
                  "classes_per_task", "must be >= 1")
+        for name in ("train_workers", "checkpoint_every"):
+            _require(getattr(self, name) >= 1, name, "must be >= 1")
+        _require(self.max_failures >= 0, "max_failures", "must be >= 0")
 
 
 @dataclass(frozen=True)

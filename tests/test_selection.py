@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from raydistill.config import SELECTION_METHODS
 from raydistill.selection import (
+    PER_CLASS_METHODS,
     SELECTORS,
     CSTASelector,
     HerdingSelector,
@@ -35,7 +36,7 @@ from raydistill.selection.dm_mmd import gaussian_kernel_median, mmd2
 
 LABELS = (3, 7, 11)
 BLOB_SIZES = (30, 15, 8, 4)
-METHODS = sorted(SELECTORS)
+METHODS = sorted(PER_CLASS_METHODS)  # vst_unet: tests/test_vst_unet.py
 
 
 @pytest.fixture(autouse=True, scope="module")

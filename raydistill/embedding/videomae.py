@@ -62,7 +62,7 @@ def class_index_map(id2label: dict, class_names: list[str]) -> np.ndarray | None
 
 def pixel_values(clips: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
     """uint8 clips (B, T, H, W, 3) → normalised float (B, T, 3, H, W), VideoMAE's input."""
-    frames = torch.from_numpy(np.ascontiguousarray(clips)).float().div_(255.0)
+    frames = torch.tensor(np.asarray(clips), dtype=torch.float32).div_(255.0)
     frames = (frames - torch.as_tensor(mean, dtype=torch.float32)) / torch.as_tensor(
         std, dtype=torch.float32)
     return frames.permute(0, 1, 4, 2, 3).contiguous()

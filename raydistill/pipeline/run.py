@@ -77,13 +77,19 @@ def requirements(name: str, config: RunConfig) -> list[str]:
 
     Each stage needs the one before it, except that embedding and selecting real videos only
     (coreset selection) needs no diffusion model: ``embed`` of the ``real`` pool needs ``decode``
-    (toy runs train their embedding classifier on the clip cache) and ``select`` needs ``embed``.
+    (toy runs train their embedding classifier on the clip cache); ``select`` needs ``embed``,
+    and for ``vst_unet`` the pool's latents (``latents`` for real videos, ``generate`` for
+    synthetic ones).
     """
     order = list(STAGES)
     if name == "embed" and "synthetic" not in config.embed.pools:
         return ["ingest", "decode"]
     if name == "select":
-        return requirements("embed", config) + ["embed"]
+        needs = [] if config.select.methods == ("vst_unet",) else ["embed"]
+        if "vst_unet" in config.select.methods:  # it selects from the pool's VAE latents
+            needs.append("latents" if config.select.pool == "real" else "generate")
+        return sorted({earlier for need in needs for earlier in requirements(need, config)}
+                      | set(needs), key=order.index)
     return order[:order.index(name)]
 
 

@@ -7,7 +7,8 @@ class's rows and on (seed, label) (``selection/base.py``), so the fan-out equals
 fit. Output per (method, VPC, seed): ``selection/{pool}/{method}/vpc={k}/seed={s}.parquet``
 (``video_id, label, rank, score``) and, beside it, ``….quality.json`` (coverage, diversity,
 class balance on the embeddings). The Parquet file marks the selection done: a rerun computes
-only the missing ones.
+only the missing ones. ``vst_unet`` trains a model per (VPC, seed) with Ray Train instead
+(``pipeline/vst.py``) and writes the same files.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from raydistill.config import RunConfig, SelectConfig
+from raydistill.config import ConfigError, RunConfig, SelectConfig
 from raydistill.embedding.videomae import embedding_name
+from raydistill.pipeline import vst
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.runs import RunDir
-from raydistill.selection import make_selector, merge_class_selections, selection_quality
+from raydistill.selection import (PER_CLASS_METHODS, make_selector, merge_class_selections,
+                                  selection_quality)
 
 STAGE = "select"
 SELECTION_SCHEMA = pa.schema([("video_id", pa.string()), ("label", pa.int32()),
@@ -133,25 +136,75 @@ def selection_table(ids: np.ndarray, y: np.ndarray, per_class: dict) -> tuple[pa
     return table, indices
 
 
+def write_selection(run: RunDir, pool: str, job: Job, ids: np.ndarray, y: np.ndarray,
+                    per_class: dict, X_quality: np.ndarray) -> None:
+    """Write one job's quality metrics, then its selection (whose existence marks it done)."""
+    selected, indices = selection_table(ids, y, per_class)
+    run.write_json(quality_path(pool, *job), selection_quality(X_quality, y, indices, job[1]))
+    run.write_table(selection_path(pool, *job), selected)
+
+
+def select_per_class(run: RunDir, select: SelectConfig, model_name: str, jobs: list[Job]) -> None:
+    """The training-free jobs: fanned out over class groups, on the pool's embeddings."""
+    table = read_embeddings(run, select.pool, model_name)
+    X, y, scores = pool_arrays(table)
+    ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
+    prepared = prepared_scores(jobs, select.params, X, y, scores)
+    results = fan_out(X, y, prepared, jobs, select.params, select.classes_per_task)
+    for job in jobs:
+        write_selection(run, select.pool, job, ids, y, results[job], X)
+
+
+def select_vst_unet(run: RunDir, select: SelectConfig, model_name: str, jobs: list[Job]) -> None:
+    """The ``vst_unet`` jobs: trained with Ray Train on the pool's latents, then scored. Quality
+    is measured on the embeddings when the pool has them (comparable with the other methods),
+    else on the flattened latents."""
+    pairs = [(vpc, seed) for _, vpc, seed in jobs]
+    latents_labels = vst.pool_latents(run, select.pool)[1]
+    vst.train_models(run, select, sorted(set(latents_labels.tolist())), pairs)
+    results, latents, y, ids = vst.select_with_models(run, select.pool, pairs)
+    X_quality = latents.reshape(len(latents), -1)
+    try:
+        table = read_embeddings(run, select.pool, model_name)
+        by_id = dict(zip(table.column("video_id").to_pylist(), range(table.num_rows)))
+        if all(video_id in by_id for video_id in ids):
+            X_all = pool_arrays(table)[0]
+            X_quality = X_all[[by_id[video_id] for video_id in ids]]
+    except FileNotFoundError:
+        pass
+    for job, pair in zip(jobs, pairs):
+        write_selection(run, select.pool, job, ids, y, results[pair], X_quality)
+
+
+def check_method_params(run: RunDir, select: SelectConfig, model_name: str) -> None:
+    """Refuse to mix selections made with other method parameters or embeddings in one folder:
+    ``selection/{pool}/{method}/settings.json`` records them at the first run."""
+    for method in select.methods:
+        settings = {"params": select.params.get(method, {}), "embedding": model_name}
+        path = f"selection/{select.pool}/{method}/settings.json"
+        if not run.exists(path):
+            run.write_json(path, settings)
+        elif run.read_json(path) != settings:
+            raise ConfigError(f"select.params.{method}: {run.uri(path)} holds selections made "
+                              f"with {run.read_json(path)}, not {settings}; use a new run "
+                              "directory (or delete that folder)")
+
+
 def run_select(run: RunDir, config: RunConfig) -> dict:
     """Write every missing selection of ``config.select``; returns counts and timings."""
     started = time.time()
     select = config.select
     model_name = select.embedding or embedding_name(config.embed.model)
+    check_method_params(run, select, model_name)
     jobs = selection_jobs(select)
     done = set(run.list(f"selection/{select.pool}", ".parquet"))
     todo = [job for job in jobs if selection_path(select.pool, *job) not in done]
-    if todo:
-        table = read_embeddings(run, select.pool, model_name)
-        X, y, scores = pool_arrays(table)
-        ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
-        prepared = prepared_scores(todo, select.params, X, y, scores)
-        results = fan_out(X, y, prepared, todo, select.params, select.classes_per_task)
-        for job in todo:
-            selected, indices = selection_table(ids, y, results[job])
-            run.write_json(quality_path(select.pool, *job),
-                           selection_quality(X, y, indices, job[1]))
-            run.write_table(selection_path(select.pool, *job), selected)
+    per_class = [job for job in todo if job[0] in PER_CLASS_METHODS]
+    learned = [job for job in todo if job[0] == vst.METHOD]
+    if per_class:
+        select_per_class(run, select, model_name, per_class)
+    if learned:
+        select_vst_unet(run, select, model_name, learned)
     seconds = time.time() - started
     print(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed now) "
           f"in {seconds:.1f} s, under {run.uri('selection', select.pool)}", flush=True)

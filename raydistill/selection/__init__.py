@@ -1,7 +1,8 @@
 """Training-free video selectors (scikit-learn estimators) and selection-quality metrics.
 
 ``SELECTORS`` maps a method name to its selector class; ``make_selector(name, **params)`` builds
-one. Every selector is fitted with ``fit(X, y, scores=None)`` on an embedding pool and keeps
+one. Every selector is fitted with ``fit(X, y, scores=None)`` on a pool (embeddings, or VAE latents
+for ``vst_unet``) and keeps
 ``min(n_per_class, n_c)`` videos of each class in ``selected_indices_``; per-class fan-outs call
 :func:`select_class` and join the pieces with :func:`merge_class_selections`.
 """
@@ -28,6 +29,7 @@ from raydistill.selection.metrics import (
 )
 from raydistill.selection.random_choice import RandomSelector
 from raydistill.selection.tac_dt import TACDTSelector
+from raydistill.selection.vst_selector import VSTUNetSelector
 
 SELECTORS: dict[str, type[ClassSelector]] = {
     "random": RandomSelector,
@@ -37,7 +39,11 @@ SELECTORS: dict[str, type[ClassSelector]] = {
     "dm_mmd": DMMMDSelector,
     "mae_score": MAEScoreSelector,
     "csta": CSTASelector,
+    "vst_unet": VSTUNetSelector,
 }
+PER_CLASS_METHODS = tuple(name for name, cls in SELECTORS.items()
+                          if issubclass(cls, ClassSelector))
+"""The training-free selectors, whose classes can be selected independently (fanned out)."""
 
 
 def make_selector(name: str, **params) -> ClassSelector:
@@ -58,6 +64,8 @@ __all__ = [
     "MAEScoreSelector",
     "RandomSelector",
     "TACDTSelector",
+    "VSTUNetSelector",
+    "PER_CLASS_METHODS",
     "check_selection_input",
     "class_balance",
     "class_rng",

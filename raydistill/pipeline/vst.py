@@ -1,0 +1,207 @@
+"""VST-UNet selection with Ray Train: one model per (VPC, seed), trained over the pool's latents.
+
+Every missing (VPC, seed) of ``vst_unet`` is trained in one ``TorchTrainer`` run, one after the
+other, data-parallel over classes: each of ``select.train_workers`` workers holds the latents of
+its share of the classes (one class per step, as Algorithm 1), and DDP averages the gradients.
+Rank 0 reports a checkpoint of the model in training every ``select.checkpoint_every`` epochs
+(into ``RUN/selection/{pool}/vst_unet/ray/``, local or S3); rerunning the stage, or Ray Train
+restarting a dead worker (``select.max_failures``), resumes from it, and reaches the weights of an
+uninterrupted run (each epoch's randomness is a function of (seed, epoch, rank)). A finished model
+is saved as ``…/vst_unet/vpc={k}/seed={s}.model.pt``; then the pool is scored class by class and
+the top-VPC by p_c written like every other selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import tempfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, prepare_model
+
+from raydistill.runs import RunDir, is_local
+from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
+                                               epoch_generator, load_state, make_optimizer,
+                                               save_state, score_classes, train_epoch)
+from raydistill.selection.vst_unet import VSTUNetConfig
+
+METHOD = "vst_unet"
+
+
+def model_path(pool: str, vpc: int, seed: int) -> str:
+    """Run-relative path of a trained VST-UNet's final state."""
+    return f"selection/{pool}/{METHOD}/vpc={vpc}/seed={seed}.model.pt"
+
+
+def pool_latents(run: RunDir, pool: str, labels: list[int] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(latents (n, T, C, h, w) float32, labels (n,), video ids (n,)) of a pool, sorted by id,
+    restricted to ``labels`` when given (a worker loads only its classes)."""
+    if pool == "synthetic":
+        table = run.read_table("synthetic/manifest.parquet").sort_by("video_id")
+        if labels is not None:
+            table = table.filter(pc.is_in(table["label"], pa.array(labels, pa.int32())))
+        latents = [np.load(io.BytesIO(run.fs.cat_file(_strip(run, path))))
+                   for path in table.column("latent_path").to_pylist()]
+        stacked = np.stack(latents).astype(np.float32) if latents else np.zeros((0,), np.float32)
+    else:
+        shards = [p for p in run.list("latents/train", ".parquet")
+                  if not p.endswith(".rejects.parquet")]
+        parts = []
+        for shard in shards:
+            part = run.read_table(shard)
+            if labels is not None:
+                part = part.filter(pc.is_in(part["label"], pa.array(labels, pa.int32())))
+            parts.append(part)
+        table = pa.concat_tables(parts).sort_by("video_id")
+        stacked = table.column("latent").combine_chunks().to_numpy_ndarray().astype(np.float32)
+    return (stacked, np.asarray(table.column("label").to_pylist(), np.int64),
+            np.asarray(table.column("video_id").to_pylist(), dtype=object))
+
+
+def _strip(run: RunDir, uri: str) -> str:
+    """A filesystem path from a URI the run wrote (``s3://b/k`` → ``b/k``)."""
+    return uri.split("://", 1)[1] if "://" in uri and not is_local(run.fs) else uri
+
+
+def rank_classes(classes: list[int], rank: int, world: int) -> list[int]:
+    """This rank's classes: every ``world``-th, padded by repeating its first ones so that every
+    rank takes the same number of steps per epoch (DDP needs matching steps)."""
+    mine = classes[rank::world]
+    per_rank = -(-len(classes) // world)
+    return (mine * per_rank)[:per_rank] if mine else classes[:per_rank]
+
+
+def selector_for(job: tuple[int, int], params: dict) -> VSTUNetSelector:
+    """The VST-UNet selector of a (VPC, seed) job with the configured parameters."""
+    vpc, seed = job
+    return VSTUNetSelector(n_per_class=vpc, random_state=seed, **params)
+
+
+def class_batches(latents: np.ndarray, labels: np.ndarray, classes: list[int],
+                  wanted: list[int]) -> list[ClassBatch]:
+    """One batch per wanted class, labelled by its index among all ``classes`` (the CE head)."""
+    source = torch.from_numpy(latents)
+    return [ClassBatch(classes.index(label), np.flatnonzero(labels == label), source)
+            for label in wanted]
+
+
+def train_loop(loop_config: dict) -> None:
+    """Ray Train worker loop: train every job in turn, resuming the one in the checkpoint."""
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    run = RunDir(loop_config["run_url"])
+    classes, pool = loop_config["classes"], loop_config["pool"]
+    mine = rank_classes(classes, rank, world)
+    latents, labels, _ = pool_latents(run, pool, sorted(set(mine)))
+    batches = class_batches(latents, labels, classes, mine)
+    checkpoint = ray.train.get_checkpoint()
+    for job in map(tuple, loop_config["jobs"]):
+        if run.exists(model_path(pool, *job)):
+            continue
+        train_job(run, job, loop_config, batches, checkpoint, device, rank, world)
+
+
+def train_job(run: RunDir, job: tuple[int, int], loop_config: dict, batches, checkpoint,
+              device, rank: int, world: int) -> None:
+    """Train one (VPC, seed) model to its last epoch and save it into the run (rank 0)."""
+    selector = selector_for(job, loop_config["params"])
+    lambda_div, lambda_rep = selector.lambdas()
+    config = selector.model_config(batches[0].source.shape[2], len(loop_config["classes"]))
+    model = build_model(config, job[1]).to(device)
+    optimizer = make_optimizer(model, selector.lr, selector.score_lr_scale)
+    history: list[dict] = []
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = os.path.join(folder, f"vpc={job[0]}-seed={job[1]}.pt")
+            if os.path.exists(state):
+                _, history, _ = load_state(state, model, optimizer, map_location=device)
+    parallel = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True}
+                             ) if world > 1 else model
+    for epoch in range(len(history), selector.epochs):
+        parts = train_epoch(parallel, optimizer, batches, n_select=job[0], lambda_div=lambda_div,
+                            lambda_rep=lambda_rep,
+                            generator=epoch_generator(job[1], epoch * world + rank),
+                            losses=tuple(selector.losses), n_samples=selector.n_samples,
+                            reward_space=selector.reward_space, device=device)
+        history.append(parts)
+        last = epoch + 1 == selector.epochs
+        if (epoch + 1) % loop_config["checkpoint_every"] == 0 or last:
+            _report(job, model, optimizer, epoch, history, rank)
+    if rank == 0:
+        buffer = io.BytesIO()
+        torch.save({"config": dataclasses.asdict(config), "model": model.state_dict(),
+                    "history": history}, buffer)
+        run.write_bytes(model_path(loop_config["pool"], *job), buffer.getvalue())
+
+
+def _report(job, model, optimizer, epoch, history, rank) -> None:
+    metrics = {"vpc": job[0], "seed": job[1], "epoch": epoch + 1, **history[-1]}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="raydistill-vst-") as folder:
+        save_state(os.path.join(folder, f"vpc={job[0]}-seed={job[1]}.pt"), model, optimizer,
+                   epoch, history)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+def _storage(run: RunDir, pool: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    path = run.path("selection", pool, METHOD, "ray")
+    if is_local(run.fs):
+        return os.path.abspath(path), None
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(run.fs))
+
+
+def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, int]]) -> None:
+    """Train the missing (VPC, seed) VST-UNets with Ray Train (resuming an interrupted run)."""
+    params = dict(select.params.get(METHOD, {}))
+    use_gpu = (ray.cluster_resources().get("GPU", 0) > 0 if select.use_gpu is None
+               else select.use_gpu)
+    path, filesystem = _storage(run, select.pool)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"run_url": run.url, "pool": select.pool, "classes": classes,
+                           "jobs": [list(job) for job in jobs], "params": params,
+                           "checkpoint_every": select.checkpoint_every},
+        scaling_config=ScalingConfig(num_workers=select.train_workers, use_gpu=use_gpu,
+                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
+        run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,
+                             failure_config=FailureConfig(max_failures=select.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
+    trainer.fit()
+
+
+def select_with_models(run: RunDir, pool: str, jobs: list[tuple[int, int]]
+                       ) -> tuple[dict[tuple[int, int], dict], np.ndarray, np.ndarray,
+                                  np.ndarray]:
+    """Score every class with each job's trained model.
+
+    Returns job → {label: (local indices, p_c)} (top-VPC by p_c, local to the class's rows in id
+    order), and the pool's latents, labels and ids those indices refer to.
+    """
+    latents, labels, ids = pool_latents(run, pool)
+    classes = sorted(set(labels.tolist()))
+    batches = class_batches(latents, labels, classes, classes)
+    results = {}
+    for job in jobs:
+        state = torch.load(io.BytesIO(run.read_bytes(model_path(pool, *job))))
+        config = VSTUNetConfig(**{key: tuple(value) if isinstance(value, list) else value
+                                  for key, value in state["config"].items()})
+        model = build_model(config, job[1])
+        model.load_state_dict(state["model"])
+        results[job] = {}
+        for label, p in zip(classes, score_classes(model, batches)):
+            order = np.argsort(-p, kind="stable")[:job[0]]
+            results[job][label] = (order.astype(np.int64), p[order].astype(np.float64))
+    return results, latents, labels, ids

@@ -1,0 +1,138 @@
+"""Figures of a run as PNG bytes: accuracy vs VPC, a PCA of one class's embeddings with each
+method's picks, filmstrips of selected videos.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (Agg canvas), never through
+``pyplot``: no global figure state, no GUI backend, safe in workers and threads.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator
+from sklearn.decomposition import PCA
+
+from raydistill.report.filmstrip import filmstrip
+from raydistill.report.tables import METRIC_LABELS, ResultRow, method_label, method_sort_key
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# The paper's two methods in the strongest colours; tab10's gray (C7) is left to the bounds.
+METHOD_COLORS = {"random": "C0", "mae_score": "C1", "csta": "C2", "dm_mmd": "C4",
+                 "kcenter": "C6", "herding": "C8", "vst_unet": "C9", "tac_dt": "C3"}
+BOUND_COLORS = {"full_real": "black", "full_synthetic": "tab:gray"}
+
+
+def method_color(method: str) -> str:
+    """A fixed colour per method, the same in every figure (gray is kept for the bounds)."""
+    return METHOD_COLORS.get(method, "C5")
+
+
+def figure_png(figure: Figure, dpi: int = 110) -> bytes:
+    """Render ``figure`` as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _set_vpc_axis(axis, vpcs: list[int]) -> None:
+    """VPCs such as 1, 5, 10, 50 spread evenly on a log axis; ticks at the VPCs only."""
+    if vpcs and max(vpcs) / min(vpcs) >= 10:
+        axis.set_xscale("log")
+    axis.xaxis.set_major_locator(FixedLocator(vpcs))
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.set_xticklabels([str(v) for v in vpcs])
+    axis.set_xlabel("videos per class (VPC)")
+
+
+def accuracy_vs_vpc_png(rows: list[ResultRow], bounds: list[ResultRow],
+                        metric: str = "top1") -> bytes:
+    """Line plot of ``metric`` (percent) against VPC, one line per method with std error bars,
+    each upper bound as a horizontal line with a ±std band. Returns PNG bytes."""
+    figure = Figure(figsize=(6.4, 4.2))
+    axis = figure.add_subplot()
+    vpcs = sorted({row.vpc for row in rows if metric in row.summary})
+    for method in sorted({row.method for row in rows}, key=method_sort_key):
+        points = sorted((row.vpc, *row.summary[metric]) for row in rows
+                        if row.method == method and metric in row.summary)
+        if points:
+            x, mean, std = (np.asarray(column, float) for column in zip(*points))
+            axis.errorbar(x, 100 * mean, yerr=100 * std, marker="o", capsize=3,
+                          color=method_color(method), label=method_label(method))
+    for bound in bounds:
+        if metric in bound.summary and not math.isnan(bound.summary[metric][0]):
+            mean, std = (100 * v for v in bound.summary[metric])
+            color = BOUND_COLORS.get(bound.method, "tab:gray")
+            axis.axhline(mean, color=color, linestyle="--", linewidth=1,
+                         label=f"{method_label(bound.method)} ({mean:.2f})")
+            axis.axhspan(mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+    if vpcs:
+        _set_vpc_axis(axis, vpcs)
+    axis.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} accuracy (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="best")
+    return figure_png(figure)
+
+
+def project_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PCA of ``embeddings`` (n, D) onto two axes: ``(coordinates (n, 2), explained variance
+    ratio (2,))``; axes that the data cannot span (n < 3 or D < 2) are zeros."""
+    embeddings = np.asarray(embeddings, np.float64)
+    components = min(2, embeddings.shape[0] - 1, embeddings.shape[1])
+    coordinates, ratio = np.zeros((len(embeddings), 2)), np.zeros(2)
+    if components >= 1:
+        pca = PCA(n_components=components).fit(embeddings)
+        coordinates[:, :components] = pca.transform(embeddings)
+        ratio[:components] = np.nan_to_num(pca.explained_variance_ratio_)
+    return coordinates, ratio
+
+
+def pca_png(embeddings: np.ndarray, video_ids: list[str], picks: dict[str, list[str]],
+            title: str) -> bytes:
+    """Scatter of one class's videos (``embeddings`` (n, D), ``video_ids`` (n,)) on their first
+    two principal components, with the videos each method picked (``picks``: method → video
+    ids) marked on top. Returns PNG bytes."""
+    coordinates, ratio = project_2d(embeddings)
+    row_of = {video_id: i for i, video_id in enumerate(video_ids)}
+    figure = Figure(figsize=(6.0, 5.0))
+    axis = figure.add_subplot()
+    axis.scatter(coordinates[:, 0], coordinates[:, 1], s=12, color="lightgray",
+                 label=f"all videos ({len(video_ids)})")
+    methods = sorted(picks, key=method_sort_key)
+    for method, marker, size in zip(methods, itertools.cycle(MARKERS),
+                                    itertools.count(110, -10)):
+        rows = [row_of[v] for v in picks[method] if v in row_of]
+        if rows:
+            axis.scatter(coordinates[rows, 0], coordinates[rows, 1], marker=marker,
+                         s=max(size, 30), facecolors="none", edgecolors=method_color(method),
+                         linewidths=1.5,
+                         label=f"{method_label(method)} ({len(rows)})")
+    axis.set_xlabel(f"PC1 ({100 * ratio[0]:.1f} % of variance)")
+    axis.set_ylabel(f"PC2 ({100 * ratio[1]:.1f} % of variance)")
+    axis.set_title(title)
+    axis.legend(fontsize=8, loc="best")
+    return figure_png(figure)
+
+
+def filmstrip_png(videos: list[np.ndarray], row_labels: list[str], title: str,
+                  frames_per_video: int = 8, gap: int = 2) -> bytes:
+    """Filmstrip of ``videos`` (each uint8 (T, H, W, 3), same H and W), one row per video
+    labelled with ``row_labels``, frames sampled uniformly in time. Returns PNG bytes."""
+    image = filmstrip(videos, frames_per_video=frames_per_video, gap=gap)
+    height = videos[0].shape[1]
+    # About one screen pixel per video pixel (at least 48 px a frame), plus room for the labels.
+    zoom = max(1.0, 48 / height)
+    figure = Figure(figsize=(image.shape[1] * zoom / 100 + 1.5,
+                             image.shape[0] * zoom / 100 + 0.4))
+    axis = figure.add_subplot()
+    axis.imshow(image, interpolation="nearest")
+    axis.set_yticks([row * (height + gap) + height / 2 for row in range(len(videos))])
+    axis.set_yticklabels(row_labels, fontsize=8)
+    axis.set_xticks([])
+    axis.set_title(title, fontsize=10)
+    for side in axis.spines.values():
+        side.set_visible(False)
+    return figure_png(figure, dpi=100)

@@ -1,0 +1,318 @@
+"""One ``report/report.md`` per run: run info, results in the paper's layout, upper bounds,
+selection quality, figures, wall time per stage; plain Markdown beside PNG files, no server.
+
+Every section renders from whatever the run holds so far: a missing stage or file becomes a note
+in the report, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import fsspec
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
+from raydistill.report.tables import (METRIC_LABELS, ResultRow, headline_table, method_label,
+                                      method_sort_key, quality_rows, quality_table,
+                                      result_rows, results_table, stage_markers,
+                                      stage_time_table, upper_bound_rows)
+from raydistill.runs import RunDir
+from raydistill.video import decode_clip
+
+REPORT_DIR = "report"
+TOP5_DATASETS = ("kinetics400", "ssv2")  # the paper's Table 2 reports top-5 for these
+FILMSTRIP_FRAMES, FILMSTRIP_SIZE = 8, 64
+HOW_TO_READ = (
+    "**How to read.** Values are mean ± std over seeds, in percent, of a classifier trained on "
+    "the selected videos and tested on the real test split (top-1/top-5 accuracy, macro "
+    "one-vs-rest AUC, macro F1). Bold marks the best selection method of each VPC block; "
+    "*Full real* and *Full syn* train on every real or every synthetic video and bound what a "
+    "selection can reach. Coverage is lower-is-better, diversity higher-is-better.")
+_SELECTION = re.compile(r"^selection/(?P<pool>[^/]+)/(?P<method>[^/]+)/vpc=(?P<vpc>\d+)/"
+                        r"seed=(?P<seed>\d+)\.parquet$")
+Selections = dict[tuple[str, int, int], str]  # (method, vpc, seed) → run-relative path
+
+
+def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | None = None,
+                 max_filmstrip_classes: int = 8) -> str:
+    """Write ``report/report.md`` and its PNG figures under ``report/`` of ``run``, replacing an
+    earlier report; returns the report's URI.
+
+    ``pool`` (``synthetic`` or ``real``) defaults to the select stage's pool; ``vpc_for_plots``
+    picks the selections drawn in the PCA and filmstrip figures (default: the largest VPC, first
+    seed); filmstrips show the rank-0 pick of the first ``max_filmstrip_classes`` classes.
+    """
+    markers = stage_markers(run)
+    pool = pool or choose_pool(run, markers)
+    class_names = _summary(markers, "ingest").get("class_names") or []
+    dataset = _settings(markers, "ingest").get("dataset")
+    metric = "top5" if dataset in TOP5_DATASETS else "top1"
+    rows, bounds = result_rows(run, pool), upper_bound_rows(run)
+    sections = [
+        run_info_section(run, markers, pool, rows + bounds, dataset, class_names),
+        results_section(rows, bounds, _settings(markers, "generate").get("per_class"), metric),
+        bounds_section(bounds),
+        quality_section(run, pool),
+        figures_section(run, pool, rows, bounds, metric, class_names, markers, vpc_for_plots,
+                        max_filmstrip_classes),
+        "## Wall time per stage\n\n" + (stage_time_table(markers) if markers else
+                                        "_No stage has finished yet._"),
+        HOW_TO_READ,
+    ]
+    run.write_bytes(f"{REPORT_DIR}/report.md", ("\n\n".join(sections) + "\n").encode())
+    return run.uri(f"{REPORT_DIR}/report.md")
+
+
+def _summary(markers: dict, stage: str) -> dict:
+    return (markers.get(stage) or {}).get("summary") or {}
+
+
+def _settings(markers: dict, stage: str) -> dict:
+    return (markers.get(stage) or {}).get("settings") or {}
+
+
+def choose_pool(run: RunDir, markers: dict) -> str:
+    """The select stage's pool, else the first pool with evaluations or selections, else
+    ``synthetic`` (the paper's)."""
+    if _settings(markers, "select").get("pool"):
+        return _settings(markers, "select")["pool"]
+    for folder in ("eval", "selection"):
+        pools = {p.split("/")[1] for p in run.list(folder) if p.count("/") >= 3}
+        pools -= {"full_real", "full_synthetic"}
+        if pools:
+            return "synthetic" if "synthetic" in pools else min(pools)
+    return "synthetic"
+
+
+# -- text sections -----------------------------------------------------------------------------
+
+def run_info_section(run: RunDir, markers: dict, pool: str, rows: list[ResultRow],
+                     dataset: str | None, class_names: list[str]) -> str:
+    """Title and a list of what the run is: dataset, classes, pool, classifier, embedding."""
+    classifiers = sorted({row.classifier for row in rows if row.classifier})
+    embedding = _summary(markers, "select").get("embedding")
+    lines = [f"# raydistill report: {dataset or 'unknown dataset'}", "",
+             f"- Run: `{run.url}`",
+             f"- Dataset: {dataset or 'unknown (no ingest marker)'}",
+             f"- Classes: {len(class_names) if class_names else 'unknown'}",
+             f"- Selection pool: {pool}",
+             f"- Classifier: {', '.join(classifiers) or 'no evaluation yet'}"]
+    if embedding:
+        lines.append(f"- Selection embedding: {embedding}")
+    lines.append(f"- Written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    return "\n".join(lines)
+
+
+def results_section(rows: list[ResultRow], bounds: list[ResultRow], full_syn_vpc: int | None,
+                    metric: str) -> str:
+    """The Table 4 layout (every metric per VPC block) and the Table 2 layout (``metric`` per
+    method × VPC); a note when nothing was evaluated yet."""
+    if not rows:
+        return ("## Results\n\n_No selection has been evaluated yet (no "
+                "`eval/{pool}/{method}/vpc={k}/seed={s}/metrics.json`); the selection quality "
+                "below needs no classifier._")
+    return "\n\n".join([
+        "## Results", results_table(rows, bounds, full_syn_vpc),
+        f"### {METRIC_LABELS[metric]} accuracy per VPC", headline_table(rows, bounds, metric)])
+
+
+def bounds_section(bounds: list[ResultRow]) -> str:
+    """The upper bounds with the number of training videos each used."""
+    if not bounds:
+        return "## Upper bounds\n\n_No upper bound evaluated yet (`eval/full_real`, " \
+               "`eval/full_synthetic`)._"
+    lines = ["## Upper bounds", ""]
+    for bound in bounds:
+        scores = ", ".join(f"{METRIC_LABELS[m]} {100 * mean:.2f} ± {100 * std:.2f}"
+                           for m, (mean, std) in bound.summary.items())
+        videos = f", {bound.train_videos} training videos" if bound.train_videos else ""
+        lines.append(f"- **{method_label(bound.method)}**: {scores} "
+                     f"({bound.seeds} seeds{videos})")
+    return "\n".join(lines)
+
+
+def quality_section(run: RunDir, pool: str) -> str:
+    """Coverage, diversity and balance of every selection of ``pool``, or a note."""
+    rows = quality_rows(run, pool)
+    table = quality_table(rows) if rows else f"_No selections of the {pool} pool yet._"
+    return f"## Selection quality\n\n{table}"
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+def figures_section(run: RunDir, pool: str, rows: list[ResultRow], bounds: list[ResultRow],
+                    metric: str, class_names: list[str], markers: dict,
+                    vpc_for_plots: int | None, max_classes: int) -> str:
+    """Accuracy vs VPC, the PCA of one class, one filmstrip per method; notes for what is
+    skipped."""
+    parts = ["## Figures"]
+    if rows:
+        _save_png(run, "accuracy_vs_vpc.png", accuracy_vs_vpc_png(rows, bounds, metric))
+        parts.append(f"{METRIC_LABELS[metric]} accuracy against VPC (error bars: std over "
+                     "seeds; dashed: upper bounds).\n\n![accuracy vs VPC](accuracy_vs_vpc.png)")
+    else:
+        parts.append("_Accuracy vs VPC: nothing evaluated yet._")
+    selections = selection_files(run, pool)
+    if not selections:
+        parts.append(f"_No selections of the {pool} pool: no PCA or filmstrip figure._")
+        return "\n\n".join(parts)
+    vpc, seed = plot_choice(selections, vpc_for_plots)
+    chosen = {m: path for (m, k, s), path in selections.items() if (k, s) == (vpc, seed)}
+    parts.append(f"Selections drawn below: VPC={vpc}, seed {seed}"
+                 + (f" (VPC={vpc_for_plots} has none)." if vpc_for_plots not in (None, vpc)
+                    else "."))
+    parts.append(pca_figure(run, pool, chosen, class_names, markers))
+    parts.append(filmstrip_figures(run, pool, chosen, class_names, max_classes))
+    return "\n\n".join(parts)
+
+
+def _save_png(run: RunDir, name: str, data: bytes) -> None:
+    run.write_bytes(f"{REPORT_DIR}/{name}", data)
+
+
+def selection_files(run: RunDir, pool: str) -> Selections:
+    """Every selection file of ``pool``, keyed by (method, VPC, seed)."""
+    found = {}
+    for path in run.list(f"selection/{pool}", ".parquet"):
+        match = _SELECTION.match(path)
+        if match:
+            found[(match["method"], int(match["vpc"]), int(match["seed"]))] = path
+    return found
+
+
+def plot_choice(selections: Selections, vpc: int | None) -> tuple[int, int]:
+    """(VPC, seed) drawn in the figures: ``vpc`` when selected, else the largest; first seed."""
+    vpcs = {k for _, k, _ in selections}
+    vpc = vpc if vpc in vpcs else max(vpcs)
+    return vpc, min(s for _, k, s in selections if k == vpc)
+
+
+def embedding_folder(run: RunDir, pool: str, markers: dict) -> str | None:
+    """The embeddings folder of ``pool`` the selections used (else the first one), or None."""
+    models = {p.split("/")[2] for p in run.list(f"embeddings/{pool}", ".parquet")
+              if "/shard-" in p and not p.endswith(".rejects.parquet")}
+    if not models:
+        return None
+    preferred = _summary(markers, "select").get("embedding")
+    return f"embeddings/{pool}/{preferred if preferred in models else min(models)}"
+
+
+def class_embeddings(run: RunDir, folder: str, label: int) -> tuple[list[str], np.ndarray]:
+    """(video ids, embeddings (n, D)) of class ``label`` from every shard of ``folder``."""
+    ids, parts = [], []
+    for path in run.list(folder, ".parquet"):
+        if "/shard-" not in path or path.endswith(".rejects.parquet"):
+            continue
+        table = pq.read_table(run.path(path), filesystem=run.fs,
+                              columns=["video_id", "label", "embedding"])
+        table = table.filter(pc.equal(table["label"], label))
+        if table.num_rows:
+            ids += table.column("video_id").to_pylist()
+            parts.append(table.column("embedding").combine_chunks().to_numpy_ndarray())
+    return ids, (np.concatenate(parts) if parts else np.zeros((0, 0), np.float32))
+
+
+def pca_figure(run: RunDir, pool: str, chosen: dict[str, str], class_names: list[str],
+               markers: dict) -> str:
+    """PCA of the first selected class's embeddings with each method's picks, or a note."""
+    folder = embedding_folder(run, pool, markers)
+    if folder is None:
+        return f"_No embeddings of the {pool} pool: PCA figure skipped._"
+    tables = {method: run.read_table(path) for method, path in chosen.items()}
+    labels = sorted({int(x) for t in tables.values() for x in t.column("label").to_pylist()})
+    if not labels:
+        return "_The selections are empty: PCA figure skipped._"
+    label = labels[0]
+    ids, embeddings = class_embeddings(run, folder, label)
+    if not ids:
+        return f"_No embeddings of class {label} in `{folder}`: PCA figure skipped._"
+    picks = {method: [v for v, y in zip(t.column("video_id").to_pylist(),
+                                        t.column("label").to_pylist()) if y == label]
+             for method, t in tables.items()}
+    name = _class_name(class_names, label)
+    _save_png(run, f"pca_class_{label}.png",
+              pca_png(embeddings, ids, picks, f"class {label} ({name}), {folder.split('/')[-1]}"))
+    return (f"Embeddings of class {label} ({name}) on their first two principal components; "
+            f"markers: the videos each method picked.\n\n![PCA of class {label}]"
+            f"(pca_class_{label}.png)")
+
+
+def _class_name(class_names: list[str], label: int) -> str:
+    return class_names[label] if 0 <= label < len(class_names) else str(label)
+
+
+def pool_videos(run: RunDir, pool: str) -> dict[str, str]:
+    """``{video_id: path}`` of the pool's manifest (empty when it is missing)."""
+    relpath = "manifest.parquet" if pool == "real" else "synthetic/manifest.parquet"
+    if not run.exists(relpath):
+        return {}
+    table = run.read_table(relpath)
+    return dict(zip(table.column("video_id").to_pylist(), table.column("path").to_pylist()))
+
+
+def video_exists(path: str) -> bool:
+    """Whether a local path or URL names an existing file (False when it cannot be asked)."""
+    try:
+        fs, stripped = fsspec.core.url_to_fs(path)
+        return fs.isfile(stripped)
+    except Exception:  # an unreachable bucket or bad URL is as good as missing here
+        return False
+
+
+def filmstrip_figures(run: RunDir, pool: str, chosen: dict[str, str], class_names: list[str],
+                      max_classes: int) -> str:
+    """One filmstrip per method: the rank-0 pick of each of its first ``max_classes`` classes;
+    videos that are missing or do not decode are skipped and listed in a note."""
+    paths = pool_videos(run, pool)
+    if not paths:
+        return f"_No manifest of the {pool} pool: filmstrips skipped._"
+    clips: dict[str, np.ndarray | None] = {}  # several methods often pick the same video
+    skipped: dict[str, str] = {}
+    parts = []
+    for method in sorted(chosen, key=method_sort_key):
+        table = run.read_table(chosen[method]).sort_by([("label", "ascending"),
+                                                        ("rank", "ascending")])
+        first = {}
+        for video_id, label in zip(table.column("video_id").to_pylist(),
+                                   table.column("label").to_pylist()):
+            first.setdefault(label, video_id)
+        videos, row_labels = [], []
+        for label, video_id in list(first.items())[:max_classes]:
+            clip = _clip(video_id, paths, clips, skipped)
+            if clip is not None:
+                videos.append(clip)
+                row_labels.append(f"{label}: {_class_name(class_names, label)}")
+        if videos:
+            _save_png(run, f"selected_{method}.png",
+                      filmstrip_png(videos, row_labels, method_label(method), FILMSTRIP_FRAMES))
+            parts.append(f"**{method_label(method)}**, first pick per class\n\n"
+                         f"![{method_label(method)} picks](selected_{method}.png)")
+        else:
+            parts.append(f"_{method_label(method)}: no selected video could be shown._")
+    if skipped:
+        listed = "; ".join(f"`{v}` ({why})" for v, why in list(skipped.items())[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        noun = "video" if len(skipped) == 1 else "videos"
+        parts.append(f"_Skipped {len(skipped)} {noun}: {listed}{more}._")
+    return "\n\n".join(parts)
+
+
+def _clip(video_id: str, paths: dict[str, str], clips: dict, skipped: dict) -> np.ndarray | None:
+    """The decoded clip of ``video_id`` (cached), or None with the reason in ``skipped``."""
+    if video_id not in clips:
+        path = paths.get(video_id)
+        clips[video_id] = None
+        if path is None:
+            skipped[video_id] = "not in the manifest"
+        elif not video_exists(path):
+            skipped[video_id] = "file missing"
+        else:
+            try:
+                clips[video_id] = decode_clip(path, FILMSTRIP_FRAMES, FILMSTRIP_SIZE)
+            except Exception as error:  # any decoder failure at the file boundary: note it
+                skipped[video_id] = f"does not decode: {str(error)[:80]}"
+    return clips[video_id]

@@ -1,0 +1,268 @@
+"""Markdown tables of a run in the paper's layout: results (Tables 2 and 4), selection quality,
+wall time per stage.
+
+Results are read from ``eval/{pool}/{method}/vpc={k}/seed={s}/metrics.json`` and the upper
+bounds from ``eval/full_{real,synthetic}/seed={s}/metrics.json``; every value is shown in percent
+as ``mean ± std`` over seeds (:func:`raydistill.classify.metrics.summarize_seeds`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+from raydistill.classify.metrics import METRIC_NAMES, summarize_seeds
+from raydistill.runs import RunDir
+
+METHOD_ORDER = ("random", "mae_score", "csta", "dm_mmd", "kcenter", "herding", "vst_unet",
+                "tac_dt")
+METHOD_LABELS = {"random": "Random", "mae_score": "MAE-Score", "csta": "CSTA",
+                 "dm_mmd": "DM-MMD", "kcenter": "k-Center", "herding": "Herding",
+                 "vst_unet": "VST-UNet", "tac_dt": "TAC-DT",
+                 "full_real": "Full real", "full_synthetic": "Full syn"}
+METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "auc": "AUC", "f1": "F1"}
+BOUNDS = ("full_real", "full_synthetic")
+STAGE_ORDER = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select",
+               "evaluate")
+
+_EVAL = re.compile(r"^eval/(?P<pool>[^/]+)/(?P<method>[^/]+)/vpc=(?P<vpc>\d+)/"
+                   r"seed=(?P<seed>\d+)/metrics\.json$")
+_BOUND = re.compile(r"^eval/(?P<bound>full_real|full_synthetic)/seed=(?P<seed>\d+)/"
+                    r"metrics\.json$")
+_QUALITY = re.compile(r"^selection/(?P<pool>[^/]+)/(?P<method>[^/]+)/vpc=(?P<vpc>\d+)/"
+                      r"seed=(?P<seed>\d+)\.quality\.json$")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One table row: a method at one VPC (``vpc`` None for an upper bound), metrics as
+    fractions ``{metric: (mean, std)}`` over ``seeds`` runs, plus what the runs recorded."""
+
+    method: str
+    vpc: int | None
+    summary: dict[str, tuple[float, float]]
+    seeds: int
+    train_videos: int | None = None
+    classifier: str | None = None
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """Selection quality of a method at one VPC, averaged over ``seeds`` selections."""
+
+    method: str
+    vpc: int
+    coverage: float | None
+    diversity: float | None
+    balanced: int
+    seeds: int
+
+
+def method_label(method: str) -> str:
+    """The paper's name of a method (``tac_dt`` → ``TAC-DT``); unknown names pass through."""
+    return METHOD_LABELS.get(method, method)
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    """Paper order (baselines first, the paper's methods last), unknown methods after."""
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+# -- gathering ---------------------------------------------------------------------------------
+
+def _numeric_metrics(metrics: dict) -> dict[str, float]:
+    """The metrics of :data:`METRIC_NAMES` a run recorded, a missing value as NaN."""
+    return {name: (math.nan if metrics[name] is None else float(metrics[name]))
+            for name in METRIC_NAMES if name in metrics}
+
+
+def summarize_runs(method: str, vpc: int | None, runs: list[dict]) -> ResultRow:
+    """The row of ``runs`` (metrics.json dicts of one method/VPC, one per seed); metrics that
+    some seed lacks are left out rather than failing the whole row."""
+    metrics = [_numeric_metrics(run) for run in runs]
+    shared = [name for name in METRIC_NAMES if all(name in m for m in metrics)]
+    summary = summarize_seeds([{k: m[k] for k in shared} for m in metrics]) if shared else {}
+    train = [run["train_videos"] for run in runs if isinstance(run.get("train_videos"), int)]
+    classifier = next((run["classifier"] for run in runs if run.get("classifier")), None)
+    return ResultRow(method, vpc, summary, len(runs), max(train) if train else None, classifier)
+
+
+def _read_grouped(run: RunDir, pattern: re.Pattern, key) -> dict:
+    """``{key(match): [json, ...]}`` over the run's files under ``eval/`` matching ``pattern``
+    (a key of None skips the file)."""
+    grouped: dict = {}
+    for path in run.list("eval", "metrics.json"):
+        match = pattern.match(path)
+        if match and key(match) is not None:
+            grouped.setdefault(key(match), []).append(run.read_json(path))
+    return grouped
+
+
+def result_rows(run: RunDir, pool: str) -> list[ResultRow]:
+    """Rows of every evaluated (method, VPC) of ``pool``, by VPC then in paper order."""
+    grouped = _read_grouped(run, _EVAL, lambda m: (m["method"], int(m["vpc"]))
+                            if m["pool"] == pool else None)
+    keys = sorted(grouped, key=lambda k: (k[1], method_sort_key(k[0])))
+    return [summarize_runs(method, vpc, grouped[(method, vpc)]) for method, vpc in keys]
+
+
+def upper_bound_rows(run: RunDir) -> list[ResultRow]:
+    """Rows of the upper bounds present: full real, then full synthetic."""
+    grouped = _read_grouped(run, _BOUND, lambda m: m["bound"])
+    return [summarize_runs(bound, None, grouped[bound]) for bound in BOUNDS if bound in grouped]
+
+
+def quality_rows(run: RunDir, pool: str) -> list[QualityRow]:
+    """Selection quality of every (method, VPC) of ``pool``: coverage and diversity averaged over
+    seeds (undefined values skipped), ``balanced`` = how many seeds were balanced."""
+    grouped: dict[tuple[str, int], list[dict]] = {}
+    for path in run.list(f"selection/{pool}", ".quality.json"):
+        match = _QUALITY.match(path)
+        if match:
+            key = (match["method"], int(match["vpc"]))
+            grouped.setdefault(key, []).append(run.read_json(path))
+    rows = []
+    for method, vpc in sorted(grouped, key=lambda k: (k[1], method_sort_key(k[0]))):
+        seeds = grouped[(method, vpc)]
+        rows.append(QualityRow(method, vpc, _mean_defined(q.get("coverage") for q in seeds),
+                               _mean_defined(q.get("diversity") for q in seeds),
+                               sum(bool(q.get("balanced")) for q in seeds), len(seeds)))
+    return rows
+
+
+def _mean_defined(values) -> float | None:
+    defined = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return sum(defined) / len(defined) if defined else None
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def markdown_table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    """A Markdown table; columns from ``numeric_from`` on are right-aligned."""
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def format_percent(mean: float, std: float) -> str:
+    """A fraction's mean ± std in percent with 2 decimals: ``25.20 ± 0.41`` (NaN → ``n/a``)."""
+    if math.isnan(mean):
+        return "n/a"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def metrics_present(rows: list[ResultRow]) -> list[str]:
+    """The metrics of :data:`METRIC_NAMES` that at least one row has, in that order."""
+    return [name for name in METRIC_NAMES if any(name in row.summary for row in rows)]
+
+
+def _best_means(rows: list[ResultRow], metric: str) -> set[str]:
+    """Methods whose mean of ``metric`` is the best of ``rows`` as displayed (ties all win);
+    none when fewer than two methods compete."""
+    shown = {row.method: round(100 * row.summary[metric][0], 2) for row in rows
+             if metric in row.summary and not math.isnan(row.summary[metric][0])}
+    if len(rows) < 2 or not shown:
+        return set()
+    best = max(shown.values())
+    return {method for method, value in shown.items() if value == best}
+
+
+def _cells(row: ResultRow, metrics: list[str], bold: dict[str, set[str]]) -> list[str]:
+    cells = []
+    for metric in metrics:
+        if metric not in row.summary:
+            cells.append("—")
+            continue
+        text = format_percent(*row.summary[metric])
+        cells.append(f"**{text}**" if row.method in bold.get(metric, ()) else text)
+    return cells
+
+
+def results_table(rows: list[ResultRow], bounds: list[ResultRow],
+                  full_syn_vpc: int | None = None) -> str:
+    """The paper's Table 4 layout: upper bounds first, then one block per VPC with a row per
+    method and a column per metric (``mean ± std`` %), the best of each block in bold, and the
+    number of seeds. ``full_syn_vpc`` (videos generated per class) labels the full-synthetic row.
+    """
+    metrics = metrics_present(rows + bounds)
+    header = ["VPC", "Method", *(f"{METRIC_LABELS[m]} (%)" for m in metrics), "Seeds"]
+    body = []
+    for bound in bounds:
+        vpc = str(full_syn_vpc) if bound.method == "full_synthetic" and full_syn_vpc else "all"
+        body.append([vpc, method_label(bound.method), *_cells(bound, metrics, {}),
+                     str(bound.seeds)])
+    for vpc in sorted({row.vpc for row in rows}):
+        block = [row for row in rows if row.vpc == vpc]
+        bold = {metric: _best_means(block, metric) for metric in metrics}
+        for row in block:
+            body.append([str(vpc), method_label(row.method), *_cells(row, metrics, bold),
+                         str(row.seeds)])
+    return markdown_table(header, body, numeric_from=2)
+
+
+def headline_table(rows: list[ResultRow], bounds: list[ResultRow], metric: str = "top1") -> str:
+    """The paper's Table 2 layout for one metric: a row per method (upper bounds first), a column
+    per VPC, the best of each VPC column in bold."""
+    vpcs = sorted({row.vpc for row in rows})
+    header = ["Method", *(f"VPC={vpc}" for vpc in vpcs)]
+    body = []
+    for bound in bounds:
+        value = bound.summary.get(metric)
+        body.append([method_label(bound.method),
+                     *([format_percent(*value) if value else "—"] * len(vpcs))])
+    best = {vpc: _best_means([r for r in rows if r.vpc == vpc], metric) for vpc in vpcs}
+    by_key = {(row.method, row.vpc): row for row in rows}
+    for method in sorted({row.method for row in rows}, key=method_sort_key):
+        cells = []
+        for vpc in vpcs:
+            row = by_key.get((method, vpc))
+            cells.append(_cells(row, [metric], {metric: best[vpc]})[0] if row else "—")
+        body.append([method_label(method), *cells])
+    return markdown_table(header, body)
+
+
+def quality_table(rows: list[QualityRow]) -> str:
+    """Selection quality per VPC block and method: coverage (mean distance of a class's videos
+    to the nearest selected one, lower is better), diversity (mean pairwise cosine distance of
+    the selected videos, higher is better), balanced seeds out of all."""
+    header = ["VPC", "Method", "Coverage ↓", "Diversity ↑", "Balanced", "Seeds"]
+    body = [[str(row.vpc), method_label(row.method),
+             "—" if row.coverage is None else f"{row.coverage:.3f}",
+             "—" if row.diversity is None else f"{row.diversity:.3f}",
+             "yes" if row.balanced == row.seeds else f"no ({row.balanced}/{row.seeds})",
+             str(row.seeds)] for row in rows]
+    return markdown_table(header, body, numeric_from=2)
+
+
+def format_duration(seconds: float) -> str:
+    """``42.0 s``, ``3 min 05 s`` or ``2 h 07 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def stage_markers(run: RunDir) -> dict[str, dict]:
+    """``{stage: marker}`` of every finished stage, in pipeline order then by name."""
+    names = [path.rsplit("/", 1)[1][:-len(".json")] for path in run.list("_stages", ".json")]
+    names.sort(key=lambda n: (STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER), n))
+    return {name: run.read_json(f"_stages/{name}.json") for name in names}
+
+
+def stage_time_table(markers: dict[str, dict]) -> str:
+    """Wall time and finishing time (UTC) of each finished stage, and their total."""
+    body, total = [], 0.0
+    for name, marker in markers.items():
+        summary = marker.get("summary") or {}
+        seconds = summary.get("wall_seconds", summary.get("seconds"))
+        finished = marker.get("finished_at")
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(finished)) if finished else "—"
+        body.append([name, "—" if seconds is None else format_duration(seconds), when])
+        total += seconds or 0.0
+    body.append(["**total**", f"**{format_duration(total)}**", ""])
+    return markdown_table(["Stage", "Wall time", "Finished (UTC)"], body)

@@ -1,0 +1,292 @@
+"""The run report: tables in the paper's layout, PNG figures, partial runs, missing videos."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from raydistill.report import report as report_module
+from raydistill.report.report import write_report
+from raydistill.report.tables import (format_duration, format_percent, headline_table,
+                                      result_rows, upper_bound_rows)
+from raydistill.runs import RunDir
+from raydistill.schema import tensor_array
+from raydistill.video import encode_video
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CLASSES = ["wave", "jump", "spin"]
+PER_CLASS = 4
+METHODS = ("random", "kcenter", "tac_dt")
+# top1 per (method, vpc) over seeds 0, 1, 2: random wins VPC=2, TAC-DT wins VPC=1.
+TOP1 = {("random", 1): (0.2, 0.3, 0.4), ("kcenter", 1): (0.3, 0.3, 0.3),
+        ("tac_dt", 1): (0.5, 0.5, 0.5), ("random", 2): (0.7, 0.7, 0.7),
+        ("kcenter", 2): (0.4, 0.5, 0.6), ("tac_dt", 2): (0.6, 0.6, 0.6)}
+
+
+def video_id(label: int, index: int) -> str:
+    return f"syn-{label}-{index}"
+
+
+def write_markers(run: RunDir) -> None:
+    run.mark_done("ingest", {"class_names": CLASSES, "wall_seconds": 12.5},
+                  {"dataset": "toy"})
+    run.mark_done("generate", {"videos": 12, "wall_seconds": 90.0}, {"per_class": PER_CLASS})
+    run.mark_done("select", {"pool": "synthetic", "embedding": "tiny", "wall_seconds": 4.5},
+                  {"pool": "synthetic"})
+
+
+def write_evaluations(run: RunDir) -> None:
+    for (method, vpc), values in TOP1.items():
+        for seed, top1 in enumerate(values):
+            run.write_json(f"eval/synthetic/{method}/vpc={vpc}/seed={seed}/metrics.json",
+                           {"top1": top1, "top5": 1.0, "auc": 0.5 + top1 / 2, "f1": top1 / 2,
+                            "train_videos": vpc * 3, "test_videos": 30, "classifier": "c3d",
+                            "seconds": 1.0})
+    for bound, top1 in (("full_real", 0.9), ("full_synthetic", 0.8)):
+        for seed in range(3):
+            run.write_json(f"eval/{bound}/seed={seed}/metrics.json",
+                           {"top1": top1, "top5": 1.0, "auc": 0.95, "f1": 0.85,
+                            "train_videos": 12, "test_videos": 30, "classifier": "c3d",
+                            "seconds": 2.0})
+
+
+def write_selections(run: RunDir) -> None:
+    """Each method keeps the first ``vpc`` videos of each class; seed 2 of random is unbalanced."""
+    for method in METHODS:
+        for vpc in (1, 2):
+            for seed in range(3):
+                picks = [(video_id(label, i), label, i) for label in range(3) for i in range(vpc)]
+                run.write_table(f"selection/synthetic/{method}/vpc={vpc}/seed={seed}.parquet",
+                                pa.table({"video_id": [p[0] for p in picks],
+                                          "label": pa.array([p[1] for p in picks], pa.int32()),
+                                          "rank": pa.array([p[2] for p in picks], pa.int32()),
+                                          "score": [0.0] * len(picks)}))
+                run.write_json(
+                    f"selection/synthetic/{method}/vpc={vpc}/seed={seed}.quality.json",
+                    {"coverage": 1.0 + seed, "diversity": None if vpc == 1 else 0.25,
+                     "balanced": not (method == "random" and seed == 2)})
+
+
+def write_embeddings(run: RunDir) -> None:
+    rng = np.random.default_rng(0)
+    ids = [video_id(label, i) for label in range(3) for i in range(PER_CLASS)]
+    labels = [label for label in range(3) for _ in range(PER_CLASS)]
+    table = pa.table({"video_id": ids, "label": pa.array(labels, pa.int32()),
+                      "embedding": tensor_array(rng.normal(size=(12, 6)).astype(np.float32),
+                                                pa.float32()),
+                      "score": pa.array([0.5] * 12, pa.float32())})
+    run.write_table("embeddings/synthetic/tiny/shard-00000.parquet", table)
+    run.write_table("embeddings/synthetic/tiny/shard-00000.rejects.parquet",
+                    pa.table({"video_id": ["bad"]}))
+
+
+def write_videos(run: RunDir, tmp_path) -> None:
+    """A synthetic manifest whose class-2 videos are listed but absent from disk."""
+    rows = []
+    for label in range(3):
+        for index in range(PER_CLASS):
+            path = tmp_path / "videos" / f"{video_id(label, index)}.mp4"
+            if label < 2 and index == 0:
+                path.parent.mkdir(exist_ok=True)
+                frames = np.full((4, 16, 16, 3), 60 * (label + 1), np.uint8)
+                path.write_bytes(encode_video(frames, 4, "mp4"))
+            rows.append({"video_id": video_id(label, index), "path": str(path), "label": label,
+                         "class_name": CLASSES[label], "seed": index, "latent_path": ""})
+    run.write_table("synthetic/manifest.parquet", pa.Table.from_pylist(rows))
+
+
+def make_run(tmp_path, evaluations: bool = True, embeddings: bool = True) -> RunDir:
+    run = RunDir(str(tmp_path / "run"))
+    write_markers(run)
+    write_selections(run)
+    write_videos(run, tmp_path)
+    if evaluations:
+        write_evaluations(run)
+    if embeddings:
+        write_embeddings(run)
+    return run
+
+
+def read_report(run: RunDir) -> str:
+    return run.read_bytes("report/report.md").decode()
+
+
+def table_row(text: str, vpc: str, method: str) -> list[str]:
+    """The cells of the first Markdown row that starts ``| vpc | method |``."""
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[:2] == [vpc, method]:
+            return cells
+    raise AssertionError(f"no row {vpc} / {method}")
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("full")
+    run = make_run(tmp_path)
+    uri = write_report(run)
+    return run, uri, read_report(run)
+
+
+def test_report_is_written_under_report_and_its_uri_returned(full_report):
+    run, uri, text = full_report
+    assert uri == run.uri("report/report.md")
+    assert text.startswith("# raydistill report: toy")
+    assert "- Classes: 3" in text and "- Selection pool: synthetic" in text
+    assert "- Classifier: c3d" in text
+
+
+def test_results_show_mean_and_std_over_seeds_in_percent(full_report):
+    _, _, text = full_report
+    cells = table_row(text, "1", "Random")
+    # top1 0.2, 0.3, 0.4: mean 0.3, population std 0.0816; F1 is half of it.
+    assert cells[2] == "30.00 ± 8.16"
+    assert cells[5] == "15.00 ± 4.08"
+    assert cells[-1] == "3"
+    assert table_row(text, "2", "k-Center")[2] == "50.00 ± 8.16"
+
+
+def test_best_value_of_each_vpc_block_is_bold(full_report):
+    _, _, text = full_report
+    assert table_row(text, "1", "TAC-DT")[2] == "**50.00 ± 0.00**"
+    assert table_row(text, "1", "Random")[2] == "30.00 ± 8.16"
+    assert table_row(text, "2", "Random")[2] == "**70.00 ± 0.00**"
+    assert table_row(text, "2", "TAC-DT")[2] == "60.00 ± 0.00"
+    # Every method ties on top-5: all of them are best.
+    assert table_row(text, "2", "k-Center")[3] == "**100.00 ± 0.00**"
+
+
+def test_upper_bounds_come_first_in_the_results_table(full_report):
+    _, _, text = full_report
+    results = text.split("## Results")[1]
+    data_rows = [line for line in results.splitlines() if line.startswith("| ")][2:]
+    assert data_rows[0].startswith("| all | Full real | 90.00 ± 0.00")
+    assert data_rows[1].startswith(f"| {PER_CLASS} | Full syn | 80.00 ± 0.00")
+    assert "**Full real**: Top-1 90.00 ± 0.00" in text.split("## Upper bounds")[1]
+
+
+def test_headline_table_has_a_column_per_vpc(full_report):
+    _, _, text = full_report
+    assert "| Method | VPC=1 | VPC=2 |" in text
+    assert "| TAC-DT | **50.00 ± 0.00** | 60.00 ± 0.00 |" in text
+
+
+def test_selection_quality_is_averaged_over_seeds(full_report):
+    _, _, text = full_report
+    quality = text.split("## Selection quality")[1].split("##")[0]
+    random_1 = table_row(quality, "1", "Random")
+    assert random_1[2:] == ["2.000", "—", "no (2/3)", "3"]  # coverage 1, 2, 3; no diversity at 1
+    assert table_row(quality, "2", "TAC-DT")[2:] == ["2.000", "0.250", "yes", "3"]
+
+
+def test_stage_wall_times_are_listed_with_a_total(full_report):
+    _, _, text = full_report
+    times = text.split("## Wall time per stage")[1]
+    assert "| ingest | 12.5 s |" in times
+    assert "| generate | 1 min 30 s |" in times
+    assert "| **total** | **1 min 47 s** |" in times
+
+
+def test_every_linked_png_exists_and_is_a_png(full_report):
+    run, _, text = full_report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    expected = {"accuracy_vs_vpc.png", "pca_class_0.png",
+                *(f"selected_{method}.png" for method in METHODS)}
+    assert set(links) == expected
+    for link in links:
+        assert run.read_bytes(f"report/{link}").startswith(PNG_SIGNATURE)
+
+
+def test_missing_videos_are_skipped_with_a_note_and_never_decoded(tmp_path, monkeypatch):
+    run = make_run(tmp_path)
+    decoded = []
+    real_decode = report_module.decode_clip
+    monkeypatch.setattr(report_module, "decode_clip",
+                        lambda path, *args: decoded.append(path) or real_decode(path, *args))
+    text = (write_report(run), read_report(run))[1]
+    assert "Skipped 1 video: `syn-2-0` (file missing)" in text
+    assert sorted(p.rsplit("/", 1)[1] for p in decoded) == ["syn-0-0.mp4", "syn-1-0.mp4"]
+    assert "![TAC-DT picks](selected_tac_dt.png)" in text
+
+
+def test_run_with_only_selections_renders_with_a_note(tmp_path):
+    run = make_run(tmp_path, evaluations=False)
+    write_report(run)
+    text = read_report(run)
+    assert "No selection has been evaluated yet" in text
+    assert "No upper bound evaluated yet" in text
+    assert "- Classifier: no evaluation yet" in text
+    assert table_row(text, "1", "TAC-DT")  # the selection-quality table is there
+    assert "accuracy_vs_vpc.png" not in text
+    assert "(pca_class_0.png)" in text
+
+
+def test_run_without_embeddings_skips_the_pca(tmp_path):
+    run = make_run(tmp_path, embeddings=False)
+    write_report(run, vpc_for_plots=1)
+    text = read_report(run)
+    assert "No embeddings of the synthetic pool: PCA figure skipped" in text
+    assert "pca_class" not in text
+    assert "Selections drawn below: VPC=1, seed 0." in text
+
+
+def test_an_empty_run_still_renders(tmp_path):
+    run = RunDir(str(tmp_path / "empty"))
+    write_report(run)
+    text = read_report(run)
+    assert "# raydistill report: unknown dataset" in text
+    assert "No selections of the synthetic pool yet" in text
+    assert "No stage has finished yet" in text
+
+
+def test_rerun_rewrites_the_report(tmp_path):
+    run = make_run(tmp_path, evaluations=False)
+    write_report(run)
+    write_evaluations(run)
+    write_report(run)
+    text = read_report(run)
+    assert text.count("# raydistill report") == 1
+    assert text.count("## Results") == 1
+    assert "No selection has been evaluated yet" not in text
+    assert "30.00 ± 8.16" in text
+
+
+def test_requested_vpc_without_selections_falls_back_to_the_largest(tmp_path):
+    run = make_run(tmp_path)
+    write_report(run, vpc_for_plots=7, max_filmstrip_classes=1)
+    text = read_report(run)
+    assert "Selections drawn below: VPC=2, seed 0 (VPC=7 has none)." in text
+    assert "Skipped" not in text  # only class 0 is drawn, and its video exists
+
+
+def test_metric_rows_from_the_run_directory(tmp_path):
+    run = make_run(tmp_path)
+    rows = {(row.method, row.vpc): row for row in result_rows(run, "synthetic")}
+    assert set(rows) == set(TOP1)
+    mean, std = rows[("random", 1)].summary["top1"]
+    assert mean == pytest.approx(0.3) and std == pytest.approx(np.std([0.2, 0.3, 0.4]))
+    assert [row.method for row in upper_bound_rows(run)] == ["full_real", "full_synthetic"]
+    assert result_rows(run, "real") == []
+
+
+def test_headline_table_of_another_metric_and_missing_cells(tmp_path):
+    run = make_run(tmp_path)
+    rows = [row for row in result_rows(run, "synthetic") if (row.method, row.vpc) !=
+            ("kcenter", 2)]
+    text = headline_table(rows, [], "auc")
+    assert "| k-Center | 65.00 ± 0.00 | — |" in text
+
+
+@pytest.mark.parametrize("mean, std, expected", [(0.252, 0.0041, "25.20 ± 0.41"),
+                                                  (float("nan"), 0.0, "n/a")])
+def test_format_percent(mean, std, expected):
+    assert format_percent(mean, std) == expected
+
+
+@pytest.mark.parametrize("seconds, expected", [(42.04, "42.0 s"), (185, "3 min 05 s"),
+                                               (7620, "2 h 07 min")])
+def test_format_duration(seconds, expected):
+    assert format_duration(seconds) == expected
