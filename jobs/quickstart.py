@@ -18,7 +18,8 @@ from raydistill.runs import RunDir
 
 
 def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per_class: int,
-                      steps: int, per_class: int) -> RunConfig:
+                      steps: int, per_class: int, seeds: int = 2,
+                      eval_epochs: int = 30) -> RunConfig:
     """The toy preset: 64² toy videos; 8-frame 32² clips and latents (tiny VAE, 4×8×8 latents);
     a tiny Latte fine-tuned for ``steps`` steps; ``per_class`` synthetic videos per class; a
     tiny VideoMAE classifier trained on the real clips embeds them; every selector (a tiny
@@ -37,9 +38,11 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                      "scheduler": "ddim", "batch_size": 16},
         "embed": {"model": None, "pools": ["synthetic"], "classifier_steps": 400},
         "select": {"pool": "synthetic", "methods": list(SELECTION_METHODS),
-                   "vpc": [k for k in (1, 5) if k <= per_class], "seeds": 2,
+                   "vpc": [k for k in (1, 5) if k <= per_class], "seeds": seeds,
                    "params": {"vst_unet": {"width": 8, "levels": 2, "feature_dim": 32,
                                            "norm_groups": 4, "epochs": 30}}},
+        "evaluate": {"classifier": "c3d", "preset": "toy", "upper_bound_seeds": 1,
+                     "checkpoint_every": 30, "training": {"epochs": eval_epochs}},
     })
 
 
@@ -52,13 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1500, help="Latte fine-tuning steps")
     parser.add_argument("--per-class", type=int, default=10,
                         help="synthetic videos generated per class")
+    parser.add_argument("--seeds", type=int, default=2,
+                        help="selection and evaluation seeds per (method, VPC)")
+    parser.add_argument("--eval-epochs", type=int, default=30,
+                        help="epochs of each evaluation classifier")
     parser.add_argument("--address", help="Ray address to join")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
     args = parser.parse_args(argv)
 
     def build():
         config = quickstart_config(args.run, args.classes, args.train_per_class,
-                                   args.test_per_class, args.steps, args.per_class)
+                                   args.test_per_class, args.steps, args.per_class, args.seeds,
+                                   args.eval_epochs)
         if args.fresh:
             run = RunDir(args.run)
             if run.fs.exists(run.root):
@@ -68,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     code, run = run_command("quickstart", build, address=args.address)
     if run is not None:
         print(f"quickstart finished: {run.url}")
+        print(f"report: {run.stage_summary('report')['report']}")
     return code
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from raydistill.config import (DATASETS, POOLS, SCHEDULER_NAMES, SELECTION_METHODS, STAGE_NAMES,
-                               ConfigError, RunConfig, load_yaml, with_overrides)
+from raydistill.config import (CLASSIFIER_NAMES, DATASETS, POOLS, SCHEDULER_NAMES,
+                               SELECTION_METHODS, STAGE_NAMES, ConfigError, RunConfig, load_yaml,
+                               with_overrides)
 from raydistill.runs import RunDir
 
 
@@ -78,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--pool", choices=POOLS)
     _add_common(select)
 
+    evaluate = commands.add_parser("evaluate", help="train a classifier on each selection "
+                                                    "(Ray Train) and test it on the real test "
+                                                    "split")
+    evaluate.add_argument("--run", required=True, help="run directory")
+    evaluate.add_argument("--method", nargs="+", choices=SELECTION_METHODS)
+    evaluate.add_argument("--vpc", nargs="+", type=int, help="videos per class, e.g. 1 5 10")
+    evaluate.add_argument("--seeds", type=int, help="seeds 0..N-1 (selection and training)")
+    evaluate.add_argument("--classifier", choices=CLASSIFIER_NAMES)
+    _add_common(evaluate)
+
+    report = commands.add_parser("report", help="write RUN/report/report.md from what the run "
+                                                "holds")
+    report.add_argument("--run", required=True, help="run directory")
+    _add_common(report)
+
     run = commands.add_parser("run", help="run every unfinished stage of a run")
     run.add_argument("--config", help="YAML run config (default: RUN/config.yaml of --run)")
     run.add_argument("--run", help="run directory (overrides run_dir of --config)")
@@ -95,6 +111,9 @@ STAGE_FLAGS = {
                  "scheduler": "scheduler", "num_actors": "num_actors"},
     "embed": {"pool": "pools", "model": "model"},
     "select": {"method": "methods", "vpc": "vpc", "seeds": "seeds", "pool": "pool"},
+    "evaluate": {"method": "methods", "vpc": "vpc", "seeds": "seeds",
+                 "classifier": "classifier"},
+    "report": {},
 }
 
 

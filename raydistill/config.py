@@ -16,12 +16,15 @@ from typing import Any, Optional
 import yaml
 
 DATASETS = ("toy", "kinetics400", "ssv2", "ucf101", "miniucf", "hmdb51")
-STAGE_NAMES = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select")
+STAGE_NAMES = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select",
+               "evaluate", "report")
 """The pipeline's stages in order; each has a config section of the same name."""
-ADDITIVE_STAGES = ("embed", "select")
+ADDITIVE_STAGES = ("embed", "select", "evaluate", "report")
 """Stages whose outputs are keyed by their settings (pool, model, method, VPC, seed): changing
 their section after they finished adds work beside the old outputs instead of invalidating them,
-so it is allowed, and the stage runs again for what is missing."""
+so it is allowed, and the stage runs again for what is missing (``report`` is redrawn from
+whatever exists)."""
+CLASSIFIER_NAMES = ("c3d", "convnet3d", "transformer")
 POOLS = ("synthetic", "real")
 SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_score", "csta",
                      "vst_unet")
@@ -285,6 +288,72 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Train a classifier on each selection and test it on the real test split (``evaluate``).
+
+    Every (method, VPC, seed) of ``methods`` × ``vpc`` × ``range(seeds)`` (None: the select
+    stage's) on the select stage's pool, plus the upper bounds ``full_real`` (every real training
+    video) and ``full_synthetic`` (the whole synthetic pool), each over ``upper_bound_seeds`` seeds
+    (None: ``seeds``). ``preset`` picks the classifier geometry and training defaults (``paper``:
+    C3D on 16×112², SGD 500 epochs; ``toy``: 8×32², Adam 30 epochs; see ``classify/``);
+    ``classifier_options`` and ``training`` override single fields (e.g.
+    ``training: {epochs: 100, lr: 0.01}``). Ray Train runs ``num_workers`` data-parallel
+    workers (GPUs when ``use_gpu``, None = when the cluster has them), checkpointing every
+    ``checkpoint_every`` epochs; the test split (``test``, or ``val`` when the dataset has no
+    test split, as Kinetics-400 and SSv2) is predicted with Ray Data by ``test_actors`` actors,
+    ``models_per_pass`` models per pass over it.
+    """
+
+    classifier: str = "c3d"
+    preset: str = "paper"
+    classifier_options: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    methods: Optional[tuple[str, ...]] = None
+    vpc: Optional[tuple[int, ...]] = None
+    seeds: Optional[int] = None
+    full_real: bool = True
+    full_synthetic: bool = True
+    upper_bound_seeds: Optional[int] = None
+    num_workers: int = 1
+    use_gpu: Optional[bool] = None
+    checkpoint_every: int = 10
+    max_failures: int = 3
+    test_actors: int = 1
+    models_per_pass: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.classifier in CLASSIFIER_NAMES, "classifier",
+                 f"must be one of {', '.join(CLASSIFIER_NAMES)}")
+        _require(self.preset in ("paper", "toy"), "preset", "must be paper or toy")
+        unknown = [m for m in self.methods or () if m not in SELECTION_METHODS]
+        _require(not unknown, "methods",
+                 f"unknown method {unknown[0]!r}; choose from {', '.join(SELECTION_METHODS)}"
+                 if unknown else "")
+        _require(self.vpc is None or (len(self.vpc) >= 1 and min(self.vpc) >= 1), "vpc",
+                 "must list videos-per-class counts >= 1")
+        for name in ("seeds", "upper_bound_seeds"):
+            _require(getattr(self, name) is None or getattr(self, name) >= 1, name,
+                     "must be >= 1")
+        for name in ("num_workers", "checkpoint_every", "test_actors", "models_per_pass"):
+            _require(getattr(self, name) >= 1, name, "must be >= 1")
+        _require(self.max_failures >= 0, "max_failures", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The run's ``report/report.md`` (stage ``report``): which VPC the plots of selected videos
+    use (None: the smallest evaluated) and how many classes the filmstrips show."""
+
+    vpc_for_plots: Optional[int] = None
+    max_filmstrip_classes: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.vpc_for_plots is None or self.vpc_for_plots >= 1, "vpc_for_plots",
+                 "must be >= 1")
+        _require(self.max_filmstrip_classes >= 1, "max_filmstrip_classes", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run: where it lives and every stage's settings."""
 
@@ -297,6 +366,8 @@ class RunConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.run_dir), "run_dir", "must not be empty")

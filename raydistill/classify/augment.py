@@ -63,7 +63,10 @@ def as_clip_tensor(clips: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(clips, torch.Tensor):
         tensor = clips
     else:
-        tensor = torch.from_numpy(np.ascontiguousarray(clips))
+        clips = np.asarray(clips)
+        # Arrow-backed arrays are read-only; torch wants writable memory.
+        tensor = torch.from_numpy(clips if clips.flags.writeable and clips.flags.c_contiguous
+                                  else np.array(clips))
     if tensor.ndim != 5 or tensor.shape[-1] != 3 or tensor.dtype != torch.uint8:
         raise ValueError("expected uint8 clips of shape (B, T, H, W, 3), got "
                          f"{tensor.dtype} {tuple(tensor.shape)}")

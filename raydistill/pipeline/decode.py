@@ -76,9 +76,29 @@ def run_decode(run: RunDir, config: RunConfig, decode_fn=decode_shards) -> dict:
     started = time.time()
     decode = config.decode
     manifest = run.read_table("manifest.parquet")
+    plan, todo = write_clip_cache(run, manifest, decode, decode_fn)
+    rejects = collect_rejects(run, plan, FOLDER)
+    run.write_table(f"{FOLDER}/rejects.parquet", rejects)
+    summary = {"shards": len(plan), "shards_decoded_now": len(todo),
+               "clips": manifest.num_rows - rejects.num_rows, "decode_errors": rejects.num_rows,
+               "num_frames": decode.num_frames, "size": decode.size,
+               "seconds": round(time.time() - started, 2)}
+    print(f"decode: {summary['clips']} clips of {decode.num_frames}×{decode.size}² in "
+          f"{len(plan)} shards ({len(todo)} decoded now), {rejects.num_rows} decode errors",
+          flush=True)
+    return summary
+
+
+def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
+                     decode_fn=decode_shards) -> tuple[list[dict], list[dict]]:
+    """Decode the rows of ``videos`` (``video_id, path, label, split``) into the clip cache,
+    ``clips/{split}/shard-NNNNN.parquet``, skipping shards already there.
+
+    Returns the shard plan and the items decoded now.
+    """
     prepare_output(run, FOLDER, {"num_frames": decode.num_frames, "size": decode.size,
                                  "shard_size": decode.shard_size})
-    plan = shard_plan(manifest, decode.shard_size)
+    plan = shard_plan(videos, decode.shard_size)
     todo = missing_shards(run, plan, FOLDER)
     if todo:
         try:
@@ -97,13 +117,4 @@ def run_decode(run: RunDir, config: RunConfig, decode_fn=decode_shards) -> dict:
             for item in missing_shards(run, plan, FOLDER):
                 write_clip_shards(decode_shard_isolated(item, decode.num_frames, decode.size,
                                                         decode_fn), run.url)
-    rejects = collect_rejects(run, plan, FOLDER)
-    run.write_table(f"{FOLDER}/rejects.parquet", rejects)
-    summary = {"shards": len(plan), "shards_decoded_now": len(todo),
-               "clips": manifest.num_rows - rejects.num_rows, "decode_errors": rejects.num_rows,
-               "num_frames": decode.num_frames, "size": decode.size,
-               "seconds": round(time.time() - started, 2)}
-    print(f"decode: {summary['clips']} clips of {decode.num_frames}×{decode.size}² in "
-          f"{len(plan)} shards ({len(todo)} decoded now), {rejects.num_rows} decode errors",
-          flush=True)
-    return summary
+    return plan, todo

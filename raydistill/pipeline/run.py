@@ -15,10 +15,12 @@ from raydistill.datasets.common import DatasetError
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.decode import run_decode
 from raydistill.pipeline.embed import run_embed
+from raydistill.pipeline.evaluate import run_evaluate, validate_evaluation
 from raydistill.pipeline.finetune import run_finetune
 from raydistill.pipeline.generate import run_generate
 from raydistill.pipeline.ingest import run_ingest
 from raydistill.pipeline.latents import run_latents
+from raydistill.pipeline.report import run_report
 from raydistill.pipeline.select import run_select
 from raydistill.runs import RunDir, is_local, open_fs
 
@@ -31,6 +33,8 @@ STAGES: dict[str, Callable[[RunDir, RunConfig], dict]] = {
     "generate": run_generate,
     "embed": run_embed,
     "select": run_select,
+    "evaluate": run_evaluate,
+    "report": run_report,
 }
 assert tuple(STAGES) == STAGE_NAMES
 
@@ -88,9 +92,20 @@ def requirements(name: str, config: RunConfig) -> list[str]:
         needs = [] if config.select.methods == ("vst_unet",) else ["embed"]
         if "vst_unet" in config.select.methods:  # it selects from the pool's VAE latents
             needs.append("latents" if config.select.pool == "real" else "generate")
-        return sorted({earlier for need in needs for earlier in requirements(need, config)}
-                      | set(needs), key=order.index)
+        return _with_requirements(needs, config)
+    if name == "evaluate":
+        needs = ["decode", "select"] + (["generate"] if config.evaluate.full_synthetic else [])
+        return _with_requirements(needs, config)
+    if name == "report":
+        return ["ingest"]  # it draws whatever the run holds
     return order[:order.index(name)]
+
+
+def _with_requirements(needs: list[str], config: RunConfig) -> list[str]:
+    """``needs`` and everything they need, in stage order."""
+    order = list(STAGES)
+    return sorted({earlier for need in needs for earlier in requirements(need, config)}
+                  | set(needs), key=order.index)
 
 
 def _check_order(run: RunDir, config: RunConfig, names: list[str]) -> None:
@@ -105,7 +120,10 @@ def _check_order(run: RunDir, config: RunConfig, names: list[str]) -> None:
 
 def is_finished(run: RunDir, config: RunConfig, name: str) -> bool:
     """Whether stage ``name`` has nothing left to do: finished, and, for an additive stage
-    (``embed``, ``select``), finished with the settings asked for now."""
+    (``embed``, ``select``, ``evaluate``), finished with the settings asked for now. The report
+    is never finished: it is redrawn from whatever the run holds."""
+    if name == "report":
+        return False
     if name in ADDITIVE_STAGES:
         return run.is_done_with(name, to_dict(getattr(config, name)))
     return run.is_done(name)
@@ -124,6 +142,8 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
         raise ConfigError(f"stages: unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}")
     validate_paths(config)
     validate_selection_params(config)
+    if "evaluate" in names:
+        validate_evaluation(config)
     run = RunDir(config.run_dir)
     _check_order(run, config, names)
     run.save_config(config)

@@ -135,8 +135,8 @@ def train_job(run: RunDir, job: tuple[int, int], loop_config: dict, batches, che
                             losses=tuple(selector.losses), n_samples=selector.n_samples,
                             reward_space=selector.reward_space, device=device)
         history.append(parts)
-        last = epoch + 1 == selector.epochs
-        if (epoch + 1) % loop_config["checkpoint_every"] == 0 or last:
+        # The last epoch needs no checkpoint: the finished model is saved right after.
+        if (epoch + 1) % loop_config["checkpoint_every"] == 0 and epoch + 1 < selector.epochs:
             _report(job, model, optimizer, epoch, history, rank)
     if rank == 0:
         buffer = io.BytesIO()

@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
-from raydistill.report.tables import (METRIC_LABELS, ResultRow, headline_table, method_label,
-                                      method_sort_key, quality_rows, quality_table,
+from raydistill.report.tables import (METRIC_LABELS, ResultRow, format_percent, headline_table,
+                                      method_label, method_sort_key, quality_rows, quality_table,
                                       result_rows, results_table, stage_markers,
                                       stage_time_table, upper_bound_rows)
 from raydistill.runs import RunDir
@@ -127,8 +127,8 @@ def bounds_section(bounds: list[ResultRow]) -> str:
                "`eval/full_synthetic`)._"
     lines = ["## Upper bounds", ""]
     for bound in bounds:
-        scores = ", ".join(f"{METRIC_LABELS[m]} {100 * mean:.2f} ± {100 * std:.2f}"
-                           for m, (mean, std) in bound.summary.items())
+        scores = ", ".join(f"{METRIC_LABELS[m]} {format_percent(*value)}"
+                           for m, value in bound.summary.items())
         videos = f", {bound.train_videos} training videos" if bound.train_videos else ""
         lines.append(f"- **{method_label(bound.method)}**: {scores} "
                      f"({bound.seeds} seeds{videos})")

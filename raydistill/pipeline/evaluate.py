@@ -1,0 +1,349 @@
+"""Evaluate stage: a classifier trained on each selection, tested on the real test split.
+
+Jobs: every (method, VPC, seed) of the selections (``eval/{pool}/{method}/vpc={k}/seed={s}``)
+and the upper bounds ``eval/full_real/seed={s}`` (every real training clip) and
+``eval/full_synthetic/seed={s}`` (the whole synthetic pool, decoded once into
+``clips/synthetic/``). Seed ``s`` trains on selection seed ``s`` with training seed ``s``, so a new
+seed re-selects and retrains, as the paper repeats both.
+
+Training: one ``TorchTrainer`` run trains the missing jobs one after the other, data-parallel over
+``evaluate.num_workers`` workers (DDP; each worker holds its share of the job's clips), with
+checkpoints every ``evaluate.checkpoint_every`` epochs; rerunning the stage or a restarted worker
+resumes the job in the checkpoint, and finished jobs are kept as ``eval/…/model.pt``. Testing:
+Ray Data streams the test split's clip-cache shards through actors that hold the trained models
+(``models_per_pass`` at a time) and return class probabilities; the driver computes top-1,
+top-5, macro AUC and macro F1 and writes ``eval/…/metrics.json`` (which marks the job done).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs
+import ray
+import ray.train
+import torch
+from ray.data import ActorPoolStrategy
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, prepare_model
+
+from raydistill.classify import (PAPER_CLASSIFIERS, PAPER_TRAINING, TOY_CLASSIFIERS,
+                                 TOY_TRAINING, build_classifier, classification_metrics)
+from raydistill.classify.augment import Augmentation
+from raydistill.classify.training import (TrainSettings, iterate_batches, load_state,
+                                          make_optimizer, make_scheduler, predict, save_state,
+                                          train_one_epoch)
+from raydistill.config import ConfigError, EvaluateConfig
+from raydistill.config import RunConfig as RaydistillConfig
+from raydistill.pipeline.decode import write_clip_cache
+from raydistill.pipeline.select import selection_path
+from raydistill.pipeline.shards import source
+from raydistill.runs import RunDir, is_local
+from raydistill.video.clips import clips_from_table
+
+STAGE = "evaluate"
+
+
+def metrics_path(key: str) -> str:
+    """Run-relative path of a job's test metrics."""
+    return f"eval/{key}/metrics.json"
+
+
+def model_path(key: str) -> str:
+    """Run-relative path of a job's trained classifier."""
+    return f"eval/{key}/model.pt"
+
+
+def classifier_settings(evaluate: EvaluateConfig) -> tuple[dict, TrainSettings]:
+    """(classifier spec ``name, frames, size, options``, training settings) of the config: the
+    preset's, with ``classifier_options`` and ``training`` applied. ValueError/TypeError for a
+    field or option that does not exist."""
+    preset = PAPER_CLASSIFIERS if evaluate.preset == "paper" else TOY_CLASSIFIERS
+    base = PAPER_TRAINING if evaluate.preset == "paper" else TOY_TRAINING
+    overrides = dict(evaluate.training)
+    if "augmentation" in overrides:
+        overrides["augmentation"] = dataclasses.replace(base.augmentation,
+                                                        **overrides["augmentation"])
+    if "step_at" in overrides:
+        overrides["step_at"] = tuple(overrides["step_at"])
+    spec = {"name": evaluate.classifier, "frames": preset.frames, "size": preset.size,
+            "options": {**preset.options(evaluate.classifier), **evaluate.classifier_options}}
+    return spec, dataclasses.replace(base, **overrides)
+
+
+def validate_evaluation(config: RaydistillConfig) -> None:
+    """Build the classifier (on the meta device: no memory) and the training settings once, so a
+    bad option or field stops the run before any work (:class:`ConfigError` naming it)."""
+    try:
+        spec, _ = classifier_settings(config.evaluate)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"evaluate.training: {error}") from None
+    try:
+        with torch.device("meta"):
+            build_classifier(spec["name"], 2, spec["frames"], spec["size"], **spec["options"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"evaluate.classifier_options: {error}") from None
+
+
+def test_split(run: RunDir) -> str:
+    """``test``, or ``val`` for datasets without a test split (Kinetics-400, SSv2)."""
+    splits = set(run.read_table("manifest.parquet").column("split").to_pylist())
+    return "test" if "test" in splits else "val"
+
+
+def evaluation_jobs(run: RunDir, config: RaydistillConfig) -> list[dict]:
+    """Every job the config asks for: ``key``, clip ``split`` to train on, ``ids`` (None: all of
+    it) and ``seed``. ConfigError when a selection to evaluate does not exist."""
+    evaluate, select = config.evaluate, config.select
+    seeds = evaluate.seeds or select.seeds
+    bound_seeds = evaluate.upper_bound_seeds or seeds
+    jobs = []
+    if evaluate.full_real:
+        jobs += [{"key": f"full_real/seed={s}", "split": "train", "ids": None, "seed": s}
+                 for s in range(bound_seeds)]
+    if evaluate.full_synthetic:
+        jobs += [{"key": f"full_synthetic/seed={s}", "split": "synthetic", "ids": None, "seed": s}
+                 for s in range(bound_seeds)]
+    split = "train" if select.pool == "real" else "synthetic"
+    for method in evaluate.methods or select.methods:
+        for vpc in evaluate.vpc or select.vpc:
+            for seed in range(seeds):
+                path = selection_path(select.pool, method, vpc, seed)
+                if not run.exists(path):
+                    raise ConfigError(f"evaluate: no selection {run.uri(path)}; add {method}, "
+                                      f"VPC {vpc} and {seeds} seeds to the select stage first")
+                ids = run.read_table(path).column("video_id").to_pylist()
+                jobs.append({"key": f"{select.pool}/{method}/vpc={vpc}/seed={seed}",
+                             "split": split, "ids": ids, "seed": seed})
+    return jobs
+
+
+def ensure_synthetic_clips(run: RunDir, config: RaydistillConfig) -> None:
+    """Decode the synthetic videos into ``clips/synthetic/`` once (same settings as the real
+    clips, so classifiers see both alike)."""
+    table = run.read_table("synthetic/manifest.parquet").select(["video_id", "path", "label"])
+    table = table.append_column("split", pa.array(["synthetic"] * table.num_rows))
+    write_clip_cache(run, table, config.decode)
+
+
+def load_clips(run: RunDir, split: str, ids: list[str] | None = None, rank: int = 0,
+               world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 clips (n, T, S, S, 3) and labels (n,) of a clip-cache split, restricted to ``ids``.
+
+    With ``world`` > 1, this rank's share: every ``world``-th clip in id order, padded by
+    repetition so that all ranks hold the same number (DDP needs equal steps).
+    """
+    files = [p for p in run.list(f"clips/{split}", ".parquet") if "/shard-" in p
+             and not p.endswith(".rejects.parquet")]
+    parts = [run.read_table(path) for path in files]
+    if ids is not None:
+        wanted = pa.array(ids, pa.string())
+        parts = [part.filter(pc.is_in(part["video_id"], wanted)) for part in parts]
+    table = pa.concat_tables(parts).sort_by("video_id")
+    if table.num_rows == 0:
+        raise ValueError(f"no clips of split {split!r} in {run.uri('clips')} for this job")
+    order = np.arange(table.num_rows)
+    per_rank = -(-len(order) // world)
+    mine = order[rank::world] if len(order) >= world else order
+    mine = np.resize(mine, per_rank) if len(mine) else order[:per_rank]
+    table = table.take(pa.array(mine))
+    return clips_from_table(table), np.asarray(table.column("label").to_pylist(), np.int64)
+
+
+def _checkpoint_name(key: str) -> str:
+    return key.replace("/", "__").replace("=", "-") + ".pt"
+
+
+def train_loop(loop_config: dict) -> None:
+    """Ray Train worker loop: train every job without a saved model, in order."""
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    run = RunDir(loop_config["run_url"])
+    checkpoint = ray.train.get_checkpoint()
+    for job in loop_config["jobs"]:
+        if not run.exists(model_path(job["key"])):
+            train_job(run, job, loop_config, checkpoint, rank, world)
+
+
+def train_job(run: RunDir, job: dict, loop_config: dict, checkpoint, rank: int,
+              world: int) -> None:
+    """Train one job's classifier; rank 0 saves it to ``eval/…/model.pt``."""
+    started = time.time()
+    device = ray.train.torch.get_device()
+    spec = loop_config["classifier"]
+    settings = dataclasses.replace(settings_from_dict(loop_config["training"]), seed=job["seed"])
+    clips, labels = load_clips(run, job["split"], job["ids"], rank, world)
+    # Seeded as an in-process ``classify.fit_classifier`` after ``torch.manual_seed(seed)`` is
+    # (rank 0): the initial weights, then dropout and the data generator.
+    torch.manual_seed(settings.seed + rank)
+    model = build_classifier(spec["name"], loop_config["num_classes"], spec["frames"],
+                             spec["size"], **spec["options"]).to(device)
+    torch.manual_seed(settings.seed + rank)
+    generator = torch.Generator().manual_seed(settings.seed + rank)
+    optimizer = make_optimizer(model, settings)
+    scheduler = make_scheduler(optimizer, settings)
+    start, history = 0, []
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            saved = os.path.join(folder, _checkpoint_name(job["key"]))
+            if os.path.exists(saved):
+                start, history = load_state(saved, model, optimizer, scheduler, generator,
+                                            restore_global_rng=True)
+    parallel = prepare_model(model) if world > 1 else model
+    for epoch in range(start, settings.epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        loss = train_one_epoch(parallel, optimizer,
+                               iterate_batches(clips, labels, settings.batch_size, generator),
+                               generator, settings.augmentation, settings.label_smoothing)
+        scheduler.step()
+        history.append({"epoch": epoch + 1, "loss": loss, "lr": lr})
+        # The last epoch needs no checkpoint: the finished model is saved right after.
+        if (epoch + 1) % loop_config["checkpoint_every"] == 0 and epoch + 1 < settings.epochs:
+            _report(job["key"], model, optimizer, scheduler, generator, history, rank)
+    if rank == 0:
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "history": history,
+                    "train_videos": len(set(job["ids"])) if job["ids"] else None,
+                    "seconds": round(time.time() - started, 2)}, buffer)
+        run.write_bytes(model_path(job["key"]), buffer.getvalue())
+
+
+def settings_from_dict(values: dict) -> TrainSettings:
+    """The :class:`TrainSettings` of a ``dataclasses.asdict`` dict (as passed to workers)."""
+    values = dict(values)
+    values["augmentation"] = Augmentation(**values["augmentation"])
+    values["step_at"] = tuple(values["step_at"])
+    return TrainSettings(**values)
+
+
+def _report(key, model, optimizer, scheduler, generator, history, rank) -> None:
+    metrics = {"job": key, "epoch": history[-1]["epoch"], "loss": history[-1]["loss"]}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="raydistill-eval-") as folder:
+        save_state(os.path.join(folder, _checkpoint_name(key)), model, optimizer, scheduler,
+                   history[-1]["epoch"], generator, history)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
+                      num_classes: int) -> None:
+    """Train the jobs' classifiers with one Ray Train run (resuming an interrupted one)."""
+    evaluate = config.evaluate
+    spec, settings = classifier_settings(evaluate)
+    use_gpu = (ray.cluster_resources().get("GPU", 0) > 0 if evaluate.use_gpu is None
+               else evaluate.use_gpu)
+    path = run.path("eval", "ray")
+    filesystem = None
+    if is_local(run.fs):
+        path = os.path.abspath(path)
+    else:
+        filesystem = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(run.fs))
+    TorchTrainer(
+        train_loop,
+        train_loop_config={"run_url": run.url, "jobs": jobs, "classifier": spec,
+                           "training": dataclasses.asdict(settings), "num_classes": num_classes,
+                           "checkpoint_every": evaluate.checkpoint_every},
+        scaling_config=ScalingConfig(num_workers=evaluate.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
+        run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,
+                             failure_config=FailureConfig(max_failures=evaluate.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+    ).fit()
+
+
+class TestPredictor:
+    """Ray Data actor UDF: class probabilities of every model for each test clip shard."""
+
+    def __init__(self, run_url: str, keys: list[str], classifier: dict, num_classes: int):
+        self.run = RunDir(run_url)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.models = []
+        for key in keys:
+            state = torch.load(io.BytesIO(self.run.read_bytes(model_path(key))))
+            model = build_classifier(classifier["name"], num_classes, classifier["frames"],
+                                     classifier["size"], **classifier["options"])
+            model.load_state_dict(state["model"])
+            self.models.append(model.to(device).eval())
+
+    def __call__(self, batch: dict) -> dict:
+        tables = [self.run.read_table(path) for path in batch["path"]]
+        table = pa.concat_tables(tables)
+        clips = clips_from_table(table)
+        out = {"video_id": np.asarray(table.column("video_id").to_pylist(), dtype=object),
+               "label": np.asarray(table.column("label").to_pylist(), np.int64)}
+        for index, model in enumerate(self.models):
+            out[f"model_{index}"] = predict(model, clips).astype(np.float32)
+        return out
+
+
+def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
+                       num_classes: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(test labels (n,), key → probabilities (n, C)) with Ray Data batch inference over the
+    test split's clip-cache shards, ``models_per_pass`` models per pass."""
+    evaluate = config.evaluate
+    spec, _ = classifier_settings(evaluate)
+    split = test_split(run)
+    shards = [{"path": p} for p in run.list(f"clips/{split}", ".parquet")
+              if "/shard-" in p and not p.endswith(".rejects.parquet")]
+    probabilities: dict[str, np.ndarray] = {}
+    labels = np.zeros(0, np.int64)
+    use_gpu = torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) > 0
+    for start in range(0, len(keys), evaluate.models_per_pass):
+        chunk = keys[start:start + evaluate.models_per_pass]
+        actors = min(evaluate.test_actors, len(shards))
+        rows = source(shards).map_batches(
+            TestPredictor, fn_constructor_kwargs={"run_url": run.url, "keys": chunk,
+                                                  "classifier": spec,
+                                                  "num_classes": num_classes},
+            batch_size=1, num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else 0.5,
+            compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
+        ).sort("video_id").take_all()
+        labels = np.asarray([row["label"] for row in rows], np.int64)
+        for index, key in enumerate(chunk):
+            probabilities[key] = np.stack([row[f"model_{index}"] for row in rows])
+    return labels, probabilities
+
+
+def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
+    """Train and test every missing job; returns counts and timings."""
+    started = time.time()
+    validate_evaluation(config)
+    jobs = evaluation_jobs(run, config)
+    done = set(run.list("eval", "metrics.json"))
+    todo = [job for job in jobs if metrics_path(job["key"]) not in done]
+    num_classes = len(run.stage_summary("ingest")["class_names"])
+    if todo:
+        if any(job["split"] == "synthetic" for job in todo):
+            ensure_synthetic_clips(run, config)
+        train_classifiers(run, config, todo, num_classes)
+        labels, probabilities = predict_test_split(run, config, [j["key"] for j in todo],
+                                                   num_classes)
+        spec, settings = classifier_settings(config.evaluate)
+        for job in todo:
+            state = torch.load(io.BytesIO(run.read_bytes(model_path(job["key"]))))
+            metrics = classification_metrics(labels, probabilities[job["key"]],
+                                             labels=np.arange(num_classes))
+            run.write_json(metrics_path(job["key"]), {
+                **metrics, "classifier": spec["name"], "epochs": settings.epochs,
+                "train_videos": state["train_videos"] or _count(run, job["split"]),
+                "test_videos": int(len(labels)), "seconds": state["seconds"],
+                "final_loss": state["history"][-1]["loss"]})
+    seconds = time.time() - started
+    print(f"evaluate: {len(jobs)} classifiers ({len(todo)} trained now) in {seconds:.1f} s, "
+          f"under {run.uri('eval')}", flush=True)
+    return {"evaluations": len(jobs), "trained_now": len(todo), "seconds": round(seconds, 2)}
+
+
+def _count(run: RunDir, split: str) -> int:
+    files = [p for p in run.list(f"clips/{split}", ".parquet") if "/shard-" in p
+             and not p.endswith(".rejects.parquet")]
+    return sum(run.read_table(path).num_rows for path in files)

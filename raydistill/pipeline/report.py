@@ -1,0 +1,21 @@
+"""Report stage: ``report/report.md`` with the paper's tables and the run's plots, redrawn from
+whatever the run holds (see ``raydistill/report/report.py``)."""
+
+from __future__ import annotations
+
+import time
+
+from raydistill.config import RunConfig
+from raydistill.report.report import write_report
+from raydistill.runs import RunDir
+
+STAGE = "report"
+
+
+def run_report(run: RunDir, config: RunConfig) -> dict:
+    """Write the run's report; returns its location."""
+    started = time.time()
+    uri = write_report(run, pool=config.select.pool, vpc_for_plots=config.report.vpc_for_plots,
+                       max_filmstrip_classes=config.report.max_filmstrip_classes)
+    print(f"report: {uri}", flush=True)
+    return {"report": uri, "seconds": round(time.time() - started, 2)}

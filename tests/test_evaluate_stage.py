@@ -1,0 +1,122 @@
+"""Evaluate and report stages on a tiny toy run: Ray Train per selection, Ray Data testing."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from raydistill.classify import build_classifier, fit_classifier, predict
+from raydistill.classify.metrics import classification_metrics
+from raydistill.config import ConfigError, RunConfig, from_dict, with_overrides
+from raydistill.pipeline.evaluate import (classifier_settings, load_clips, metrics_path,
+                                          validate_evaluation)
+from raydistill.pipeline.run import run_stages
+from raydistill.pipeline.select import selection_path
+
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]
+
+
+def eval_run(run_dir, seeds=1):
+    return from_dict(RunConfig, {
+        "run_dir": run_dir,
+        "ingest": {"dataset": "toy", "toy": {"num_classes": 3, "train_per_class": 4,
+                                             "test_per_class": 2, "num_frames": 8,
+                                             "size": 32}},
+        "decode": {"num_frames": 8, "size": 32},
+        "embed": {"pools": ["real"]},
+        "select": {"pool": "real", "methods": ["random"], "vpc": [1, 2], "seeds": seeds},
+        "evaluate": {"preset": "toy", "full_synthetic": False, "checkpoint_every": 2,
+                     "upper_bound_seeds": 1,
+                     "training": {"epochs": 3, "batch_size": 4}},
+    })
+
+
+def fake_selections(run, seeds):
+    """Selections of the real pool written directly (first ``vpc`` training videos per class,
+    shifted by seed), as if embed and select had run."""
+    manifest = run.read_table("manifest.parquet").to_pylist()
+    train = sorted((row for row in manifest if row["split"] == "train"),
+                   key=lambda row: row["video_id"])
+    for vpc in (1, 2):
+        for seed in range(seeds):
+            rows = []
+            for label in range(3):
+                mine = [row for row in train if row["label"] == label]
+                for rank in range(vpc):
+                    rows.append({"video_id": mine[(seed + rank) % len(mine)]["video_id"],
+                                 "label": label, "rank": rank, "score": 1.0})
+            run.write_table(selection_path("real", "random", vpc, seed),
+                            pa.Table.from_pylist(rows))
+    run.mark_done("embed")
+    run.mark_done("select")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    config = eval_run(str(tmp_path_factory.mktemp("eval") / "run"))
+    run = run_stages(config, ["ingest", "decode"])
+    fake_selections(run, seeds=2)
+    run_stages(config, ["evaluate", "report"])
+    return config, run
+
+
+def test_every_selection_and_the_full_real_bound_get_test_metrics(evaluated):
+    _, run = evaluated
+    for key, videos in [("full_real/seed=0", 12), ("real/random/vpc=1/seed=0", 3),
+                        ("real/random/vpc=2/seed=0", 6)]:
+        metrics = run.read_json(metrics_path(key))
+        assert metrics["train_videos"] == videos and metrics["test_videos"] == 6
+        assert all(0 <= metrics[name] <= 1 for name in ("top1", "top5", "auc", "f1"))
+        assert metrics["top5"] == 1.0  # 3 classes: top-5 holds every class
+    assert run.stage_summary("evaluate")["trained_now"] == 3
+
+
+def test_ray_train_and_ray_data_give_what_an_in_process_fit_gives(evaluated):
+    config, run = evaluated
+    spec, settings = classifier_settings(config.evaluate)
+    clips, labels = load_clips(run, "train", None)
+    torch.manual_seed(0)  # the seed of full_real/seed=0
+    model = build_classifier(spec["name"], 3, spec["frames"], spec["size"], **spec["options"])
+    fit_classifier(model, clips, labels, settings)
+    test_clips, test_labels = load_clips(run, "test")
+    expected = classification_metrics(test_labels, predict(model, test_clips),
+                                      labels=np.arange(3))
+    metrics = run.read_json(metrics_path("full_real/seed=0"))
+    for name in ("top1", "auc", "f1"):
+        assert metrics[name] == pytest.approx(expected[name], abs=1e-6)
+
+
+def test_rerun_trains_only_the_new_seed(evaluated):
+    config, run = evaluated
+    before = run.read_bytes(metrics_path("real/random/vpc=1/seed=0"))
+    run_stages(with_overrides(config, {"evaluate": {"seeds": 2}}), ["evaluate"])
+    assert run.stage_summary("evaluate")["trained_now"] == 2  # vpc 1 and 2 of seed 1
+    assert run.read_bytes(metrics_path("real/random/vpc=1/seed=0")) == before
+    assert run.exists(metrics_path("real/random/vpc=2/seed=1"))
+
+
+def test_report_shows_the_results_table_and_its_figures(evaluated):
+    _, run = evaluated
+    report = run.read_bytes("report/report.md").decode()
+    assert "| all | Full real |" in report and "Random" in report
+    for line in report.splitlines():
+        if line.startswith("![") and "](" in line:
+            image = line.split("](")[1].rstrip(")")
+            assert run.read_bytes(f"report/{image}")[:4] == b"\x89PNG"
+
+
+def test_a_selection_that_was_never_made_is_named(evaluated):
+    config, _ = evaluated
+    missing = with_overrides(config, {"evaluate": {"methods": ["tac_dt"]}})
+    with pytest.raises(ConfigError, match="no selection .*tac_dt"):
+        run_stages(missing, ["evaluate"])
+
+
+@pytest.mark.parametrize("evaluate, message", [
+    ({"classifier_options": {"depth": 4}}, "evaluate.classifier_options"),
+    ({"training": {"epochz": 3}}, "evaluate.training"),
+    ({"classifier": "resnet"}, "evaluate.classifier"),
+])
+def test_bad_evaluation_settings_stop_before_any_work(evaluate, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_evaluation(from_dict(RunConfig, {"evaluate": evaluate}))
