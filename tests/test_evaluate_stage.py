@@ -120,3 +120,13 @@ def test_a_selection_that_was_never_made_is_named(evaluated):
 def test_bad_evaluation_settings_stop_before_any_work(evaluate, message):
     with pytest.raises(ConfigError, match=message):
         validate_evaluation(from_dict(RunConfig, {"evaluate": evaluate}))
+
+
+def test_two_data_parallel_workers_train_a_classifier(tmp_path):
+    config = with_overrides(eval_run(str(tmp_path / "run")),
+                            {"evaluate": {"num_workers": 2, "methods": ["random"], "vpc": [2]}})
+    run = run_stages(config, ["ingest", "decode"])
+    fake_selections(run, seeds=1)
+    run_stages(config, ["evaluate"])
+    assert run.read_json(metrics_path("real/random/vpc=2/seed=0"))["train_videos"] == 6
+    assert run.read_json(metrics_path("full_real/seed=0"))["test_videos"] == 6

@@ -26,6 +26,8 @@ def tiny_run(run_dir, steps=4):
         "generate": {"per_class": 2, "steps": 3, "batch_size": 4, "guidance": 2.0},
         "embed": {"pools": ["synthetic"], "classifier_steps": 5, "shard_size": 4},
         "select": {"methods": ["random", "tac_dt", "mae_score"], "vpc": [1, 2], "seeds": 2},
+        "evaluate": {"preset": "toy", "methods": ["tac_dt"], "vpc": [2], "seeds": 1,
+                     "training": {"epochs": 1}, "checkpoint_every": 5},
     })
 
 
@@ -94,7 +96,8 @@ def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):
 
     config = tiny_run(f"{s3_bucket}/runs/gen", steps=2)
     config = with_overrides(config, {"ingest": {"toy": {"num_classes": 2}},
-                                     "generate": {"per_class": 1}, "select": {"vpc": [1]}})
+                                     "generate": {"per_class": 1}, "select": {"vpc": [1]},
+                                     "evaluate": {"vpc": [1]}})
     run = run_stages(config)
     manifest = run.read_table("synthetic/manifest.parquet").to_pylist()
     assert [row["video_id"] for row in manifest] == ["syn_0000_00000", "syn_0001_00000"]
@@ -105,6 +108,8 @@ def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):
     assert run.exists("finetune/model/config.json") and run.exists("vae/config.json")
     assert run.exists("embed/videomae-run/config.json")
     assert run.read_table(selection_path("synthetic", "tac_dt", 1, 0)).num_rows == 2
+    assert run.read_json("eval/full_synthetic/seed=0/metrics.json")["train_videos"] == 2
+    assert run.read_bytes("report/report.md").startswith(b"# raydistill report")
 
 
 def test_embed_writes_one_vector_per_synthetic_video_with_the_run_classifier(generated):
@@ -128,3 +133,12 @@ def test_select_picks_from_the_synthetic_pool(generated):
     picked = run.read_table(selection_path("synthetic", "tac_dt", 2, 1)).to_pylist()
     assert sorted(row["video_id"] for row in picked) == [
         f"syn_{label:04d}_{index:05d}" for label in range(3) for index in range(2)]
+
+
+def test_evaluate_trains_on_the_synthetic_pool_and_reports(generated):
+    _, run = generated
+    metrics = run.read_json("eval/synthetic/tac_dt/vpc=2/seed=0/metrics.json")
+    assert metrics["train_videos"] == 6 and metrics["test_videos"] == 3
+    assert run.read_json("eval/full_synthetic/seed=0/metrics.json")["train_videos"] == 6
+    assert run.exists("clips/synthetic/shard-00000.parquet")
+    assert "TAC-DT" in run.read_bytes("report/report.md").decode()

@@ -113,3 +113,14 @@ def test_changing_a_methods_parameters_in_the_same_run_is_refused(tmp_path):
     from raydistill.config import ConfigError
     with pytest.raises(ConfigError, match="select.params.vst_unet"):
         run_stages(changed, ["select"])
+
+
+def test_two_data_parallel_workers_train_and_select_vpc_per_class(tmp_path):
+    config = with_overrides(vst_run(str(tmp_path / "run"), seeds=1, vpc=(2,)),
+                            {"select": {"train_workers": 2}})
+    run = run_with_latents(config)
+    run_stages(config, ["select"])
+    import torch
+    assert len(torch.load(run.path(model_path("real", 2, 0)))["history"]) == 2
+    picked = run.read_table(selection_path("real", "vst_unet", 2, 0)).to_pylist()
+    assert sorted(row["label"] for row in picked) == [0, 0, 1, 1, 2, 2]

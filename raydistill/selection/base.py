@@ -14,6 +14,7 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from threadpoolctl import threadpool_limits
 
 
 class ClassSelector(BaseEstimator):
@@ -51,10 +52,13 @@ class ClassSelector(BaseEstimator):
         self._check_params()
         scores = self.prepare_scores(X, y, scores)
         per_class = {}
-        for label in np.unique(y):
-            rows = np.flatnonzero(y == label)
-            scores_c = None if scores is None else scores[rows]
-            per_class[label] = self.select_class(X[rows], label, scores_c)
+        # Per-class matrices are small: threaded BLAS only adds contention (6× slower on 2 cores,
+        # benchmarks/BENCHMARKS.md).
+        with threadpool_limits(limits=1):
+            for label in np.unique(y):
+                rows = np.flatnonzero(y == label)
+                scores_c = None if scores is None else scores[rows]
+                per_class[label] = self.select_class(X[rows], label, scores_c)
         self.classes_ = np.unique(y)
         (self.selected_indices_, self.selected_scores_,
          self.selected_labels_) = merge_class_selections(y, per_class)

@@ -1,6 +1,6 @@
 """Selection benchmark: TAC-DT on a Kinetics-sized pool, fan-out over Ray tasks vs a loop.
 
-    python benchmarks/select.py [--classes 400] [--per-class 100] [--dim 1408] [--repeats 3]
+    python benchmarks/selection.py [--classes 400] [--per-class 100] [--dim 1408] [--repeats 3]
 
 The pool is random but clustered (each class: a few Gaussian modes of unequal size in 1408-d,
 the size of VideoMAE-V2-g embeddings, plus outliers). Times, median of ``--repeats``:
@@ -13,23 +13,19 @@ and checks that both give identical selections. Prints a Markdown row for BENCHM
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import statistics
 import sys
+import tempfile
+import time
 
-# This file's name shadows the standard library's ``select`` for modules imported from its folder:
-# put the repository root, not benchmarks/, first on the path.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import ray
+from threadpoolctl import threadpool_limits
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from raydistill.pipeline.select import fan_out, prepared_scores, select_classes  # noqa: E402
 
 

@@ -1,0 +1,354 @@
+"""``--dry-run`` of the jobs: validate a config, its paths and the cluster's resources, and print
+the stage plan, without computing or writing anything.
+
+Resource asks are compared with what the Ray cluster offers now and, when an autoscaler is
+detected (``ray up``'s bootstrap config on the head, or node types in the autoscaler's status),
+with the node types it may add: what can never fit is an error, what waits for nodes a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import yaml
+
+from raydistill.config import ADDITIVE_STAGES, STAGE_NAMES, ConfigError, RunConfig, to_dict
+from raydistill.datasets.common import DatasetError
+from raydistill.pipeline.run import is_finished, validate_paths
+from raydistill.runs import RunDir
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the Ray cluster offers now, and whether it can grow."""
+
+    cpus: float
+    gpus: float
+    largest_cpus: float
+    """The most CPUs one node has, or one node type of a known autoscaler config can have."""
+    largest_gpus: float
+    autoscaler: bool
+    node_types_known: bool
+    """Whether ``largest_*`` cover the autoscaler's node types (a ``ray up`` head node)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One kind of Ray worker a stage starts: ``count`` of them (None: as many as the cluster's
+    CPUs hold), each asking ``cpus`` and ``gpus``; ``count_field`` / ``unit_field`` name the
+    config fields behind the count and the per-unit size."""
+
+    what: str
+    count: int | None
+    cpus: float
+    gpus: float
+    count_field: str
+    unit_field: str
+
+    def describe(self) -> str:
+        """``4 × Latte actor (1 CPU + 1 GPU)``."""
+        size = f"{self.cpus:g} CPU" + (f" + {self.gpus:g} GPU" if self.gpus else "")
+        if self.count is None:
+            return f"{self.what}s ({size} each, as many at once as the CPUs hold)"
+        return f"{self.count} × {self.what} ({size})"
+
+
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+"""Where ``ray up`` leaves the cluster config on the head node (where job drivers run)."""
+
+
+def cluster_view() -> Cluster:
+    """The connected cluster's resources, largest node and autoscaler."""
+    import ray
+
+    totals = ray.cluster_resources()
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    node_types = bootstrap_node_types()
+    shapes = nodes + node_types
+    return Cluster(
+        cpus=float(totals.get("CPU", 0)), gpus=float(totals.get("GPU", 0)),
+        largest_cpus=max((float(s.get("CPU", 0)) for s in shapes), default=0.0),
+        largest_gpus=max((float(s.get("GPU", 0)) for s in shapes), default=0.0),
+        autoscaler=bool(node_types) or autoscaler_reports(), node_types_known=bool(node_types))
+
+
+def bootstrap_node_types() -> list[dict]:
+    """Resources of the node types the autoscaler may start, from a ``ray up`` head's config."""
+    path = os.path.expanduser(BOOTSTRAP_CONFIG)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle) or {}
+    return [dict(node_type.get("resources") or {})
+            for node_type in config.get("available_node_types", {}).values()
+            if node_type.get("max_workers", 1) > 0]
+
+
+def autoscaler_reports() -> bool:
+    """Whether an autoscaler that can add nodes reports to the cluster (v1: node types other
+    than the read-only provider's one per node, as a plain ``ray start`` has; v2: a state)."""
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    try:
+        status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        report = (json.loads(status).get("autoscaler_report") or {}) if status else {}
+        if has_launcher_node_types(report):
+            return True
+        import ray
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        stats = get_cluster_status(ray.get_runtime_context().gcs_address, timeout=5).stats
+        return stats.autoscaler_version not in (None, "", "0")
+    except Exception:  # internals of Ray: an unknown answer means "not detected"
+        return False
+
+
+def has_launcher_node_types(report: dict) -> bool:
+    """Whether a v1 autoscaler report maps nodes to configured node types; without a cluster
+    config (``ray start``, ``ray.init``) the read-only provider names one type per node."""
+    from ray.autoscaler._private.util import format_readonly_node_type
+
+    mapping = report.get("node_type_mapping") or {}
+    return any(name != format_readonly_node_type(node) for node, name in mapping.items())
+
+
+def resolved_gpus(requested: float | None, cluster: Cluster) -> float:
+    """A ``gpus_per_actor`` as the stage resolves it (None: 1 if the cluster has GPUs now)."""
+    if requested is not None:
+        return requested
+    return 1.0 if cluster.gpus > 0 else 0.0
+
+
+def actor_request(what: str, section: str, count: int, gpus: float) -> Request:
+    """An inference actor pool (latents, generate, embed): 1 CPU with a GPU, else 0.5."""
+    return Request(what, count, 1.0 if gpus else 0.5, gpus, f"{section}.num_actors",
+                   f"{section}.gpus_per_actor")
+
+
+def train_request(what: str, count: int, count_field: str, use_gpu: bool | None,
+                  use_gpu_field: str, cluster: Cluster) -> Request:
+    """Ray Train workers: 1 CPU each, + 1 GPU with ``use_gpu`` (None: if the cluster has one)."""
+    gpu = cluster.gpus > 0 if use_gpu is None else use_gpu
+    return Request(what, count, 1.0, 1.0 if gpu else 0.0, count_field, use_gpu_field)
+
+
+def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Request]:
+    """The Ray workers stage ``name`` asks for, as the pipeline's stages size them."""
+    c = config
+    if name == "ingest":
+        return [Request("probe task", None, 1.0, 0.0, "ingest", "ingest")]
+    if name == "decode":
+        return [Request("decode task", None, c.decode.num_cpus, 0.0, "decode.shard_size",
+                        "decode.num_cpus")]
+    if name in ("latents", "generate", "embed"):
+        section = getattr(c, name)
+        what = {"latents": "VAE actor", "generate": "Latte actor",
+                "embed": "VideoMAE actor"}[name]
+        return [actor_request(what, name, section.num_actors,
+                              resolved_gpus(section.gpus_per_actor, cluster))]
+    if name == "finetune":
+        return [train_request("Latte worker", c.finetune.num_workers, "finetune.num_workers",
+                              c.finetune.use_gpu, "finetune.use_gpu", cluster)]
+    if name == "select":
+        requests = [Request("selection task", None, 1.0, 0.0, "select.classes_per_task",
+                            "select")]
+        if "vst_unet" in c.select.methods:
+            requests.append(train_request("VST-UNet worker", c.select.train_workers,
+                                          "select.train_workers", c.select.use_gpu,
+                                          "select.use_gpu", cluster))
+        return requests
+    if name == "evaluate":
+        test_gpus = 1.0 if cluster.gpus > 0 else 0.0  # the stage decides this from the cluster
+        return [train_request("C3D worker", c.evaluate.num_workers, "evaluate.num_workers",
+                              c.evaluate.use_gpu, "evaluate.use_gpu", cluster),
+                Request("test actor", c.evaluate.test_actors, 1.0 if test_gpus else 0.5,
+                        test_gpus, "evaluate.test_actors", "evaluate.test_actors")]
+    return []  # report: the driver alone
+
+
+def resource_findings(requests: list[Request], cluster: Cluster) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)``: at most one line per request, starting with the config field.
+
+    An error is a worker that can never be placed: it asks more than any node has, on a
+    cluster that cannot grow (or whose node types are known). A GPU ask on a cluster with no
+    GPU at all stays a warning: GPU nodes may still join. Stage totals above what the cluster
+    has now are warnings: an autoscaler adds nodes, else the stage waits for them.
+    """
+    errors, warnings = [], []
+    for request in requests:
+        finding = request_finding(request, cluster)
+        if finding:
+            (errors if finding[0] else warnings).append(finding[1])
+    return errors, warnings
+
+
+def request_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
+    """``(is_error, line)`` for the first problem of one request, None if it fits."""
+    growth = ("the autoscaler must add them" if cluster.autoscaler else
+              "no autoscaler detected: the stage waits for nodes to join")
+    asks = (("GPU", r.gpus, cluster.largest_gpus, cluster.gpus),
+            ("CPU", r.cpus, cluster.largest_cpus, cluster.cpus))
+    for resource, each, largest, _ in asks:
+        if each > largest:
+            never = largest > 0 and not (cluster.autoscaler and not cluster.node_types_known)
+            has = f"no node has more than {largest:g}" if largest else f"no node has a {resource}"
+            hint = "" if never else f"; {growth}"
+            if resource == "GPU" and not largest:
+                hint += " (--gpus-per-actor 0 runs every stage on CPUs)"
+            return never, f"{r.unit_field}: one {r.what} asks {each:g} {resource}, {has}{hint}"
+    for resource, each, _, total in asks:
+        if r.count is not None and r.count * each > total:
+            return False, (f"{r.count_field}: {r.count} × {r.what} ({each:g} {resource} each) "
+                           f"= {r.count * each:g} {resource}, the cluster has {total:g} now; "
+                           f"{growth}")
+    if r.count is None and cluster.cpus == 0:
+        return False, (f"{r.unit_field}: the cluster has no CPU now; {r.what}s run as many at "
+                       "once as it has CPUs when the stage starts (at least one): bring CPU "
+                       "workers up first (docs/cluster.md)")
+    return None
+
+
+def model_source(value: str | None, when_none: str) -> str:
+    """How a model path or hub id will be found: ``when_none``, a local path, or a hub id."""
+    if value is None:
+        return when_none
+    if os.path.exists(os.path.expanduser(value)):
+        return f"{value} (local)"
+    return f"{value} (hub id: downloaded on first use, or read from the HF cache)"
+
+
+def model_warnings(config: RunConfig) -> list[str]:
+    """Model paths that do not exist on this node. The Latte weights load from a local file or
+    folder only; the others may also be hub ids. Warnings, not errors: the workers that load
+    them may see paths this node does not."""
+    models = {"latents.vae": config.latents.vae, "finetune.model": config.finetune.model,
+              "embed.model": config.embed.model}
+    return [f"{field}: {value} does not exist on this node"
+            for field, value in models.items()
+            if value and not os.path.exists(os.path.expanduser(value))
+            and (field == "finetune.model" or value.startswith(("/", ".", "~")))]
+
+
+def stage_settings(name: str, config: RunConfig) -> str:
+    """The main settings of stage ``name``, one line."""
+    c = config
+    if name == "ingest":
+        split = f", split {c.ingest.split}" if c.ingest.dataset in ("ucf101", "miniucf", "hmdb51") else ""
+        return f"{c.ingest.dataset}{split} from {c.ingest.root}"
+    if name == "decode":
+        return (f"{c.decode.num_frames}×{c.decode.size}² clips for the classifier, "
+                f"{c.decode.shard_size} videos per shard")
+    if name == "latents":
+        side = c.latents.size // 8  # the SD VAE downsamples 8×
+        return (f"{c.latents.num_frames}×{c.latents.size}² clips → {c.latents.num_frames}×4×"
+                f"{side}×{side} latents, VAE "
+                f"{model_source(c.latents.vae, 'tiny, trained on the run first')}")
+    if name == "finetune":
+        f = c.finetune
+        architecture = {"xl": "Latte-XL/2", "tiny": "tiny Latte"}[f.architecture]
+        return (f"{architecture} from {model_source(f.model, 'scratch')}, {f.steps} "
+                f"steps, batch {f.batch_size}/worker, lr {f.learning_rate:g}, "
+                f"cache_latents {f.cache_latents}")
+    if name == "generate":
+        g = c.generate
+        return (f"{g.per_class} videos per class, {g.scheduler} {g.steps} steps, "
+                f"guidance {g.guidance:g}")
+    if name == "embed":
+        return (f"pools {', '.join(c.embed.pools)}, VideoMAE "
+                f"{model_source(c.embed.model, 'tiny, trained on the run first')}")
+    if name == "select":
+        s = c.select
+        return (f"{' '.join(s.methods)} × VPC {' '.join(map(str, s.vpc))} × {s.seeds} seeds "
+                f"from the {s.pool} pool")
+    if name == "evaluate":
+        e = c.evaluate
+        bounds = [b for b, on in (("full real", e.full_real),
+                                  ("full synthetic", e.full_synthetic)) if on]
+        return (f"{e.classifier} ({e.preset} preset) per selection"
+                f"{' + ' + ', '.join(bounds) if bounds else ''}, tested on the real test "
+                "split (val where there is none)")
+    return f"report.md of {c.run_dir}"
+
+
+def stage_status(run: RunDir, config: RunConfig, name: str) -> str:
+    """``done`` (skipped), ``adds`` (an additive stage runs what its new settings add) or
+    ``run``."""
+    if is_finished(run, config, name):
+        return "done"
+    if name in ADDITIVE_STAGES and run.is_done(name):
+        return "adds"
+    return "run"
+
+
+def check_frozen_sections(run: RunDir, config: RunConfig) -> None:
+    """Refuse, as the run would, a changed section of a stage that finished in this run
+    directory (reads ``config.yaml``, writes nothing)."""
+    if not run.exists("config.yaml"):
+        return
+    saved, wanted = to_dict(run.load_config()), to_dict(config)
+    for name in STAGE_NAMES:
+        if name in ADDITIVE_STAGES or not run.is_done(name):
+            continue
+        changed = [key for key in wanted[name] if wanted[name][key] != saved[name].get(key)]
+        if changed:
+            raise ConfigError(f"{name}.{changed[0]}: {run.url} already holds a finished {name} "
+                              "stage made with a different value; use a new run directory")
+
+
+def dry_run(prog: str, build: Callable[[], RunConfig], address: str | None) -> int:
+    """Validate everything a run would, then print the plan; compute and write nothing.
+
+    Exit codes as :func:`run_command`: 0, 2 (bad config or a worker that can never fit,
+    one ``{prog}: error:`` line on stderr) or 1 (a missing input file).
+    """
+    from raydistill.pipeline.cluster import init_ray
+    from raydistill.pipeline.evaluate import validate_evaluation
+    from raydistill.pipeline.run import validate_selection_params
+
+    try:
+        config = build()
+        validate_paths(config)
+        validate_selection_params(config)
+        validate_evaluation(config)
+        run = RunDir(config.run_dir)
+        check_frozen_sections(run, config)
+        init_ray(address)
+        cluster = cluster_view()
+        requests = {name: stage_requests(name, config, cluster) for name in STAGE_NAMES}
+        errors, warnings = resource_findings(
+            [r for stage in requests.values() for r in stage], cluster)
+        if errors:
+            print("\n".join(f"{prog}: error: {line}" for line in errors), file=sys.stderr)
+            return 2
+        print(plan_text(prog, config, run, cluster, requests, model_warnings(config) + warnings))
+        return 0
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, DatasetError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def plan_text(prog: str, config: RunConfig, run: RunDir, cluster: Cluster,
+              requests: dict[str, list[Request]], warnings: list[str]) -> str:
+    """The dry run's report: the cluster, the warnings, one line per stage."""
+    autoscaler = ("autoscaler with known node types" if cluster.node_types_known else
+                  "autoscaler detected" if cluster.autoscaler else "no autoscaler detected")
+    now = (f"cluster now: {cluster.cpus:g} CPU, {cluster.gpus:g} GPU (largest node "
+           f"{cluster.largest_cpus:g} CPU, {cluster.largest_gpus:g} GPU); {autoscaler}")
+    lines = [f"{prog} --dry-run: nothing is computed or written", f"run directory: {run.url}",
+             now]
+    lines += [f"warning: {line}" for line in warnings]
+    lines.append("stages:")
+    for name in STAGE_NAMES:
+        asks = "; ".join(r.describe() for r in requests[name]) or "the driver"
+        lines.append(f"  {name:<9} {stage_status(run, config, name):<5} "
+                     f"{stage_settings(name, config)}")
+        lines.append(f"  {'':<15} asks: {asks}")
+    lines.append(f"report: {run.uri('report', 'report.md')}")
+    return "\n".join(lines)

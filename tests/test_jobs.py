@@ -1,0 +1,400 @@
+"""The dataset jobs (jobs/distill_*.py): flags → config, --help, --dry-run (validates, plans,
+writes nothing), and the cluster configs (cluster.yaml against Ray's autoscaler schema, the
+KubeRay RayJob)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import shlex
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from raydistill.config import STAGE_NAMES, ConfigError, RunConfig
+from raydistill.pipeline import plan
+from raydistill.runs import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = {"distill_k400": "kinetics400", "distill_ssv2": "ssv2", "distill_ucf101": "ucf101",
+        "distill_hmdb51": "hmdb51"}
+IMAGE = f"rayproject/ray:{ray.__version__}-py311-gpu"
+
+
+def load_job(name: str):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", ROOT / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config_of(job, *argv: str) -> RunConfig:
+    return job.build_config(job.build_parser().parse_args(list(argv)))
+
+
+def run_job(capsys, job, *argv: str) -> tuple[int, str, str]:
+    code = job.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def dataset_tree(root: Path, dataset: str) -> Path:
+    """The annotation files of a layout (a dry run checks the root, it does not ingest)."""
+    files = {"kinetics400": ["annotations/train.csv", "annotations/validate.csv"],
+             "ssv2": ["labels/labels.json", "labels/train.json", "labels/validation.json"],
+             "ucf101": ["ucfTrainTestlist/classInd.txt", "UCF-101/Archery/.keep"],
+             "hmdb51": ["testTrainMulti_7030_splits/ride_bike_test_split1.txt",
+                        "ride_bike/.keep"]}[dataset]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("")
+    return root
+
+
+def files_under(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else set()
+
+
+# -- flags → config -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, dataset", JOBS.items())
+def test_defaults_are_the_papers(name, dataset):
+    config = config_of(load_job(name), "--data", "/data/x")
+    assert (config.ingest.dataset, config.ingest.root, config.run_dir) == (
+        dataset, "/data/x", f"runs/{dataset}")
+    assert (config.decode.num_frames, config.decode.size) == (16, 112)
+    assert (config.latents.num_frames, config.latents.size) == (16, 256)
+    assert config.latents.vae == "stabilityai/sd-vae-ft-ema"
+    assert (config.finetune.architecture, config.finetune.model) == ("xl", None)
+    assert config.finetune.cache_latents == (dataset not in ("kinetics400", "ssv2"))
+    assert config.generate.per_class == 100
+    assert config.embed.model == "MCG-NJU/videomae-base-finetuned-kinetics"
+    assert config.embed.pools == ("synthetic",)
+    assert (config.select.pool, config.select.vpc, config.select.seeds) == (
+        "synthetic", (1, 5, 10), 5)
+    assert config.select.methods == ("tac_dt", "vst_unet", "random", "kcenter", "herding",
+                                     "dm_mmd", "mae_score", "csta")
+    assert (config.evaluate.classifier, config.evaluate.preset) == ("c3d", "paper")
+    assert config.evaluate.methods is None and config.evaluate.seeds is None  # = select's
+    for section in (config.latents, config.generate, config.embed):
+        assert section.gpus_per_actor == 1.0 and section.num_actors == 4
+    assert (config.finetune.use_gpu, config.select.use_gpu, config.evaluate.use_gpu) == (
+        True, True, True)
+    assert (config.finetune.num_workers, config.select.train_workers,
+            config.evaluate.num_workers, config.evaluate.test_actors) == (4, 4, 4, 4)
+    assert config.decode.num_cpus == 1.0
+
+
+def test_every_flag_sets_its_fields():
+    config = config_of(
+        load_job("distill_ucf101"), "--data", "s3://b/UCF101", "--run", "s3://b/runs/mini",
+        "--mini", "--split", "2", "--vae", "/models/vae", "--latte", "/models/ucf101.pt",
+        "--videomae", "/models/videomae", "--vpc", "1", "5", "--methods", "tac_dt", "random",
+        "--seeds", "2", "--per-class", "20", "--gpus-per-actor", "0.5", "--generate-actors", "8",
+        "--embed-actors", "2", "--train-workers", "3", "--decode-cpus", "2")
+    assert (config.ingest.dataset, config.ingest.root, config.ingest.split) == (
+        "miniucf", "s3://b/UCF101", 2)
+    assert config.run_dir == "s3://b/runs/mini"
+    assert (config.latents.vae, config.finetune.model, config.embed.model) == (
+        "/models/vae", "/models/ucf101.pt", "/models/videomae")
+    assert (config.select.vpc, config.select.methods, config.select.seeds) == (
+        (1, 5), ("tac_dt", "random"), 2)
+    assert config.generate.per_class == 20
+    assert [s.gpus_per_actor for s in (config.latents, config.generate, config.embed)] == [0.5] * 3
+    assert (config.generate.num_actors, config.latents.num_actors, config.embed.num_actors,
+            config.evaluate.test_actors) == (8, 2, 2, 2)
+    assert (config.finetune.num_workers, config.select.train_workers,
+            config.evaluate.num_workers) == (3, 3, 3)
+    assert config.decode.num_cpus == 2.0
+
+
+def test_mini_runs_into_its_own_directory_and_gpus_zero_or_auto_reach_ray_train():
+    job = load_job("distill_ucf101")
+    assert config_of(job, "--data", "/d", "--mini").run_dir == "runs/miniucf"
+    cpu = config_of(job, "--data", "/d", "--gpus-per-actor", "0")
+    assert cpu.generate.gpus_per_actor == 0 and cpu.finetune.use_gpu is False
+    auto = config_of(job, "--data", "/d", "--gpus-per-actor", "auto")
+    assert auto.embed.gpus_per_actor is None and auto.evaluate.use_gpu is None
+
+
+def test_a_config_file_is_the_base_and_flags_given_override_it(tmp_path):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({
+        "ingest": {"root": "/data/from-file"},
+        "generate": {"per_class": 50, "guidance": 2.0},
+        "select": {"seeds": 3, "vpc": [1, 5]},
+    }))
+    config = config_of(load_job("distill_hmdb51"), "--config", str(tmp_path / "run.yaml"),
+                       "--seeds", "4")
+    assert config.ingest.root == "/data/from-file"  # no --data: the file's root
+    assert (config.generate.per_class, config.generate.guidance) == (50, 2.0)
+    assert (config.select.seeds, config.select.vpc) == (4, (1, 5))
+    assert config.finetune.architecture == "xl" and config.run_dir == "runs/hmdb51"
+
+
+def test_a_config_file_for_another_dataset_is_refused(tmp_path):
+    (tmp_path / "run.yaml").write_text("ingest: {dataset: ssv2, root: /data}\n")
+    with pytest.raises(ConfigError, match=r"^ingest\.dataset"):
+        config_of(load_job("distill_k400"), "--config", str(tmp_path / "run.yaml"))
+
+
+# -- command line -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", JOBS)
+def test_help_exits_0_and_lists_the_flags(name, capsys):
+    with pytest.raises(SystemExit) as stop:
+        load_job(name).main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--data", "--run", "--vae", "--latte", "--videomae", "--vpc", "--methods",
+                 "--seeds", "--per-class", "--gpus-per-actor", "--train-workers",
+                 "--decode-cpus", "--config", "--address", "--dry-run"):
+        assert flag in out
+    assert ("--split" in out) == (name in ("distill_ucf101", "distill_hmdb51"))
+
+
+@pytest.mark.parametrize("name, argv, field", [
+    ("distill_k400", ["--vpc", "0"], "select.vpc"),
+    ("distill_k400", ["--methods", "tac_dt", "kmeans"], "select.methods"),
+    ("distill_ssv2", ["--per-class", "5"], "select.vpc"),  # VPC 10 > 5 generated
+    ("distill_ucf101", ["--split", "7"], "ingest.split"),
+    ("distill_hmdb51", ["--seeds", "0"], "select.seeds"),
+    ("distill_hmdb51", ["--generate-actors", "0"], "generate.num_actors"),
+    ("distill_ucf101", ["--decode-cpus", "0"], "decode.num_cpus"),
+    ("distill_k400", ["--config", "{tmp}/missing.yaml"], "--config"),
+])
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_bad_value_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys, name, argv,
+                                                                 field, dry):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, _, err = run_job(capsys, load_job(name), "--data", str(tmp_path), "--run",
+                           str(tmp_path / "run"), *argv, *(["--dry-run"] if dry else []))
+    assert code == 2
+    assert err.startswith(f"{name}: error: {field}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_missing_data_root_exits_2_naming_ingest_root(tmp_path, capsys, dry):
+    job = load_job("distill_k400")
+    for argv in (["--data", str(tmp_path / "no-such-dir")], []):
+        code, _, err = run_job(capsys, job, *argv, "--run", str(tmp_path / "run"),
+                               *(["--dry-run"] if dry else []))
+        assert code == 2 and err.startswith("distill_k400: error: ingest.root")
+    assert not (tmp_path / "run").exists()
+
+
+# -- dry run ------------------------------------------------------------------------------------
+
+def plan_lines(out: str) -> dict[str, str]:
+    """Stage name → its status and settings line in a dry run's plan."""
+    return {line.split()[0]: line for line in out.splitlines()
+            if line.startswith("  ") and line.split()[0] in STAGE_NAMES}
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("distill_k400", []), ("distill_ssv2", []), ("distill_ucf101", ["--split", "2"]),
+    ("distill_ucf101", ["--mini"]), ("distill_hmdb51", ["--split", "3"])])
+def test_dry_run_plans_every_stage_and_writes_nothing(tmp_path, capsys, ray_cluster, name,
+                                                      argv):
+    dataset = JOBS[name]
+    data = dataset_tree(tmp_path / "data", dataset)
+    before = files_under(tmp_path)
+    code, out, err = run_job(capsys, load_job(name), "--data", str(data), "--run",
+                             str(tmp_path / "run"), *argv, "--dry-run")
+    assert code == 0, err
+    assert files_under(tmp_path) == before  # no run directory, no config.yaml
+    plan = plan_lines(out)
+    assert list(plan) == list(STAGE_NAMES)
+    assert all(line.split()[1] == "run" for line in plan.values())
+    assert str(data) in plan["ingest"]
+    assert "16×256² clips → 16×4×32×32 latents" in plan["latents"]
+    assert "Latte-XL/2 from scratch" in plan["finetune"]
+    assert "× VPC 1 5 10 × 5 seeds" in plan["select"]
+    assert "4 × Latte actor (1 CPU + 1 GPU)" in out
+    assert "cluster now: 2 CPU, 0 GPU" in out and "no autoscaler detected" in out
+    # the default asks GPUs the test cluster does not have: warnings naming the field
+    assert "warning: generate.gpus_per_actor: one Latte actor asks 1 GPU" in out
+    assert out.strip().endswith(str(tmp_path / "run" / "report" / "report.md"))
+
+
+def test_dry_run_on_cpus_shows_finished_stages_as_done(tmp_path, capsys, ray_cluster):
+    job = load_job("distill_hmdb51")
+    argv = ["--data", str(dataset_tree(tmp_path / "data", "hmdb51")), "--run",
+            str(tmp_path / "run"), "--gpus-per-actor", "0", "--train-workers", "1",
+            "--embed-actors", "1", "--generate-actors", "1", "--latte",
+            str(tmp_path / "no-latte.pt")]
+    run = RunDir(str(tmp_path / "run"))
+    run.save_config(config_of(job, *argv))
+    for stage in ("ingest", "decode"):
+        run.mark_done(stage)
+    before = {p: (tmp_path / "run" / p).read_bytes() for p in files_under(tmp_path / "run")
+              if (tmp_path / "run" / p).is_file()}
+    code, out, err = run_job(capsys, job, *argv, "--dry-run")
+    assert code == 0, err
+    plan = plan_lines(out)
+    assert [plan[s].split()[1] for s in STAGE_NAMES] == ["done"] * 2 + ["run"] * 7
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    missing = tmp_path / "no-latte.pt"
+    assert warnings == [f"warning: finetune.model: {missing} does not exist on this node"]
+    after = {p: (tmp_path / "run" / p).read_bytes() for p in files_under(tmp_path / "run")
+             if (tmp_path / "run" / p).is_file()}
+    assert after == before
+
+
+def test_dry_run_refuses_to_change_a_finished_stage(tmp_path, capsys, ray_cluster):
+    job = load_job("distill_ucf101")
+    argv = ["--data", str(dataset_tree(tmp_path / "data", "ucf101")), "--run",
+            str(tmp_path / "run")]
+    run = RunDir(str(tmp_path / "run"))
+    run.save_config(config_of(job, *argv, "--decode-cpus", "0.5"))
+    run.mark_done("decode")
+    code, _, err = run_job(capsys, job, *argv, "--dry-run")
+    assert code == 2 and err.startswith("distill_ucf101: error: decode.num_cpus")
+
+
+def test_dry_run_fails_a_decode_task_larger_than_any_node(tmp_path, capsys, ray_cluster):
+    code, _, err = run_job(capsys, load_job("distill_k400"), "--data",
+                           str(dataset_tree(tmp_path / "data", "kinetics400")), "--run",
+                           str(tmp_path / "run"), "--decode-cpus", "4", "--dry-run")
+    assert code == 2
+    assert err.startswith("distill_k400: error: decode.num_cpus: one decode task asks 4 CPU")
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_on_a_ray_up_head_checks_against_cluster_yaml_node_types(tmp_path, capsys,
+                                                                         ray_cluster,
+                                                                         monkeypatch):
+    job = load_job("distill_k400")
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    bootstrap.write_text((ROOT / "cluster.yaml").read_text())  # what `ray up` puts on the head
+    monkeypatch.setattr(plan, "BOOTSTRAP_CONFIG", str(bootstrap))
+    argv = ["--data", str(dataset_tree(tmp_path / "data", "kinetics400")), "--run",
+            str(tmp_path / "run"), "--dry-run"]
+    code, out, err = run_job(capsys, job, *argv)
+    assert code == 0, err
+    assert "(largest node 48 CPU, 4 GPU); autoscaler with known node types" in out
+    assert ("warning: generate.num_actors: 4 × Latte actor (1 GPU each) = 4 GPU, the cluster "
+            "has 0 now; the autoscaler must add them") in out
+    code, _, err = run_job(capsys, job, *argv, "--gpus-per-actor", "8")
+    assert code == 2
+    assert err.startswith("distill_k400: error: latents.gpus_per_actor: one VAE actor asks 8 GPU"
+                          ", no node has more than 4")
+
+
+def test_dry_run_on_s3_checks_the_bucket_and_writes_nothing(s3_bucket, capsys, ray_cluster):
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    fs.pipe(f"{s3_bucket}/kinetics400/annotations/train.csv", b"label,youtube_id\n")
+    job = load_job("distill_k400")
+    code, out, err = run_job(capsys, job, "--data", f"{s3_bucket}/kinetics400", "--run",
+                             f"{s3_bucket}/runs/k400", "--dry-run")
+    assert code == 0, err
+    assert f"report: {s3_bucket}/runs/k400/report/report.md" in out
+    fs.invalidate_cache()
+    assert fs.find(s3_bucket) == [f"{s3_bucket[5:]}/kinetics400/annotations/train.csv"]
+    code, _, err = run_job(capsys, job, "--data", f"{s3_bucket}/kinetics400", "--run",
+                           "s3://no-such-bucket-rd/runs/k400", "--dry-run")
+    assert code == 2 and err.startswith("distill_k400: error: run_dir: bucket")
+
+
+def test_resource_findings_warn_where_the_cluster_can_grow_and_fail_where_it_cannot():
+    config = config_of(load_job("distill_k400"), "--data", "/d", "--gpus-per-actor", "8")
+    empty = plan.Cluster(cpus=0, gpus=0, largest_cpus=0, largest_gpus=0, autoscaler=True,
+                         node_types_known=False)
+    requests = [r for name in STAGE_NAMES for r in plan.stage_requests(name, config, empty)]
+    errors, warnings = plan.resource_findings(requests, empty)
+    assert errors == [] and any(w.startswith("generate.gpus_per_actor") for w in warnings)
+    typed = plan.Cluster(cpus=0, gpus=0, largest_cpus=48, largest_gpus=4, autoscaler=True,
+                         node_types_known=True)
+    errors, _ = plan.resource_findings(requests, typed)
+    assert [e.split(":")[0] for e in errors] == [
+        "latents.gpus_per_actor", "generate.gpus_per_actor", "embed.gpus_per_actor"]
+    cpu_only = plan.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
+                            node_types_known=False)
+    errors, warnings = plan.resource_findings(requests, cpu_only)
+    assert errors == [] and any("no node has a GPU" in w for w in warnings)
+
+
+def test_autoscaler_detection_tells_launcher_node_types_from_plain_ray_nodes():
+    assert plan.has_launcher_node_types({"node_type_mapping": {"ab12": "gpu_worker"}})
+    assert not plan.has_launcher_node_types({"node_type_mapping": {"ab12": "node_ab12"}})
+    assert not plan.has_launcher_node_types({})
+
+
+# -- cluster configs ----------------------------------------------------------------------------
+
+def test_cluster_yaml_passes_rays_own_validation_with_the_house_invariants():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))  # what `ray up` runs before AWS calls
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"]["CPU"] == 0
+    workers = {name: t for name, t in types.items() if name != config["head_node_type"]}
+    assert len(workers) >= 2 and all(t["min_workers"] == 0 for t in workers.values())
+    assert any(t["resources"].get("GPU", 0) > 0 for t in workers.values())
+    assert any(t["resources"].get("GPU", 0) == 0 and t["resources"]["CPU"] > 0
+               for t in workers.values())
+    assert config["provider"]["type"] == "aws" and config["provider"]["region"]
+    assert config["docker"]["image"] == IMAGE and config["docker"]["container_name"]
+    assert any("pip install" in c and "raydistill" in c for c in config["setup_commands"])
+
+
+def test_cluster_yaml_with_a_bad_field_is_rejected_by_the_same_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    config["available_node_types"]["head"]["min_worker"] = 0  # a typo
+    with pytest.raises(Exception, match="min_worker"):
+        validate_config(prepare_config(config))
+
+
+def test_rayjob_matches_cluster_yaml_and_its_entrypoint_is_a_valid_k400_job():
+    job = yaml.safe_load((ROOT / "kuberay" / "rayjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    cluster = spec["rayClusterSpec"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["rayVersion"] == ray.__version__
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    groups = cluster["workerGroupSpecs"]
+    assert len(groups) >= 2 and all(g["minReplicas"] == 0 for g in groups)
+    containers = [c for g in [cluster["headGroupSpec"], *groups]
+                  for c in g["template"]["spec"]["containers"]]
+    assert {c["image"] for c in containers} == {IMAGE}
+    gpus = [c["resources"]["limits"].get("nvidia.com/gpu") for g in groups
+            for c in g["template"]["spec"]["containers"]]
+    assert any(gpus) and not all(gpus)  # a GPU group and a CPU group
+
+    argv = shlex.split(spec["entrypoint"])
+    assert argv[:2] == ["python", "jobs/distill_k400.py"]
+    config = config_of(load_job("distill_k400"), *argv[2:])
+    assert config.ingest.root.startswith("s3://") and config.run_dir.startswith("s3://")
+
+
+def test_rayjob_installs_the_projects_dependencies():
+    runtime_env = yaml.safe_load(
+        yaml.safe_load((ROOT / "kuberay" / "rayjob.yaml").read_text())["spec"]["runtimeEnvYAML"])
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+    def names(requirements):
+        from packaging.requirements import Requirement
+        return {Requirement(r).name.lower() for r in requirements} - {"ray"}
+
+    assert names(runtime_env["pip"]) == names(project)
+    assert runtime_env["working_dir"].endswith(".zip")
+
+
+def test_the_flag_table_only_names_config_fields():
+    fields = [path for paths in load_job("distill_k400").common.FLAG_FIELDS.values()
+              for path in paths]
+    config = RunConfig()
+    for path in fields:
+        section, *rest = path.split(".")
+        assert hasattr(config, section) and all(hasattr(getattr(config, section), r) for r in rest)
