@@ -208,7 +208,7 @@ def request_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
     if r.count is None and cluster.cpus == 0:
         return False, (f"{r.unit_field}: the cluster has no CPU now; {r.what}s run as many at "
                        "once as it has CPUs when the stage starts (at least one): bring CPU "
-                       "workers up first (docs/cluster.md)")
+                       "workers up first (README, \"--dry-run\")")
     return None
 
 
