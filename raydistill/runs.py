@@ -86,8 +86,10 @@ class RunDir:
     """A run directory on any fsspec filesystem, with atomic writes and stage markers."""
 
     def __init__(self, url: str):
-        self.url = url.rstrip("/")
-        self.fs, self.root = open_fs(self.url)
+        self.fs, self.root = open_fs(url.rstrip("/"))
+        # A local run is named by its absolute path: Ray workers (Ray Train's especially) run in
+        # other working directories, and must find the same run from the URL they are given.
+        self.url = self.root if is_local(self.fs) else url.rstrip("/")
 
     def path(self, *parts: str) -> str:
         """Filesystem path (no protocol) of a file inside the run."""
@@ -97,9 +99,17 @@ class RunDir:
         """Openable path or URL of a file inside the run (what other processes should receive)."""
         return as_url(self.fs, self.path(*parts))
 
+    def fresh_path(self, *parts: str) -> str:
+        """:meth:`path`, with any cached listing of it dropped: other processes (Ray workers)
+        write into the run, and s3fs answers ``exists``/``info`` from a per-instance listing
+        cache that would not show their files."""
+        path = self.path(*parts)
+        self.fs.invalidate_cache(path)
+        return path
+
     def exists(self, *parts: str) -> bool:
         """Whether a file inside the run exists."""
-        return self.fs.exists(self.path(*parts))
+        return self.fs.exists(self.fresh_path(*parts))
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         """Atomically write bytes to ``relpath``."""
@@ -107,7 +117,7 @@ class RunDir:
 
     def read_bytes(self, relpath: str) -> bytes:
         """Read a whole file of the run."""
-        return self.fs.cat_file(self.path(relpath))
+        return self.fs.cat_file(self.fresh_path(relpath))
 
     def write_json(self, relpath: str, value: Any) -> None:
         """Atomically write a JSON document."""
@@ -123,11 +133,11 @@ class RunDir:
 
     def read_table(self, relpath: str) -> pa.Table:
         """Read a Parquet file (or a folder of Parquet files) of the run."""
-        return pq.read_table(self.path(relpath), filesystem=self.fs)
+        return pq.read_table(self.fresh_path(relpath), filesystem=self.fs)
 
     def read_schema(self, relpath: str) -> pa.Schema:
         """The Arrow schema of a Parquet file of the run (its footer only, not its data)."""
-        with self.fs.open(self.path(relpath), "rb") as handle:
+        with self.fs.open(self.fresh_path(relpath), "rb") as handle:
             return pq.read_schema(handle)
 
     def list(self, relpath: str, suffix: str = "") -> list[str]:

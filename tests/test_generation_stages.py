@@ -142,3 +142,12 @@ def test_evaluate_trains_on_the_synthetic_pool_and_reports(generated):
     assert run.read_json("eval/full_synthetic/seed=0/metrics.json")["train_videos"] == 6
     assert run.exists("clips/synthetic/shard-00000.parquet")
     assert "TAC-DT" in run.read_bytes("report/report.md").decode()
+
+
+def test_an_interrupted_embed_resumes_without_embedding_again(generated):
+    config, run = generated
+    first = run.read_bytes("embeddings/synthetic/videomae-run/shard-00000.parquet")
+    os.remove(run.path("_stages/embed.json"))  # as if the job died after the last shard
+    run_stages(config, ["embed"])
+    assert run.stage_summary("embed")["synthetic"]["shards_embedded_now"] == 0
+    assert run.read_bytes("embeddings/synthetic/videomae-run/shard-00000.parquet") == first

@@ -19,9 +19,11 @@ def load_job():
 
 
 @pytest.mark.slow
-def test_quickstart_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys, ray_cluster):
+def test_quickstart_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys, ray_cluster,
+                                                            monkeypatch):
     job = load_job()
-    argv = ["--run", str(tmp_path / "quick"), "--classes", "3", "--train-per-class", "4",
+    monkeypatch.chdir(tmp_path)  # a relative run directory, as the README's command uses
+    argv = ["--run", "quick", "--classes", "3", "--train-per-class", "4",
             "--test-per-class", "2", "--steps", "10", "--per-class", "2", "--seeds", "1",
             "--eval-epochs", "2"]
     assert job.main(argv) == 0

@@ -68,3 +68,10 @@ def test_s3_round_trip_of_tables_json_and_markers(s3_bucket):
     assert again.is_done("ingest") and again.stage_summary("ingest") == {"videos": 2}
     assert again.list("", ".parquet") == ["manifest.parquet"]
     assert again.uri("manifest.parquet") == f"{s3_bucket}/runs/one/manifest.parquet"
+
+
+def test_a_relative_local_run_is_named_by_its_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = RunDir("runs/quick/")
+    assert run.url == str(tmp_path / "runs" / "quick") == run.root
+    assert RunDir("s3://bucket/runs/quick/").url == "s3://bucket/runs/quick"

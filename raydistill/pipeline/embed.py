@@ -78,22 +78,23 @@ def read_embeddings(run: RunDir, pool: str, model_name: str) -> pa.Table:
 class EmbeddingShardWriter:
     """Ray Data actor UDF: embed each decoded shard and write its embeddings file."""
 
-    def __init__(self, run_url: str, folder: str, model: str | None, class_names: list[str],
+    def __init__(self, run_url: str, pool: str, model: str | None, class_names: list[str],
                  features: str, batch_size: int):
         self.run = RunDir(run_url)
-        self.folder = folder
+        self.pool = pool
         # Resolved on the actor's node: an S3 run's model folder is downloaded where it is used.
         source_dir = model or self.run.local_dir(RUN_MODEL_DIR)
         self.embedder = VideoMAEEmbedder(source_dir, class_names, features, batch_size)
 
     def __call__(self, batch: dict) -> dict:
-        for index, ids, labels, clips, rejects in zip(
-                batch["index"], batch["video_ids"], batch["labels"], batch["clips"],
-                batch["rejects"]):
+        for model_name, index, ids, labels, clips, rejects in zip(
+                batch["split"], batch["index"], batch["video_ids"], batch["labels"],
+                batch["clips"], batch["rejects"]):
             ids, labels = json.loads(ids), json.loads(labels)
             embedded = self.embedder(np.asarray(clips), np.asarray(labels, np.int64))
-            write_rejects_then(self.run, shard_path(self.folder, "", int(index)), rejects,
-                               embedding_table(ids, labels, embedded))
+            write_rejects_then(self.run, shard_path(f"embeddings/{self.pool}", model_name,
+                                                    int(index)),
+                               rejects, embedding_table(ids, labels, embedded))
         return {"index": batch["index"]}
 
 
@@ -127,15 +128,16 @@ def model_input_shape(run: RunDir, model: str | None) -> tuple[int, int]:
 def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]) -> dict:
     """Write every missing embeddings shard of ``pool``; returns counts."""
     embed = config.embed
-    folder = embeddings_folder(pool, embedding_name(embed.model))
+    model_name = embedding_name(embed.model)
+    folder = embeddings_folder(pool, model_name)
     frames, size = model_input_shape(run, embed.model)
     prepare_output(run, folder, {"model": embed.model, "features": embed.features,
                                  "shard_size": embed.shard_size, "frames": frames, "size": size})
     plan = shard_plan(pool_videos(run, pool), embed.shard_size)
-    for item in plan:  # one pool per folder: the shards sit directly in it
-        item["split"] = ""
-    todo = missing_shards(run, plan, folder)
-    writer_kwargs = {"run_url": run.url, "folder": folder, "model": embed.model,
+    for item in plan:  # shard_path(f"embeddings/{pool}", model, i) is the folder's shard i
+        item["split"] = model_name
+    todo = missing_shards(run, plan, f"embeddings/{pool}")
+    writer_kwargs = {"run_url": run.url, "pool": pool, "model": embed.model,
                      "class_names": class_names, "features": embed.features,
                      "batch_size": embed.batch_size}
     if todo:
@@ -155,9 +157,9 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
             print(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
                   "shards one file per task", flush=True)
             writer = EmbeddingShardWriter(**writer_kwargs)
-            for item in missing_shards(run, plan, folder):
+            for item in missing_shards(run, plan, f"embeddings/{pool}"):
                 writer(decode_shard_isolated(item, frames, size))
-    rejects = collect_rejects(run, plan, folder)
+    rejects = collect_rejects(run, plan, f"embeddings/{pool}")
     videos = sum(len(json.loads(item["rows"])) for item in plan)
     return {"folder": folder, "videos": videos - rejects.num_rows, "shards": len(plan),
             "shards_embedded_now": len(todo), "decode_errors": rejects.num_rows,
