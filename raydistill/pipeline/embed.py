@@ -28,8 +28,8 @@ from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
                                            train_videomae_classifier)
 from raydistill.pipeline.latents import gpus_per_actor
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
-                                        missing_shards, prepare_output, shard_path, shard_plan,
-                                        source, task_pool, write_rejects_then)
+                                        missing_shards, prepare_output, shard_files, shard_path,
+                                        shard_plan, source, task_pool, write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import clips_from_table
@@ -67,8 +67,7 @@ def read_embeddings(run: RunDir, pool: str, model_name: str) -> pa.Table:
     """All embeddings of a pool by one model, sorted by ``video_id`` (so a selection does not
     depend on the order shards were written in)."""
     folder = embeddings_folder(pool, model_name)
-    files = [path for path in run.list(folder, ".parquet") if "/shard-" in path
-             and not path.endswith(".rejects.parquet")]
+    files = shard_files(run, folder)
     if not files:
         raise FileNotFoundError(f"{run.uri(folder)} holds no embeddings; run the embed stage "
                                 f"for pool {pool!r} first")
@@ -103,8 +102,7 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], steps: int,
                                seed: int) -> dict:
     """Train the run's tiny VideoMAE classifier on its training clips; save it into the run."""
     run = RunDir(run_url)
-    files = [p for p in run.list("clips/train", ".parquet") if not p.endswith(".rejects.parquet")]
-    table = pa.concat_tables([run.read_table(path) for path in files])
+    table = pa.concat_tables([run.read_table(path) for path in shard_files(run, "clips/train")])
     clips = clips_from_table(table)
     labels = np.asarray(table.column("label").to_pylist(), np.int64)
     model, losses = train_videomae_classifier(clips, labels, class_names, steps,

@@ -44,7 +44,7 @@ from raydistill.config import ConfigError, EvaluateConfig
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.select import selection_path
-from raydistill.pipeline.shards import source
+from raydistill.pipeline.shards import shard_files, source
 from raydistill.runs import RunDir, is_local
 from raydistill.video.clips import clips_from_table
 
@@ -140,9 +140,7 @@ def load_clips(run: RunDir, split: str, ids: list[str] | None = None, rank: int 
     With ``world`` > 1, this rank's share: every ``world``-th clip in id order, padded by
     repetition so that all ranks hold the same number (DDP needs equal steps).
     """
-    files = [p for p in run.list(f"clips/{split}", ".parquet") if "/shard-" in p
-             and not p.endswith(".rejects.parquet")]
-    parts = [run.read_table(path) for path in files]
+    parts = [run.read_table(path) for path in shard_files(run, f"clips/{split}")]
     if ids is not None:
         wanted = pa.array(ids, pa.string())
         parts = [part.filter(pc.is_in(part["video_id"], wanted)) for part in parts]
@@ -292,8 +290,7 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
     evaluate = config.evaluate
     spec, _ = classifier_settings(evaluate)
     split = test_split(run)
-    shards = [{"path": p} for p in run.list(f"clips/{split}", ".parquet")
-              if "/shard-" in p and not p.endswith(".rejects.parquet")]
+    shards = [{"path": p} for p in shard_files(run, f"clips/{split}")]
     probabilities: dict[str, np.ndarray] = {}
     labels = np.zeros(0, np.int64)
     use_gpu = torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) > 0
@@ -344,6 +341,4 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
 
 
 def _count(run: RunDir, split: str) -> int:
-    files = [p for p in run.list(f"clips/{split}", ".parquet") if "/shard-" in p
-             and not p.endswith(".rejects.parquet")]
-    return sum(run.read_table(path).num_rows for path in files)
+    return sum(run.read_table(path).num_rows for path in shard_files(run, f"clips/{split}"))

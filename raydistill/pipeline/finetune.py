@@ -28,6 +28,7 @@ from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
                                              save_checkpoint, step_seed, train_step)
 from raydistill.pipeline.latents import latent_shape
+from raydistill.pipeline.shards import shard_files
 from raydistill.runs import RunDir, is_local
 
 STAGE = "finetune"
@@ -36,8 +37,7 @@ MODEL_DIR = "finetune/model"
 
 def latent_files(run: RunDir) -> list[str]:
     """URIs of the latent-cache shards of the training split."""
-    return [run.uri(path) for path in run.list("latents/train", ".parquet")
-            if not path.endswith(".rejects.parquet")]
+    return [run.uri(path) for path in shard_files(run, "latents/train")]
 
 
 def train_loop(loop_config: dict) -> None:

@@ -48,6 +48,12 @@ def shard_path(folder: str, split: str, index: int) -> str:
     return f"{folder}/{split}/shard-{index:05d}.parquet"
 
 
+def shard_files(run: RunDir, folder: str) -> list[str]:
+    """Run-relative paths of the shards under ``folder`` (their rejects files left out), sorted."""
+    return [path for path in run.list(folder, ".parquet")
+            if "/shard-" in path and not path.endswith(".rejects.parquet")]
+
+
 def shard_rejects_path(shard: str) -> str:
     """Run-relative path of the rejects written beside a shard."""
     return shard.replace(".parquet", ".rejects.parquet")

@@ -28,6 +28,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
+from raydistill.pipeline.shards import shard_files
 from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
                                                epoch_generator, load_state, make_optimizer,
@@ -54,10 +55,8 @@ def pool_latents(run: RunDir, pool: str, labels: list[int] | None = None
                    for path in table.column("latent_path").to_pylist()]
         stacked = np.stack(latents).astype(np.float32) if latents else np.zeros((0,), np.float32)
     else:
-        shards = [p for p in run.list("latents/train", ".parquet")
-                  if not p.endswith(".rejects.parquet")]
         parts = []
-        for shard in shards:
+        for shard in shard_files(run, "latents/train"):
             part = run.read_table(shard)
             if labels is not None:
                 part = part.filter(pc.is_in(part["label"], pa.array(labels, pa.int32())))
