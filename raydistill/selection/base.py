@@ -76,16 +76,22 @@ class ClassSelector(BaseEstimator):
         return select_class(self, X_c, label, scores_c)
 
     def _check_params(self) -> None:
-        k, seed = self.n_per_class, self.random_state
-        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-            raise ValueError(f"n_per_class must be an integer >= 1, got {k!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)
-                                 or seed < 0):
-            raise ValueError(f"random_state must be None or an integer >= 0, got {seed!r}")
+        check_count_and_seed(self.n_per_class, self.random_state)
 
     def _select_class(self, X_c: np.ndarray, k: int, rng: np.random.Generator,
                       scores_c: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+
+def check_count_and_seed(n_per_class, random_state) -> None:
+    """ValueError unless ``n_per_class`` is an int >= 1 and ``random_state`` None or an int >= 0
+    (the parameters every selector shares)."""
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, Integral) or n_per_class < 1:
+        raise ValueError(f"n_per_class must be an integer >= 1, got {n_per_class!r}")
+    if random_state is not None and (isinstance(random_state, bool)
+                                     or not isinstance(random_state, Integral)
+                                     or random_state < 0):
+        raise ValueError(f"random_state must be None or an integer >= 0, got {random_state!r}")
 
 
 def select_class(selector: ClassSelector, X_c, label, scores_c=None

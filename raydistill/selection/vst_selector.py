@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from raydistill.selection.base import check_count_and_seed
 from raydistill.selection.vst_losses import LOSS_NAMES, default_lambdas, total_loss
 from raydistill.selection.vst_unet import VSTUNet, VSTUNetConfig
 
@@ -246,12 +246,7 @@ class VSTUNetSelector(BaseEstimator):
         return self
 
     def _check_params(self) -> None:
-        k, seed = self.n_per_class, self.random_state
-        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-            raise ValueError(f"n_per_class must be an integer >= 1, got {k!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)
-                                 or seed < 0):
-            raise ValueError(f"random_state must be None or an integer >= 0, got {seed!r}")
+        check_count_and_seed(self.n_per_class, self.random_state)
         if self.epochs < 0 or self.lr <= 0 or self.score_lr_scale <= 0 or self.n_samples < 2:
             raise ValueError("need epochs >= 0, lr > 0, score_lr_scale > 0 and n_samples >= 2")
         for name in ("lambda_div", "lambda_rep"):
