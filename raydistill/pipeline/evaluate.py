@@ -140,10 +140,10 @@ def load_clips(run: RunDir, split: str, ids: list[str] | None = None, rank: int 
     With ``world`` > 1, this rank's share: every ``world``-th clip in id order, padded by
     repetition so that all ranks hold the same number (DDP needs equal steps).
     """
-    parts = [run.read_table(path) for path in shard_files(run, f"clips/{split}")]
-    if ids is not None:
-        wanted = pa.array(ids, pa.string())
-        parts = [part.filter(pc.is_in(part["video_id"], wanted)) for part in parts]
+    wanted = None if ids is None else pa.array(ids, pa.string())
+    # Filtered shard by shard: a few selected clips out of a large cache never hold it all.
+    parts = [part if wanted is None else part.filter(pc.is_in(part["video_id"], wanted))
+             for part in map(run.read_table, shard_files(run, f"clips/{split}"))]
     table = pa.concat_tables(parts).sort_by("video_id")
     if table.num_rows == 0:
         raise ValueError(f"no clips of split {split!r} in {run.uri('clips')} for this job")

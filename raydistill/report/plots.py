@@ -136,3 +136,45 @@ def filmstrip_png(videos: list[np.ndarray], row_labels: list[str], title: str,
     for side in axis.spines.values():
         side.set_visible(False)
     return figure_png(figure, dpi=100)
+
+
+def sweep_png(trials: list[dict], x: str, y: str | None, metric: str = "val_accuracy",
+              title: str = "") -> bytes:
+    """Accuracy over a parameter sweep: a heatmap with each cell's value when the trials form a
+    grid over (``x``, ``y``), else a scatter coloured by ``metric``; a line for one parameter
+    (``y`` None). ``trials`` are dicts holding ``x``, ``y`` and ``metric`` (a fraction, shown in
+    percent; trials without it are left out). The best trial is circled. Returns PNG bytes."""
+    done = [t for t in trials if t.get(metric) is not None]
+    figure = Figure(figsize=(5.6, 4.4))
+    axis = figure.add_subplot()
+    if not done:
+        axis.text(0.5, 0.5, "no finished trial", ha="center", va="center")
+        return figure_png(figure)
+    best = max(done, key=lambda t: t[metric])
+    if y is None:
+        points = sorted((t[x], 100 * t[metric]) for t in done)
+        axis.plot([p[0] for p in points], [p[1] for p in points], "o-", color="C3")
+        axis.plot([best[x]], [100 * best[metric]], "o", ms=14, mfc="none", mec="black")
+        axis.set_ylabel(f"{metric} (%)")
+    else:
+        xs, ys = sorted({t[x] for t in done}), sorted({t[y] for t in done})
+        cells = {(t[x], t[y]): 100 * t[metric] for t in done}
+        if len(cells) == len(xs) * len(ys) == len(done):
+            grid = np.array([[cells[(a, b)] for a in xs] for b in ys])
+            image = axis.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+            for (row, col), value in np.ndenumerate(grid):
+                axis.text(col, row, f"{value:.1f}", ha="center", va="center", color="white"
+                          if value < grid.min() + 0.6 * (np.ptp(grid) or 1) else "black")
+            axis.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+            axis.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+            axis.plot([xs.index(best[x])], [ys.index(best[y])], "o", ms=22, mfc="none",
+                      mec="red", mew=2)
+        else:
+            image = axis.scatter([t[x] for t in done], [t[y] for t in done],
+                                 c=[100 * t[metric] for t in done], cmap="viridis", s=60)
+            axis.plot([best[x]], [best[y]], "o", ms=16, mfc="none", mec="red", mew=2)
+        figure.colorbar(image, ax=axis, label=f"{metric} (%)")
+        axis.set_ylabel(y)
+    axis.set_xlabel(x)
+    axis.set_title(title or f"best {metric}: {100 * best[metric]:.1f} %")
+    return figure_png(figure)
