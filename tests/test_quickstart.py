@@ -25,7 +25,7 @@ def test_quickstart_runs_every_stage_and_a_rerun_skips_them(tmp_path, capsys, ra
     monkeypatch.chdir(tmp_path)  # a relative run directory, as the README's command uses
     argv = ["--run", "quick", "--classes", "3", "--train-per-class", "4",
             "--test-per-class", "2", "--steps", "10", "--per-class", "2", "--seeds", "1",
-            "--eval-epochs", "2"]
+            "--eval-epochs", "2", "--smoke"]
     assert job.main(argv) == 0
     run = RunDir(str(tmp_path / "quick"))
     assert all(run.is_done(stage) for stage in STAGE_NAMES)

@@ -29,7 +29,8 @@ from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
 from raydistill.pipeline.latents import gpus_per_actor
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
                                         missing_shards, prepare_output, shard_files, shard_path,
-                                        shard_plan, source, task_pool, write_rejects_then)
+                                        shard_plan, source, task_pool, worker_node,
+                                        worker_nodes, write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import clips_from_table
@@ -75,7 +76,8 @@ def read_embeddings(run: RunDir, pool: str, model_name: str) -> pa.Table:
 
 
 class EmbeddingShardWriter:
-    """Ray Data actor UDF: embed each decoded shard and write its embeddings file."""
+    """Ray Data actor UDF: embed each decoded shard and write its embeddings file; returns the
+    shards done and the node that did them."""
 
     def __init__(self, run_url: str, pool: str, model: str | None, class_names: list[str],
                  features: str, batch_size: int):
@@ -94,7 +96,7 @@ class EmbeddingShardWriter:
             write_rejects_then(self.run, shard_path(f"embeddings/{self.pool}", model_name,
                                                     int(index)),
                                rejects, embedding_table(ids, labels, embedded))
-        return {"index": batch["index"]}
+        return {"index": batch["index"], "node_id": [worker_node()] * len(batch["index"])}
 
 
 @ray.remote(max_retries=1)
@@ -138,11 +140,12 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
     writer_kwargs = {"run_url": run.url, "pool": pool, "model": embed.model,
                      "class_names": class_names, "features": embed.features,
                      "batch_size": embed.batch_size}
+    nodes: list[str] = []  # the nodes that embedded shards now (the driver's after a failure)
     if todo:
         gpus = gpus_per_actor(embed.gpus_per_actor)
         actors = min(embed.num_actors, len(todo))
         try:
-            source(todo).map_batches(
+            done = source(todo).map_batches(
                 decode_shards, fn_kwargs={"num_frames": frames, "size": size}, batch_size=1,
                 compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
             ).map_batches(
@@ -151,16 +154,18 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
                 compute=ActorPoolStrategy(min_size=actors, max_size=actors,
                                           initial_size=actors),
             ).materialize()
+            nodes = worker_nodes(done)
         except Exception as error:  # a decode task died: isolate the file that killed it
             print(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
                   "shards one file per task", flush=True)
             writer = EmbeddingShardWriter(**writer_kwargs)
             for item in missing_shards(run, plan, f"embeddings/{pool}"):
                 writer(decode_shard_isolated(item, frames, size))
+            nodes = [worker_node()]
     rejects = collect_rejects(run, plan, f"embeddings/{pool}")
     videos = sum(len(json.loads(item["rows"])) for item in plan)
     return {"folder": folder, "videos": videos - rejects.num_rows, "shards": len(plan),
-            "shards_embedded_now": len(todo), "decode_errors": rejects.num_rows,
+            "shards_embedded_now": len(todo), "nodes": nodes, "decode_errors": rejects.num_rows,
             "frames": frames, "size": size}
 
 

@@ -24,7 +24,7 @@ from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.pipeline.finetune import MODEL_DIR
 from raydistill.pipeline.latents import gpus_per_actor, open_vae
-from raydistill.pipeline.shards import source
+from raydistill.pipeline.shards import source, worker_node, worker_nodes
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
 from raydistill.video import decode_clip
@@ -56,7 +56,8 @@ def work_items(class_names: list[str], per_class: int, run_seed: int) -> list[di
 class SyntheticVideoWriter:
     """Ray Data actor UDF: sample, decode and write a batch of work items.
 
-    Loads the model and VAE once (on the actor's GPU when it has one); returns the items done.
+    Loads the model and VAE once (on the actor's GPU when it has one); returns the items done
+    and the node that did them.
     """
 
     def __init__(self, run_url: str, model_dir: str, vae: str | None, generate: dict):
@@ -80,7 +81,8 @@ class SyntheticVideoWriter:
             self.run.write_bytes(latent_relpath(item), buffer.getvalue())
             self.run.write_bytes(video_relpath(item),
                                  encode_video(video, self.settings.fps, "mp4"))
-        return {"video_id": [item["video_id"] for item in items]}
+        return {"video_id": [item["video_id"] for item in items],
+                "node_id": [worker_node()] * len(items)}
 
 
 def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list[str]:
@@ -97,21 +99,23 @@ def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list
 
 
 def generate_videos(run: RunDir, todo: list[dict], model_dir: str, vae: str,
-                    generate: GenerateConfig) -> None:
+                    generate: GenerateConfig) -> list[str]:
     """Sample and write the work items ``todo`` over ``generate.num_actors`` actors (all
     started at once, one GPU each when the cluster has GPUs). ``model_dir`` is the model's
-    folder inside the run; ``vae`` a VAE source, or None for the run's own ``vae/``."""
+    folder inside the run; ``vae`` a VAE source, or None for the run's own ``vae/``. Returns
+    the ids of the nodes whose actors did the work."""
     if not todo:
-        return
+        return []
     gpus = gpus_per_actor(generate.gpus_per_actor)
     actors = min(generate.num_actors, -(-len(todo) // generate.batch_size))
-    source(todo, items_per_block=generate.batch_size).map_batches(
+    done = source(todo, items_per_block=generate.batch_size).map_batches(
         SyntheticVideoWriter,
         fn_constructor_kwargs={"run_url": run.url, "model_dir": model_dir, "vae": vae,
                                "generate": to_dict(generate)},
         batch_size=generate.batch_size, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
         compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
     ).materialize()
+    return worker_nodes(done)
 
 
 def run_generate(run: RunDir, config: RunConfig) -> dict:
@@ -122,7 +126,7 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     items = work_items(class_names, generate.per_class, config.seed)
     written = set(run.list("synthetic/videos", ".mp4"))  # one listing, not a request per video
     todo = [item for item in items if video_relpath(item) not in written]
-    generate_videos(run, todo, MODEL_DIR, config.latents.vae, generate)
+    nodes = generate_videos(run, todo, MODEL_DIR, config.latents.vae, generate)
     rows = [{**item, "path": run.uri(video_relpath(item)),
              "latent_path": run.uri(latent_relpath(item))} for item in items]
     run.write_table("synthetic/manifest.parquet", pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
@@ -131,5 +135,5 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     print(f"generate: {len(items)} synthetic videos ({len(todo)} generated now) in "
           f"{seconds:.1f} s; filmstrips in {run.uri('report/filmstrips')}", flush=True)
     return {"videos": len(items), "generated_now": len(todo), "per_class": generate.per_class,
-            "filmstrips": strips, "seconds": round(seconds, 2),
+            "filmstrips": strips, "nodes": nodes, "seconds": round(seconds, 2),
             "videos_per_minute": round(60 * len(todo) / seconds, 1) if todo else None}

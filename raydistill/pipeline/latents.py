@@ -24,7 +24,8 @@ from raydistill.config import RunConfig
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
                                         missing_shards, prepare_output, shard_path, shard_plan,
-                                        source, task_pool, write_rejects_then)
+                                        source, task_pool, worker_node, worker_nodes,
+                                        write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import decode_batch
@@ -65,7 +66,8 @@ def latent_table(ids: list[str], labels: list[int], latents: np.ndarray) -> pa.T
 
 
 class LatentShardWriter:
-    """Ray Data actor UDF: VAE-encode each decoded shard row and write its latent shard."""
+    """Ray Data actor UDF: VAE-encode each decoded shard row and write its latent shard; returns
+    the shards done and the node that did them."""
 
     def __init__(self, run_url: str, vae: str | None):
         self.run = RunDir(run_url)
@@ -84,7 +86,8 @@ class LatentShardWriter:
                 latents = encode_clips(self.vae, np.zeros((1, *clips.shape[1:]), np.uint8))[:0]
             write_rejects_then(self.run, shard_path(FOLDER, split, int(index)), rejects,
                                latent_table(ids, labels, latents))
-        return {"split": batch["split"], "index": batch["index"]}
+        return {"split": batch["split"], "index": batch["index"],
+                "node_id": [worker_node()] * len(batch["index"])}
 
 
 @ray.remote(max_retries=1)
@@ -126,11 +129,12 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
     plan = shard_plan(manifest, latents.shard_size, splits=("train",))
     todo = missing_shards(run, plan, FOLDER)
     writer_kwargs = {"run_url": run.url, "vae": latents.vae}
+    nodes: list[str] = []  # the nodes that encoded shards now (the driver's after a failure)
     if todo:
         gpus = gpus_per_actor(latents.gpus_per_actor)
         actors = min(latents.num_actors, len(todo))
         try:
-            source(todo).map_batches(
+            done = source(todo).map_batches(
                 decode_shards, fn_kwargs={"num_frames": latents.num_frames,
                                           "size": latents.size},
                 batch_size=1, compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
@@ -140,18 +144,20 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
                 compute=ActorPoolStrategy(min_size=actors, max_size=actors,
                                           initial_size=actors),
             ).materialize()
+            nodes = worker_nodes(done)
         except Exception as error:  # a decode task died: isolate the file that killed it
             print(f"latents: a task failed ({type(error).__name__}); decoding the remaining "
                   "shards one file per task", flush=True)
             writer = LatentShardWriter(**writer_kwargs)
             for item in missing_shards(run, plan, FOLDER):
                 writer(decode_shard_isolated(item, latents.num_frames, latents.size))
+            nodes = [worker_node()]
     rejects = collect_rejects(run, plan, FOLDER)
     listed = sum(len(json.loads(item["rows"])) for item in plan)
     summary.update({
         "shards": len(plan), "shards_encoded_now": len(todo),
         "latents": listed - rejects.num_rows,
-        "latent_shape": latent_shape(run),
+        "latent_shape": latent_shape(run), "nodes": nodes,
         "decode_errors": rejects.num_rows, "seconds": round(time.time() - started, 2)})
     print(f"latents: {summary['latents']} training clips encoded to "
           f"{'×'.join(map(str, summary['latent_shape']))} latents ({len(todo)} shards now)",

@@ -37,6 +37,19 @@ def source(items, items_per_block: int = 1) -> ray.data.Dataset:
     return dataset
 
 
+def worker_node() -> str:
+    """Id of the Ray node this code runs on. The actor UDFs of the GPU stages (latents, generate,
+    embed) return it with each batch, and each stage's summary lists the nodes that did its work
+    (``nodes``), so a run shows where its GPU work landed."""
+    return ray.get_runtime_context().get_node_id()
+
+
+def worker_nodes(done: ray.data.Dataset) -> list[str]:
+    """The distinct ``node_id`` values of a materialized stage output, sorted (see
+    :func:`worker_node`)."""
+    return sorted({row["node_id"] for row in done.select_columns(["node_id"]).take_all()})
+
+
 def task_pool(num_cpus: float, work_items: int) -> TaskPoolStrategy:
     """As many concurrent tasks of ``num_cpus`` as the cluster's CPUs hold, at most one per item."""
     cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
