@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import yaml
 
-from raydistill.config import (SELECTION_METHODS, ConfigError,
-                               RunConfig, from_dict)
+from raydistill.config import (SELECTION_METHODS, ConfigError, RunConfig, from_dict,
+                               yaml_problem)
 from raydistill.pipeline.plan import dry_run
 from raydistill.pipeline.run import run_command
 
@@ -142,6 +142,9 @@ def job_parser(doc: str, dataset: str, with_split: bool) -> argparse.ArgumentPar
                         help="run config to start from (flags given here override it)")
     parser.add_argument("--address", default=None,
                         help="Ray address to join (default: $RAY_ADDRESS, else a new local Ray)")
+    parser.add_argument("--resource-timeout", type=float, default=None, metavar="SECONDS",
+                        help="how long a stage waits for a node that can hold its workers "
+                             "(default: $RAYDISTILL_RESOURCE_TIMEOUT_S, else 1800)")
     parser.add_argument("--dry-run", action="store_true", default=False,
                         help="check config, paths and cluster resources, print the stage plan; "
                              "run nothing, write nothing")
@@ -185,7 +188,7 @@ def read_config_file(path: str) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"--config: {path} does not exist") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"--config: {path} is not valid YAML ({error})") from None
+        raise ConfigError(f"--config: {path}: not valid YAML ({yaml_problem(error)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path} does not hold a mapping")
     return data
@@ -213,7 +216,8 @@ def run_job(prog: str, parser: argparse.ArgumentParser,
     args = parser.parse_args(argv)
     if args.dry_run:
         return dry_run(prog, lambda: build(args), args.address)
-    code, run = run_command(prog, lambda: (build(args), None), address=args.address)
+    code, run = run_command(prog, lambda: (build(args), None), address=args.address,
+                            resource_timeout_s=args.resource_timeout)
     if run is not None:
         print(f"{prog} finished: {run.url}")
         print(f"report: {run.stage_summary('report')['report']}")

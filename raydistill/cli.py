@@ -22,6 +22,10 @@ SPLIT_DATASETS = ("ucf101", "miniucf", "hmdb51")
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else a "
                                           "new local Ray)")
+    parser.add_argument("--resource-timeout", type=float, metavar="SECONDS",
+                        help="how long a stage waits for a node that can hold its workers (a GPU "
+                             "node an autoscaler starts) before failing (default: "
+                             "$RAYDISTILL_RESOURCE_TIMEOUT_S, else 1800)")
 
 
 def _add_decode_flags(parser: argparse.ArgumentParser) -> None:
@@ -125,9 +129,12 @@ def _decode_overrides(args: argparse.Namespace) -> dict:
 def _read_config(path: str) -> RunConfig:
     try:
         with open(path, encoding="utf-8") as handle:
-            return load_yaml(handle.read())
+            text = handle.read()
     except FileNotFoundError:
         raise ConfigError(f"--config: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--config: cannot read {path} ({error})") from None
+    return load_yaml(text, source=f"--config: {path}")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | None]:
@@ -166,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from raydistill.pipeline.run import run_command
 
-    code, run = run_command("raydistill", lambda: config_from_args(args), address=args.address)
+    code, run = run_command("raydistill", lambda: config_from_args(args), address=args.address,
+                            resource_timeout_s=args.resource_timeout)
     if run is not None:
         print(f"run directory: {run.url}")
     return code

@@ -449,12 +449,21 @@ def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def load_yaml(text: str, cls: type = RunConfig) -> Any:
-    """Parse YAML text into the config dataclass ``cls`` (validated)."""
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: ``line 2, column 1: expected the node content, ...``."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return " ".join(f"{where}{problem}".split())
+
+
+def load_yaml(text: str, cls: type = RunConfig, source: str = "config") -> Any:
+    """Parse YAML text into the config dataclass ``cls`` (validated); ``source`` names the text
+    in the one-line :class:`ConfigError` of a file that is not YAML."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config: not valid YAML ({error})") from None
+        raise ConfigError(f"{source}: not valid YAML ({yaml_problem(error)})") from None
     return from_dict(cls, data)
 
 

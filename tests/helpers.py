@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from raydistill.video import encode_video
+from raydistill.video.io import CODEC_BY_EXTENSION
 
 
 def moving_square_frames(num_frames: int = 8, height: int = 32, width: int = 48,
@@ -63,3 +64,37 @@ def ids_by_split(listing):
     splits = {video["split"] for video in listing.videos}
     return {split: {v["video_id"] for v in listing.videos if v["split"] == split}
             for split in splits}
+
+
+def write_flat_video(path: str, num_frames: int, height: int, width: int,
+                     colour: tuple[int, int, int] = (30, 120, 200), fps: int = 8) -> str:
+    """A real video of one flat colour (codec by extension): tiny on disk at any resolution,
+    e.g. 3 frames of 4000×3000 make a ~150 kB .avi."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    frames[:] = colour
+    with open(path, "wb") as handle:
+        handle.write(encode_video(frames, fps, path.rsplit(".", 1)[-1]))
+    return path
+
+
+def write_zero_frame_video(path: str, height: int = 32, width: int = 48) -> str:
+    """A well-formed container (codec by extension) whose video stream holds no frame: the
+    header is written, no packet is. (An .mp4 muxer drops the empty track: no video stream.)"""
+    import av
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    container_format, codec = CODEC_BY_EXTENSION[path.rsplit(".", 1)[-1]]
+    with av.open(path, "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=8)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        container.start_encoding()
+    return path
+
+
+def write_bytes(path: str, data: bytes) -> str:
+    """A file holding ``data`` (a text page saved under a video's name, a damaged list…)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path

@@ -81,13 +81,50 @@ def find_files(root: str, subdir: str = "") -> dict[str, str]:
     return found
 
 
-def read_text(root: str, relpath: str) -> str:
-    """Text of an annotation file under ``root``; raises FileNotFoundError naming its path."""
+def _read_bytes(root: str, relpath: str) -> tuple[bytes, str]:
+    """Bytes and URL of an annotation file under ``root``; FileNotFoundError naming its path."""
     fs, base = open_fs(root)
     path = join(base, relpath)
     if not fs.exists(path):
         raise FileNotFoundError(f"annotation file not found: {as_url(fs, path)}")
-    return fs.cat_file(path).decode("utf-8-sig")
+    return fs.cat_file(path), as_url(fs, path)
+
+
+def read_text(root: str, relpath: str) -> str:
+    """Text of an annotation file under ``root`` (UTF-8, BOM dropped).
+
+    Raises FileNotFoundError naming its path, and ValueError naming it when the file is not UTF-8
+    (a JSON file cannot be read in part; line-based files use :func:`read_lines`).
+    """
+    data, url = _read_bytes(root, relpath)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{url}: not UTF-8 text at byte {error.start}") from None
+
+
+NOT_UTF8 = "not UTF-8 text"
+"""The problem :func:`read_lines` reports for a line it cannot decode."""
+
+
+def read_lines(root: str, relpath: str) -> list[tuple[int, str | None]]:
+    """``(line number from 1, text)`` of every line of an annotation file under ``root``
+    (LF or CRLF endings, BOM dropped, line ends removed).
+
+    A line that is not UTF-8 has text None, so that one damaged line rejects only itself (the
+    caller records it as a ``bad_annotation``, :data:`NOT_UTF8`). Raises FileNotFoundError
+    naming the file's path when it does not exist.
+    """
+    data, _ = _read_bytes(root, relpath)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            lines.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            lines.append((number, None))
+    return lines
 
 
 def root_url(root: str, relpath: str) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-from raydistill.datasets.common import Listing, ListingBuilder, find_files, read_text, root_url
+from raydistill.datasets.common import (NOT_UTF8, Listing, ListingBuilder, find_files, read_lines,
+                                         root_url)
 
 SPLITS_DIR = "testTrainMulti_7030_splits"
 SPLIT_BY_CODE = {"1": "train", "2": "test"}
@@ -34,8 +35,11 @@ def list_videos(root: str, split: int = 1) -> Listing:
         raise FileNotFoundError(f"no *_test_split{split}.txt in {root_url(root, SPLITS_DIR)}")
     builder = ListingBuilder(sorted(split_files))
     for class_name, split_file in sorted(split_files.items()):
-        lines = read_text(root, split_file).splitlines()
-        for line_number, line in enumerate(lines, 1):
+        for line_number, line in read_lines(root, split_file):
+            if line is None:
+                builder.reject("", root_url(root, split_file), "", "bad_annotation",
+                               f"{split_file} line {line_number}: {NOT_UTF8}")
+                continue
             parts = line.strip().rsplit(None, 1)
             if not parts:
                 continue

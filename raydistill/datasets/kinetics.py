@@ -15,7 +15,8 @@ from __future__ import annotations
 import csv
 import io
 
-from raydistill.datasets.common import Listing, ListingBuilder, find_files, read_text, root_url
+from raydistill.datasets.common import (NOT_UTF8, Listing, ListingBuilder, find_files, read_lines,
+                                         root_url)
 
 ANNOTATIONS = "annotations"
 SPLIT_CSVS = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}
@@ -25,12 +26,14 @@ def list_videos(root: str, split: int = 1) -> Listing:
     """List the Kinetics-400 videos under ``root`` (local path or URL); ``split`` is ignored.
 
     Returns a :class:`Listing` of the videos whose file exists (``video_id`` =
-    ``{youtube_id}_{start:06d}_{end:06d}``, splits ``train``/``val``/``test``) and the rejects.
-    Raises FileNotFoundError when none of the annotation CSVs exists.
+    ``{youtube_id}_{start:06d}_{end:06d}``, splits ``train``/``val``/``test``) and the rejects: a
+    CSV row that cannot be read (not UTF-8, more fields than the header, an empty label or id, a
+    time that is not whole seconds) is a ``bad_annotation`` naming its file and line. Raises
+    FileNotFoundError when none of the annotation CSVs exists.
     """
     tables = _read_csvs(root)
     class_names = sorted({row["label"] for rows in tables.values() for _, row in rows
-                          if row.get("label")})
+                          if isinstance(row, dict) and row.get("label")})
     builder = ListingBuilder(class_names)
     files_by_name = _files_by_split_and_name(find_files(root))
     for split_name, rows in tables.items():
@@ -39,7 +42,8 @@ def list_videos(root: str, split: int = 1) -> Listing:
             try:
                 video_id = _video_id(row)
             except ValueError as problem:
-                builder.reject(row.get("youtube_id") or "", root_url(root, csv_path), split_name,
+                youtube_id = row.get("youtube_id") if isinstance(row, dict) else None
+                builder.reject(youtube_id or "", root_url(root, csv_path), split_name,
                                "bad_annotation", f"{csv_path} line {line_number}: {problem}")
                 continue
             file_name = f"{video_id}.mp4"
@@ -48,24 +52,54 @@ def list_videos(root: str, split: int = 1) -> Listing:
     return builder.listing
 
 
-def _read_csvs(root: str) -> dict[str, list[tuple[int, dict]]]:
-    """``{split: [(line number, row), ...]}`` for each annotation CSV present."""
+def _read_csvs(root: str) -> dict[str, list[tuple[int, dict | str]]]:
+    """``{split: [(line number, row), ...]}`` for each annotation CSV present (see
+    :func:`_read_csv`)."""
     tables = {}
     for split_name, file_name in SPLIT_CSVS.items():
         try:
-            text = read_text(root, f"{ANNOTATIONS}/{file_name}")
+            tables[split_name] = _read_csv(root, f"{ANNOTATIONS}/{file_name}")
         except FileNotFoundError:
             continue
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        tables[split_name] = [(reader.line_num, row) for row in reader]
     if not tables:
         raise FileNotFoundError(f"no {', '.join(SPLIT_CSVS.values())} in "
                                 f"{root_url(root, ANNOTATIONS)}")
     return tables
 
 
-def _video_id(row: dict) -> str:
-    """``{youtube_id}_{start:06d}_{end:06d}`` of a CSV row; ValueError if it cannot be formed."""
+def _read_csv(root: str, relpath: str) -> list[tuple[int, dict | str]]:
+    """``(line number, row)`` of each data row of an annotation CSV, in line order.
+
+    A row that cannot be read is the text of its problem instead of a dict: a line that is not
+    UTF-8, a row with more fields than the header, a line the CSV parser refuses.
+    """
+    lines = read_lines(root, relpath)
+    rows: list[tuple[int, dict | str]] = [(number, NOT_UTF8) for number, line in lines
+                                          if line is None]
+    # An undecodable line stays as a blank one (skipped by the reader): line numbers hold.
+    reader = csv.DictReader(io.StringIO("\n".join(line or "" for _, line in lines), newline=""))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            rows.append((reader.line_num, f"not a CSV row ({error})"))
+            continue
+        if None in row:  # DictReader keeps the fields beyond the header's under the key None
+            header = len(reader.fieldnames or ())
+            problem = f"{header + len(row[None])} fields, the header has {header}"
+            rows.append((reader.line_num, problem))
+        else:
+            rows.append((reader.line_num, row))
+    return sorted(rows, key=lambda numbered: numbered[0])
+
+
+def _video_id(row: dict | str) -> str:
+    """``{youtube_id}_{start:06d}_{end:06d}`` of a CSV row; ValueError if it cannot be formed
+    (``row`` is the problem's text for a row that could not be read)."""
+    if isinstance(row, str):
+        raise ValueError(row)
     youtube_id = row.get("youtube_id")
     if not youtube_id or not row.get("label"):
         raise ValueError("empty label or youtube_id")
@@ -75,7 +109,10 @@ def _video_id(row: dict) -> str:
 
 def _whole_seconds(text: str | None) -> int:
     """A time written ``10`` or ``10.0`` as an int; ValueError for anything else."""
-    seconds = float(text or "nan")
+    try:
+        seconds = float(text or "nan")
+    except ValueError:
+        seconds = float("nan")
     if not seconds.is_integer() or seconds < 0:
         raise ValueError(f"time {text!r} is not a whole number of seconds")
     return int(seconds)

@@ -11,7 +11,8 @@ a trainlist's class number must agree with it. The list files use CRLF line endi
 
 from __future__ import annotations
 
-from raydistill.datasets.common import Listing, ListingBuilder, find_files, read_text, root_url
+from raydistill.datasets.common import (NOT_UTF8, Listing, ListingBuilder, find_files, read_lines,
+                                         root_url)
 
 VIDEOS = "UCF-101"
 LISTS = "ucfTrainTestlist"
@@ -62,9 +63,11 @@ def _list(root: str, split: int, subset: tuple[str, ...] | None) -> Listing:
         list_file = f"{LISTS}/{split_name}list{split:02d}.txt"
         for line_number, line in _numbered_lines(root, list_file):
             try:
+                if line is None:  # its class is unknown too: a MiniUCF listing rejects it as well
+                    raise ValueError(NOT_UTF8)
                 class_name, relative = _parse_list_line(line, ucf_classes, split_name == "train")
             except ValueError as problem:
-                if not subset or line.split("/")[0] in subset:
+                if not subset or line is None or line.split("/")[0] in subset:
                     _reject_line(builder, root, list_file, line_number, split_name, str(problem))
                 continue
             if subset and class_name not in subset:
@@ -79,6 +82,9 @@ def _read_class_index(root: str) -> tuple[list[str], list[tuple[int, str]]]:
     """UCF101's class names in label order, and ``(line number, problem)`` per bad line."""
     by_number, problems = {}, []
     for line_number, line in _numbered_lines(root, CLASS_INDEX):
+        if line is None:
+            problems.append((line_number, NOT_UTF8))
+            continue
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
             problems.append((line_number, f"expected 'NUMBER Class', got {line!r}"))
@@ -103,10 +109,11 @@ def _parse_list_line(line: str, ucf_classes: list[str], labelled: bool) -> tuple
     return class_name, parts[0]
 
 
-def _numbered_lines(root: str, relpath: str) -> list[tuple[int, str]]:
-    """``(line number from 1, stripped text)`` of each non-blank line (LF or CRLF endings)."""
-    lines = read_text(root, relpath).splitlines()
-    return [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
+def _numbered_lines(root: str, relpath: str) -> list[tuple[int, str | None]]:
+    """``(line number from 1, stripped text)`` of each non-blank line (LF or CRLF endings);
+    the text is None for a line that is not UTF-8."""
+    return [(number, None if line is None else line.strip())
+            for number, line in read_lines(root, relpath) if line is None or line.strip()]
 
 
 def _reject_line(builder: ListingBuilder, root: str, relpath: str, line_number: int,

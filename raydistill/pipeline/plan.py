@@ -4,6 +4,8 @@ the stage plan, without computing or writing anything.
 Resource asks are compared with what the Ray cluster offers now and, when an autoscaler is
 detected (``ray up``'s bootstrap config on the head, or node types in the autoscaler's status),
 with the node types it may add: what can never fit is an error, what waits for nodes a warning.
+The real run applies the same judgement (:func:`check_resources` before any work,
+:func:`wait_for_resources` at each stage's start, waiting a bounded time instead of forever).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +21,7 @@ import yaml
 
 from raydistill.config import ADDITIVE_STAGES, STAGE_NAMES, ConfigError, RunConfig, to_dict
 from raydistill.datasets.common import DatasetError
-from raydistill.pipeline.run import is_finished, validate_paths
+from raydistill.pipeline.run import error_line, is_finished, validate_paths
 from raydistill.runs import RunDir
 
 @dataclass(frozen=True)
@@ -48,9 +51,13 @@ class Request:
     count_field: str
     unit_field: str
 
+    def size(self) -> str:
+        """What one worker asks: ``1 CPU + 1 GPU``."""
+        return f"{self.cpus:g} CPU" + (f" + {self.gpus:g} GPU" if self.gpus else "")
+
     def describe(self) -> str:
         """``4 × Latte actor (1 CPU + 1 GPU)``."""
-        size = f"{self.cpus:g} CPU" + (f" + {self.gpus:g} GPU" if self.gpus else "")
+        size = self.size()
         if self.count is None:
             return f"{self.what}s ({size} each, as many at once as the CPUs hold)"
         return f"{self.count} × {self.what} ({size})"
@@ -65,7 +72,7 @@ def cluster_view() -> Cluster:
     import ray
 
     totals = ray.cluster_resources()
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    nodes = alive_nodes()
     node_types = bootstrap_node_types()
     shapes = nodes + node_types
     return Cluster(
@@ -73,6 +80,13 @@ def cluster_view() -> Cluster:
         largest_cpus=max((float(s.get("CPU", 0)) for s in shapes), default=0.0),
         largest_gpus=max((float(s.get("GPU", 0)) for s in shapes), default=0.0),
         autoscaler=bool(node_types) or autoscaler_reports(), node_types_known=bool(node_types))
+
+
+def alive_nodes() -> list[dict]:
+    """The resources (``{"CPU": 8.0, "GPU": 1.0, ...}``) of each live node of the cluster."""
+    import ray
+
+    return [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
 
 
 def bootstrap_node_types() -> list[dict]:
@@ -186,21 +200,36 @@ def resource_findings(requests: list[Request], cluster: Cluster) -> tuple[list[s
     return errors, warnings
 
 
-def request_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
-    """``(is_error, line)`` for the first problem of one request, None if it fits."""
-    growth = ("the autoscaler must add them" if cluster.autoscaler else
-              "no autoscaler detected: the stage waits for nodes to join")
-    asks = (("GPU", r.gpus, cluster.largest_gpus, cluster.gpus),
-            ("CPU", r.cpus, cluster.largest_cpus, cluster.cpus))
-    for resource, each, largest, _ in asks:
+def _growth(cluster: Cluster) -> str:
+    return ("the autoscaler must add them" if cluster.autoscaler else
+            "no autoscaler detected: the stage waits for nodes to join")
+
+
+def unit_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
+    """``(is_error, line)`` when one worker of ``r`` asks more CPUs or GPUs than any node (or
+    known node type) has, None otherwise. An error when the cluster can never hold it: nodes of
+    that resource exist but all are smaller, and no autoscaler of unknown node types may add a
+    larger one. A GPU ask where no node has a GPU is not an error: GPU nodes may still join."""
+    asks = (("GPU", r.gpus, cluster.largest_gpus), ("CPU", r.cpus, cluster.largest_cpus))
+    for resource, each, largest in asks:
         if each > largest:
             never = largest > 0 and not (cluster.autoscaler and not cluster.node_types_known)
             has = f"no node has more than {largest:g}" if largest else f"no node has a {resource}"
-            hint = "" if never else f"; {growth}"
+            hint = "" if never else f"; {_growth(cluster)}"
             if resource == "GPU" and not largest:
                 hint += " (--gpus-per-actor 0 runs every stage on CPUs)"
             return never, f"{r.unit_field}: one {r.what} asks {each:g} {resource}, {has}{hint}"
-    for resource, each, _, total in asks:
+    return None
+
+
+def request_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
+    """``(is_error, line)`` for the first problem of one request, None if it fits."""
+    finding = unit_finding(r, cluster)
+    if finding:
+        return finding
+    growth = _growth(cluster)
+    asks = (("GPU", r.gpus, cluster.gpus), ("CPU", r.cpus, cluster.cpus))
+    for resource, each, total in asks:
         if r.count is not None and r.count * each > total:
             return False, (f"{r.count_field}: {r.count} × {r.what} ({each:g} {resource} each) "
                            f"= {r.count * each:g} {resource}, the cluster has {total:g} now; "
@@ -210,6 +239,83 @@ def request_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
                        "once as it has CPUs when the stage starts (at least one): bring CPU "
                        "workers up first (README, \"--dry-run\")")
     return None
+
+
+class ResourceError(ConfigError):
+    """A stage asks for workers the cluster cannot hold: never (no node or node type is large
+    enough), or not within the time a run waits for nodes to join. Names the config field."""
+
+
+def fits_a_node(r: Request, nodes: list[dict]) -> bool:
+    """Whether some node has the CPUs and the GPUs one worker of ``r`` asks (in total, busy or
+    not: a busy node frees up, a node too small never fits)."""
+    return any(float(node.get("CPU", 0)) >= r.cpus and float(node.get("GPU", 0)) >= r.gpus
+               for node in nodes)
+
+
+def check_resources(names: list[str], config: RunConfig) -> None:
+    """Before a run starts: raise :class:`ResourceError` (naming the field) for the first
+    worker of stages ``names`` that the cluster can never hold (the dry run's errors). Asks
+    that nodes joining may satisfy pass: :func:`wait_for_resources` handles them when their
+    stage starts."""
+    nodes = alive_nodes()
+    cluster = cluster_view()
+    for name in names:
+        for request in stage_requests(name, config, cluster):
+            finding = None if fits_a_node(request, nodes) else unit_finding(request, cluster)
+            if finding and finding[0]:
+                raise ResourceError(finding[1])
+
+
+def ask_autoscaler(requests: list[Request]) -> None:
+    """Ask the autoscaler for a node that holds one worker of each of ``requests`` (an empty
+    list withdraws the ask). Without it, an autoscaler adds nodes only for work already
+    submitted, and a run waiting before submitting any would wait in vain."""
+    from ray.autoscaler.sdk import request_resources
+
+    bundles = [{key: value for key, value in (("CPU", r.cpus), ("GPU", r.gpus)) if value}
+               for r in requests]
+    request_resources(bundles=[bundle for bundle in bundles if bundle])
+
+
+def wait_for_resources(name: str, config: RunConfig, timeout_s: float,
+                       poll_s: float = 5.0) -> None:
+    """Return once every kind of worker stage ``name`` starts fits on some node of the cluster.
+
+    Each worker the cluster cannot hold now: :class:`ResourceError` at once if it never can
+    (:func:`unit_finding`); else one line says what the stage waits for, the autoscaler (if
+    any) is asked for the node (:func:`ask_autoscaler`), and the cluster is polled every
+    ``poll_s`` seconds for up to ``timeout_s`` seconds, after which :class:`ResourceError` names
+    the field. The stage would otherwise wait for the node forever.
+    """
+    nodes = alive_nodes()
+    cluster = cluster_view()
+    waiting = [r for r in stage_requests(name, config, cluster) if not fits_a_node(r, nodes)]
+    if not waiting:
+        return
+    findings = [unit_finding(r, cluster) or (False, (
+        f"{r.unit_field}: one {r.what} asks {r.size()}, no node of the cluster has that now; "
+        f"{_growth(cluster)}"))
+        for r in waiting]
+    for never, line in findings:
+        if never:
+            raise ResourceError(line)
+    finding = findings[0]
+    print(f"{name}: waiting up to {timeout_s:g} s for a node that can hold it: {finding[1]}",
+          flush=True)
+    ask_autoscaler(waiting)  # also where none was detected: without one, the ask does nothing
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not all(fits_a_node(r, nodes) for r in waiting):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ResourceError(f"{finding[1]}; no node that can hold it joined within "
+                                    f"{timeout_s:g} s")
+            time.sleep(min(poll_s, left))
+            nodes = alive_nodes()
+    finally:
+        ask_autoscaler([])
+    print(f"{name}: the cluster can hold it now", flush=True)
 
 
 def model_source(value: str | None, when_none: str) -> str:
@@ -327,10 +433,10 @@ def dry_run(prog: str, build: Callable[[], RunConfig], address: str | None) -> i
         print(plan_text(prog, config, run, cluster, requests, model_warnings(config) + warnings))
         return 0
     except ConfigError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(error_line(prog, error), file=sys.stderr)
         return 2
     except (FileNotFoundError, DatasetError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(error_line(prog, error), file=sys.stderr)
         return 1
 
 

@@ -6,8 +6,10 @@ reruns exactly the unfinished stages (and, inside a stage, only the unfinished w
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections import Counter
 from typing import Callable
 
 from raydistill.config import ADDITIVE_STAGES, STAGE_NAMES, ConfigError, RunConfig, to_dict
@@ -67,6 +69,56 @@ def validate_selection_params(config: RunConfig) -> None:
             if name not in known:
                 raise ConfigError(f"select.params.{method}.{name}: not a parameter of "
                                   f"{method} (known: {', '.join(known) or 'none'})")
+
+
+def validate_real_pool_size(run: RunDir, config: RunConfig) -> None:
+    """Check ``select.vpc`` against the real pool once the run's manifest exists (the synthetic
+    pool's size, ``generate.per_class``, is checked with the config itself).
+
+    Raises :class:`ConfigError` naming ``select.vpc`` when a VPC is more than the training videos
+    of some class: every method would keep that whole class, and the comparison means nothing.
+    """
+    if (config.select.pool != "real" or not run.is_done("ingest")
+            or not run.exists("manifest.parquet")):
+        return
+    manifest = run.read_table("manifest.parquet")
+    per_class = Counter(name for name, split in zip(manifest.column("class_name").to_pylist(),
+                                                    manifest.column("split").to_pylist())
+                        if split == "train")
+    if not per_class:
+        return
+    smallest, count = min(per_class.items(), key=lambda item: (item[1], item[0]))
+    largest_vpc = max(config.select.vpc)
+    if largest_vpc > count:
+        raise ConfigError(f"select.vpc: {largest_vpc} videos per class is more than the {count} "
+                          f"training videos of class {smallest!r} in the real pool "
+                          f"({run.uri('manifest.parquet')})")
+
+
+RESOURCE_TIMEOUT_ENV = "RAYDISTILL_RESOURCE_TIMEOUT_S"
+DEFAULT_RESOURCE_TIMEOUT_S = 1800.0
+"""How long a stage waits, by default, for a node that can hold its workers (a GPU node the
+autoscaler starts: minutes, image pull included) before the run fails naming the field."""
+
+
+def resource_timeout(seconds: float | None = None) -> float:
+    """The wait for nodes (see :func:`~raydistill.pipeline.plan.wait_for_resources`):
+    ``seconds`` (``--resource-timeout``), else ``$RAYDISTILL_RESOURCE_TIMEOUT_S``, else
+    :data:`DEFAULT_RESOURCE_TIMEOUT_S`. Raises :class:`ConfigError` naming the flag or variable
+    for a value that is not a number of seconds >= 0."""
+    name = "--resource-timeout"
+    if seconds is None:
+        text = os.environ.get(RESOURCE_TIMEOUT_ENV)
+        if text is None:
+            return DEFAULT_RESOURCE_TIMEOUT_S
+        name = f"${RESOURCE_TIMEOUT_ENV}"
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number of seconds, got {text!r}") from None
+    if not seconds >= 0:
+        raise ConfigError(f"{name}: must be a number of seconds >= 0, got {seconds!r}")
+    return float(seconds)
 
 
 def _open(url: str, field: str):
@@ -130,11 +182,20 @@ def is_finished(run: RunDir, config: RunConfig, name: str) -> bool:
 
 
 def run_stages(config: RunConfig, stages: list[str] | None = None,
-               address: str | None = None) -> RunDir:
+               address: str | None = None, resource_timeout_s: float | None = None) -> RunDir:
     """Run ``stages`` (default: all, in order) of the run described by ``config``.
 
-    Validates paths, saves ``config.yaml``, starts or joins Ray, then runs each stage that has no
-    completion marker yet, printing what it skips. Returns the run directory.
+    Validates paths, takes the run directory's lease (:class:`~raydistill.runs.RunLease`: a run
+    another job works in is refused with :class:`~raydistill.runs.RunInUse`), saves
+    ``config.yaml``, starts or joins Ray, then runs each stage that has no completion marker yet,
+    printing what it skips; releases the lease at the end, also on errors. Returns the run
+    directory.
+
+    Before anything is written, it also refuses a changed section of a finished stage, a VPC
+    larger than the real pool, and a worker no node of the cluster can ever hold
+    (:func:`~raydistill.pipeline.plan.check_resources`); a worker that nodes joining could hold
+    is waited for when its stage starts, at most ``resource_timeout_s`` seconds
+    (:func:`resource_timeout`).
     """
     names = list(STAGES) if stages is None else stages
     unknown = [name for name in names if name not in STAGES]
@@ -146,32 +207,52 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
         validate_evaluation(config)
     run = RunDir(config.run_dir)
     _check_order(run, config, names)
-    run.save_config(config)
+    from raydistill.pipeline import plan  # it imports this module
+
+    plan.check_frozen_sections(run, config)
+    if "select" in names:
+        validate_real_pool_size(run, config)
+    timeout_s = resource_timeout(resource_timeout_s)
     init_ray(address)
-    for name in names:
-        if is_finished(run, config, name):
-            print(f"{name}: already done, skipped", flush=True)
-            continue
-        started = time.time()
-        summary = STAGES[name](run, config)
-        summary["wall_seconds"] = round(time.time() - started, 2)
-        run.mark_done(name, summary, to_dict(getattr(config, name)))
+    plan.check_resources([name for name in names if not is_finished(run, config, name)], config)
+    with run.lease() as lease:
+        run.save_config(config)
+        for name in names:
+            lease.check()
+            if is_finished(run, config, name):
+                print(f"{name}: already done, skipped", flush=True)
+                continue
+            if name == "select":  # the manifest may be new
+                validate_real_pool_size(run, config)
+            plan.wait_for_resources(name, config, timeout_s)
+            started = time.time()
+            summary = STAGES[name](run, config)
+            summary["wall_seconds"] = round(time.time() - started, 2)
+            run.mark_done(name, summary, to_dict(getattr(config, name)))
     return run
 
 
+def error_line(prog: str, error: BaseException) -> str:
+    """``{prog}: error: {message}`` on one line, whatever newlines the message holds."""
+    return f"{prog}: error: {' '.join(str(error).split())}"
+
+
 def run_command(prog: str, build: Callable[[], tuple[RunConfig, list[str] | None]],
-                address: str | None = None) -> tuple[int, RunDir | None]:
-    """Build a config with ``build`` and run its stages, as a command line does.
+                address: str | None = None,
+                resource_timeout_s: float | None = None) -> tuple[int, RunDir | None]:
+    """Build a config with ``build`` and run its stages, as a command line does
+    (``resource_timeout_s``: see :func:`run_stages`).
 
     Returns ``(exit code, run directory)``: 0 and the run on success; 2 for a bad config and 1
     for a missing input file, each after one ``{prog}: error: ...`` line on stderr (run None).
     """
     try:
         config, stages = build()
-        return 0, run_stages(config, stages, address=address)
+        return 0, run_stages(config, stages, address=address,
+                             resource_timeout_s=resource_timeout_s)
     except ConfigError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(error_line(prog, error), file=sys.stderr)
         return 2, None
     except (FileNotFoundError, DatasetError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(error_line(prog, error), file=sys.stderr)
         return 1, None

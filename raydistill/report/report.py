@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import time
 
-import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -20,7 +19,7 @@ from raydistill.report.tables import (METRIC_LABELS, ResultRow, format_percent, 
                                       method_label, method_sort_key, quality_rows, quality_table,
                                       result_rows, results_table, stage_markers,
                                       stage_time_table, upper_bound_rows)
-from raydistill.runs import RunDir
+from raydistill.runs import RunDir, open_fs
 from raydistill.video import decode_clip
 
 REPORT_DIR = "report"
@@ -257,7 +256,7 @@ def pool_videos(run: RunDir, pool: str) -> dict[str, str]:
 def video_exists(path: str) -> bool:
     """Whether a local path or URL names an existing file (False when it cannot be asked)."""
     try:
-        fs, stripped = fsspec.core.url_to_fs(path)
+        fs, stripped = open_fs(path)
         return fs.isfile(stripped)
     except Exception:  # an unreachable bucket or bad URL is as good as missing here
         return False

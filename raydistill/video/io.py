@@ -23,6 +23,11 @@ CODEC_BY_EXTENSION = {
 # First bytes of the containers we read; a file that starts otherwise is "not a video".
 _MAGIC_AT_0 = (b"\x1a\x45\xdf\xa3", b"RIFF", b"FLV", b"OggS", b"\x00\x00\x01\xba")
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
+# MPEG-TS: 188-byte packets, each starting with the sync byte 0x47 ("G"). One sync byte alone is
+# not enough: a text file starting with "G" ("Gone", "GET ...") is not a stream.
+_TS_SYNC, _TS_PACKET = 0x47, 188
+HEAD_SIZE = 2 * _TS_PACKET + 1
+"""Bytes :func:`read_head` reads: enough to see three MPEG-TS sync bytes."""
 
 
 def is_remote(path: str) -> bool:
@@ -41,7 +46,7 @@ def open_source(path: str) -> Source:
     return io.BytesIO(fs.cat_file(stripped))
 
 
-def read_head(source: Source, size: int = 16) -> bytes:
+def read_head(source: Source, size: int = HEAD_SIZE) -> bytes:
     """The first ``size`` bytes of a source (the file position is restored)."""
     if isinstance(source, str):
         with open(source, "rb") as handle:
@@ -54,8 +59,16 @@ def read_head(source: Source, size: int = 16) -> bytes:
 
 
 def looks_like_container(head: bytes) -> bool:
-    """Whether the first bytes of a file are those of a known video container."""
-    return head.startswith(_MAGIC_AT_0) or head[4:8] in _MP4_BOXES or head[:1] == b"\x47"
+    """Whether the first bytes of a file (:data:`HEAD_SIZE` of them, or the whole file if
+    shorter) are those of a known video container."""
+    return (head.startswith(_MAGIC_AT_0) or head[4:8] in _MP4_BOXES
+            or _looks_like_transport_stream(head))
+
+
+def _looks_like_transport_stream(head: bytes) -> bool:
+    """Sync bytes at the start of every 188-byte packet the head holds (at least two)."""
+    starts = range(0, len(head), _TS_PACKET)
+    return len(starts) >= 2 and all(head[i] == _TS_SYNC for i in starts)
 
 
 def encode_video(frames: np.ndarray, fps: float, extension: str = "mp4") -> bytes:

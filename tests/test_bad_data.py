@@ -1,0 +1,280 @@
+"""Bad data, end to end: dataset trees in official layouts full of damaged videos and annotation
+lines go through the ingest and decode stages on a real local Ray.
+
+Both stages finish; every bad item is a reject with its specific reason, the stage summaries
+count them, and every good video is in the manifest and has a clip. Decisions pinned here:
+
+- a one-frame video is a video: its clip repeats the frame T times (as any video shorter than
+  the clip repeats frames), it is not rejected;
+- a huge frame (4000×3000) is decoded and resized a few frames at a time, in bounded memory;
+- the container is recognised from the file's content, not its name: an mp4 named ``.avi`` (or a
+  WebM named ``.mp4``) is a good video, a text page named ``.avi`` / ``.mp4`` is ``not_a_video``;
+- an annotation line that is not UTF-8 rejects only itself (``bad_annotation``), not the ingest;
+- an empty-track ``.mp4`` is ``no_video_stream`` (FFmpeg drops an mp4 track without samples),
+  an ``.avi`` whose stream holds no frame is ``zero_frames``.
+
+UCF101 can express every kind of bad annotation (a class outside ``classInd.txt``, duplicate ids,
+malformed and undecodable lines); Kinetics-400 cannot have an unknown class (its classes are the
+labels its CSVs use), so its tree covers the CSV's own problems.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import (write_bytes, write_empty, write_flat_video, write_random_bytes,
+                     write_test_video, write_truncated_video, write_zero_frame_video)
+from raydistill.config import RunConfig, from_dict
+from raydistill.pipeline.run import run_stages
+from raydistill.pipeline.shards import shard_files
+from raydistill.video.clips import clips_from_table
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+NUM_FRAMES, SIZE = 4, 16
+HUGE = (3000, 4000)  # height, width
+FLAT_COLOUR = (30, 120, 200)
+ONE_FRAME_COLOUR = (200, 60, 20)
+TEXT_PAGE = b"Gone: this video has been removed by the user.\n"  # starts like an MPEG-TS ("G")
+HTML_PAGE = b"<!DOCTYPE html><html><body>Video unavailable</body></html>\n"
+
+
+def ucf(name: str, group: int, clip: int) -> str:
+    """``Class/v_Class_gXX_cYY.avi`` of UCF101."""
+    return f"{name}/v_{name}_g{group:02d}_c{clip:02d}.avi"
+
+
+def write_list(root, name: str, lines: list[bytes | str]) -> None:
+    """A ``ucfTrainTestlist`` file with CRLF endings (lines given as bytes are written as is)."""
+    raw = [line if isinstance(line, bytes) else line.encode() for line in lines]
+    write_bytes(str(root / "ucfTrainTestlist" / name), b"\r\n".join(raw) + b"\r\n")
+
+
+def ucf101_tree(root):
+    """A UCF101 split-1 tree with every kind of bad item; returns ``(root, expected)``.
+
+    ``expected``: ``good`` {video_id: (split, label, num_frames, width, height)} and
+    ``rejects``: sorted (split, video_id or "file line N", reason).
+    """
+    videos = root / "UCF-101"
+    write_list(root, "classInd.txt", ["1 ApplyEyeMakeup", "2 Archery", "3 BalanceBeam",
+                                      "4Basketball"])
+    good = {}
+    for label, name in enumerate(["ApplyEyeMakeup", "Archery", "BalanceBeam"]):
+        for group, split in ((8, "train"), (1, "test")):
+            write_test_video(str(videos / ucf(name, group, 1)), seed=label)
+            good[f"v_{name}_g{group:02d}_c01"] = (split, label, 8, 48, 32)
+    write_empty(str(videos / ucf("Archery", 8, 2)))
+    write_truncated_video(str(videos / ucf("BalanceBeam", 8, 2)))
+    write_random_bytes(str(videos / ucf("ApplyEyeMakeup", 8, 3)))
+    write_zero_frame_video(str(videos / ucf("Archery", 8, 3)))
+    write_flat_video(str(videos / ucf("BalanceBeam", 8, 3)), 1, 32, 48, ONE_FRAME_COLOUR)
+    write_flat_video(str(videos / ucf("ApplyEyeMakeup", 8, 4)), 3, *HUGE, FLAT_COLOUR)
+    mp4 = write_test_video(str(root / "elsewhere" / "real.mp4"))  # H.264 in an mp4 container
+    write_bytes(str(videos / ucf("Archery", 8, 4)), Path(mp4).read_bytes())
+    write_bytes(str(videos / ucf("BalanceBeam", 8, 4)), TEXT_PAGE)
+    write_test_video(str(videos / ucf("Basketball", 1, 1)))
+    good.update({"v_BalanceBeam_g08_c03": ("train", 2, 1, 48, 32),
+                 "v_ApplyEyeMakeup_g08_c04": ("train", 0, 3, HUGE[1], HUGE[0]),
+                 "v_Archery_g08_c04": ("train", 1, 8, 48, 32)})
+    write_list(root, "trainlist01.txt", [
+        f"{ucf('ApplyEyeMakeup', 8, 1)} 1", f"{ucf('Archery', 8, 1)} 2",
+        f"{ucf('BalanceBeam', 8, 1)} 3",
+        f"{ucf('ApplyEyeMakeup', 8, 2)} 1",          # 4: no file
+        f"{ucf('Archery', 8, 2)} 2",                 # 5: zero bytes
+        f"{ucf('BalanceBeam', 8, 2)} 3",             # 6: truncated
+        f"{ucf('ApplyEyeMakeup', 8, 3)} 1",          # 7: random bytes
+        f"{ucf('Archery', 8, 3)} 2",                 # 8: a stream without frames
+        f"{ucf('BalanceBeam', 8, 3)} 3",             # 9: one frame (good)
+        f"{ucf('ApplyEyeMakeup', 8, 4)} 1",          # 10: 4000×3000 (good)
+        f"{ucf('Archery', 8, 4)} 2",                 # 11: an mp4 named .avi (good)
+        f"{ucf('BalanceBeam', 8, 4)} 3",             # 12: a text page named .avi
+        "v_Archery_g08_c05.avi 2",                   # 13: no class folder
+        b"Archery/v_Archery_g08_c06\xe9.avi 2",      # 14: Latin-1, not UTF-8
+        f"{ucf('ApplyEyeMakeup', 8, 1)} 1",          # 15: listed again
+        f"{ucf('Basketball', 8, 1)} 4",              # 16: class number 4 is not in classInd
+    ])
+    write_list(root, "testlist01.txt", [
+        ucf("ApplyEyeMakeup", 1, 1), ucf("Archery", 1, 1), ucf("BalanceBeam", 1, 1),
+        ucf("Basketball", 1, 1),                     # 4: folder not in classInd (file exists)
+        ucf("Archery", 8, 1),                        # 5: a training video listed for test too
+    ])
+    train_list = "ucfTrainTestlist/trainlist01.txt"
+    rejects = [
+        ("", "ucfTrainTestlist/classInd.txt line 4", "bad_annotation"),
+        ("train", "v_ApplyEyeMakeup_g08_c02", "missing"),
+        ("train", "v_Archery_g08_c02", "empty"),
+        ("train", "v_BalanceBeam_g08_c02", "corrupt"),
+        ("train", "v_ApplyEyeMakeup_g08_c03", "not_a_video"),
+        ("train", "v_Archery_g08_c03", "zero_frames"),
+        ("train", "v_BalanceBeam_g08_c04", "not_a_video"),
+        ("train", f"{train_list} line 13", "bad_annotation"),
+        ("train", f"{train_list} line 14", "bad_annotation"),
+        ("train", "v_ApplyEyeMakeup_g08_c01", "duplicate_id"),
+        ("train", f"{train_list} line 16", "bad_annotation"),
+        ("test", "v_Basketball_g01_c01", "unknown_class"),
+        ("test", "v_Archery_g08_c01", "duplicate_id"),
+    ]
+    return root, {"good": good, "rejects": sorted(rejects)}
+
+
+def kinetics_tree(root):
+    """A Kinetics-400 tree (train.csv, class folders) with bad files and bad CSV rows; returns
+    ``(root, expected)`` as :func:`ucf101_tree`."""
+    def clip(label, youtube_id):
+        return str(root / "train" / label / f"{youtube_id}_000000_000010.mp4")
+
+    write_test_video(clip("abseiling", "aaaaaaaaaaa"), seed=1)
+    write_test_video(clip("zumba", "bbbbbbbbbbb"), seed=2)
+    webm = write_test_video(str(root / "elsewhere" / "real.webm"), seed=3)  # VP9 in WebM
+    write_bytes(clip("zumba", "ccccccccccc"), Path(webm).read_bytes())
+    write_bytes(clip("abseiling", "ddddddddddd"), HTML_PAGE)
+    write_zero_frame_video(clip("abseiling", "eeeeeeeeeee"))
+    lines = [b"label,youtube_id,time_start,time_end,split"] + [
+        f"{label},{youtube_id},0,10,train".encode() for label, youtube_id in [
+            ("abseiling", "aaaaaaaaaaa"), ("zumba", "bbbbbbbbbbb"), ("zumba", "ccccccccccc"),
+            ("abseiling", "ddddddddddd"), ("abseiling", "eeeeeeeeeee"),
+            ("zumba", "fffffffffff")]] + [
+        b"abseiling,ggggggggggg",                          # 8: times missing
+        b"zumba,hhhhhhhhhhh,ten,20,train",                 # 9: not a number of seconds
+        b"zumba,iiiiiiiiiii,0,10,train\xff",               # 10: not UTF-8
+        b"abseiling,jjjjjjjjjjj,0,10,train,extra,fields",  # 11: 7 fields
+        b"abseiling,aaaaaaaaaaa,0,10,train",               # 12: listed again
+    ]
+    write_bytes(str(root / "annotations" / "train.csv"), b"\n".join(lines) + b"\n")
+    csv_file = "annotations/train.csv"
+    good = {"aaaaaaaaaaa_000000_000010": ("train", 0, 8, 48, 32),
+            "bbbbbbbbbbb_000000_000010": ("train", 1, 8, 48, 32),
+            "ccccccccccc_000000_000010": ("train", 1, 8, 48, 32)}
+    rejects = [("train", "ddddddddddd_000000_000010", "not_a_video"),
+               ("train", "eeeeeeeeeee_000000_000010", "no_video_stream"),
+               ("train", "fffffffffff_000000_000010", "missing"),
+               *[("train", f"{csv_file} line {n}", "bad_annotation") for n in (8, 9, 10, 11)],
+               ("train", "aaaaaaaaaaa_000000_000010", "duplicate_id")]
+    return root, {"good": good, "rejects": sorted(rejects)}
+
+
+def run_data_stages(tmp_path, dataset: str, root):
+    config = from_dict(RunConfig, {
+        "run_dir": str(tmp_path / "run"),
+        "ingest": {"dataset": dataset, "root": str(root), "probe_batch_size": 4},
+        "decode": {"num_frames": NUM_FRAMES, "size": SIZE, "shard_size": 4}})
+    return run_stages(config, ["ingest", "decode"])
+
+
+def reject_key(row: dict) -> tuple[str, str, str]:
+    """(split, video_id — or "file line N" for an annotation line —, reason) of a reject."""
+    where = row["detail"].split(":")[0] if row["reason"] == "bad_annotation" else row["video_id"]
+    return row["split"], where, row["reason"]
+
+
+def reject_keys(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """:func:`reject_key` of each row, sorted."""
+    return sorted(map(reject_key, rows))
+
+
+def details(run) -> dict[str, str]:
+    """{video_id or "file line N": detail} of the ingest's rejects."""
+    return {reject_key(row)[1]: row["detail"]
+            for row in run.read_table("rejects.parquet").to_pylist()}
+
+
+def decoded_clips(run) -> dict[str, np.ndarray]:
+    """{video_id: clip} of every clip-cache shard."""
+    clips = {}
+    for shard in shard_files(run, "clips"):
+        table = run.read_table(shard)
+        clips.update(zip(table.column("video_id").to_pylist(), clips_from_table(table)))
+    return clips
+
+
+def check_stages(run, expected: dict) -> tuple[dict, dict]:
+    """Assert what both layouts promise; returns (manifest rows by id, clips by id)."""
+    manifest = {row["video_id"]: row for row in run.read_table("manifest.parquet").to_pylist()}
+    assert {vid: (row["split"], row["label"], row["num_frames"], row["width"], row["height"])
+            for vid, row in manifest.items()} == expected["good"]
+    rejects = run.read_table("rejects.parquet").to_pylist()
+    assert reject_keys(rejects) == expected["rejects"]
+    assert all(row["path"] for row in rejects)  # a file's path, or the annotation file's
+
+    summary = run.stage_summary("ingest")
+    counted = {}
+    for _, _, reason in expected["rejects"]:
+        counted[reason] = counted.get(reason, 0) + 1
+    assert (summary["videos"], summary["rejects"], summary["rejects_by_reason"]) == (
+        len(expected["good"]), len(expected["rejects"]), dict(sorted(counted.items())))
+
+    clips = decoded_clips(run)
+    assert sorted(clips) == sorted(expected["good"])  # every good video, and only those
+    assert all(clip.shape == (NUM_FRAMES, SIZE, SIZE, 3) for clip in clips.values())
+    assert run.read_table("clips/rejects.parquet").num_rows == 0
+    decode = run.stage_summary("decode")
+    assert (decode["clips"], decode["decode_errors"]) == (len(expected["good"]), 0)
+    return manifest, clips
+
+
+def test_ucf101_tree_of_bad_items_rejects_each_with_its_reason_and_decodes_the_rest(tmp_path,
+                                                                                  capsys):
+    root, expected = ucf101_tree(tmp_path / "ucf")
+    run = run_data_stages(tmp_path, "ucf101", root)
+    _, clips = check_stages(run, expected)
+
+    detail = details(run)
+    assert detail["ucfTrainTestlist/trainlist01.txt line 14"].endswith("not UTF-8 text")
+    assert "class number 4 does not name folder 'Basketball'" in detail[
+        "ucfTrainTestlist/trainlist01.txt line 16"]
+    assert detail["v_Basketball_g01_c01"] == "class 'Basketball'"
+    assert "Invalid data" in detail["v_BalanceBeam_g08_c02"]  # its index is cut off
+
+    one_frame = clips["v_BalanceBeam_g08_c03"].astype(int)
+    assert (one_frame == one_frame[:1]).all()  # the single frame, repeated
+    assert np.abs(one_frame.reshape(-1, 3).mean(axis=0) - ONE_FRAME_COLOUR).max() < 4
+    huge = clips["v_ApplyEyeMakeup_g08_c04"].astype(int)
+    assert np.abs(huge.reshape(-1, 3).mean(axis=0) - FLAT_COLOUR).max() < 4
+    assert clips["v_Archery_g08_c04"].std() > 10  # the mp4 named .avi: a real picture
+
+    printed = capsys.readouterr().out
+    assert "videos: 9 in 3 classes" in printed and "rejects: 13" in printed
+    assert "decode: 9 clips" in printed and "0 decode errors" in printed
+
+
+def test_kinetics_tree_of_bad_files_and_csv_rows_rejects_each_with_its_reason(tmp_path):
+    root, expected = kinetics_tree(tmp_path / "k400")
+    run = run_data_stages(tmp_path, "kinetics400", root)
+    manifest, _ = check_stages(run, expected)
+    assert manifest["ccccccccccc_000000_000010"]["path"].endswith(".mp4")  # a WebM inside
+    detail = details(run)
+    assert detail["annotations/train.csv line 9"].endswith("time 'ten' is not a whole number "
+                                                           "of seconds")
+    assert detail["annotations/train.csv line 10"].endswith("not UTF-8 text")
+    assert detail["annotations/train.csv line 11"].endswith("7 fields, the header has 5")
+
+
+MEASURE_DECODE_MEMORY = """
+import json, resource, sys
+from raydistill.video import decode
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+means = [decode.decode_clip(sys.argv[1], 16, 112).reshape(-1, 3).mean(axis=0).tolist()]
+decode.decord = None  # the PyAV fallback
+means.append(decode.decode_clip(sys.argv[1], 16, 112).reshape(-1, 3).mean(axis=0).tolist())
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"means": means, "grown_mb": grown / 1024}))
+"""
+
+
+def test_a_huge_frame_video_decodes_in_bounded_memory(tmp_path):
+    """A 16-frame clip of a 4000×3000 video used to hold every frame at full size, and a float
+    copy of them, at once (~2.7 GB); decoded a few frames at a time, with decord and with PyAV,
+    it needs a few hundred MB (measured in a fresh process: its peak RSS growth)."""
+    path = write_flat_video(str(tmp_path / "huge.avi"), 3, *HUGE, FLAT_COLOUR)
+    result = subprocess.run([sys.executable, "-c", MEASURE_DECODE_MEMORY, path],
+                            capture_output=True, text=True, check=True)
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert np.abs(np.asarray(measured["means"]) - FLAT_COLOUR).max() < 4
+    assert measured["grown_mb"] < 600, measured
