@@ -26,7 +26,7 @@ from ray.cluster_utils import Cluster
 from raydistill.config import GenerateConfig
 from raydistill.generation.latte import TINY_LATTE, ClassConditionalLatte
 from raydistill.generation.vae import load_vae
-from raydistill.pipeline.generate import generate_videos, work_items
+from raydistill.pipeline.generate import generate_videos, sampling_batches, work_items
 from raydistill.runs import RunDir
 
 
@@ -41,7 +41,7 @@ def timed_generation(folder: str, videos: int, actors: int, settings: dict) -> f
     items = work_items([f"class{i}" for i in range(8)], -(-videos // 8), run_seed=0)[:videos]
     generate = GenerateConfig(num_actors=actors, gpus_per_actor=0, **settings)
     started = time.perf_counter()
-    generate_videos(run, items, "model", None, generate)
+    generate_videos(run, sampling_batches(items, generate.batch_size), "model", None, generate)
     return time.perf_counter() - started
 
 

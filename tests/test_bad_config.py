@@ -16,7 +16,7 @@ import pytest
 
 from raydistill.cli import main
 from raydistill.config import RunConfig, from_dict
-from raydistill.pipeline import plan
+from raydistill.pipeline import resources
 from raydistill.pipeline.run import RESOURCE_TIMEOUT_ENV
 from raydistill.runs import RunDir
 from raydistill.schema import MANIFEST_SCHEMA, table_from_rows
@@ -190,13 +190,13 @@ def fake_cluster(monkeypatch, node_lists: list[list[dict]], **view) -> list[list
         return current["nodes"]
 
     asks = []
-    monkeypatch.setattr(plan, "alive_nodes", alive_nodes)
-    monkeypatch.setattr(plan, "cluster_view", lambda: plan.Cluster(**{
+    monkeypatch.setattr(resources, "alive_nodes", alive_nodes)
+    monkeypatch.setattr(resources, "cluster_view", lambda: resources.Cluster(**{
         "cpus": 0, "gpus": 0, "largest_cpus": 8, "largest_gpus": 0, "autoscaler": True,
         "node_types_known": False, **view}))
-    monkeypatch.setattr(plan, "ask_autoscaler",
+    monkeypatch.setattr(resources, "ask_autoscaler",
                         lambda requests: asks.append([r.size() for r in requests]))
-    monkeypatch.setattr(plan.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(resources.time, "sleep", lambda seconds: None)
     return asks
 
 
@@ -204,7 +204,7 @@ def test_a_stage_waits_for_the_autoscaler_to_add_a_gpu_node_then_runs(monkeypatc
     config = from_dict(RunConfig, {"generate": {"gpus_per_actor": 1, "num_actors": 2}})
     asks = fake_cluster(monkeypatch, [[{"CPU": 0}], [{"CPU": 0}],
                                       [{"CPU": 0}, {"CPU": 8, "GPU": 1}]])
-    plan.wait_for_resources("generate", config, timeout_s=600)
+    resources.wait_for_resources("generate", config, timeout_s=600)
     out = capsys.readouterr().out
     assert ("generate: waiting up to 600 s for a node that can hold it: generate.gpus_per_actor:"
             " one Latte actor asks 1 GPU, no node has a GPU; the autoscaler must add them") in out
@@ -215,9 +215,9 @@ def test_a_stage_waits_for_the_autoscaler_to_add_a_gpu_node_then_runs(monkeypatc
 def test_a_gpu_ask_larger_than_every_known_node_type_fails_at_once(monkeypatch):
     config = from_dict(RunConfig, {"generate": {"gpus_per_actor": 8}})
     asks = fake_cluster(monkeypatch, [[{"CPU": 0}]], largest_gpus=4, node_types_known=True)
-    with pytest.raises(plan.ResourceError, match="^generate.gpus_per_actor: one Latte actor "
+    with pytest.raises(resources.ResourceError, match="^generate.gpus_per_actor: one Latte actor "
                                                  "asks 8 GPU, no node has more than 4$"):
-        plan.check_resources(["ingest", "decode", "generate"], config)
-    with pytest.raises(plan.ResourceError, match="^generate.gpus_per_actor"):
-        plan.wait_for_resources("generate", config, timeout_s=600)
+        resources.check_resources(["ingest", "decode", "generate"], config)
+    with pytest.raises(resources.ResourceError, match="^generate.gpus_per_actor"):
+        resources.wait_for_resources("generate", config, timeout_s=600)
     assert asks == []  # nothing to wait for: no node is asked for

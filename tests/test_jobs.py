@@ -14,7 +14,7 @@ import ray
 import yaml
 
 from raydistill.config import STAGE_NAMES, ConfigError, RunConfig
-from raydistill.pipeline import plan
+from raydistill.pipeline import resources
 from raydistill.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,7 +269,7 @@ def test_dry_run_on_a_ray_up_head_checks_against_cluster_yaml_node_types(tmp_pat
     job = load_job("distill_k400")
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"
     bootstrap.write_text((ROOT / "cluster.yaml").read_text())  # what `ray up` puts on the head
-    monkeypatch.setattr(plan, "BOOTSTRAP_CONFIG", str(bootstrap))
+    monkeypatch.setattr(resources, "BOOTSTRAP_CONFIG", str(bootstrap))
     argv = ["--data", str(dataset_tree(tmp_path / "data", "kinetics400")), "--run",
             str(tmp_path / "run"), "--dry-run"]
     code, out, err = run_job(capsys, job, *argv)
@@ -302,26 +302,26 @@ def test_dry_run_on_s3_checks_the_bucket_and_writes_nothing(s3_bucket, capsys, r
 
 def test_resource_findings_warn_where_the_cluster_can_grow_and_fail_where_it_cannot():
     config = config_of(load_job("distill_k400"), "--data", "/d", "--gpus-per-actor", "8")
-    empty = plan.Cluster(cpus=0, gpus=0, largest_cpus=0, largest_gpus=0, autoscaler=True,
+    empty = resources.Cluster(cpus=0, gpus=0, largest_cpus=0, largest_gpus=0, autoscaler=True,
                          node_types_known=False)
-    requests = [r for name in STAGE_NAMES for r in plan.stage_requests(name, config, empty)]
-    errors, warnings = plan.resource_findings(requests, empty)
+    requests = [r for name in STAGE_NAMES for r in resources.stage_requests(name, config, empty)]
+    errors, warnings = resources.resource_findings(requests, empty)
     assert errors == [] and any(w.startswith("generate.gpus_per_actor") for w in warnings)
-    typed = plan.Cluster(cpus=0, gpus=0, largest_cpus=48, largest_gpus=4, autoscaler=True,
+    typed = resources.Cluster(cpus=0, gpus=0, largest_cpus=48, largest_gpus=4, autoscaler=True,
                          node_types_known=True)
-    errors, _ = plan.resource_findings(requests, typed)
+    errors, _ = resources.resource_findings(requests, typed)
     assert [e.split(":")[0] for e in errors] == [
         "latents.gpus_per_actor", "generate.gpus_per_actor", "embed.gpus_per_actor"]
-    cpu_only = plan.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
+    cpu_only = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
                             node_types_known=False)
-    errors, warnings = plan.resource_findings(requests, cpu_only)
+    errors, warnings = resources.resource_findings(requests, cpu_only)
     assert errors == [] and any("no node has a GPU" in w for w in warnings)
 
 
 def test_autoscaler_detection_tells_launcher_node_types_from_plain_ray_nodes():
-    assert plan.has_launcher_node_types({"node_type_mapping": {"ab12": "gpu_worker"}})
-    assert not plan.has_launcher_node_types({"node_type_mapping": {"ab12": "node_ab12"}})
-    assert not plan.has_launcher_node_types({})
+    assert resources.has_launcher_node_types({"node_type_mapping": {"ab12": "gpu_worker"}})
+    assert not resources.has_launcher_node_types({"node_type_mapping": {"ab12": "node_ab12"}})
+    assert not resources.has_launcher_node_types({})
 
 
 # -- cluster configs ----------------------------------------------------------------------------
@@ -398,3 +398,14 @@ def test_the_flag_table_only_names_config_fields():
     for path in fields:
         section, *rest = path.split(".")
         assert hasattr(config, section) and all(hasattr(getattr(config, section), r) for r in rest)
+
+
+def test_task_pools_hold_the_cpus_now_unless_an_autoscaler_can_add_nodes(monkeypatch,
+                                                                         ray_cluster):
+    from raydistill.pipeline import shards
+
+    shards.cluster_can_grow.cache_clear()
+    assert shards.cluster_can_grow() is False  # a local Ray has no autoscaler
+    assert shards.task_pool(1.0, 100).size == 2 and shards.task_pool(0.5, 3).size == 3
+    monkeypatch.setattr(shards, "cluster_can_grow", lambda: True)
+    assert shards.task_pool(1.0, 100).size == 100  # queued: the demand the autoscaler answers

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pytest
 
 from raydistill.config import ConfigError, RunConfig, with_overrides
-from raydistill.runs import LEASE_FILE, RunDir, RunInUse, _process_space, storage_options
+from raydistill.lease import LEASE_FILE, RunInUse, _process_space
+from raydistill.runs import RunDir, storage_options
 
 
 def test_write_leaves_no_temporary_file_and_reads_back(tmp_path):

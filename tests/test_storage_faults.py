@@ -20,7 +20,8 @@ from raydistill.config import RunConfig, dump_yaml, from_dict
 from raydistill.pipeline import run as pipeline_run
 from raydistill.pipeline.run import run_command, run_stages
 from raydistill.pipeline.shards import shard_files
-from raydistill.runs import LEASE_FILE, RunDir, RunInUse
+from raydistill.lease import LEASE_FILE, RunInUse
+from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
 
 TINY_TOY = {"num_classes": 2, "train_per_class": 2, "test_per_class": 1, "num_frames": 8,

@@ -16,6 +16,8 @@ import tempfile
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs
 import ray
 import ray.train
@@ -40,6 +42,16 @@ def latent_files(run: RunDir) -> list[str]:
     return [run.uri(path) for path in shard_files(run, "latents/train")]
 
 
+def streamed_latents(run: RunDir) -> ray.data.Dataset:
+    """The latent cache as a Ray Data dataset (``latent``, ``label``), read through the run's
+    own filesystem (on S3: its retry settings)."""
+    paths = [run.path(path) for path in shard_files(run, "latents/train")]
+    filesystem = None if is_local(run.fs) else pyarrow.fs.PyFileSystem(
+        pyarrow.fs.FSSpecHandler(run.fs))
+    return ray.data.read_parquet(paths, filesystem=filesystem).select_columns(["latent",
+                                                                              "label"])
+
+
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker loop: resume if a checkpoint exists, train to ``steps``, checkpoint."""
     finetune = from_dict(FinetuneConfig, loop_config["finetune"])
@@ -54,8 +66,13 @@ def train_loop(loop_config: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as folder:
             restore_checkpoint(state, folder)
-    batches = training_batches(ray.train.get_dataset_shard("train"), finetune,
-                               loop_config["seed"], rank)
+    if finetune.cache_latents:
+        latents, labels = latent_share(RunDir(loop_config["run_url"]), rank,
+                                       context.get_world_size())
+        batches = cached_batches(latents, labels, finetune.batch_size, loop_config["seed"],
+                                 rank, start_step=state.step)
+    else:
+        batches = streamed_batches(ray.train.get_dataset_shard("train"), finetune)
     while state.step < finetune.steps:
         latents, labels = next(batches)
         loss = train_step(state, latents.to(device), labels.to(device), finetune,
@@ -66,34 +83,48 @@ def train_loop(loop_config: dict) -> None:
             _report(state, loss, rank)
 
 
-def training_batches(shard, finetune: FinetuneConfig, seed: int, rank: int):
-    """Endless (latents (B, T, C, h, w), labels (B,)) batches of this worker's shard.
+def latent_share(run: RunDir, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This worker's share of the latent cache in memory: (latents (n, T, C, h, w), labels
+    (n,)), every ``world``-th row in video-id order — the same rows in the same order on every
+    attempt, so a restarted worker trains on exactly what the lost one did."""
+    ids = sorted(video_id for path in shard_files(run, "latents/train")
+                 for video_id in run.read_table(path).column("video_id").to_pylist())
+    mine = pa.array(ids[rank::world] or ids[:1], pa.string())
+    parts = [table.filter(pc.is_in(table["video_id"], mine))
+             for table in map(run.read_table, shard_files(run, "latents/train"))]
+    table = pa.concat_tables(parts).sort_by("video_id")
+    latents = table.column("latent").combine_chunks().to_numpy_ndarray().astype(np.float32)
+    return (torch.from_numpy(latents),
+            torch.from_numpy(np.asarray(table.column("label").to_pylist(), np.int64)))
 
-    With ``cache_latents`` the shard is read once into memory and reshuffled every epoch (a
-    toy or UCF-sized cache: no per-epoch Ray Data pass); otherwise every epoch streams it.
-    """
-    def stream():
+
+def cached_batches(latents: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
+                   rank: int, start_step: int = 0):
+    """Endless (latents (B, T, C, h, w), labels (B,)) batches of an in-memory share, reshuffled
+    every epoch with a generator seeded by (seed, rank, epoch), starting at the batch of step
+    ``start_step``: a run resumed at step k draws the batches the uninterrupted one drew."""
+    size = min(batch_size, len(latents))
+    per_epoch = (len(latents) - size) // size + 1
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        order = torch.randperm(len(latents), generator=torch.Generator().manual_seed(
+            step_seed(seed, rank, epoch)))
+        for start in range(skip * size, per_epoch * size, size):
+            chosen = order[start:start + size]
+            yield latents[chosen], labels[chosen]
+        epoch, skip = epoch + 1, 0
+
+
+def streamed_batches(shard, finetune: FinetuneConfig):
+    """Endless batches streamed from this worker's Ray Data shard, one pass per epoch (a cache
+    too large for memory). A restarted worker resumes at its checkpoint's step, but Ray Data's
+    streaming order makes the rows it sees after that differ from an uninterrupted run's."""
+    while True:
         for batch in shard.iter_batches(batch_size=finetune.batch_size, batch_format="numpy",
                                         local_shuffle_buffer_size=4 * finetune.batch_size,
                                         drop_last=True):
             yield (torch.from_numpy(np.asarray(batch["latent"])),
                    torch.from_numpy(np.asarray(batch["label"], np.int64)))
-
-    if not finetune.cache_latents:
-        while True:
-            yield from stream()
-    parts = [batch for batch in shard.iter_batches(batch_size=256, batch_format="numpy")]
-    latents = torch.from_numpy(np.concatenate([np.asarray(p["latent"]) for p in parts]))
-    labels = torch.from_numpy(np.concatenate([np.asarray(p["label"], np.int64) for p in parts]))
-    size = min(finetune.batch_size, len(latents))
-    epoch = 0
-    while True:
-        order = torch.randperm(len(latents), generator=torch.Generator().manual_seed(
-            step_seed(seed, rank, epoch)))
-        for start in range(0, len(latents) - size + 1, size):
-            chosen = order[start:start + size]
-            yield latents[chosen], labels[chosen]
-        epoch += 1
 
 
 def _report(state, loss: float, rank: int) -> None:
@@ -130,13 +161,15 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     if not files:
         raise FileNotFoundError(f"no latent cache in {run.uri('latents/train')}; run the "
                                 "latents stage first")
-    dataset = ray.data.read_parquet(files).select_columns(["latent", "label"])
+    # A cache that fits in memory is read by the workers themselves (a fixed order: exact
+    # resumes); a large one streams through Ray Data.
+    datasets = None if finetune.cache_latents else {"train": streamed_latents(run)}
     shape = latent_shape(run)
     class_names = run.stage_summary("ingest")["class_names"]
     storage_path, filesystem = storage(run)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"finetune": to_dict(finetune), "seed": config.seed,
+        train_loop_config={"run_url": run.url, "finetune": to_dict(finetune), "seed": config.seed,
                            "num_classes": len(class_names), "latent_shape": shape},
         scaling_config=ScalingConfig(num_workers=finetune.num_workers,
                                      use_gpu=use_gpu(finetune)),
@@ -144,7 +177,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
                              storage_filesystem=filesystem,
                              failure_config=FailureConfig(max_failures=finetune.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"train": dataset},
+        datasets=datasets,
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as folder:

@@ -53,11 +53,27 @@ def work_items(class_names: list[str], per_class: int, run_seed: int) -> list[di
             for label, name in enumerate(class_names) for index in range(per_class)]
 
 
-class SyntheticVideoWriter:
-    """Ray Data actor UDF: sample, decode and write a batch of work items.
+def sampling_batches(items: list[dict], batch_size: int) -> list[list[dict]]:
+    """The work items in fixed consecutive groups of ``batch_size``, each sampled together.
 
-    Loads the model and VAE once (on the actor's GPU when it has one); returns the items done
-    and the node that did them.
+    Fixed because a video's last bits depend on what it was sampled with (batched kernels
+    round differently): regrouping the missing videos of an interrupted run would make them
+    differ from an uninterrupted run's; regenerating their whole group does not.
+    """
+    return [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+
+
+def batch_row(group: list[dict]) -> dict:
+    """One Ray Data row holding a sampling batch (column → list of the items' values)."""
+    return {key: [item[key] for item in group] for key in group[0]}
+
+
+class SyntheticVideoWriter:
+    """Ray Data actor UDF: sample, decode and write sampling batches (one per row, see
+    :func:`sampling_batches`), skipping the videos already written.
+
+    Loads the model and VAE once (on the actor's GPU when it has one); returns the videos
+    written and the node that wrote them.
     """
 
     def __init__(self, run_url: str, model_dir: str, vae: str | None, generate: dict):
@@ -71,18 +87,30 @@ class SyntheticVideoWriter:
         self.vae = open_vae(self.run, vae).to(device).eval()
 
     def __call__(self, batch: dict) -> dict:
-        items = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        written = []
+        for row in range(len(batch["video_id"])):
+            columns = {key: list(values[row]) for key, values in batch.items()}
+            items = [dict(zip(columns, values)) for values in zip(*columns.values())]
+            written += self.write_group(items)
+        return {"video_id": written, "node_id": [worker_node()] * len(written)}
+
+    def write_group(self, items: list[dict]) -> list[str]:
+        """Sample one group together; write the latent, then the mp4 (which marks the video
+        done), of each video not written yet. Returns the ids written."""
         latents, frames = synthesize(self.model, self.vae, [int(i["label"]) for i in items],
                                      [int(i["seed"]) for i in items], self.settings.scheduler,
                                      self.settings.steps, self.settings.guidance)
+        written = []
         for item, latent, video in zip(items, latents, frames):
+            if self.run.exists(video_relpath(item)):
+                continue
             buffer = io.BytesIO()
             np.save(buffer, latent)
             self.run.write_bytes(latent_relpath(item), buffer.getvalue())
             self.run.write_bytes(video_relpath(item),
                                  encode_video(video, self.settings.fps, "mp4"))
-        return {"video_id": [item["video_id"] for item in items],
-                "node_id": [worker_node()] * len(items)}
+            written.append(item["video_id"])
+        return written
 
 
 def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list[str]:
@@ -98,21 +126,21 @@ def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list
     return written
 
 
-def generate_videos(run: RunDir, todo: list[dict], model_dir: str, vae: str,
+def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: str,
                     generate: GenerateConfig) -> list[str]:
-    """Sample and write the work items ``todo`` over ``generate.num_actors`` actors (all
-    started at once, one GPU each when the cluster has GPUs). ``model_dir`` is the model's
-    folder inside the run; ``vae`` a VAE source, or None for the run's own ``vae/``. Returns
-    the ids of the nodes whose actors did the work."""
-    if not todo:
+    """Sample and write the sampling batches ``groups`` (:func:`sampling_batches`) over
+    ``generate.num_actors`` actors (all started at once, one GPU each when the cluster has
+    GPUs). ``model_dir`` is the model's folder inside the run; ``vae`` a VAE source, or None for
+    the run's own ``vae/``. Returns the ids of the nodes whose actors did the work."""
+    if not groups:
         return []
     gpus = gpus_per_actor(generate.gpus_per_actor)
-    actors = min(generate.num_actors, -(-len(todo) // generate.batch_size))
-    done = source(todo, items_per_block=generate.batch_size).map_batches(
+    actors = min(generate.num_actors, len(groups))
+    done = source([batch_row(group) for group in groups]).map_batches(
         SyntheticVideoWriter,
         fn_constructor_kwargs={"run_url": run.url, "model_dir": model_dir, "vae": vae,
                                "generate": to_dict(generate)},
-        batch_size=generate.batch_size, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+        batch_size=1, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
         compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
     ).materialize()
     return worker_nodes(done)
@@ -126,7 +154,9 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     items = work_items(class_names, generate.per_class, config.seed)
     written = set(run.list("synthetic/videos", ".mp4"))  # one listing, not a request per video
     todo = [item for item in items if video_relpath(item) not in written]
-    nodes = generate_videos(run, todo, MODEL_DIR, config.latents.vae, generate)
+    groups = [group for group in sampling_batches(items, generate.batch_size)
+              if any(video_relpath(item) not in written for item in group)]
+    nodes = generate_videos(run, groups, MODEL_DIR, config.latents.vae, generate)
     rows = [{**item, "path": run.uri(video_relpath(item)),
              "latent_path": run.uri(latent_relpath(item))} for item in items]
     run.write_table("synthetic/manifest.parquet", pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))

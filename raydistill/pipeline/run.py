@@ -102,7 +102,7 @@ autoscaler starts: minutes, image pull included) before the run fails naming the
 
 
 def resource_timeout(seconds: float | None = None) -> float:
-    """The wait for nodes (see :func:`~raydistill.pipeline.plan.wait_for_resources`):
+    """The wait for nodes (see :func:`~raydistill.pipeline.resources.wait_for_resources`):
     ``seconds`` (``--resource-timeout``), else ``$RAYDISTILL_RESOURCE_TIMEOUT_S``, else
     :data:`DEFAULT_RESOURCE_TIMEOUT_S`. Raises :class:`ConfigError` naming the flag or variable
     for a value that is not a number of seconds >= 0."""
@@ -185,15 +185,15 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
                address: str | None = None, resource_timeout_s: float | None = None) -> RunDir:
     """Run ``stages`` (default: all, in order) of the run described by ``config``.
 
-    Validates paths, takes the run directory's lease (:class:`~raydistill.runs.RunLease`: a run
-    another job works in is refused with :class:`~raydistill.runs.RunInUse`), saves
+    Validates paths, takes the run directory's lease (:class:`~raydistill.lease.RunLease`: a run
+    another job works in is refused with :class:`~raydistill.lease.RunInUse`), saves
     ``config.yaml``, starts or joins Ray, then runs each stage that has no completion marker yet,
     printing what it skips; releases the lease at the end, also on errors. Returns the run
     directory.
 
     Before anything is written, it also refuses a changed section of a finished stage, a VPC
     larger than the real pool, and a worker no node of the cluster can ever hold
-    (:func:`~raydistill.pipeline.plan.check_resources`); a worker that nodes joining could hold
+    (:func:`~raydistill.pipeline.resources.check_resources`); a worker that nodes joining could hold
     is waited for when its stage starts, at most ``resource_timeout_s`` seconds
     (:func:`resource_timeout`).
     """
@@ -207,14 +207,14 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
         validate_evaluation(config)
     run = RunDir(config.run_dir)
     _check_order(run, config, names)
-    from raydistill.pipeline import plan  # it imports this module
+    from raydistill.pipeline import plan, resources  # plan imports this module
 
     plan.check_frozen_sections(run, config)
     if "select" in names:
         validate_real_pool_size(run, config)
     timeout_s = resource_timeout(resource_timeout_s)
     init_ray(address)
-    plan.check_resources([name for name in names if not is_finished(run, config, name)], config)
+    resources.check_resources([n for n in names if not is_finished(run, config, n)], config)
     with run.lease() as lease:
         run.save_config(config)
         for name in names:
@@ -224,7 +224,7 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
                 continue
             if name == "select":  # the manifest may be new
                 validate_real_pool_size(run, config)
-            plan.wait_for_resources(name, config, timeout_s)
+            resources.wait_for_resources(name, config, timeout_s)
             started = time.time()
             summary = STAGES[name](run, config)
             summary["wall_seconds"] = round(time.time() - started, 2)

@@ -8,6 +8,7 @@ that fail to decode go to a rejects file written beside the shard, before it.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ import pyarrow as pa
 import ray
 from ray.data import TaskPoolStrategy
 
+from raydistill.pipeline.resources import autoscaler_reports, bootstrap_node_types
 from raydistill.runs import RunDir
 from raydistill.schema import REJECTS_SCHEMA, reject, table_from_rows
 from raydistill.video.clips import decode_batch
@@ -51,9 +53,22 @@ def worker_nodes(done: ray.data.Dataset) -> list[str]:
 
 
 def task_pool(num_cpus: float, work_items: int) -> TaskPoolStrategy:
-    """As many concurrent tasks of ``num_cpus`` as the cluster's CPUs hold, at most one per item."""
+    """As many concurrent tasks of ``num_cpus`` as the cluster's CPUs hold, at most one per item.
+
+    On a cluster that can grow (an autoscaler) the pool is not capped by the CPUs it has now
+    (an autoscaling cluster often starts with none): every item is submitted, the queued tasks
+    are the demand the autoscaler answers with CPU nodes, and they run as the nodes join.
+    """
+    if cluster_can_grow():
+        return TaskPoolStrategy(size=max(1, work_items))
     cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
     return TaskPoolStrategy(size=max(1, min(work_items, int(cpus // num_cpus))))
+
+
+@functools.lru_cache(maxsize=1)
+def cluster_can_grow() -> bool:
+    """Whether an autoscaler may add nodes to the connected cluster (asked once per process)."""
+    return bool(bootstrap_node_types()) or autoscaler_reports()
 
 
 def shard_path(folder: str, split: str, index: int) -> str:

@@ -1,0 +1,315 @@
+"""What the stages ask of the Ray cluster, and whether it can hold them: now, once nodes join
+(an autoscaler), or never.
+
+Resource asks are compared with what the cluster offers now and, when an autoscaler is detected
+(``ray up``'s bootstrap config on the head, or node types in the autoscaler's status), with the
+node types it may add. ``--dry-run`` reports the findings (:func:`resource_findings`); the run
+refuses what can never fit before any work (:func:`check_resources`) and, at each stage's start,
+waits a bounded time for nodes that can hold it (:func:`wait_for_resources`). Task pools size
+themselves to the CPUs the cluster has or can grow to (:func:`task_pool_size`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import yaml
+
+from raydistill.config import ConfigError, RunConfig
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the Ray cluster offers now, and whether it can grow."""
+
+    cpus: float
+    gpus: float
+    largest_cpus: float
+    """The most CPUs one node has, or one node type of a known autoscaler config can have."""
+    largest_gpus: float
+    autoscaler: bool
+    node_types_known: bool
+    """Whether ``largest_*`` cover the autoscaler's node types (a ``ray up`` head node)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One kind of Ray worker a stage starts: ``count`` of them (None: as many as the cluster's
+    CPUs hold), each asking ``cpus`` and ``gpus``; ``count_field`` / ``unit_field`` name the
+    config fields behind the count and the per-unit size."""
+
+    what: str
+    count: int | None
+    cpus: float
+    gpus: float
+    count_field: str
+    unit_field: str
+
+    def size(self) -> str:
+        """What one worker asks: ``1 CPU + 1 GPU``."""
+        return f"{self.cpus:g} CPU" + (f" + {self.gpus:g} GPU" if self.gpus else "")
+
+    def describe(self) -> str:
+        """``4 × Latte actor (1 CPU + 1 GPU)``."""
+        size = self.size()
+        if self.count is None:
+            return f"{self.what}s ({size} each, as many at once as the CPUs hold)"
+        return f"{self.count} × {self.what} ({size})"
+
+
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+"""Where ``ray up`` leaves the cluster config on the head node (where job drivers run)."""
+
+
+def cluster_view() -> Cluster:
+    """The connected cluster's resources, largest node and autoscaler."""
+    import ray
+
+    totals = ray.cluster_resources()
+    nodes = alive_nodes()
+    node_types = bootstrap_node_types()
+    shapes = nodes + node_types
+    return Cluster(
+        cpus=float(totals.get("CPU", 0)), gpus=float(totals.get("GPU", 0)),
+        largest_cpus=max((float(s.get("CPU", 0)) for s in shapes), default=0.0),
+        largest_gpus=max((float(s.get("GPU", 0)) for s in shapes), default=0.0),
+        autoscaler=bool(node_types) or autoscaler_reports(), node_types_known=bool(node_types))
+
+
+def alive_nodes() -> list[dict]:
+    """The resources (``{"CPU": 8.0, "GPU": 1.0, ...}``) of each live node of the cluster."""
+    import ray
+
+    return [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+
+
+def bootstrap_node_types() -> list[dict]:
+    """Resources of the node types the autoscaler may start, from a ``ray up`` head's config."""
+    path = os.path.expanduser(BOOTSTRAP_CONFIG)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle) or {}
+    return [dict(node_type.get("resources") or {})
+            for node_type in config.get("available_node_types", {}).values()
+            if node_type.get("max_workers", 1) > 0]
+
+
+def autoscaler_reports() -> bool:
+    """Whether an autoscaler that can add nodes reports to the cluster (v1: node types other
+    than the read-only provider's one per node, as a plain ``ray start`` has; v2: a state)."""
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    try:
+        status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        report = (json.loads(status).get("autoscaler_report") or {}) if status else {}
+        if has_launcher_node_types(report):
+            return True
+        import ray
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        stats = get_cluster_status(ray.get_runtime_context().gcs_address, timeout=5).stats
+        return stats.autoscaler_version not in (None, "", "0")
+    except Exception:  # internals of Ray: an unknown answer means "not detected"
+        return False
+
+
+def has_launcher_node_types(report: dict) -> bool:
+    """Whether a v1 autoscaler report maps nodes to configured node types; without a cluster
+    config (``ray start``, ``ray.init``) the read-only provider names one type per node."""
+    from ray.autoscaler._private.util import format_readonly_node_type
+
+    mapping = report.get("node_type_mapping") or {}
+    return any(name != format_readonly_node_type(node) for node, name in mapping.items())
+
+
+def resolved_gpus(requested: float | None, cluster: Cluster) -> float:
+    """A ``gpus_per_actor`` as the stage resolves it (None: 1 if the cluster has GPUs now)."""
+    if requested is not None:
+        return requested
+    return 1.0 if cluster.gpus > 0 else 0.0
+
+
+def actor_request(what: str, section: str, count: int, gpus: float) -> Request:
+    """An inference actor pool (latents, generate, embed): 1 CPU with a GPU, else 0.5."""
+    return Request(what, count, 1.0 if gpus else 0.5, gpus, f"{section}.num_actors",
+                   f"{section}.gpus_per_actor")
+
+
+def train_request(what: str, count: int, count_field: str, use_gpu: bool | None,
+                  use_gpu_field: str, cluster: Cluster) -> Request:
+    """Ray Train workers: 1 CPU each, + 1 GPU with ``use_gpu`` (None: if the cluster has one)."""
+    gpu = cluster.gpus > 0 if use_gpu is None else use_gpu
+    return Request(what, count, 1.0, 1.0 if gpu else 0.0, count_field, use_gpu_field)
+
+
+def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Request]:
+    """The Ray workers stage ``name`` asks for, as the pipeline's stages size them."""
+    c = config
+    if name == "ingest":
+        return [Request("probe task", None, 1.0, 0.0, "ingest", "ingest")]
+    if name == "decode":
+        return [Request("decode task", None, c.decode.num_cpus, 0.0, "decode.shard_size",
+                        "decode.num_cpus")]
+    if name in ("latents", "generate", "embed"):
+        section = getattr(c, name)
+        what = {"latents": "VAE actor", "generate": "Latte actor",
+                "embed": "VideoMAE actor"}[name]
+        return [actor_request(what, name, section.num_actors,
+                              resolved_gpus(section.gpus_per_actor, cluster))]
+    if name == "finetune":
+        return [train_request("Latte worker", c.finetune.num_workers, "finetune.num_workers",
+                              c.finetune.use_gpu, "finetune.use_gpu", cluster)]
+    if name == "select":
+        requests = [Request("selection task", None, 1.0, 0.0, "select.classes_per_task",
+                            "select")]
+        if "vst_unet" in c.select.methods:
+            requests.append(train_request("VST-UNet worker", c.select.train_workers,
+                                          "select.train_workers", c.select.use_gpu,
+                                          "select.use_gpu", cluster))
+        return requests
+    if name == "evaluate":
+        test_gpus = 1.0 if cluster.gpus > 0 else 0.0  # the stage decides this from the cluster
+        return [train_request("C3D worker", c.evaluate.num_workers, "evaluate.num_workers",
+                              c.evaluate.use_gpu, "evaluate.use_gpu", cluster),
+                Request("test actor", c.evaluate.test_actors, 1.0 if test_gpus else 0.5,
+                        test_gpus, "evaluate.test_actors", "evaluate.test_actors")]
+    return []  # report: the driver alone
+
+
+def resource_findings(requests: list[Request], cluster: Cluster) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)``: at most one line per request, starting with the config field.
+
+    An error is a worker that can never be placed: it asks more than any node has, on a
+    cluster that cannot grow (or whose node types are known). A GPU ask on a cluster with no
+    GPU at all stays a warning: GPU nodes may still join. Stage totals above what the cluster
+    has now are warnings: an autoscaler adds nodes, else the stage waits for them.
+    """
+    errors, warnings = [], []
+    for request in requests:
+        finding = request_finding(request, cluster)
+        if finding:
+            (errors if finding[0] else warnings).append(finding[1])
+    return errors, warnings
+
+
+def _growth(cluster: Cluster) -> str:
+    return ("the autoscaler must add them" if cluster.autoscaler else
+            "no autoscaler detected: the stage waits for nodes to join")
+
+
+def unit_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
+    """``(is_error, line)`` when one worker of ``r`` asks more CPUs or GPUs than any node (or
+    known node type) has, None otherwise. An error when the cluster can never hold it: nodes of
+    that resource exist but all are smaller, and no autoscaler of unknown node types may add a
+    larger one. A GPU ask where no node has a GPU is not an error: GPU nodes may still join."""
+    asks = (("GPU", r.gpus, cluster.largest_gpus), ("CPU", r.cpus, cluster.largest_cpus))
+    for resource, each, largest in asks:
+        if each > largest:
+            never = largest > 0 and not (cluster.autoscaler and not cluster.node_types_known)
+            has = f"no node has more than {largest:g}" if largest else f"no node has a {resource}"
+            hint = "" if never else f"; {_growth(cluster)}"
+            if resource == "GPU" and not largest:
+                hint += " (--gpus-per-actor 0 runs every stage on CPUs)"
+            return never, f"{r.unit_field}: one {r.what} asks {each:g} {resource}, {has}{hint}"
+    return None
+
+
+def request_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
+    """``(is_error, line)`` for the first problem of one request, None if it fits."""
+    finding = unit_finding(r, cluster)
+    if finding:
+        return finding
+    growth = _growth(cluster)
+    asks = (("GPU", r.gpus, cluster.gpus), ("CPU", r.cpus, cluster.cpus))
+    for resource, each, total in asks:
+        if r.count is not None and r.count * each > total:
+            return False, (f"{r.count_field}: {r.count} × {r.what} ({each:g} {resource} each) "
+                           f"= {r.count * each:g} {resource}, the cluster has {total:g} now; "
+                           f"{growth}")
+    if r.count is None and cluster.cpus == 0:
+        return False, (f"{r.unit_field}: the cluster has no CPU now; {r.what}s run as many at "
+                       "once as it has CPUs when the stage starts (at least one): bring CPU "
+                       "workers up first (README, \"--dry-run\")")
+    return None
+
+
+class ResourceError(ConfigError):
+    """A stage asks for workers the cluster cannot hold: never (no node or node type is large
+    enough), or not within the time a run waits for nodes to join. Names the config field."""
+
+
+def fits_a_node(r: Request, nodes: list[dict]) -> bool:
+    """Whether some node has the CPUs and the GPUs one worker of ``r`` asks (in total, busy or
+    not: a busy node frees up, a node too small never fits)."""
+    return any(float(node.get("CPU", 0)) >= r.cpus and float(node.get("GPU", 0)) >= r.gpus
+               for node in nodes)
+
+
+def check_resources(names: list[str], config: RunConfig) -> None:
+    """Before a run starts: raise :class:`ResourceError` (naming the field) for the first
+    worker of stages ``names`` that the cluster can never hold (the dry run's errors). Asks
+    that nodes joining may satisfy pass: :func:`wait_for_resources` handles them when their
+    stage starts."""
+    nodes = alive_nodes()
+    cluster = cluster_view()
+    for name in names:
+        for request in stage_requests(name, config, cluster):
+            finding = None if fits_a_node(request, nodes) else unit_finding(request, cluster)
+            if finding and finding[0]:
+                raise ResourceError(finding[1])
+
+
+def ask_autoscaler(requests: list[Request]) -> None:
+    """Ask the autoscaler for a node that holds one worker of each of ``requests`` (an empty
+    list withdraws the ask). Without it, an autoscaler adds nodes only for work already
+    submitted, and a run waiting before submitting any would wait in vain."""
+    from ray.autoscaler.sdk import request_resources
+
+    bundles = [{key: value for key, value in (("CPU", r.cpus), ("GPU", r.gpus)) if value}
+               for r in requests]
+    request_resources(bundles=[bundle for bundle in bundles if bundle])
+
+
+def wait_for_resources(name: str, config: RunConfig, timeout_s: float,
+                       poll_s: float = 5.0) -> None:
+    """Return once every kind of worker stage ``name`` starts fits on some node of the cluster.
+
+    Each worker the cluster cannot hold now: :class:`ResourceError` at once if it never can
+    (:func:`unit_finding`); else one line says what the stage waits for, the autoscaler (if
+    any) is asked for the node (:func:`ask_autoscaler`), and the cluster is polled every
+    ``poll_s`` seconds for up to ``timeout_s`` seconds, after which :class:`ResourceError` names
+    the field. The stage would otherwise wait for the node forever.
+    """
+    nodes = alive_nodes()
+    cluster = cluster_view()
+    waiting = [r for r in stage_requests(name, config, cluster) if not fits_a_node(r, nodes)]
+    if not waiting:
+        return
+    findings = [unit_finding(r, cluster) or (False, (
+        f"{r.unit_field}: one {r.what} asks {r.size()}, no node of the cluster has that now; "
+        f"{_growth(cluster)}"))
+        for r in waiting]
+    for never, line in findings:
+        if never:
+            raise ResourceError(line)
+    finding = findings[0]
+    print(f"{name}: waiting up to {timeout_s:g} s for a node that can hold it: {finding[1]}",
+          flush=True)
+    ask_autoscaler(waiting)  # also where none was detected: without one, the ask does nothing
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not all(fits_a_node(r, nodes) for r in waiting):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ResourceError(f"{finding[1]}; no node that can hold it joined within "
+                                    f"{timeout_s:g} s")
+            time.sleep(min(poll_s, left))
+            nodes = alive_nodes()
+    finally:
+        ask_autoscaler([])
+    print(f"{name}: the cluster can hold it now", flush=True)
