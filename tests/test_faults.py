@@ -1,0 +1,164 @@
+"""Issue 8, fault injection against one small quickstart run (every stage, every selector):
+
+- dead workers: a Ray Train worker SIGKILLed in the middle of fine-tuning, VST-UNet training and
+  classifier training, and a Ray Data actor SIGKILLed in the middle of VAE encoding, generation
+  and embedding;
+- an interrupted driver: the quickstart job (and the local Ray it started) SIGKILLed between
+  stages and in the middle of stages, rerun each time.
+
+Each time the run finishes and equals the untouched run file by file (``fingerprint.py``), no
+finished work item is written twice and no partial file is ever visible.
+"""
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from raydistill.config import with_overrides
+from raydistill.pipeline.run import run_stages
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fingerprint import differences, fingerprint, unreadable_files  # noqa: E402
+from killing import KillWhen, kill_workers, run_until, session_raylet_pid  # noqa: E402
+
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]
+
+JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.py"
+SIZE = {"classes": 2, "train_per_class": 4, "test_per_class": 2, "steps": 12, "per_class": 3,
+        "seeds": 1, "eval_epochs": 2, "smoke": True}
+FLAGS = ["--classes", "2", "--train-per-class", "4", "--test-per-class", "2", "--steps", "12",
+         "--per-class", "3", "--seeds", "1", "--eval-epochs", "2", "--smoke"]
+WORK_ITEMS = ("clips/", "latents/", "synthetic/videos/", "synthetic/latents/", "embeddings/",
+              "selection/", "eval/")
+
+
+def load_job():
+    spec = importlib.util.spec_from_file_location("quickstart_job", JOB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def done(run: Path, stage: str) -> bool:
+    return (run / "_stages" / f"{stage}.json").exists()
+
+
+def exists(run: Path, pattern: str) -> bool:
+    return next(run.glob(pattern), None) is not None
+
+
+@pytest.fixture(scope="module")
+def untouched(tmp_path_factory):
+    """Fingerprint of the quickstart run nothing happened to."""
+    run = tmp_path_factory.mktemp("untouched") / "run"
+    assert load_job().main(["--run", str(run), *FLAGS]) == 0
+    return fingerprint(str(run))
+
+
+# -- dead workers -------------------------------------------------------------------------------
+
+# stage → (worker title, condition on the run directory): Ray Train workers die after their first
+# checkpoint, actors once their stage has work in flight.
+WORKER_KILLS = {
+    "latents": ("LatentShardWriter", lambda run: exists(run, "vae/losses.json")),
+    "finetune": ("RayTrainWorker", lambda run: exists(run, "finetune/ray/latte/checkpoint_*")),
+    "generate": ("SyntheticVideoWriter", lambda run: exists(run, "synthetic/videos/*/*.mp4")),
+    "embed": ("EmbeddingShardWriter", lambda run: exists(run, "embed/videomae-run/*.json")),
+    "select": ("RayTrainWorker",
+               lambda run: exists(run, "selection/*/vst_unet/ray/*/checkpoint_*")),
+    "evaluate": ("RayTrainWorker", lambda run: exists(run, "eval/ray/*/checkpoint_*")),
+}
+
+
+def test_killed_workers_and_actors_are_replaced_and_the_run_ends_the_same(untouched, tmp_path):
+    quickstart = load_job()
+    run = tmp_path / "run"
+    config = with_overrides(
+        quickstart.quickstart_config(str(run), SIZE["classes"], SIZE["train_per_class"],
+                                     SIZE["test_per_class"], SIZE["steps"], SIZE["per_class"],
+                                     SIZE["seeds"], SIZE["eval_epochs"], smoke=True),
+        # Checkpoints every step / epoch (results do not depend on it): each kill then lands
+        # in the middle of training, resumes from a checkpoint and must not change the result.
+        {"finetune": {"checkpoint_every": 1}, "select": {"checkpoint_every": 1},
+         "evaluate": {"checkpoint_every": 1}})
+    raylet = session_raylet_pid()
+    killed = {}
+    for stage in ("ingest", "decode", *WORKER_KILLS, "report"):
+        role, condition = WORKER_KILLS.get(stage, (None, None))
+        if role is None:
+            run_stages(config, [stage])
+            continue
+        watcher = KillWhen(lambda c=condition: c(run), lambda r=role: kill_workers(raylet, r))
+        watcher.start()
+        run_stages(config, [stage])
+        killed[stage] = watcher.stop()
+    missed = [stage for stage, pids in killed.items() if not pids]
+    assert missed == [], f"no worker was killed in {missed}"
+    assert differences(untouched, fingerprint(str(run))) == []
+
+
+# -- an interrupted driver ---------------------------------------------------------------------
+
+# (where, condition on the run directory): one chain, in pipeline order.
+DRIVER_KILLS = [
+    ("in the middle of decode", lambda r: exists(r, "clips/*/shard-*.parquet")
+     and not done(r, "decode")),
+    ("between latents and finetune", lambda r: done(r, "latents")),
+    ("in the middle of finetune", lambda r: exists(r, "finetune/ray/latte/checkpoint_*")
+     and not done(r, "finetune")),
+    ("in the middle of generate", lambda r: exists(r, "synthetic/videos/*/*.mp4")
+     and not done(r, "generate")),
+    ("in the middle of select", lambda r: exists(r, "selection/synthetic/*/vpc=*/seed=*.parquet")
+     and not done(r, "select")),
+    ("in the middle of evaluate", lambda r: exists(r, "eval/*/**/metrics.json")
+     and not done(r, "evaluate")),
+]
+
+
+def work_item_times(run: Path) -> dict[str, int]:
+    """{path: mtime} of the finished work items (shards, videos, selections, metrics)."""
+    return {str(path.relative_to(run)): path.stat().st_mtime_ns for path in run.rglob("*")
+            if path.is_file() and not path.name.startswith(".")
+            and str(path.relative_to(run)).startswith(WORK_ITEMS)
+            and "/ray/" not in str(path.relative_to(run))}
+
+
+@pytest.fixture
+def driver_env():
+    """The environment of a driver that starts its own local Ray, in a private temp dir (short:
+    Ray's socket paths must fit in 107 bytes)."""
+    folder = tempfile.mkdtemp(prefix="rdk", dir="/tmp")
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = folder
+    yield env
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_driver_killed_again_and_again_finishes_like_an_untouched_run(untouched, tmp_path,
+                                                                         driver_env):
+    run = tmp_path / "run"
+    command = [sys.executable, str(JOB), "--run", str(run), *FLAGS]
+    log = str(tmp_path / "driver.log")
+    kept: dict[str, int] = {}
+    kills = []
+    for where, condition in DRIVER_KILLS:
+        killed, code = run_until(command, lambda c=condition: c(run), env=driver_env,
+                                 log_path=log)
+        if not killed:
+            assert code == 0, Path(log).read_text()[-3000:]
+            break
+        kills.append(where)
+        assert unreadable_files(str(run)) == [], f"partial files after a kill {where}"
+        kept.update(work_item_times(run))
+    assert len(kills) >= 5, f"the run finished before most kill points: killed {kills}"
+    killed, code = run_until(command, lambda: False, env=driver_env, log_path=log)
+    assert code == 0, Path(log).read_text()[-3000:]
+    assert differences(untouched, fingerprint(str(run))) == []
+    now = work_item_times(run)
+    assert [path for path, mtime in kept.items() if now.get(path) != mtime] == [], \
+        "finished work items were written again after a kill"
