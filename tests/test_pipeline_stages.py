@@ -207,6 +207,29 @@ def test_a_file_that_kills_its_probe_worker_rejects_only_itself(tmp_path):
     assert "crashed the worker" in rejects[0]["detail"]
 
 
+def test_a_worker_lost_while_decoding_a_file_rejects_nothing(tmp_path):
+    from raydistill.pipeline.decode import run_decode
+    from raydistill.pipeline.shards import decode_shards
+
+    deaths = tmp_path / "deaths"
+
+    def decode_losing_its_worker_twice(batch, num_frames, size):
+        # Lost with the shard's task, then once more when decoded alone (a preempted node):
+        # the retry of the file alone succeeds.
+        if any("move_left_train_0001" in rows for rows in batch["rows"]):
+            count = len(deaths.read_text()) if deaths.exists() else 0
+            if count < 2:
+                deaths.write_text("x" * (count + 1))
+                os._exit(1)
+        return decode_shards(batch, num_frames, size)
+
+    config = toy_config(str(tmp_path / "run"))
+    run = run_stages(config, ["ingest"])
+    summary = run_decode(run, config, decode_fn=decode_losing_its_worker_twice)
+    assert deaths.read_text() == "xx" and run.read_table("clips/rejects.parquet").num_rows == 0
+    assert summary["clips"] == 15
+
+
 def test_a_file_that_kills_its_decode_worker_rejects_only_itself(tmp_path):
     from raydistill.pipeline.decode import run_decode
     from raydistill.pipeline.shards import decode_shards

@@ -26,6 +26,10 @@ def dataset_root(run: RunDir, config: RunConfig) -> str:
     return config.ingest.root or run.uri("source", "toy")
 
 
+ISOLATED_RETRIES = 2
+"""Retries of a file probed (or decoded) alone after its task's worker died."""
+
+
 @ray.remote(max_retries=0)
 def _generate_toy_class(root: str, toy_config, label: int) -> int:
     return toy.generate_class(root, toy_config, label)
@@ -78,7 +82,11 @@ def probe_in_parallel(rows: list[dict], batch_size: int, verify: bool,
     while queue or pending:
         while queue and len(pending) < max_in_flight:
             chunk = queue.pop()
-            pending[probe_task.remote(chunk, verify)] = chunk
+            # A file probed alone is retried: a worker lost to a preempted node must not reject
+            # it; one that dies on every attempt is a crash (decoder abort on a damaged file).
+            task = probe_task.options(max_retries=ISOLATED_RETRIES) if len(chunk) == 1 \
+                else probe_task
+            pending[task.remote(chunk, verify)] = chunk
         done, _ = ray.wait(list(pending), num_returns=1)
         chunk = pending.pop(done[0])
         try:

@@ -150,7 +150,9 @@ def prepare_output(run: RunDir, folder: str, settings: dict) -> None:
         run.write_json(marker, settings)
 
 
-@ray.remote(max_retries=0)
+# Retried: a worker lost to a preempted node must not reject the file; a file that kills the
+# worker on every attempt is rejected.
+@ray.remote(max_retries=2)
 def _decode_alone(item: dict, num_frames: int, size: int, decode_fn) -> dict:
     return decode_fn({key: [value] for key, value in item.items()}, num_frames, size)
 
