@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import ray
+import ray.train
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -26,3 +27,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 def cluster_cpus() -> float:
     """CPUs the connected Ray cluster advertises now."""
     return float(ray.cluster_resources().get("CPU", 0))
+
+
+def failure_config(max_failures: int) -> ray.train.FailureConfig:
+    """Ray Train's failure handling for ``max_failures`` restarts from the last checkpoint.
+
+    A worker that dies while its group is starting is reported as a controller error, which
+    Ray Train 2.60 does not retry by default (seen in benchmarks/chaos.py: a worker killed right
+    after a restart ended the run); the same budget covers both.
+    """
+    return ray.train.FailureConfig(max_failures=max_failures,
+                                   controller_failure_limit=max_failures)

@@ -31,7 +31,7 @@ import ray
 import ray.train
 import torch
 from ray.data import ActorPoolStrategy
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from raydistill.classify import (PAPER_CLASSIFIERS, PAPER_TRAINING, TOY_CLASSIFIERS,
@@ -45,6 +45,7 @@ from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.select import selection_path
 from raydistill.pipeline.shards import shard_files, source
+from raydistill.pipeline.cluster import failure_config
 from raydistill.runs import RunDir, is_local
 from raydistill.video.clips import clips_from_table
 
@@ -253,7 +254,7 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
         scaling_config=ScalingConfig(num_workers=evaluate.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": 1}),
         run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,
-                             failure_config=FailureConfig(max_failures=evaluate.max_failures),
+                             failure_config=failure_config(evaluate.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     ).fit()
 

@@ -22,7 +22,7 @@ import pyarrow.fs
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from raydistill.config import FinetuneConfig, from_dict, to_dict
@@ -31,6 +31,7 @@ from raydistill.generation.training import (build_model, new_state, restore_chec
                                              save_checkpoint, step_seed, train_step)
 from raydistill.pipeline.latents import latent_shape
 from raydistill.pipeline.shards import shard_files
+from raydistill.pipeline.cluster import failure_config
 from raydistill.runs import RunDir, is_local
 
 STAGE = "finetune"
@@ -175,7 +176,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
                                      use_gpu=use_gpu(finetune)),
         run_config=RunConfig(name="latte", storage_path=storage_path,
                              storage_filesystem=filesystem,
-                             failure_config=FailureConfig(max_failures=finetune.max_failures),
+                             failure_config=failure_config(finetune.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets=datasets,
     )

@@ -25,10 +25,11 @@ import pyarrow.fs
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from raydistill.pipeline.shards import shard_files
+from raydistill.pipeline.cluster import failure_config
 from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
                                                epoch_generator, load_state, make_optimizer,
@@ -176,7 +177,7 @@ def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, 
         scaling_config=ScalingConfig(num_workers=select.train_workers, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": 1}),
         run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,
-                             failure_config=FailureConfig(max_failures=select.max_failures),
+                             failure_config=failure_config(select.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)))
     trainer.fit()
 
