@@ -139,7 +139,7 @@ def workers_and_storage(folder: str, reference: dict, proxy, kill_every: float,
         proxy.rate = 0.0
     local = os.path.join(folder, "chaos-s3-copy")
     s3_copy("s3://chaos/run", local)
-    diff = differences(reference, fingerprint(local))
+    diff = differences(reference, fingerprint(local, aliases=("s3://chaos/run",)))
     return {"seconds": seconds, "overhead": seconds / clean_seconds - 1,
             "kills": dict(monkey.kills), "io_errors": proxy.injected,
             "requests": proxy.requests, "differences": diff}
@@ -196,7 +196,9 @@ def _started(run: Path, stage: str) -> bool:
     return next(run.glob(STARTED[stage]), None) is not None
 
 
-def main() -> None:
+def main() -> int:
+    """Run the clean run and the chaotic runs; print their figures. Exit status 1 when a
+    chaotic run's results differ from the clean run's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kill-every", type=float, default=8.0,
                         help="mean seconds between worker kills (run 2)")
@@ -214,6 +216,7 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, object_store_memory=1_000_000_000,
              include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    failed = False
     clean_seconds = run_in_process(os.path.join(folder, "clean"))
     reference = fingerprint(os.path.join(folder, "clean"))
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}")
@@ -221,6 +224,7 @@ def main() -> None:
     if not args.skip_workers:
         result = workers_and_storage(folder, reference, proxy, args.kill_every,
                                      args.io_error_rate, clean_seconds)
+        failed = failed or bool(result["differences"])
         print(f"worker kills + S3 errors: {result['seconds']:.1f} s "
               f"(+{100 * result['overhead']:.0f} %), kills {result['kills']}, "
               f"{result['io_errors']} injected S3 errors in {result['requests']} requests, "
@@ -230,11 +234,14 @@ def main() -> None:
     server.stop()
     if not args.skip_driver:
         result = driver_kills(folder, reference, clean_seconds)
+        failed = failed or bool(result["differences"] or result["partial_files"])
         print(f"driver kills: {len(result['kills'])} ({', '.join(result['kills'])}); "
               f"{result['seconds']:.1f} s in all (+{100 * result['overhead']:.0f} %), "
               f"{len(result['partial_files'])} partial files, "
               f"{len(result['differences'])} differing files {result['differences'][:5]}")
+    print(f"work folder (delete when done): {folder}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

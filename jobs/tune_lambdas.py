@@ -25,7 +25,8 @@ import sys
 import yaml
 
 from raydistill.config import ConfigError
-from raydistill.pipeline.tune import SEARCHES, tune_command
+from raydistill.pipeline.tune import SEARCHES
+from raydistill.pipeline.tune_job import tune_command
 from raydistill.selection import SELECTORS
 
 

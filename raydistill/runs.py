@@ -161,9 +161,9 @@ class RunDir:
         """Atomically write an Arrow table as Parquet."""
         self.write_bytes(relpath, table_to_parquet_bytes(table))
 
-    def read_table(self, relpath: str) -> pa.Table:
-        """Read a Parquet file (or a folder of Parquet files) of the run."""
-        return pq.read_table(self.fresh_path(relpath), filesystem=self.fs)
+    def read_table(self, relpath: str, columns: list[str] | None = None) -> pa.Table:
+        """Read a Parquet file (or a folder of Parquet files) of the run (only ``columns``)."""
+        return pq.read_table(self.fresh_path(relpath), filesystem=self.fs, columns=columns)
 
     def read_schema(self, relpath: str) -> pa.Schema:
         """The Arrow schema of a Parquet file of the run (its footer only, not its data)."""

@@ -26,13 +26,15 @@ def _skipped(relative: str) -> bool:
     return parts[0] in SKIPPED_TOP or "ray" in parts[:-1] or parts[-1].startswith(".")
 
 
-def _scrub(value, root: str):
+def _scrub(value, roots: tuple[str, ...]):
     if isinstance(value, dict):
-        return {k: _scrub(v, root) for k, v in value.items() if k not in VOLATILE_KEYS}
+        return {k: _scrub(v, roots) for k, v in value.items() if k not in VOLATILE_KEYS}
     if isinstance(value, list):
-        return [_scrub(v, root) for v in value]
+        return [_scrub(v, roots) for v in value]
     if isinstance(value, str):
-        return value.replace(root, "RUN")
+        for root in roots:
+            value = value.replace(root, "RUN")
+        return value
     return value
 
 
@@ -40,15 +42,16 @@ def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
-def file_digest(path: str, root: str) -> str:
+def file_digest(path: str, roots: tuple[str, ...]) -> str:
     """Digest of one run file's meaning: table rows, JSON without timings, tensors of a torch
-    file, bytes otherwise (videos, npy, safetensors)."""
+    file, bytes otherwise (videos, npy, safetensors). ``roots``: the run's addresses, replaced
+    by ``RUN`` inside tables and JSON."""
     if path.endswith(".parquet"):
-        return _hash(repr(_scrub(pq.read_table(path).to_pylist(), root)).encode())
+        return _hash(repr(_scrub(pq.read_table(path).to_pylist(), roots)).encode())
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-        return _hash(json.dumps(_scrub(data, root), sort_keys=True).encode())
+        return _hash(json.dumps(_scrub(data, roots), sort_keys=True).encode())
     if path.endswith(".pt"):
         state = torch.load(path, map_location="cpu", weights_only=False)
         weights = state.get("model", state) if isinstance(state, dict) else state
@@ -61,8 +64,9 @@ def file_digest(path: str, root: str) -> str:
         return _hash(handle.read())
 
 
-def fingerprint(root: str) -> dict[str, str]:
-    """{run-relative path: digest} of every visible result file of a local run."""
+def fingerprint(root: str, aliases: tuple[str, ...] = ()) -> dict[str, str]:
+    """{run-relative path: digest} of every visible result file of a local run (``aliases``:
+    other addresses the run had, e.g. the ``s3://`` URL of a run copied from a bucket)."""
     root = os.path.abspath(root)
     digests = {}
     for folder, _, names in os.walk(root):
@@ -71,7 +75,7 @@ def fingerprint(root: str) -> dict[str, str]:
             relative = os.path.relpath(path, root)
             if _skipped(relative):
                 continue
-            digests[relative] = file_digest(path, root)
+            digests[relative] = file_digest(path, (*aliases, root))
     return digests
 
 

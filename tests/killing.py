@@ -72,7 +72,7 @@ class KillWhen(threading.Thread):
     def run(self) -> None:
         deadline = time.monotonic() + self.timeout
         while not self._stop_event.is_set() and time.monotonic() < deadline:
-            if self.condition():
+            if holds(self.condition):
                 self.killed = self.kill()
                 if self.killed:
                     return
@@ -93,12 +93,13 @@ def run_until(command: list[str], condition: Callable[[], bool], env: dict | Non
     Returns ``(killed, returncode)``: killed False when the command ended first.
     """
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    process = None
     try:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         deadline = time.monotonic() + timeout
         while process.poll() is None:
-            if condition():
+            if holds(condition):
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
                 _reap_group(process.pid)
@@ -111,8 +112,20 @@ def run_until(command: list[str], condition: Callable[[], bool], env: dict | Non
         _reap_group(process.pid)
         return False, process.returncode
     finally:
+        if process is not None and process.poll() is None:  # the caller is failing: no leak
+            _reap_group(process.pid)
+            process.wait()
         if log_path:
             log.close()
+
+
+def holds(condition: Callable[[], bool]) -> bool:
+    """``condition()``, False when the files it looks at vanish under it (Ray Train deletes
+    old checkpoint folders while a glob walks them)."""
+    try:
+        return bool(condition())
+    except OSError:
+        return False
 
 
 def _reap_group(pgid: int) -> None:

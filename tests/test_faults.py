@@ -95,8 +95,10 @@ def test_killed_workers_and_actors_are_replaced_and_the_run_ends_the_same(untouc
             continue
         watcher = KillWhen(lambda c=condition: c(run), lambda r=role: kill_workers(raylet, r))
         watcher.start()
-        run_stages(config, [stage])
-        killed[stage] = watcher.stop()
+        try:
+            run_stages(config, [stage])
+        finally:  # never leave it killing the workers of later tests
+            killed[stage] = watcher.stop()
     missed = [stage for stage, pids in killed.items() if not pids]
     assert missed == [], f"no worker was killed in {missed}"
     assert differences(untouched, fingerprint(str(run))) == []

@@ -404,7 +404,6 @@ def test_task_pools_hold_the_cpus_now_unless_an_autoscaler_can_add_nodes(monkeyp
                                                                          ray_cluster):
     from raydistill.pipeline import shards
 
-    shards.cluster_can_grow.cache_clear()
     assert shards.cluster_can_grow() is False  # a local Ray has no autoscaler
     assert shards.task_pool(1.0, 100).size == 2 and shards.task_pool(0.5, 3).size == 3
     monkeypatch.setattr(shards, "cluster_can_grow", lambda: True)

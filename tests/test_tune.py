@@ -12,7 +12,8 @@ from raydistill.pipeline.embed import embedding_table, embeddings_folder
 from raydistill.pipeline.latents import latent_table
 from raydistill.pipeline.run import run_stages
 from raydistill.pipeline.tune import (METRIC, SweepConfig, carve_validation, check_sweep,
-                                      search_space, sweep_data, sweep_folder, tune_command)
+                                      search_space, sweep_data, sweep_folder)
+from raydistill.pipeline.tune_job import tune_command
 from raydistill.runs import RunDir
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "jobs"))
@@ -162,7 +163,8 @@ def test_the_job_sweeps_tac_dt_through_the_same_estimator_interface(tune_run, ca
 
 def test_dry_run_plans_the_sweeps_and_writes_nothing(tune_run, capsys):
     code = tune_lambdas.main(["--run", tune_run.url, "--vpc", "1", "2", "--lambda-div", "0",
-                              "0.1", "1", "--lambda-rep", "0", "1", "--dry-run"])
+                              "0.1", "1", "--lambda-rep", "0", "1", "--val-per-class", "2",
+                              "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
     assert "would sweep vst_unet at VPC 1: 6 grid trials" in out and "VPC 2" in out
@@ -198,3 +200,17 @@ def test_flags_become_the_sweep_settings():
     assert settings["params"] == {"reward_space": "features"}
     assert settings["asha"] is False and settings["epochs"] == 5
     from_dict(SweepConfig, {**settings, "vpc": 1})  # a valid sweep
+
+
+def test_a_vpc_larger_than_a_class_of_the_pool_stops_before_any_work(tune_run, capsys):
+    code = tune_lambdas.main(["--run", tune_run.url, "--vpc", "3", "5", "--val-per-class", "2"])
+    assert code == 2
+    assert "vpc: 5 is more than the 4 videos of the smallest class" in capsys.readouterr().err
+    assert not tune_run.exists(sweep_folder("real", "vst_unet", 3))  # VPC 3 did not run
+
+
+def test_a_sweep_refuses_a_run_another_job_holds(tune_run, capsys):
+    with RunDir(tune_run.url).lease():
+        code = tune_lambdas.main(["--run", tune_run.url, "--vpc", "1", "--val-per-class", "2",
+                                  "--lambda-div", "0", "--lambda-rep", "0", "--epochs", "1"])
+    assert code == 2 and "is in use by another job" in capsys.readouterr().err

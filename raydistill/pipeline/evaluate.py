@@ -45,7 +45,7 @@ from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.select import selection_path
 from raydistill.pipeline.shards import shard_files, source
-from raydistill.pipeline.cluster import failure_config
+from raydistill.pipeline.cluster import failure_config, fit_resuming
 from raydistill.runs import RunDir, is_local
 from raydistill.video.clips import clips_from_table
 
@@ -246,7 +246,7 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
         path = os.path.abspath(path)
     else:
         filesystem = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(run.fs))
-    TorchTrainer(
+    trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "jobs": jobs, "classifier": spec,
                            "training": dataclasses.asdict(settings), "num_classes": num_classes,
@@ -256,7 +256,8 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
         run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,
                              failure_config=failure_config(evaluate.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
-    ).fit()
+    )
+    fit_resuming(trainer, evaluate.max_failures)
 
 
 class TestPredictor:

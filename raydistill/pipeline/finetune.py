@@ -31,7 +31,7 @@ from raydistill.generation.training import (build_model, new_state, restore_chec
                                              save_checkpoint, step_seed, train_step)
 from raydistill.pipeline.latents import latent_shape
 from raydistill.pipeline.shards import shard_files
-from raydistill.pipeline.cluster import failure_config
+from raydistill.pipeline.cluster import failure_config, fit_resuming
 from raydistill.runs import RunDir, is_local
 
 STAGE = "finetune"
@@ -89,7 +89,8 @@ def latent_share(run: RunDir, rank: int, world: int) -> tuple[torch.Tensor, torc
     (n,)), every ``world``-th row in video-id order — the same rows in the same order on every
     attempt, so a restarted worker trains on exactly what the lost one did."""
     ids = sorted(video_id for path in shard_files(run, "latents/train")
-                 for video_id in run.read_table(path).column("video_id").to_pylist())
+                 for video_id in run.read_table(path, columns=["video_id"])
+                 .column("video_id").to_pylist())
     mine = pa.array(ids[rank::world] or ids[:1], pa.string())
     parts = [table.filter(pc.is_in(table["video_id"], mine))
              for table in map(run.read_table, shard_files(run, "latents/train"))]
@@ -180,7 +181,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets=datasets,
     )
-    result = trainer.fit()
+    result = fit_resuming(trainer, finetune.max_failures)
     with result.checkpoint.as_directory() as folder:
         run.put_dir(os.path.join(folder, "ema"), MODEL_DIR)
         saved = torch.load(os.path.join(folder, "state.pt"), map_location="cpu",

@@ -5,8 +5,7 @@ Resource asks are compared with what the cluster offers now and, when an autosca
 (``ray up``'s bootstrap config on the head, or node types in the autoscaler's status), with the
 node types it may add. ``--dry-run`` reports the findings (:func:`resource_findings`); the run
 refuses what can never fit before any work (:func:`check_resources`) and, at each stage's start,
-waits a bounded time for nodes that can hold it (:func:`wait_for_resources`). Task pools size
-themselves to the CPUs the cluster has or can grow to (:func:`task_pool_size`).
+waits a bounded time for nodes that can hold it (:func:`wait_for_resources`).
 """
 
 from __future__ import annotations

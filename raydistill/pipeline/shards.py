@@ -8,7 +8,6 @@ that fail to decode go to a rejects file written beside the shard, before it.
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -65,10 +64,15 @@ def task_pool(num_cpus: float, work_items: int) -> TaskPoolStrategy:
     return TaskPoolStrategy(size=max(1, min(work_items, int(cpus // num_cpus))))
 
 
-@functools.lru_cache(maxsize=1)
+_CAN_GROW: list[bool] = []
+
+
 def cluster_can_grow() -> bool:
-    """Whether an autoscaler may add nodes to the connected cluster (asked once per process)."""
-    return bool(bootstrap_node_types()) or autoscaler_reports()
+    """Whether an autoscaler may add nodes to the connected cluster. A "yes" is remembered for
+    the process; a "no" is asked again (the autoscaler may not have reported yet)."""
+    if not _CAN_GROW and (bootstrap_node_types() or autoscaler_reports()):
+        _CAN_GROW.append(True)
+    return bool(_CAN_GROW)
 
 
 def shard_path(folder: str, split: str, index: int) -> str:

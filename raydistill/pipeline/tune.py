@@ -39,15 +39,13 @@ from ray.tune.schedulers import ASHAScheduler
 
 from raydistill.classify import build_classifier, classification_metrics, fit_classifier
 from raydistill.classify.training import predict
-from raydistill.config import ConfigError, from_dict, with_overrides
+from raydistill.config import ConfigError, from_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.videomae import embedding_name
 from raydistill.pipeline import vst
-from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.pipeline.evaluate import (classifier_settings, ensure_synthetic_clips,
                                           load_clips, settings_from_dict)
-from raydistill.pipeline.run import requirements
 from raydistill.pipeline.select import pool_arrays
 from raydistill.report.plots import sweep_png
 from raydistill.runs import RunDir, is_local
@@ -320,7 +318,8 @@ def trial_rows(results, names: list[str]) -> list[dict]:
         row = {name: result.config.get(name) for name in names}
         row.update({METRIC: metrics.get(METRIC), "epoch": metrics.get("epoch"),
                     "status": "error" if result.error else "ok",
-                    "error": str(result.error).splitlines()[0][:300] if result.error else ""})
+                    "error": (str(result.error).splitlines() or [""])[0][:300]
+                    if result.error else ""})
         rows.append(row)
     # In point order, so that among equally good trials the best is the same on every rerun.
     return sorted(rows, key=lambda row: [_order_key(row[name]) for name in names])
@@ -342,10 +341,12 @@ def run_sweep(run: RunDir, run_config: RaydistillConfig, config: SweepConfig) ->
     epochs = config.epochs or training.epochs
     config = dataclasses.replace(config, epochs=epochs)
     sweep = dataclasses.asdict(config)
+    embedding = run_config.select.embedding or embedding_name(run_config.embed.model)
     check_settings(run, folder, {"sweep": sweep, "classifier": spec,
-                                 "fixed": fixed_params(config, run_config)})
+                                 "training": dataclasses.asdict(training),
+                                 "fixed": fixed_params(config, run_config),
+                                 "embedding": None if config.method == vst.METHOD else embedding})
     data = sweep_data(run, config, run_config)
-    _check_pool(data, config, pool)
     num_classes = len(run.stage_summary("ingest")["class_names"])
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, run_url=run.url, sweep=sweep,
@@ -356,10 +357,12 @@ def run_sweep(run: RunDir, run_config: RaydistillConfig, config: SweepConfig) ->
     results = make_tuner(run, folder, trainable, config).fit()
     names = list(config.swept())
     rows = trial_rows(results, names)
-    finished = [row for row in rows if row[METRIC] is not None]
+    finished = [row for row in rows if row["status"] == "ok" and row[METRIC] is not None]
     if not finished:
         raise RuntimeError(f"tune: every trial failed; first error: {rows[0]['error']}")
-    best = max(finished, key=lambda row: row[METRIC])
+    # A trial ASHA stopped early competes with its accuracy at an earlier epoch: those that
+    # trained longest come first.
+    best = max(finished, key=lambda row: (row["epoch"] or 0, row[METRIC]))
     params = {name: best[name] for name in names}
     summary = {"method": config.method, "vpc": config.vpc, "pool": pool, "params": params,
                METRIC: best[METRIC], "epochs": best["epoch"], "trials": len(rows),
@@ -368,16 +371,6 @@ def run_sweep(run: RunDir, run_config: RaydistillConfig, config: SweepConfig) ->
                "seconds": round(time.time() - started, 2)}
     write_outputs(run, folder, rows, summary, {**fixed_params(config, run_config), **params})
     return {**summary, "folder": run.uri(folder)}
-
-
-def _check_pool(data: dict, config: SweepConfig, pool: str) -> None:
-    counts = np.bincount(data["y"]) if len(data["y"]) else np.zeros(0, int)
-    present = counts[counts > 0]
-    if not len(present):
-        raise ConfigError(f"vpc: the {pool} pool is empty")
-    if config.vpc > present.min():
-        raise ConfigError(f"vpc: {config.vpc} is more than the {present.min()} videos of the "
-                          f"smallest class of the {pool} pool (after the validation split)")
 
 
 def write_outputs(run: RunDir, folder: str, rows: list[dict], summary: dict,
@@ -393,52 +386,3 @@ def write_outputs(run: RunDir, folder: str, rows: list[dict], summary: dict,
     run.write_bytes(f"{folder}/sweep.png",
                     sweep_png(rows, names[0], names[1] if len(names) > 1 else None, METRIC,
                               title))
-
-
-# -- the job's driver ---------------------------------------------------------------------------
-
-def sweep_run_config(run: RunDir, method: str, pool: str | None) -> RaydistillConfig:
-    """The run's saved config (with ``select.pool`` = ``pool`` when given); ConfigError when
-    the run lacks a stage the sweep's selector needs."""
-    if not run.exists("config.yaml"):
-        raise ConfigError(f"run: {run.url} holds no run (no config.yaml); run the pipeline "
-                          "up to the embed stage first")
-    run_config = run.load_config()
-    overrides = {"select": {"methods": [method], **({"pool": pool} if pool else {})}}
-    run_config = with_overrides(run_config, overrides)
-    for stage in requirements("select", run_config):
-        if not run.is_done(stage):
-            raise ConfigError(f"run: the sweep of {method} needs the {stage} stage of {run.url} "
-                              f"first (`raydistill run --run {run.url} --stages {stage}`)")
-    return run_config
-
-
-def tune_command(run_url: str, sweep: dict, vpcs: list[int], pool: str | None = None,
-                 address: str | None = None, fresh: bool = False,
-                 dry_run: bool = False) -> list[dict]:
-    """Validate everything first, then run one sweep per VPC (``sweep`` holds the
-    :class:`SweepConfig` fields but ``vpc``); returns each sweep's best-trial summary, or the
-    planned sweeps for ``dry_run`` (nothing written, no Ray started)."""
-    run = RunDir(run_url)
-    configs = [from_dict(SweepConfig, {**sweep, "vpc": vpc}) for vpc in vpcs]
-    run_config = sweep_run_config(run, configs[0].method, pool)
-    for config in configs:
-        check_sweep(config, run_config)
-    if dry_run:
-        return [{"folder": run.uri(sweep_folder(run_config.select.pool, c.method, c.vpc)),
-                 "method": c.method, "vpc": c.vpc, "space": c.swept(), "search": c.search,
-                 "trials": _planned_trials(c)} for c in configs]
-    init_ray(address)
-    summaries = []
-    for config in configs:
-        folder = sweep_folder(run_config.select.pool, config.method, config.vpc)
-        if fresh and run.exists(folder):
-            run.fs.rm(run.path(folder), recursive=True)
-        summaries.append(run_sweep(run, run_config, config))
-    return summaries
-
-
-def _planned_trials(config: SweepConfig) -> int:
-    if config.search != "grid":
-        return config.num_samples
-    return math.prod(len(values) for values in config.swept().values())

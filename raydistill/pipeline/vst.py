@@ -29,7 +29,7 @@ from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from raydistill.pipeline.shards import shard_files
-from raydistill.pipeline.cluster import failure_config
+from raydistill.pipeline.cluster import failure_config, fit_resuming
 from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
                                                epoch_generator, load_state, make_optimizer,
@@ -179,7 +179,7 @@ def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, 
         run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,
                              failure_config=failure_config(select.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)))
-    trainer.fit()
+    fit_resuming(trainer, select.max_failures)
 
 
 def select_with_models(run: RunDir, pool: str, jobs: list[tuple[int, int]]

@@ -144,7 +144,8 @@ def sweep_png(trials: list[dict], x: str, y: str | None, metric: str = "val_accu
     grid over (``x``, ``y``), else a scatter coloured by ``metric``; a line for one parameter
     (``y`` None). ``trials`` are dicts holding ``x``, ``y`` and ``metric`` (a fraction, shown in
     percent; trials without it are left out). The best trial is circled. Returns PNG bytes."""
-    done = [t for t in trials if t.get(metric) is not None]
+    done = [{**t, x: _axis_value(t.get(x)), **({y: _axis_value(t.get(y))} if y else {})}
+            for t in trials if t.get(metric) is not None]
     figure = Figure(figsize=(5.6, 4.4))
     axis = figure.add_subplot()
     if not done:
@@ -152,12 +153,16 @@ def sweep_png(trials: list[dict], x: str, y: str | None, metric: str = "val_accu
         return figure_png(figure)
     best = max(done, key=lambda t: t[metric])
     if y is None:
-        points = sorted((t[x], 100 * t[metric]) for t in done)
+        values = sorted({t[x] for t in done}, key=_sort_key)
+        points = sorted((values.index(t[x]), 100 * t[metric]) for t in done)
         axis.plot([p[0] for p in points], [p[1] for p in points], "o-", color="C3")
-        axis.plot([best[x]], [100 * best[metric]], "o", ms=14, mfc="none", mec="black")
+        axis.plot([values.index(best[x])], [100 * best[metric]], "o", ms=14, mfc="none",
+                  mec="black")
+        axis.set_xticks(range(len(values)), [_tick(v) for v in values])
         axis.set_ylabel(f"{metric} (%)")
     else:
-        xs, ys = sorted({t[x] for t in done}), sorted({t[y] for t in done})
+        xs = sorted({t[x] for t in done}, key=_sort_key)
+        ys = sorted({t[y] for t in done}, key=_sort_key)
         cells = {(t[x], t[y]): 100 * t[metric] for t in done}
         if len(cells) == len(xs) * len(ys) == len(done):
             grid = np.array([[cells[(a, b)] for a in xs] for b in ys])
@@ -165,16 +170,36 @@ def sweep_png(trials: list[dict], x: str, y: str | None, metric: str = "val_accu
             for (row, col), value in np.ndenumerate(grid):
                 axis.text(col, row, f"{value:.1f}", ha="center", va="center", color="white"
                           if value < grid.min() + 0.6 * (np.ptp(grid) or 1) else "black")
-            axis.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
-            axis.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+            axis.set_xticks(range(len(xs)), [_tick(v) for v in xs])
+            axis.set_yticks(range(len(ys)), [_tick(v) for v in ys])
             axis.plot([xs.index(best[x])], [ys.index(best[y])], "o", ms=22, mfc="none",
                       mec="red", mew=2)
-        else:
+        elif all(isinstance(v, (int, float)) for v in xs + ys):
             image = axis.scatter([t[x] for t in done], [t[y] for t in done],
                                  c=[100 * t[metric] for t in done], cmap="viridis", s=60)
             axis.plot([best[x]], [best[y]], "o", ms=16, mfc="none", mec="red", mew=2)
+        else:  # a random search over a text parameter: points on category positions
+            image = axis.scatter([xs.index(t[x]) for t in done], [ys.index(t[y]) for t in done],
+                                 c=[100 * t[metric] for t in done], cmap="viridis", s=60)
+            axis.set_xticks(range(len(xs)), [_tick(v) for v in xs])
+            axis.set_yticks(range(len(ys)), [_tick(v) for v in ys])
         figure.colorbar(image, ax=axis, label=f"{metric} (%)")
         axis.set_ylabel(y)
     axis.set_xlabel(x)
     axis.set_title(title or f"best {metric}: {100 * best[metric]:.1f} %")
     return figure_png(figure)
+
+
+def _axis_value(value):
+    """A swept value as a plot coordinate: numbers stay, lists and other values become text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return str(value)
+
+
+def _sort_key(value) -> tuple:
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def _tick(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
