@@ -213,10 +213,10 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
     if "select" in names:
         validate_real_pool_size(run, config)
     timeout_s = resource_timeout(resource_timeout_s)
-    with run.lease() as lease:  # first: a second job on this run stops before starting Ray
-        init_ray(address)
-        resources.check_resources([n for n in names if not is_finished(run, config, n)],
-                                  config)
+    init_ray(address)
+    # Before the lease, which creates the run directory: an impossible ask writes nothing.
+    resources.check_resources([n for n in names if not is_finished(run, config, n)], config)
+    with run.lease() as lease:
         run.save_config(config)
         for name in names:
             lease.check()
