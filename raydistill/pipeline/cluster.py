@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 
+import pyarrow.fs
 import ray
 import ray.train
+
+from raydistill.runs import RunDir, is_local
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -49,3 +52,17 @@ def fit_resuming(trainer, max_failures: int):
                 raise
             print(f"a Ray Train worker died while its controller was talking to it; resuming "
                   f"from the last checkpoint ({attempt + 1} of {max_failures})", flush=True)
+
+
+def arrow_filesystem(run: RunDir) -> pyarrow.fs.FileSystem | None:
+    """The run's fsspec filesystem as pyarrow sees it (None for a local run: pyarrow's own),
+    so Ray Data and Ray Train reach an S3 run with the run's retry settings."""
+    return None if is_local(run.fs) else pyarrow.fs.PyFileSystem(
+        pyarrow.fs.FSSpecHandler(run.fs))
+
+
+def ray_storage(run: RunDir, *parts: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    """Ray Train / Tune ``(storage_path, storage_filesystem)`` for the run folder ``parts``
+    (an absolute path for a local run: Ray workers run elsewhere)."""
+    path = run.path(*parts)
+    return (os.path.abspath(path) if is_local(run.fs) else path), arrow_filesystem(run)

@@ -26,7 +26,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs
 import ray
 import ray.train
 import torch
@@ -45,8 +44,8 @@ from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.select import selection_path
 from raydistill.pipeline.shards import shard_files, source
-from raydistill.pipeline.cluster import failure_config, fit_resuming
-from raydistill.runs import RunDir, is_local
+from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage
+from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
 
 STAGE = "evaluate"
@@ -240,12 +239,7 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
     spec, settings = classifier_settings(evaluate)
     use_gpu = (ray.cluster_resources().get("GPU", 0) > 0 if evaluate.use_gpu is None
                else evaluate.use_gpu)
-    path = run.path("eval", "ray")
-    filesystem = None
-    if is_local(run.fs):
-        path = os.path.abspath(path)
-    else:
-        filesystem = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(run.fs))
+    path, filesystem = ray_storage(run, "eval", "ray")
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "jobs": jobs, "classifier": spec,

@@ -18,7 +18,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs
 import ray
 import ray.train
 import torch
@@ -31,8 +30,9 @@ from raydistill.generation.training import (build_model, new_state, restore_chec
                                              save_checkpoint, step_seed, train_step)
 from raydistill.pipeline.latents import latent_shape
 from raydistill.pipeline.shards import shard_files
-from raydistill.pipeline.cluster import failure_config, fit_resuming
-from raydistill.runs import RunDir, is_local
+from raydistill.pipeline.cluster import (arrow_filesystem, failure_config, fit_resuming,
+                                         ray_storage)
+from raydistill.runs import RunDir
 
 STAGE = "finetune"
 MODEL_DIR = "finetune/model"
@@ -47,9 +47,7 @@ def streamed_latents(run: RunDir) -> ray.data.Dataset:
     """The latent cache as a Ray Data dataset (``latent``, ``label``), read through the run's
     own filesystem (on S3: its retry settings)."""
     paths = [run.path(path) for path in shard_files(run, "latents/train")]
-    filesystem = None if is_local(run.fs) else pyarrow.fs.PyFileSystem(
-        pyarrow.fs.FSSpecHandler(run.fs))
-    return ray.data.read_parquet(paths, filesystem=filesystem).select_columns(["latent",
+    return ray.data.read_parquet(paths, filesystem=arrow_filesystem(run)).select_columns(["latent",
                                                                               "label"])
 
 
@@ -140,14 +138,6 @@ def _report(state, loss: float, rank: int) -> None:
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
-def storage(run: RunDir) -> tuple[str, pyarrow.fs.FileSystem | None]:
-    """Ray Train's storage path and filesystem for ``RUN/finetune/ray`` (fsspec → pyarrow)."""
-    if is_local(run.fs):
-        return os.path.abspath(run.path("finetune", "ray")), None
-    handler = pyarrow.fs.FSSpecHandler(run.fs)
-    return run.path("finetune", "ray"), pyarrow.fs.PyFileSystem(handler)
-
-
 def use_gpu(finetune: FinetuneConfig) -> bool:
     """``finetune.use_gpu``, or whether the cluster has GPUs (None = auto)."""
     if finetune.use_gpu is not None:
@@ -168,7 +158,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     datasets = None if finetune.cache_latents else {"train": streamed_latents(run)}
     shape = latent_shape(run)
     class_names = run.stage_summary("ingest")["class_names"]
-    storage_path, filesystem = storage(run)
+    storage_path, filesystem = ray_storage(run, "finetune", "ray")
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "finetune": to_dict(finetune), "seed": config.seed,

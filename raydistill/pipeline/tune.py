@@ -24,14 +24,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs
 import torch
 import yaml
 from ray import tune
@@ -43,12 +41,13 @@ from raydistill.config import ConfigError, from_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.videomae import embedding_name
 from raydistill.pipeline import vst
+from raydistill.pipeline.cluster import ray_storage
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.pipeline.evaluate import (classifier_settings, ensure_synthetic_clips,
                                           load_clips, settings_from_dict)
 from raydistill.pipeline.select import pool_arrays
 from raydistill.report.plots import sweep_png
-from raydistill.runs import RunDir, is_local
+from raydistill.runs import RunDir
 from raydistill.selection import SELECTORS, make_selector
 
 METRIC = "val_accuracy"
@@ -269,13 +268,6 @@ def run_trial(point: dict, *, run_url: str, sweep: dict, fixed: dict, classifier
 
 # -- the sweep ----------------------------------------------------------------------------------
 
-def _storage(run: RunDir, folder: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
-    path = run.path(folder)
-    if is_local(run.fs):
-        return os.path.abspath(path), None
-    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(run.fs))
-
-
 def check_settings(run: RunDir, folder: str, settings: dict) -> None:
     """Record the sweep's settings; refuse a different sweep in the same folder."""
     path = f"{folder}/settings.json"
@@ -288,7 +280,7 @@ def check_settings(run: RunDir, folder: str, settings: dict) -> None:
 
 def make_tuner(run: RunDir, folder: str, trainable, config: SweepConfig) -> tune.Tuner:
     """A new Tuner for the sweep, or the interrupted one restored from ``folder/ray``."""
-    path, filesystem = _storage(run, folder)
+    path, filesystem = ray_storage(run, folder)
     experiment = f"{path.rstrip('/')}/ray"
     if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
         return tune.Tuner.restore(experiment, trainable, resume_errored=True,

@@ -21,7 +21,6 @@ import tempfile
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs
 import ray
 import ray.train
 import torch
@@ -29,7 +28,7 @@ from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from raydistill.pipeline.shards import shard_files
-from raydistill.pipeline.cluster import failure_config, fit_resuming
+from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage
 from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
                                                epoch_generator, load_state, make_optimizer,
@@ -156,19 +155,12 @@ def _report(job, model, optimizer, epoch, history, rank) -> None:
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
-def _storage(run: RunDir, pool: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
-    path = run.path("selection", pool, METHOD, "ray")
-    if is_local(run.fs):
-        return os.path.abspath(path), None
-    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(run.fs))
-
-
 def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, int]]) -> None:
     """Train the missing (VPC, seed) VST-UNets with Ray Train (resuming an interrupted run)."""
     params = dict(select.params.get(METHOD, {}))
     use_gpu = (ray.cluster_resources().get("GPU", 0) > 0 if select.use_gpu is None
                else select.use_gpu)
-    path, filesystem = _storage(run, select.pool)
+    path, filesystem = ray_storage(run, "selection", select.pool, METHOD, "ray")
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "pool": select.pool, "classes": classes,
