@@ -38,7 +38,7 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                                              "test_per_class": test_per_class}},
         "decode": {"num_frames": 8, "size": 32, "shard_size": 64},
         "latents": {"num_frames": 8, "size": 32, "shard_size": 64,
-                    "vae_steps": short.get("vae_steps", 600)},
+                    "vae_steps": short.get("vae_steps", 2000)},
         "finetune": {"architecture": "tiny", "steps": steps, "batch_size": 32,
                      "learning_rate": 1e-3, "ema_decay": 0.995,
                      "checkpoint_every": max(1, min(500, steps // 3)),

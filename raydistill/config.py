@@ -122,7 +122,7 @@ class LatentsConfig:
     """
 
     vae: Optional[str] = None
-    vae_steps: int = 600
+    vae_steps: int = 2000
     num_frames: int = 16
     size: int = 256
     shard_size: int = 16

@@ -7,6 +7,8 @@ import os
 import pyarrow.fs
 import ray
 import ray.train
+from ray.core.generated import gcs_pb2
+from ray.util.placement_group import PlacementGroup
 
 from raydistill.runs import RunDir, is_local
 
@@ -41,8 +43,14 @@ def fit_resuming(trainer, max_failures: int):
     """``trainer.fit()``, fitted again (resuming from its last checkpoint, as a rerun would)
     when Ray Train gives up because a worker died while its controller was starting or polling
     it: Ray Train 2.60 counts that as a controller error and does not retry it, whatever the
-    ``FailureConfig`` (seen in benchmarks/chaos.py). At most ``max_failures`` times."""
+    ``FailureConfig`` (seen in benchmarks/chaos.py). At most ``max_failures`` times.
+
+    Before fitting again, the placement groups the failed attempt left behind are removed:
+    Ray frees a group when its creator job ends, and this driver's job goes on, so on a small
+    cluster the refit would otherwise wait forever for the CPUs the dead attempt still holds
+    (seen in benchmarks/chaos.py: a 2-CPU node, both CPUs reserved, training stuck 80 min)."""
     for attempt in range(max_failures + 1):
+        before = job_placement_groups()
         try:
             return trainer.fit()
         except ray.train.ControllerError as error:
@@ -50,8 +58,33 @@ def fit_resuming(trainer, max_failures: int):
                               ray.exceptions.RayActorError)
             if not died or attempt == max_failures:
                 raise
+            released = remove_placement_groups(job_placement_groups() - before)
             print(f"a Ray Train worker died while its controller was talking to it; resuming "
-                  f"from the last checkpoint ({attempt + 1} of {max_failures})", flush=True)
+                  f"from the last checkpoint ({attempt + 1} of {max_failures}; "
+                  f"{released} placement groups of the failed attempt removed)", flush=True)
+
+
+def job_placement_groups() -> set[str]:
+    """Hex ids of the placement groups this driver's job (or an actor of it, such as a Ray
+    Train controller) created and Ray has not removed. Reads the GCS table directly: the public
+    ``placement_group_table`` does not say which job created a group."""
+    job = ray.get_runtime_context().get_job_id()
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    groups = set()
+    for raw in accessor.get_placement_group_table():
+        entry = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if (entry.creator_job_id.hex() == job and not entry.is_detached
+                and entry.state != gcs_pb2.PlacementGroupTableData.REMOVED):
+            groups.add(entry.placement_group_id.hex())
+    return groups
+
+
+def remove_placement_groups(group_ids: set[str]) -> int:
+    """Remove the placement groups ``group_ids`` (hex ids); returns how many were removed."""
+    for group_id in group_ids:
+        ray.util.remove_placement_group(
+            PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))
+    return len(group_ids)
 
 
 def arrow_filesystem(run: RunDir) -> pyarrow.fs.FileSystem | None:
