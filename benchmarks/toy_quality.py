@@ -1,7 +1,7 @@
 """Where the toy run's class signal is lost: real clips → VAE → Latte samples.
 
-A C3D (the toy evaluation classifier and training preset) is trained on a finished run's real
-training clips. Its top-1 accuracy is then read on
+The run's evaluation classifier (the quickstart's: C3D, toy preset), trained as its evaluate stage
+trains one, is trained on a finished run's real training clips. Its top-1 accuracy is then read on
 
 - the real test clips (the ceiling),
 - the run's VAE reconstructions of the real training and test clips (what the latent cache can
@@ -9,7 +9,7 @@ training clips. Its top-1 accuracy is then read on
 - the run's synthetic videos, each against the class it was generated for (whether samples look
   like their class to a classifier of real videos),
 
-and a second C3D trained on the VAE reconstructions of the training clips is read on the real
+and a second classifier trained on the VAE reconstructions of the training clips is read on the real
 test clips. With ``--vae-steps`` the tiny VAE is also retrained from scratch at each step count on
 the run's training frames, to compare budgets.
 
@@ -31,20 +31,23 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from raydistill.classify.models import TOY_CLASSIFIERS, build_classifier
-from raydistill.classify.training import TOY_TRAINING, evaluate, fit_classifier
+from raydistill.classify.models import build_classifier
+from raydistill.classify.training import evaluate, fit_classifier
+from raydistill.config import EvaluateConfig
 from raydistill.generation.vae import decode_latents, encode_clips, train_tiny_vae
-from raydistill.pipeline.evaluate import load_clips
+from raydistill.pipeline.evaluate import classifier_settings, load_clips
 from raydistill.runs import RunDir
 
 
-def trained_c3d(clips: np.ndarray, labels: np.ndarray, num_classes: int, seed: int):
-    """The toy C3D trained with the toy preset on uint8 clips (N, T, H, W, 3)."""
+def trained_classifier(clips: np.ndarray, labels: np.ndarray, num_classes: int,
+                       evaluation: EvaluateConfig, seed: int):
+    """The run's evaluation classifier, trained as its evaluate stage trains one, on uint8 clips
+    (N, T, H, W, 3)."""
+    spec, settings = classifier_settings(evaluation)
     torch.manual_seed(seed)
-    preset = TOY_CLASSIFIERS
-    model = build_classifier("c3d", num_classes, preset.frames, preset.size,
-                             **preset.options("c3d"))
-    fit_classifier(model, clips, labels, dataclasses.replace(TOY_TRAINING, seed=seed))
+    model = build_classifier(spec["name"], num_classes, spec["frames"], spec["size"],
+                             **spec["options"])
+    fit_classifier(model, clips, labels, dataclasses.replace(settings, seed=seed))
     return model
 
 
@@ -58,12 +61,13 @@ def top1(model, clips: np.ndarray, labels: np.ndarray) -> float:
 
 
 def vae_rows(name: str, vae: AutoencoderKL, seconds: float | None, real_model, train, test,
-             num_classes: int, seed: int) -> str:
+             num_classes: int, evaluation: EvaluateConfig, seed: int) -> str:
     """One table row of a VAE: reconstruction error and the accuracies it allows."""
     (train_clips, train_labels), (test_clips, test_labels) = train, test
     train_rec, test_rec = reconstruct(vae, train_clips), reconstruct(vae, test_clips)
     error = np.abs(test_rec.astype(np.float64) - test_clips).mean()
-    on_reconstructions = trained_c3d(train_rec, train_labels, num_classes, seed)
+    on_reconstructions = trained_classifier(train_rec, train_labels, num_classes, evaluation,
+                                            seed)
     took = "—" if seconds is None else f"{seconds:.0f} s"
     return (f"| {name} | {took} | {error:.1f} | "
             f"{top1(real_model, train_rec, train_labels):.1f} | "
@@ -82,10 +86,11 @@ def main() -> None:
     run = RunDir(args.run)
     train, test = load_clips(run, "train"), load_clips(run, "test")
     num_classes = int(max(train[1].max(), test[1].max()) + 1)
-    real_model = trained_c3d(*train, num_classes, args.seed)
+    evaluation = run.load_config().evaluate
+    real_model = trained_classifier(*train, num_classes, evaluation, args.seed)
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}; "
           f"run {run.url}: {len(train[0])} train / {len(test[0])} test clips")
-    print(f"C3D trained on real clips: {top1(real_model, *train):.1f} % on them, "
+    print(f"{evaluation.classifier} trained on real clips: {top1(real_model, *train):.1f} % on them, "
           f"{top1(real_model, *test):.1f} % on the real test clips")
     if run.exists("clips/synthetic"):
         synthetic = load_clips(run, "synthetic")
@@ -95,13 +100,13 @@ def main() -> None:
           "| real C3D on rec. test (%) | C3D trained on rec. train, real test (%) |")
     print("|---|---|---|---|---|---|")
     print(vae_rows("the run's", AutoencoderKL.from_pretrained(run.path("vae")).eval(), None,
-                   real_model, train, test, num_classes, args.seed))
+                   real_model, train, test, num_classes, evaluation, args.seed))
     frames = train[0][:256].reshape(-1, *train[0].shape[2:])  # as the latents stage trains it
     for steps in args.vae_steps:
         started = time.perf_counter()
         vae, _ = train_tiny_vae(frames, steps=steps, seed=args.seed)
         print(vae_rows(f"tiny, {steps} steps", vae, time.perf_counter() - started, real_model,
-                       train, test, num_classes, args.seed), flush=True)
+                       train, test, num_classes, evaluation, args.seed), flush=True)
 
 
 if __name__ == "__main__":
