@@ -108,8 +108,9 @@ class DecodeConfig:
         _require(0 < self.num_cpus <= 64, "num_cpus", "must be in (0, 64]")
 
 
-ARCHITECTURES = ("tiny", "xl")
+ARCHITECTURES = ("tiny", "small", "xl")
 SCHEDULER_NAMES = ("ddpm", "ddim", "dpm")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,16 @@ class FinetuneConfig:
     """Fine-tuning the class-conditional Latte with Ray Train (stage ``finetune``).
 
     ``model`` is a local source of public weights (see ``generation/convert.py``) or None for a
-    fresh model; ``architecture`` picks the shape when the source carries none (``tiny`` for the
-    quickstart, ``xl`` = Latte-XL/2). ``batch_size`` is per worker. ``use_gpu`` None means: when
-    the cluster has GPUs. ``mixed_precision`` (``bf16`` or ``no``) applies on GPU only.
+    fresh model; ``architecture`` picks the shape when the source carries none (``tiny`` for
+    the quickstart and tests, ``small`` for toy runs that should generate their classes better,
+    ``xl`` = Latte-XL/2). ``batch_size`` is per worker.
+    ``use_gpu`` None means: when the cluster has GPUs. ``mixed_precision`` (``bf16`` or ``no``)
+    applies on GPU only.
     ``cache_latents`` keeps each worker's share of the latent cache in memory across epochs
     (turn it off when the cache is larger than the workers' memory, e.g. Kinetics-400).
+    ``prediction_type``: what the model learns to predict, ``epsilon`` (the noise, as the public
+    Latte weights do) or ``v_prediction`` (for small models trained from scratch; see
+    ``generation/diffusion.py``).
     """
 
     model: Optional[str] = None
@@ -160,6 +166,7 @@ class FinetuneConfig:
     ema_decay: float = 0.9999
     grad_clip: float = 1.0
     class_dropout_prob: float = 0.1
+    prediction_type: str = "epsilon"
     checkpoint_every: int = 1000
     log_every: int = 10
     num_workers: int = 1
@@ -177,6 +184,8 @@ class FinetuneConfig:
         _require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
         _require(self.grad_clip > 0, "grad_clip", "must be > 0")
         _require(0 <= self.class_dropout_prob < 1, "class_dropout_prob", "must be in [0, 1)")
+        _require(self.prediction_type in PREDICTION_TYPES, "prediction_type",
+                 f"must be one of {', '.join(PREDICTION_TYPES)}")
         _require(self.mixed_precision in ("bf16", "no"), "mixed_precision", "must be bf16 or no")
         _require(self.max_failures >= 0, "max_failures", "must be >= 0")
 

@@ -66,6 +66,7 @@ def files_under(path) -> dict[str, bytes]:
     ("ingest: {dataset: ucf101, root: '{tmp}/no-such-dir'}\n", "ingest.root"),  # no such path
     ("ingest: {dataset: ucf101}\n", "ingest.root"),
     ("generate: {gpus_per_actor: -1}\n", "generate.gpus_per_actor"),
+    ("finetune: {prediction_type: x0}\n", "finetune.prediction_type"),
 ])
 def test_a_bad_config_file_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys,
                                                                       yaml_text, field):

@@ -8,8 +8,8 @@ import torch
 
 from raydistill.config import FinetuneConfig
 from raydistill.generation.convert import load_latte, load_matching, read_state_dict
-from raydistill.generation.diffusion import (SCHEDULERS, diffusion_loss, sample_latents,
-                                             training_scheduler)
+from raydistill.generation.diffusion import (SCHEDULERS, diffusion_loss, noise_from_velocity,
+                                             sample_latents, training_scheduler)
 from raydistill.generation.latte import LATTE_XL_2, TINY_LATTE, ClassConditionalLatte
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
                                             save_checkpoint, train_step)
@@ -154,6 +154,64 @@ def test_learned_sigma_adds_a_finite_variational_term():
                                              training_scheduler(learn_sigma),
                                              torch.Generator().manual_seed(0))
     assert torch.isfinite(losses[True]) and losses[True] > 0
+
+
+class Oracle(torch.nn.Module):
+    """Predicts exactly the noise or velocity of noisy versions of known clean latents."""
+
+    def __init__(self, clean: torch.Tensor, prediction_type: str):
+        super().__init__()
+        self.clean, self.prediction_type = clean, prediction_type
+
+    def forward(self, noisy, t, labels):
+        schedule = training_scheduler(False)
+        alpha = schedule.alphas_cumprod[t].reshape(-1, 1, 1, 1, 1)
+        noise = (noisy - alpha.sqrt() * self.clean) / (1 - alpha).sqrt()
+        if self.prediction_type == "epsilon":
+            return noise
+        return alpha.sqrt() * noise - (1 - alpha).sqrt() * self.clean
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_the_loss_is_zero_only_for_the_target_of_the_prediction_type(prediction_type):
+    latents, labels = torch.randn(4, 8, 4, 8, 8), torch.tensor([0, 1, 2, 3])
+    scheduler = training_scheduler(False, prediction_type)
+    losses = {kind: diffusion_loss(Oracle(latents, kind), latents, labels, scheduler,
+                                   torch.Generator().manual_seed(0)).item()
+              for kind in ("epsilon", "v_prediction")}
+    other = "epsilon" if prediction_type == "v_prediction" else "v_prediction"
+    assert losses[prediction_type] < 1e-8
+    assert losses[other] > 0.01
+
+
+def test_noise_from_velocity_inverts_the_velocity():
+    scheduler = training_scheduler(False, "v_prediction")
+    clean, noise = torch.randn(3, 8, 4, 8, 8), torch.randn(3, 8, 4, 8, 8)
+    t = torch.tensor([0, 500, 999])
+    noisy = scheduler.add_noise(clean, noise, t)
+    velocity = scheduler.get_velocity(clean, noise, t)
+    assert torch.allclose(noise_from_velocity(scheduler, velocity, noisy, t), noise, atol=1e-4)
+
+
+def test_a_v_prediction_model_keeps_its_type_and_is_sampled_as_one(tmp_path):
+    model = tiny(prediction_type="v_prediction")
+    model.save_pretrained(tmp_path)
+    loaded, _ = load_latte(str(tmp_path), num_classes=4)
+    assert loaded.config.prediction_type == "v_prediction"
+    as_noise = tiny()  # the same weights, read as a noise prediction
+    samples = [sample_latents(m, torch.tensor([1]), [torch.Generator().manual_seed(0)], "ddim",
+                              3, 2.0) for m in (loaded.eval(), as_noise)]
+    assert not torch.allclose(samples[0], samples[1])
+    with pytest.raises(ValueError, match="prediction_type"):
+        tiny(prediction_type="x0")
+
+
+def test_v_prediction_loss_with_learned_sigma_is_finite():
+    model = tiny(learn_sigma=True, prediction_type="v_prediction").train()
+    loss = diffusion_loss(model, torch.randn(4, 8, 4, 8, 8), torch.tensor([0, 1, 2, 3]),
+                          training_scheduler(True, "v_prediction"),
+                          torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and loss > 0
 
 
 FINETUNE = FinetuneConfig(architecture="tiny", steps=10, batch_size=4, learning_rate=3e-3,

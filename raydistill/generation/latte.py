@@ -28,6 +28,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormZero
 from torch import nn
 
+from raydistill.config import PREDICTION_TYPES
+
 
 class LatteBlock(nn.Module):
     """One adaLN-Zero transformer block; ``forward(x (B, N, D), c (B, D)) -> (B, N, D)``."""
@@ -53,6 +55,11 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
     ``forward(sample (B, F, C, H, W), timestep (B,), class_labels (B,)) -> (B, F, C_out, H, W)``
     with ``C_out = 2·C`` when ``learn_sigma`` (noise and variance), else ``C``. Class id
     ``num_classes`` is the null class used for the unconditional branch of guidance.
+    ``prediction_type`` (``epsilon`` or ``v_prediction``) says what the first ``C`` output
+    channels are; it is not used by ``forward`` but saved with the model for its samplers.
+    ``class_embedding_std``: the class table's initial spread (DiT's 0.02). The timestep
+    embedding it is added to grows to norms of 5–30 in training, so a small model trained briefly
+    from a 0.02 table hardly reads the class; the ``small`` preset starts it at 1.
     Paper scale (Latte-XL/2): ``sample_size=32, num_frames=16, patch_size=2, hidden_size=1152,
     depth=28, num_heads=16`` on 16×4×32×32 SD-VAE latents.
     """
@@ -63,10 +70,14 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
     def __init__(self, sample_size: int = 32, num_frames: int = 16, patch_size: int = 2,
                  in_channels: int = 4, hidden_size: int = 1152, depth: int = 28,
                  num_heads: int = 16, mlp_ratio: float = 4.0, num_classes: int = 101,
-                 class_dropout_prob: float = 0.1, learn_sigma: bool = True):
+                 class_dropout_prob: float = 0.1, learn_sigma: bool = True,
+                 prediction_type: str = "epsilon", class_embedding_std: float = 0.02):
         super().__init__()
         if depth % 2:
             raise ValueError(f"depth must be even (spatial + temporal pairs), got {depth}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, "
+                             f"got {prediction_type!r}")
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.pos_embed = PatchEmbed(height=sample_size, width=sample_size, patch_size=patch_size,
                                     in_channels=in_channels, embed_dim=hidden_size)
@@ -94,7 +105,8 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
                     nn.init.zeros_(module.bias)
         weight = self.pos_embed.proj.weight.data
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
-        nn.init.normal_(self.class_embedding.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.class_embedding.embedding_table.weight,
+                        std=self.config.class_embedding_std)
         nn.init.normal_(self.time_embedding.linear_1.weight, std=0.02)
         nn.init.normal_(self.time_embedding.linear_2.weight, std=0.02)
         for block in [*self.transformer_blocks, *self.temporal_transformer_blocks]:
@@ -150,7 +162,14 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
 
 TINY_LATTE = dict(sample_size=8, num_frames=8, patch_size=2, in_channels=4, hidden_size=32,
                   depth=2, num_heads=2, mlp_ratio=2.0, class_dropout_prob=0.1, learn_sigma=False)
-"""A tiny config (≈ 40 k parameters) for the quickstart and tests: 8 frames of 4×8×8 latents."""
+"""A tiny config (≈ 40 k parameters) for tests: 8 frames of 4×8×8 latents."""
+
+SMALL_LATTE = dict(sample_size=8, num_frames=8, patch_size=2, in_channels=4, hidden_size=64,
+                   depth=4, num_heads=4, mlp_ratio=2.0, class_dropout_prob=0.1, learn_sigma=False,
+                   class_embedding_std=1.0)
+"""A small config (≈ 260 k parameters) for toy runs: deep enough (two spatial + temporal pairs) to
+move an object the way its class says, which the tiny one hardly learns; use it with
+``v_prediction`` (tests/test_generation_quality.py, benchmarks/BENCHMARKS.md)."""
 
 LATTE_XL_2 = dict(sample_size=32, num_frames=16, patch_size=2, in_channels=4, hidden_size=1152,
                   depth=28, num_heads=16, mlp_ratio=4.0, class_dropout_prob=0.1, learn_sigma=True)

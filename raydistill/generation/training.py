@@ -21,9 +21,10 @@ from diffusers.training_utils import EMAModel
 from raydistill.config import FinetuneConfig
 from raydistill.generation.convert import load_latte
 from raydistill.generation.diffusion import diffusion_loss, training_scheduler
-from raydistill.generation.latte import LATTE_XL_2, TINY_LATTE, ClassConditionalLatte
+from raydistill.generation.latte import (LATTE_XL_2, SMALL_LATTE, TINY_LATTE,
+                                         ClassConditionalLatte)
 
-ARCHITECTURE_PRESETS = {"tiny": TINY_LATTE, "xl": LATTE_XL_2}
+ARCHITECTURE_PRESETS = {"tiny": TINY_LATTE, "small": SMALL_LATTE, "xl": LATTE_XL_2}
 
 
 def build_model(finetune: FinetuneConfig, num_classes: int,
@@ -38,7 +39,8 @@ def build_model(finetune: FinetuneConfig, num_classes: int,
         raise ValueError(f"latents must be square, got {height}×{width}")
     config = {**ARCHITECTURE_PRESETS[finetune.architecture], "num_frames": frames,
               "in_channels": channels, "sample_size": height,
-              "class_dropout_prob": finetune.class_dropout_prob}
+              "class_dropout_prob": finetune.class_dropout_prob,
+              "prediction_type": finetune.prediction_type}
     model, _ = load_latte(finetune.model, num_classes, **config)
     return model
 
@@ -83,7 +85,8 @@ def train_step(state: TrainState, latents: torch.Tensor, labels: torch.Tensor,
     model = state.model
     model.train()
     generator = torch.Generator().manual_seed(step_seed(seed, rank, state.step))
-    scheduler = training_scheduler(unwrap(model).config.learn_sigma)
+    config = unwrap(model).config
+    scheduler = training_scheduler(config.learn_sigma, config.prediction_type)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if mixed_precision
                 else contextlib.nullcontext())
     # Label dropout draws from the global RNG: seed it per step too (without leaking the seed
