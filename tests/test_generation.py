@@ -1,5 +1,6 @@
 """Class-conditional Latte, checkpoint mapping, diffusion loss / sampler, VAE, training state."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -273,3 +274,23 @@ def test_tiny_vae_learns_and_round_trips_shapes():
     assert abs(latents.std() - 1) < 0.5  # scaled to about unit variance
     assert decode_latents(vae, torch.from_numpy(latents)).shape == (2, 3, 32, 32, 3)
     assert isinstance(load_vae(None), type(vae))
+
+
+def test_a_checkpoint_of_another_prediction_type_is_not_resumed(tmp_path):
+    latents, labels = fixed_batch()
+    first = fresh_state()
+    train_step(first, latents, labels, FINETUNE, seed=0)
+    save_checkpoint(first, str(tmp_path))
+    as_velocity = dataclasses.replace(FINETUNE, prediction_type="v_prediction")
+    other = new_state(build_model(as_velocity, 4, (8, 4, 8, 8)), as_velocity)
+    with pytest.raises(ValueError, match="prediction_type"):
+        restore_checkpoint(other, str(tmp_path))
+
+
+def test_a_saved_model_is_not_fine_tuned_with_another_prediction_type(tmp_path):
+    tiny(prediction_type="v_prediction").save_pretrained(tmp_path)
+    from_saved = dataclasses.replace(FINETUNE, model=str(tmp_path))
+    with pytest.raises(ValueError, match="finetune.prediction_type"):
+        build_model(from_saved, 4, (8, 4, 8, 8))
+    same = dataclasses.replace(from_saved, prediction_type="v_prediction")
+    assert build_model(same, 4, (8, 4, 8, 8)).config.prediction_type == "v_prediction"

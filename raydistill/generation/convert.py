@@ -131,6 +131,19 @@ def load_matching(model: ClassConditionalLatte, state: dict[str, torch.Tensor]) 
     return report
 
 
+def own_saved_config(source: str | None) -> dict | None:
+    """The config of a folder saved by :class:`ClassConditionalLatte` (without diffusers' ``_``
+    keys), or None for any other source."""
+    saved = os.path.join(source, "config.json") if source else ""
+    if not (source and os.path.isdir(source) and os.path.exists(saved)):
+        return None
+    with open(saved, encoding="utf-8") as handle:
+        saved_config = json.load(handle)
+    if saved_config.get("_class_name") != ClassConditionalLatte.__name__:
+        return None
+    return {k: v for k, v in saved_config.items() if not k.startswith("_")}
+
+
 def load_latte(source: str | None, num_classes: int, **config) -> tuple[ClassConditionalLatte,
                                                                          LoadReport]:
     """A :class:`ClassConditionalLatte` for ``num_classes`` classes, initialised from ``source``.
@@ -141,12 +154,6 @@ def load_latte(source: str | None, num_classes: int, **config) -> tuple[ClassCon
     """
     if source is None:
         return ClassConditionalLatte(num_classes=num_classes, **config), LoadReport()
-    saved = os.path.join(source, "config.json")
-    if os.path.isdir(source) and os.path.exists(saved):
-        with open(saved, encoding="utf-8") as handle:
-            saved_config = json.load(handle)
-        if saved_config.get("_class_name") == ClassConditionalLatte.__name__:
-            architecture = {k: v for k, v in saved_config.items() if not k.startswith("_")}
-            config = {**architecture, **config}
+    config = {**(own_saved_config(source) or {}), **config}
     model = ClassConditionalLatte(**{**config, "num_classes": num_classes})
     return model, load_matching(model, read_state_dict(source))

@@ -53,8 +53,8 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
     """Latent video diffusion transformer conditioned on (timestep, class).
 
     ``forward(sample (B, F, C, H, W), timestep (B,), class_labels (B,)) -> (B, F, C_out, H, W)``
-    with ``C_out = 2·C`` when ``learn_sigma`` (noise and variance), else ``C``. Class id
-    ``num_classes`` is the null class used for the unconditional branch of guidance.
+    with ``C_out = 2·C`` when ``learn_sigma`` (noise or velocity, and variance), else ``C``.
+    Class id ``num_classes`` is the null class used for the unconditional branch of guidance.
     ``prediction_type`` (``epsilon`` or ``v_prediction``) says what the first ``C`` output
     channels are; it is not used by ``forward`` but saved with the model for its samplers.
     ``class_embedding_std``: the class table's initial spread (DiT's 0.02). The timestep
@@ -124,7 +124,8 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor,
                 return_dict: bool = False):
-        """Predict noise (and variance) for ``sample`` (B, F, C, H, W); see the class docstring."""
+        """Predict noise or velocity (and variance) for ``sample`` (B, F, C, H, W); see the class
+        docstring."""
         batch, frames, channels, height, width = sample.shape
         if frames != self.config.num_frames:
             raise ValueError(f"sample has {frames} frames; this model was built for "
@@ -162,7 +163,7 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
 
 TINY_LATTE = dict(sample_size=8, num_frames=8, patch_size=2, in_channels=4, hidden_size=32,
                   depth=2, num_heads=2, mlp_ratio=2.0, class_dropout_prob=0.1, learn_sigma=False)
-"""A tiny config (≈ 40 k parameters) for tests: 8 frames of 4×8×8 latents."""
+"""A tiny config (≈ 40 k parameters) for the quickstart and tests: 8 frames of 4×8×8 latents."""
 
 SMALL_LATTE = dict(sample_size=8, num_frames=8, patch_size=2, in_channels=4, hidden_size=64,
                    depth=4, num_heads=4, mlp_ratio=2.0, class_dropout_prob=0.1, learn_sigma=False,

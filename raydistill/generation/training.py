@@ -19,7 +19,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 from raydistill.config import FinetuneConfig
-from raydistill.generation.convert import load_latte
+from raydistill.generation.convert import load_latte, own_saved_config
 from raydistill.generation.diffusion import diffusion_loss, training_scheduler
 from raydistill.generation.latte import (LATTE_XL_2, SMALL_LATTE, TINY_LATTE,
                                          ClassConditionalLatte)
@@ -31,12 +31,18 @@ def build_model(finetune: FinetuneConfig, num_classes: int,
                 latent_shape: tuple[int, int, int, int]) -> ClassConditionalLatte:
     """The model to fine-tune for latents of ``latent_shape`` (T, C, h, w) and ``num_classes``.
 
-    Architecture from ``finetune.architecture`` (or the source's own config), frames / channels /
-    size from the latents, initialised from ``finetune.model`` where shapes match.
+    Architecture from ``finetune.architecture``, frames / channels / size from the latents,
+    initialised from ``finetune.model`` where shapes match. Raises ValueError when that model
+    was saved by this project with another ``prediction_type`` (its training would be undone).
     """
     frames, channels, height, width = latent_shape
     if height != width:
         raise ValueError(f"latents must be square, got {height}×{width}")
+    saved = own_saved_config(finetune.model)
+    source_type = saved.get("prediction_type", "epsilon") if saved else finetune.prediction_type
+    if source_type != finetune.prediction_type:
+        raise ValueError(f"finetune.prediction_type: {finetune.model} was trained with "
+                         f"{source_type}; fine-tune it with the same prediction_type")
     config = {**ARCHITECTURE_PRESETS[finetune.architecture], "num_frames": frames,
               "in_channels": channels, "sample_size": height,
               "class_dropout_prob": finetune.class_dropout_prob,
@@ -121,8 +127,14 @@ def save_checkpoint(state: TrainState, folder: str) -> None:
 
 
 def restore_checkpoint(state: TrainState, folder: str) -> None:
-    """Load a checkpoint folder into ``state`` (whose model has the same architecture)."""
+    """Load a checkpoint folder into ``state`` (whose model has the same architecture and
+    prediction type; ValueError when the prediction type differs)."""
     trained = ClassConditionalLatte.from_pretrained(os.path.join(folder, "model"))
+    wanted = unwrap(state.model).config.prediction_type
+    if trained.config.prediction_type != wanted:
+        raise ValueError(f"finetune.prediction_type: the checkpoint {folder} was trained with "
+                         f"{trained.config.prediction_type}, not {wanted}; use a new run "
+                         "directory (or the checkpoint's prediction_type)")
     unwrap(state.model).load_state_dict(trained.state_dict())
     saved = torch.load(os.path.join(folder, "state.pt"), map_location="cpu", weights_only=False)
     state.optimizer.load_state_dict(saved["optimizer"])

@@ -57,9 +57,11 @@ def stage_settings(name: str, config: RunConfig) -> str:
                 f"{model_source(c.latents.vae, 'tiny, trained on the run first')}")
     if name == "finetune":
         f = c.finetune
-        architecture = {"xl": "Latte-XL/2", "small": "small Latte", "tiny": "tiny Latte"}[f.architecture]
+        architecture = {"xl": "Latte-XL/2", "small": "small Latte",
+                        "tiny": "tiny Latte"}[f.architecture]
         return (f"{architecture} from {model_source(f.model, 'scratch')}, {f.steps} "
                 f"steps, batch {f.batch_size}/worker, lr {f.learning_rate:g}, "
+                f"{f.prediction_type}, "
                 f"cache_latents {f.cache_latents}")
     if name == "generate":
         g = c.generate
