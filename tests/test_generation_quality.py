@@ -61,9 +61,12 @@ def test_samples_of_a_trained_small_model_move_as_their_class_says():
     for _ in range(finetune.steps):
         batch = torch.randperm(len(latents), generator=order)[:finetune.batch_size]
         train_step(state, latents[batch], torch.from_numpy(labels)[batch], finetune, seed=0)
-    wanted = torch.arange(4).repeat_interleave(10)
+    wanted = torch.arange(4).repeat_interleave(20)
     samples = sample_latents(ema_model(state), wanted,
                              [torch.Generator().manual_seed(i) for i in range(len(wanted))],
                              "ddim", 25, 4.0)
     accuracy = (motion_class(samples.numpy()) == wanted.numpy()).mean()
-    assert accuracy >= 0.5, f"{accuracy:.0%} of the samples move their class's way (chance 25 %)"
+    # Chance is 25 %; 32 of 80 or more happens by chance with probability ≈ 0.002. The
+    # measured share (45–78 % across runs and settings) moves with float rounding, which differs
+    # with the thread count, so the bound leaves room.
+    assert accuracy >= 0.4, f"{accuracy:.0%} of the samples move their class's way (chance 25 %)"
