@@ -134,10 +134,9 @@ def load_matching(model: ClassConditionalLatte, state: dict[str, torch.Tensor]) 
 def own_saved_config(source: str | None) -> dict | None:
     """The config of a folder saved by :class:`ClassConditionalLatte` (without diffusers' ``_``
     keys), or None for any other source."""
-    saved = os.path.join(source, "config.json") if source else ""
-    if not (source and os.path.isdir(source) and os.path.exists(saved)):
+    if not source or not os.path.isfile(os.path.join(source, "config.json")):
         return None
-    with open(saved, encoding="utf-8") as handle:
+    with open(os.path.join(source, "config.json"), encoding="utf-8") as handle:
         saved_config = json.load(handle)
     if saved_config.get("_class_name") != ClassConditionalLatte.__name__:
         return None
