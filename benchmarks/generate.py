@@ -1,15 +1,24 @@
 """Generation throughput: synthetic videos per minute per actor, and the 1 → 2 actor scaling.
 
 Runs the generate stage's own code (``pipeline.generate.generate_videos``: Ray Data, one model
-replica per actor, sampling + VAE decode + mp4/latent writes) on a fake two-node Ray cluster
-(``ray.cluster_utils.Cluster``, ``--cpus-per-node`` CPUs each), once with 1 actor and once with 2,
-on the same videos. Start-up is excluded by timing N and 2N videos and using the difference:
+replica per actor, sampling + VAE decode + mp4/latent writes). Start-up (imports, model load) is
+excluded by timing N and 2N videos and using the difference.
 
-    python benchmarks/generate.py                          # tiny config on CPU
+    python benchmarks/generate.py                          # tiny config on CPU, 1 vs 2 actors
     python benchmarks/generate.py --videos 64 --steps 50
+    python benchmarks/generate.py --scale paper            # Latte-XL/2 + SD VAE, one actor
+    python benchmarks/generate.py --scale paper --steps 25,50 --schedulers ddim,dpm
 
-The model is the quickstart's tiny Latte (random weights: the cost of sampling does not depend
-on them) and the tiny VAE. Prints Markdown table rows for benchmarks/BENCHMARKS.md.
+``--scale tiny`` (default): the quickstart's tiny Latte and tiny VAE on a fake two-node Ray
+cluster (``ray.cluster_utils.Cluster``, ``--cpus-per-node`` CPUs each), once with 1 actor and
+once with 2, on the same videos. ``--scale paper``: the paper's Latte-XL/2 (400 classes, 16×4×32²
+latents) and the SD VAE architecture (256² frames), one actor on this machine's Ray, on its GPU
+when it has one (where the stage samples in bf16; attention is PyTorch's SDPA through diffusers'
+``AttnProcessor2_0``), for every ``--schedulers`` × ``--steps`` setting. On CPU a paper-scale
+video takes minutes per sampling step: use ``--videos 1 --batch-size 1 --steps 2`` there.
+
+Weights are random: the cost of sampling and decoding does not depend on them. Prints Markdown
+table rows for benchmarks/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -21,60 +30,128 @@ import tempfile
 import time
 
 import ray
+import torch
+from diffusers import AutoencoderKL
 from ray.cluster_utils import Cluster
 
 from raydistill.config import GenerateConfig
-from raydistill.generation.latte import TINY_LATTE, ClassConditionalLatte
-from raydistill.generation.vae import load_vae
+from raydistill.generation.latte import LATTE_XL_2, TINY_LATTE, ClassConditionalLatte
+from raydistill.generation.vae import SD_VAE_ARCHITECTURE, TINY_VAE
 from raydistill.pipeline.generate import generate_videos, sampling_batches, work_items
 from raydistill.runs import RunDir
 
+SCALES = {
+    "tiny": {"classes": 8, "latte": TINY_LATTE, "vae": TINY_VAE, "video": "8×32²"},
+    "paper": {"classes": 400, "latte": LATTE_XL_2, "vae": SD_VAE_ARCHITECTURE,
+              "video": "16×256²"},
+}
 
-def timed_generation(folder: str, videos: int, actors: int, settings: dict) -> float:
+
+def save_models(folder: str, scale: str) -> str:
+    """Save the scale's untrained Latte and VAE once into ``folder/models``; returns that path."""
+    models = os.path.join(folder, "models")
+    spec = SCALES[scale]
+    torch.manual_seed(0)
+    ClassConditionalLatte(num_classes=spec["classes"], **spec["latte"]).save_pretrained(
+        os.path.join(models, "model"))
+    AutoencoderKL(**spec["vae"]).save_pretrained(os.path.join(models, "vae"))
+    return models
+
+
+def timed_generation(folder: str, models: str, classes: int, videos: int, actors: int,
+                     settings: dict) -> float:
     """Seconds to generate ``videos`` into a fresh run under ``folder`` with ``actors`` actors.
 
-    The run gets the tiny model and VAE where the generate stage looks for them.
+    The run links the saved model and VAE (:func:`save_models`) where the generate stage looks.
     """
-    run = RunDir(os.path.join(folder, f"run-{actors}-{videos}"))
-    ClassConditionalLatte(num_classes=8, **TINY_LATTE).save_pretrained(run.path("model"))
-    load_vae(None).save_pretrained(run.path("vae"))
-    items = work_items([f"class{i}" for i in range(8)], -(-videos // 8), run_seed=0)[:videos]
-    generate = GenerateConfig(num_actors=actors, gpus_per_actor=0, **settings)
+    root = os.path.join(folder, f"run-{len(os.listdir(folder))}")
+    os.makedirs(root)
+    os.symlink(os.path.join(models, "model"), os.path.join(root, "model"))
+    items = work_items([f"class{i}" for i in range(classes)], -(-videos // classes),
+                       run_seed=0)[:videos]
+    generate = GenerateConfig(num_actors=actors, **settings)
     started = time.perf_counter()
-    generate_videos(run, sampling_batches(items, generate.batch_size), "model", None, generate)
+    generate_videos(RunDir(root), sampling_batches(items, generate.batch_size), "model",
+                    os.path.join(models, "vae"), generate)
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=192)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--cpus-per-node", type=int, default=1)
-    args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="rd-bench-generate-")
+def steady_rate(folder: str, models: str, classes: int, videos: int, actors: int,
+                settings: dict) -> float:
+    """Videos per minute with ``actors`` actors, start-up excluded (N and 2N videos timed)."""
+    single = timed_generation(folder, models, classes, videos, actors, settings)
+    double = timed_generation(folder, models, classes, 2 * videos, actors, settings)
+    return 60 * videos / (double - single)
 
+
+def tiny_rows(args, folder: str, models: str) -> list[str]:
+    """1 vs 2 actors on a fake two-node cluster, per sampler setting."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": args.cpus_per_node})
     cluster.add_node(num_cpus=args.cpus_per_node)
     ray.init(address=cluster.address, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    settings = {"steps": args.steps, "batch_size": args.batch_size, "scheduler": "ddim",
-                "guidance": 4.0}
-    timed_generation(folder, args.batch_size, 1, settings)  # warm-up: imports, worker start
-    # Actor start-up (imports, model load) is paid once per run: time N and 2N videos and take
-    # the difference, so the rate is the steady-state one.
-    rates = {}
-    for actors in (1, 2):
-        single = timed_generation(folder, args.videos, actors, settings)
-        double = timed_generation(folder, 2 * args.videos, actors, settings)
-        rates[actors] = 60 * args.videos / (double - single)
     machine = f"{os.cpu_count()} CPU ({platform.machine()}), fake 2-node Ray cluster"
-    for actors, rate in rates.items():
-        print(f"| tiny Latte, {args.steps} DDIM steps, CFG, 8×32² | {machine} | {actors} "
-              f"actor(s) | {rate:.1f} videos/min | {rate / actors:.1f} videos/min/actor |")
-    print(f"| scaling 2 actors / 1 actor | | | {rates[2] / rates[1]:.2f}× | |")
-    ray.shutdown()
-    cluster.shutdown()
+    rows = []
+    try:
+        for scheduler, steps, settings in sampler_settings(args, gpus=0):
+            timed_generation(folder, models, 8, args.batch_size, 1, settings)  # warm-up
+            rates = {actors: steady_rate(folder, models, 8, args.videos, actors, settings)
+                     for actors in (1, 2)}
+            for actors, rate in rates.items():
+                rows.append(f"| tiny Latte, {steps} {scheduler.upper()} steps, CFG, 8×32² | "
+                            f"{machine} | {actors} actor(s) | {rate:.1f} videos/min | "
+                            f"{rate / actors:.1f} videos/min/actor |")
+            rows.append(f"| scaling 2 actors / 1 actor | | | {rates[2] / rates[1]:.2f}× | |")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return rows
+
+
+def paper_rows(args, folder: str, models: str) -> list[str]:
+    """One actor (on the GPU when there is one) per sampler setting, at the paper's scale."""
+    gpus = torch.cuda.device_count()
+    ray.init(num_gpus=gpus, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    machine = (f"{torch.cuda.get_device_name(0)}, bf16 Latte, fp32 VAE" if gpus else
+               f"{os.cpu_count()} CPU ({platform.machine()}), fp32")
+    rows = []
+    try:
+        for scheduler, steps, settings in sampler_settings(args, gpus=min(gpus, 1)):
+            rate = steady_rate(folder, models, 400, args.videos, 1, settings)
+            rows.append(f"| Latte-XL/2 + SD VAE, {steps} {scheduler.upper()} steps, CFG, "
+                        f"16×256², batch {args.batch_size} | {machine} | 1 actor | "
+                        f"{rate:.2f} videos/min | {60 / rate:.1f} s/video |")
+    finally:
+        ray.shutdown()
+    return rows
+
+
+def sampler_settings(args, gpus: int):
+    """(scheduler, steps, GenerateConfig fields) for every ``--schedulers`` × ``--steps``."""
+    for scheduler in args.schedulers.split(","):
+        for steps in (int(value) for value in args.steps.split(",")):
+            yield scheduler, steps, {"steps": steps, "batch_size": args.batch_size,
+                                     "scheduler": scheduler, "guidance": 4.0,
+                                     "gpus_per_actor": gpus}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="tiny")
+    parser.add_argument("--videos", type=int, default=None,
+                        help="N of the N/2N timing (default 192 tiny, 16 paper)")
+    parser.add_argument("--steps", default="25", help="comma-separated sampling step counts")
+    parser.add_argument("--schedulers", default="ddim", help="comma-separated: ddim,dpm,ddpm")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--cpus-per-node", type=int, default=1, help="tiny scale only")
+    args = parser.parse_args()
+    if args.videos is None:
+        args.videos = 192 if args.scale == "tiny" else 16
+    folder = tempfile.mkdtemp(prefix="rd-bench-generate-")
+    models = save_models(folder, args.scale)
+    rows = (tiny_rows if args.scale == "tiny" else paper_rows)(args, folder, models)
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

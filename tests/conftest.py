@@ -1,12 +1,21 @@
-"""Session-wide fixtures: offline Hugging Face, one moto S3 server, one small local Ray."""
+"""Session-wide fixtures: offline Hugging Face, one moto S3 server, one small local Ray, one
+small finished quickstart run."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
+import sys
 import tempfile
+from dataclasses import dataclass
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fingerprint import fingerprint  # noqa: E402
+from small_quickstart import FLAGS, RUN_NAME, load_job  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -57,3 +66,33 @@ def ray_cluster(s3_endpoint):
     yield ray
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished run: its folder, where the job ran, what it printed, and its fingerprint
+    taken right after it finished (before any test touched it)."""
+
+    path: str
+    cwd: str
+    printed: str
+    fingerprint: dict
+
+
+@pytest.fixture(scope="session")
+def small_quickstart(ray_cluster, tmp_path_factory):
+    """The quickstart job (``small_quickstart.FLAGS``) run once, in-process on the session's Ray,
+    with a relative ``--run`` as the README's command uses. Tests may rerun stages on it but must
+    leave it finished."""
+    folder = tmp_path_factory.mktemp("small-quickstart")
+    printed = io.StringIO()
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(printed):
+            code = load_job().main(["--run", RUN_NAME, *FLAGS])
+    finally:
+        os.chdir(previous)
+    assert code == 0, printed.getvalue()[-3000:]
+    path = str(folder / RUN_NAME)
+    return FinishedRun(path, str(folder), printed.getvalue(), fingerprint(path))

@@ -24,6 +24,10 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+from fingerprint import differences, fingerprint  # noqa: E402
+from small_quickstart import FLAGS  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # this venv's bin: its `ray`, and the job's `python`
 CLUSTER_SCRIPT = REPO / "tests" / "cluster_scripts" / "gpu_stages_on_fake_cluster.py"
@@ -134,7 +138,8 @@ def run_logged(command: list[str], log: Path, timeout: float, **kwargs) -> subpr
 
 
 @pytest.mark.slow
-def test_quickstart_submitted_with_ray_job_submit_to_a_local_head(tmp_path, ray_temp_dir):
+def test_quickstart_submitted_with_ray_job_submit_to_a_local_head(tmp_path, ray_temp_dir,
+                                                                   small_quickstart):
     temp_dir = ray_temp_dir / "ray"  # Ray's own root under RAY_TMPDIR: sessions, address file
     temp_dir.mkdir()
     token = secrets.token_hex(32)
@@ -162,9 +167,7 @@ def test_quickstart_submitted_with_ray_job_submit_to_a_local_head(tmp_path, ray_
         submit_log = tmp_path / "submit.log"
         submit = run_logged(
             [str(VENV_BIN / "ray"), "job", "submit", "--address", url, "--working-dir", ".",
-             "--", "python", "jobs/quickstart.py", "--run", str(run_dir), "--classes", "2",
-             "--train-per-class", "4", "--test-per-class", "2", "--steps", "20",
-             "--per-class", "2", "--seeds", "1", "--eval-epochs", "2", "--smoke"],
+             "--", "python", "jobs/quickstart.py", "--run", str(run_dir), *FLAGS],
             submit_log, timeout=900, cwd=REPO, env=env)
         output = submit_log.read_text()
         assert submit.returncode == 0, output[-5000:]
@@ -178,6 +181,8 @@ def test_quickstart_submitted_with_ray_job_submit_to_a_local_head(tmp_path, ray_
         text = report.read_text()
         assert "| VPC | Method | Top-1 (%) |" in text and "| all | Full real |" in text
         assert "| 1 | TAC-DT |" in text
+        # the job, its code shipped with --working-dir, computed what the in-process run did
+        assert differences(small_quickstart.fingerprint, fingerprint(str(run_dir))) == []
     finally:
         stop_process_group(head)
 

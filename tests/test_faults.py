@@ -10,7 +10,6 @@ Each time the run finishes and equals the untouched run file by file (``fingerpr
 finished work item is written twice and no partial file is ever visible.
 """
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -25,23 +24,12 @@ from raydistill.pipeline.run import run_stages
 sys.path.insert(0, os.path.dirname(__file__))
 from fingerprint import differences, fingerprint, unreadable_files  # noqa: E402
 from killing import KillWhen, kill_workers, run_until, session_raylet_pid  # noqa: E402
+from small_quickstart import FLAGS, JOB, SIZE, load_job  # noqa: E402
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]
 
-JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.py"
-SIZE = {"classes": 2, "train_per_class": 4, "test_per_class": 2, "steps": 12, "per_class": 3,
-        "seeds": 1, "eval_epochs": 2, "smoke": True}
-FLAGS = ["--classes", "2", "--train-per-class", "4", "--test-per-class", "2", "--steps", "12",
-         "--per-class", "3", "--seeds", "1", "--eval-epochs", "2", "--smoke"]
 WORK_ITEMS = ("clips/", "latents/", "synthetic/videos/", "synthetic/latents/", "embeddings/",
               "selection/", "eval/")
-
-
-def load_job():
-    spec = importlib.util.spec_from_file_location("quickstart_job", JOB)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def done(run: Path, stage: str) -> bool:
@@ -52,12 +40,10 @@ def exists(run: Path, pattern: str) -> bool:
     return next(run.glob(pattern), None) is not None
 
 
-@pytest.fixture(scope="module")
-def untouched(tmp_path_factory):
-    """Fingerprint of the quickstart run nothing happened to."""
-    run = tmp_path_factory.mktemp("untouched") / "run"
-    assert load_job().main(["--run", str(run), *FLAGS]) == 0
-    return fingerprint(str(run))
+@pytest.fixture
+def untouched(small_quickstart):
+    """Fingerprint of the quickstart run nothing happened to (the session's shared run)."""
+    return small_quickstart.fingerprint
 
 
 # -- dead workers -------------------------------------------------------------------------------

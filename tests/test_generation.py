@@ -14,7 +14,8 @@ from raydistill.generation.diffusion import (SCHEDULERS, diffusion_loss, noise_f
 from raydistill.generation.latte import LATTE_XL_2, TINY_LATTE, ClassConditionalLatte
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
                                             save_checkpoint, train_step)
-from raydistill.generation.vae import decode_latents, encode_clips, load_vae, train_tiny_vae
+from raydistill.generation.vae import (SD_VAE_ARCHITECTURE, decode_latents, encode_clips,
+                                      load_vae, train_tiny_vae)
 
 
 def tiny(num_classes=4, **overrides):
@@ -46,6 +47,24 @@ def test_paper_scale_model_has_latte_xl_size():
     assert model.out_channels == 8
     assert 670e6 < sum(p.numel() for p in model.parameters()) < 680e6
     assert len(model.transformer_blocks) == len(model.temporal_transformer_blocks) == 14
+
+
+def test_sd_vae_architecture_gives_the_latents_latte_xl_takes():
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        full = AutoencoderKL(**SD_VAE_ARCHITECTURE)
+    assert 83e6 < sum(p.numel() for p in full.parameters()) < 84e6
+    # The same blocks at 1/16 width and 64² frames, to stay quick on CPU: the downsampling
+    # factor (set by the block count) is what must map 256² frames onto the model's latents.
+    torch.manual_seed(0)
+    narrow = AutoencoderKL(**{**SD_VAE_ARCHITECTURE, "block_out_channels": (8, 16, 32, 32),
+                              "norm_num_groups": 8}).eval()
+    clip = np.random.default_rng(0).integers(0, 256, (1, 2, 64, 64, 3), dtype=np.uint8)
+    latents = encode_clips(narrow, clip)
+    assert latents.shape[2:] == (LATTE_XL_2["in_channels"], 8, 8)
+    assert 256 // (64 // latents.shape[-1]) == LATTE_XL_2["sample_size"]
+    assert decode_latents(narrow, torch.from_numpy(latents)).shape == clip.shape
 
 
 def test_class_and_timestep_change_the_output_and_the_null_class_exists():

@@ -1,17 +1,22 @@
 """VST-UNet selection as a stage: Ray Train over the pool's latents, resume, same as in-process."""
 
+import dataclasses
+import io
 import os
 
 import numpy as np
 import pytest
+import torch
 
 from raydistill.config import RunConfig, from_dict, with_overrides
 from raydistill.pipeline.latents import latent_table
 from raydistill.pipeline.run import requirements, run_stages
 from raydistill.pipeline.select import selection_path
-from raydistill.pipeline.vst import model_path, rank_classes
+from raydistill.pipeline.vst import (model_path, rank_classes, select_with_models,
+                                     selector_for)
 from raydistill.runs import RunDir
 from raydistill.selection import VSTUNetSelector
+from raydistill.selection.vst_selector import build_model
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -124,3 +129,32 @@ def test_two_data_parallel_workers_train_and_select_vpc_per_class(tmp_path):
     assert len(torch.load(run.path(model_path("real", 2, 0)))["history"]) == 2
     picked = run.read_table(selection_path("real", "vst_unet", 2, 0)).to_pylist()
     assert sorted(row["label"] for row in picked) == [0, 0, 1, 1, 2, 2]
+
+
+def test_scores_do_not_depend_on_the_drivers_thread_count(tmp_path):
+    """The driver scores the pool with the trained models: a local driver runs torch on every
+    core, a `ray job submit` one on a single thread (OMP_NUM_THREADS=1). Sums split by thread
+    round differently, and the scores written with a selection followed the driver's threads."""
+    run = RunDir(str(tmp_path / "run"))
+    rng = np.random.default_rng(0)
+    latents = rng.normal(0, 1, (12, 8, 4, 16, 16)).astype(np.float32)
+    labels = np.repeat([0, 1], 6)
+    ids = [f"v{i:02d}" for i in range(12)]
+    run.write_table("latents/train/shard-00000.parquet",
+                    latent_table(ids, labels.tolist(), latents))
+    config = selector_for((2, 0), {"width": 16, "levels": 2, "feature_dim": 32,
+                                   "norm_groups": 4}).model_config(4, 2)
+    model = build_model(config, seed=0)
+    buffer = io.BytesIO()
+    torch.save({"config": dataclasses.asdict(config), "model": model.state_dict()}, buffer)
+    run.write_bytes(model_path("real", 2, 0), buffer.getvalue())
+    threads = torch.get_num_threads()
+    scores = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results, *_ = select_with_models(run, "real", [(2, 0)])
+            scores.append(np.concatenate([p for _, p in results[(2, 0)].values()]))
+    finally:
+        torch.set_num_threads(threads)
+    assert scores[0].tobytes() == scores[1].tobytes()

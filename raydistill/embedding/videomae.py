@@ -8,17 +8,22 @@ probability for its own class (``mae_score`` ranks by it).
 
 No weights can be downloaded here: toy runs train a tiny VideoMAE classifier on their real
 training clips (:func:`train_videomae_classifier`) and embed with it.
+
+transformers is imported where a model is built or loaded, not with this module: the selection
+and evaluation workers import it for :func:`embedding_name` alone, and transformers adds seconds
+to every worker's start.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
-from transformers.image_processing_base import ImageProcessingMixin
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+if TYPE_CHECKING:
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
 
 FEATURES = ("auto", "mean", "fc_norm")
 RUN_MODEL_NAME = "videomae-run"
@@ -37,6 +42,8 @@ def embedding_name(model_source: str | None) -> str:
 def tiny_videomae_config(class_names: list[str], num_frames: int, size: int) -> VideoMAEConfig:
     """A VideoMAE classifier config small enough to train on CPU in seconds: 2 layers of width
     64, 8² patches (``size // 4`` when smaller), tubelets of 2 frames, mean pooling."""
+    from transformers import VideoMAEConfig
+
     patch = min(8, max(1, size // 4))
     return VideoMAEConfig(
         image_size=size, patch_size=patch, num_frames=num_frames,
@@ -71,6 +78,9 @@ def pixel_values(clips: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.
 def _normalisation(source: str) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std from the model's ``preprocessor_config.json``, ImageNet's when it has none
     (VideoMAE checkpoints use ImageNet's)."""
+    from transformers.image_processing_base import ImageProcessingMixin
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
     try:
         settings, _ = ImageProcessingMixin.get_image_processor_dict(source)
     except (OSError, ValueError):
@@ -81,6 +91,8 @@ def _normalisation(source: str) -> tuple[np.ndarray, np.ndarray]:
 
 def load_videomae(source: str) -> VideoMAEModel | VideoMAEForVideoClassification:
     """A VideoMAE from a folder or hub id: the classifier when the checkpoint is one."""
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
+
     config = VideoMAEConfig.from_pretrained(source)
     is_classifier = any("ForVideoClassification" in name for name in config.architectures or [])
     cls = VideoMAEForVideoClassification if is_classifier else VideoMAEModel
@@ -99,6 +111,8 @@ class VideoMAEEmbedder:
         if features not in FEATURES:
             raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        from transformers import VideoMAEForVideoClassification
+
         self.model = load_videomae(source).to(self.device).eval()
         self.is_classifier = isinstance(self.model, VideoMAEForVideoClassification)
         if features == "fc_norm" and not (self.is_classifier and self.model.fc_norm is not None):
@@ -170,6 +184,9 @@ def train_videomae_classifier(clips: np.ndarray, labels: np.ndarray, class_names
     ``clips`` uint8 (N, T, S, S, 3), ``labels`` (N,) in ``0..len(class_names)-1``. AdamW with a
     cosine schedule, seeded batches. Returns the model (eval mode) and the loss per step.
     """
+    from transformers import VideoMAEForVideoClassification
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
     torch.manual_seed(seed)
     config = tiny_videomae_config(class_names, clips.shape[1], clips.shape[2])
     model = VideoMAEForVideoClassification(config).train()

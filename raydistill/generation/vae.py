@@ -27,6 +27,15 @@ about 0.1 s per training step of 32 frames on 2 CPU cores."""
 SD_VAE = "stabilityai/sd-vae-ft-ema"
 """The VAE the paper's Latte uses; pass a local path to it on clusters without hub access."""
 
+SD_VAE_ARCHITECTURE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+                           down_block_types=("DownEncoderBlock2D",) * 4,
+                           up_block_types=("UpDecoderBlock2D",) * 4,
+                           block_out_channels=(128, 256, 512, 512), norm_num_groups=32,
+                           sample_size=256, scaling_factor=0.18215)
+"""The architecture of :data:`SD_VAE` (≈ 84 M parameters, 8× downsampling): what a run loads
+from its weights, and what ``benchmarks/generate.py --scale paper`` builds untrained, since the
+cost of encoding and decoding does not depend on the weights."""
+
 
 def load_vae(source: str | None) -> AutoencoderKL:
     """``AutoencoderKL.from_pretrained(source)``, or an untrained tiny one when ``source`` is None."""

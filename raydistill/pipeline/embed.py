@@ -21,16 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 from ray.data import ActorPoolStrategy
-from transformers import VideoMAEConfig
 
 from raydistill.config import RunConfig
 from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
                                            train_videomae_classifier)
-from raydistill.pipeline.latents import gpus_per_actor
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
-                                        missing_shards, prepare_output, shard_files, shard_path,
-                                        shard_plan, source, task_pool, worker_node,
-                                        worker_nodes, write_rejects_then)
+                                        gpus_per_actor, missing_shards, prepare_output,
+                                        shard_files, shard_path, shard_plan, source, task_pool,
+                                        worker_node, worker_nodes, write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import clips_from_table
@@ -121,6 +119,8 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], steps: int,
 
 def model_input_shape(run: RunDir, model: str | None) -> tuple[int, int]:
     """(frames, size) the embedding model takes, from its config alone."""
+    from transformers import VideoMAEConfig
+
     config = VideoMAEConfig.from_pretrained(model or run.local_dir(RUN_MODEL_DIR))
     return int(config.num_frames), int(config.image_size)
 

@@ -23,8 +23,8 @@ from raydistill.config import GenerateConfig, RunConfig, to_dict
 from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.pipeline.finetune import MODEL_DIR
-from raydistill.pipeline.latents import gpus_per_actor, open_vae
-from raydistill.pipeline.shards import source, worker_node, worker_nodes
+from raydistill.pipeline.latents import open_vae
+from raydistill.pipeline.shards import gpus_per_actor, source, worker_node, worker_nodes
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
 from raydistill.video import decode_clip

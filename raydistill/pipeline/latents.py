@@ -23,9 +23,9 @@ from ray.data import ActorPoolStrategy
 from raydistill.config import RunConfig
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
-                                        missing_shards, prepare_output, shard_path, shard_plan,
-                                        source, task_pool, worker_node, worker_nodes,
-                                        write_rejects_then)
+                                        gpus_per_actor, missing_shards, prepare_output,
+                                        shard_path, shard_plan, source, task_pool, worker_node,
+                                        worker_nodes, write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import decode_batch
@@ -33,13 +33,6 @@ from raydistill.video.clips import decode_batch
 STAGE = "latents"
 FOLDER = "latents"
 VAE_DIR = "vae"
-
-
-def gpus_per_actor(requested: float | None) -> float:
-    """``requested``, or 1 when the cluster advertises GPUs and 0 otherwise (None = auto)."""
-    if requested is not None:
-        return requested
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
 def open_vae(run: RunDir, source: str | None):

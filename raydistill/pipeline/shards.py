@@ -38,6 +38,13 @@ def source(items, items_per_block: int = 1) -> ray.data.Dataset:
     return dataset
 
 
+def gpus_per_actor(requested: float | None) -> float:
+    """``requested``, or 1 when the cluster advertises GPUs and 0 otherwise (None = auto)."""
+    if requested is not None:
+        return requested
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
 def worker_node() -> str:
     """Id of the Ray node this code runs on. The actor UDFs of the GPU stages (latents, generate,
     embed) return it with each batch, and each stage's summary lists the nodes that did its work

@@ -13,6 +13,7 @@ the top-VPC by p_c written like every other selection.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -193,7 +194,27 @@ def select_with_models(run: RunDir, pool: str, jobs: list[tuple[int, int]]
         model = build_model(config, job[1])
         model.load_state_dict(state["model"])
         results[job] = {}
-        for label, p in zip(classes, score_classes(model, batches)):
+        with torch_threads(SCORING_THREADS):
+            probabilities = score_classes(model, batches)
+        for label, p in zip(classes, probabilities):
             order = np.argsort(-p, kind="stable")[:job[0]]
             results[job][label] = (order.astype(np.int64), p[order].astype(np.float64))
     return results, latents, labels, ids
+
+
+SCORING_THREADS = 1
+"""Torch threads the driver scores with. A local driver would use every core and a driver
+started by ``ray job submit`` uses one (Ray gives it ``OMP_NUM_THREADS=1``); sums split across
+threads round differently, so the scores written with a selection (and a near tie) followed
+where the driver ran. One thread everywhere makes them the same."""
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
