@@ -53,8 +53,8 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                    "params": {"vst_unet": {"width": 8, "levels": 2, "feature_dim": 32,
                                            "norm_groups": 4,
                                            "epochs": short.get("vst_epochs", 30)}}},
-        # The toy C3D has 0.2 M parameters: every classifier of the run (34) is tested in one
-        # pass over the test clips, instead of one actor start per 8 (the default's pass).
+        # The toy C3D has 0.2 M parameters: every classifier of the run (34 with the default
+        # flags) is tested in one pass over the test clips, not one actor start per 8.
         "evaluate": {"classifier": "c3d", "preset": "toy", "upper_bound_seeds": 1,
                      "checkpoint_every": 30, "models_per_pass": 64,
                      "training": {"epochs": eval_epochs}},

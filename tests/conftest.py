@@ -10,15 +10,16 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 sys.path.insert(0, os.path.dirname(__file__))
 from fingerprint import fingerprint  # noqa: E402
 from small_quickstart import FLAGS, RUN_NAME, load_job  # noqa: E402
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +77,7 @@ class FinishedRun:
     path: str
     cwd: str
     printed: str
-    fingerprint: dict
+    fingerprint: MappingProxyType
 
 
 @pytest.fixture(scope="session")
@@ -91,8 +92,12 @@ def small_quickstart(ray_cluster, tmp_path_factory):
     try:
         with contextlib.redirect_stdout(printed):
             code = load_job().main(["--run", RUN_NAME, *FLAGS])
+    except BaseException:
+        print(printed.getvalue()[-3000:])  # what the job said before it raised
+        raise
     finally:
         os.chdir(previous)
     assert code == 0, printed.getvalue()[-3000:]
     path = str(folder / RUN_NAME)
-    return FinishedRun(path, str(folder), printed.getvalue(), fingerprint(path))
+    return FinishedRun(path, str(folder), printed.getvalue(),
+                       MappingProxyType(fingerprint(path)))

@@ -2,7 +2,8 @@
 
 Running the quickstart job takes minutes even at this size (a Ray Train or Ray Data start per
 stage), so one session fixture (``small_quickstart`` in conftest.py) runs it once: the quickstart
-tests check what it wrote, the fault tests compare their interrupted runs with it.
+tests check what it wrote, the fault tests compare their interrupted runs with it, and the
+``ray job submit`` test compares the submitted job's run with it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.py"
 SIZE = {"classes": 2, "train_per_class": 4, "test_per_class": 2, "steps": 12, "per_class": 3,
         "seeds": 1, "eval_epochs": 2, "smoke": True}
-FLAGS = ["--classes", "2", "--train-per-class", "4", "--test-per-class", "2", "--steps", "12",
-         "--per-class", "3", "--seeds", "1", "--eval-epochs", "2", "--smoke"]
+FLAGS = [part for name, value in SIZE.items() if name != "smoke"
+         for part in (f"--{name.replace('_', '-')}", str(value))] + ["--smoke"]
+"""The job's command-line flags for :data:`SIZE`."""
 RUN_NAME = "quick"
 """The run's folder, relative to the working directory the job ran in (as the README runs it)."""
 

@@ -1,5 +1,8 @@
 """VideoMAE embedder and the tiny embedding classifier (transformers, tiny configs, CPU)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +105,13 @@ def test_embedding_nothing_gives_empty_arrays(classifier_dir):
     out = VideoMAEEmbedder(classifier_dir[0], CLASSES)(np.zeros((0, 4, 16, 16, 3), np.uint8),
                                                        np.zeros(0, np.int64))
     assert out["embedding"].shape == (0, 64) and out["score"].shape == (0,)
+
+
+def test_selection_and_evaluation_workers_import_neither_transformers_nor_diffusers():
+    # Every Ray worker imports its UDF's module afresh; these two libraries cost a 2-core
+    # machine seconds per worker start (benchmarks/BENCHMARKS.md, "Worker start-up").
+    code = ("import sys, raydistill.pipeline.select, raydistill.pipeline.evaluate; "
+            "print(sorted({'transformers', 'diffusers'} & set(sys.modules)))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert found == "[]"

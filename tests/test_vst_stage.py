@@ -12,6 +12,7 @@ from raydistill.config import RunConfig, from_dict, with_overrides
 from raydistill.pipeline.latents import latent_table
 from raydistill.pipeline.run import requirements, run_stages
 from raydistill.pipeline.select import selection_path
+from raydistill.pipeline import vst
 from raydistill.pipeline.vst import (model_path, rank_classes, select_with_models,
                                      selector_for)
 from raydistill.runs import RunDir
@@ -131,7 +132,7 @@ def test_two_data_parallel_workers_train_and_select_vpc_per_class(tmp_path):
     assert sorted(row["label"] for row in picked) == [0, 0, 1, 1, 2, 2]
 
 
-def test_scores_do_not_depend_on_the_drivers_thread_count(tmp_path):
+def test_scores_do_not_depend_on_the_drivers_thread_count(tmp_path, monkeypatch):
     """The driver scores the pool with the trained models: a local driver runs torch on every
     core, a `ray job submit` one on a single thread (OMP_NUM_THREADS=1). Sums split by thread
     round differently, and the scores written with a selection followed the driver's threads."""
@@ -148,6 +149,14 @@ def test_scores_do_not_depend_on_the_drivers_thread_count(tmp_path):
     buffer = io.BytesIO()
     torch.save({"config": dataclasses.asdict(config), "model": model.state_dict()}, buffer)
     run.write_bytes(model_path("real", 2, 0), buffer.getvalue())
+    scored_with = []
+    original = vst.score_classes
+
+    def score_classes(*args, **kwargs):
+        scored_with.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vst, "score_classes", score_classes)
     threads = torch.get_num_threads()
     scores = []
     try:
@@ -158,3 +167,5 @@ def test_scores_do_not_depend_on_the_drivers_thread_count(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert scores[0].tobytes() == scores[1].tobytes()
+    # on machines where 1 and 2 threads happen to round alike, the pin itself is still checked
+    assert scored_with == [vst.SCORING_THREADS] * 2

@@ -9,9 +9,9 @@ probability for its own class (``mae_score`` ranks by it).
 No weights can be downloaded here: toy runs train a tiny VideoMAE classifier on their real
 training clips (:func:`train_videomae_classifier`) and embed with it.
 
-transformers is imported where a model is built or loaded, not with this module: the selection
-and evaluation workers import it for :func:`embedding_name` alone, and transformers adds seconds
-to every worker's start.
+transformers is imported where a model is built or loaded, not with this module: selection and
+evaluation workers import this module without building a model, and transformers adds seconds to
+every worker's start.
 """
 
 from __future__ import annotations

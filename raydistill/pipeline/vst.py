@@ -206,7 +206,8 @@ SCORING_THREADS = 1
 """Torch threads the driver scores with. A local driver would use every core and a driver
 started by ``ray job submit`` uses one (Ray gives it ``OMP_NUM_THREADS=1``); sums split across
 threads round differently, so the scores written with a selection (and a near tie) followed
-where the driver ran. One thread everywhere makes them the same."""
+where the driver ran. One thread everywhere makes them the same, at the cost of a local driver's
+other cores (a large pool scores slower there than it could; submitted jobs lose nothing)."""
 
 
 @contextlib.contextmanager
