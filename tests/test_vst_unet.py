@@ -14,12 +14,21 @@ from raydistill.selection.vst_losses import (
     classification_loss,
     default_lambdas,
     diversity_loss,
+    per_video_cross_entropy,
     plackett_luce_log_prob,
     representativeness_loss,
     sample_subsets,
+    selection_rewards,
     total_loss,
 )
-from raydistill.selection.vst_selector import STATE_FILE, VSTUNetSelector
+from raydistill.selection.vst_selector import (
+    STATE_FILE,
+    VSTUNetSelector,
+    epoch_generator,
+    make_class_batches,
+    score_classes,
+    train_epoch,
+)
 from raydistill.selection.vst_unet import VSTUNet, VSTUNetConfig, count_parameters
 
 TINY = {"width": 8, "levels": 2, "feature_dim": 16, "norm_groups": 4}
@@ -167,13 +176,26 @@ def test_diversity_loss_is_the_mean_pairwise_cosine_similarity():
 def test_representativeness_loss_is_one_minus_exp_of_mean_nearest_distance():
     features = torch.tensor([[1.0, 0.0], [0.0, 3.0], [4.0, 0.0], [-2.0, 0.0]])
     # normalised: (1,0) (0,1) (1,0) (-1,0); nearest to pick 0: 0, √2, 0, 2
-    one = representativeness_loss(features, torch.tensor([0])).item()
+    one = representativeness_loss(features, torch.tensor([0]), "l2").item()
     assert one == pytest.approx(1 - math.exp(-(math.sqrt(2) + 2) / 4), abs=1e-6)
-    two = representativeness_loss(features, torch.tensor([[0, 3]]))
+    two = representativeness_loss(features, torch.tensor([[0, 3]]), "l2")
     assert two.tolist() == pytest.approx([1 - math.exp(-math.sqrt(2) / 4)], abs=1e-6)
     # raw 16×4×32×32 latents would make exp(−distance) underflow; normalised they do not
     big = 100 * torch.randn(20, 65536, generator=torch.Generator().manual_seed(0))
-    assert 0 < representativeness_loss(big, torch.tensor([0, 1])).item() < 1
+    assert 0 < representativeness_loss(big, torch.tensor([0, 1]), "l2").item() < 1
+
+
+def test_representativeness_loss_with_mse_uses_the_mean_square_error_of_raw_features():
+    features = torch.tensor([[1.0, 0.0], [0.0, 3.0], [4.0, 0.0], [-2.0, 0.0]])
+    # MSE to pick 0: 0, (1 + 9)/2 = 5, 9/2 = 4.5, 9/2 = 4.5; nearest of {0, 3}: 0, 5, 4.5, 0;
+    # nearest of {0, 1}: 0, 0, 4.5, 4.5
+    one = representativeness_loss(features, torch.tensor([0]), "mse").item()
+    assert one == pytest.approx(1 - math.exp(-(0 + 5 + 4.5 + 4.5) / 4), abs=1e-6)
+    two = representativeness_loss(features, torch.tensor([[0, 3], [0, 1]]))  # mse by default
+    assert two.tolist() == pytest.approx([1 - math.exp(-(5 + 4.5) / 4),
+                                          1 - math.exp(-9 / 4)], abs=1e-6)
+    with pytest.raises(ValueError, match="distance"):
+        representativeness_loss(features, torch.tensor([0]), "cosine")
 
 
 def test_classification_loss_gives_every_video_the_class_label():
@@ -226,13 +248,37 @@ def test_diversity_and_representativeness_alone_reach_the_scorer(losses):
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-def test_cross_entropy_alone_leaves_the_scorer_untouched():
+def test_cross_entropy_alone_reaches_the_scorer():
     model = tiny_model()
-    loss, _ = total_loss(model(random_latents(10)), 0, 3, 1.0, 1.0, losses=("ce",))
+    loss, parts = total_loss(model(random_latents(10)), 0, 3, 1.0, 1.0, losses=("ce",),
+                             generator=torch.Generator().manual_seed(0))
     loss.backward()
     grad = model.score_head.weight.grad
-    assert grad is None or grad.abs().sum() == 0
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert model.class_head.weight.grad.abs().sum() > 0
+    assert parts["div"] == 0 and parts["rep"] == 0 and parts["policy"] != 0
+
+
+def test_subset_rewards_are_detached_and_include_minus_the_mean_cross_entropy_of_the_subset():
+    features = torch.randn(5, 3, requires_grad=True)
+    video_ce = torch.tensor([0.1, 2.0, 0.3, 4.0, 0.5], requires_grad=True)
+    subsets = torch.tensor([[0, 2], [1, 3], [4, 0]])
+    rewards = selection_rewards(features, subsets, 0.0, 0.0, video_ce=video_ce)
+    assert not rewards.requires_grad
+    assert rewards.tolist() == pytest.approx([-0.2, -3.0, -0.3])
+    full = selection_rewards(features, subsets, 0.5, 2.0, video_ce=video_ce, rep_distance="l2")
+    expected = (-video_ce.detach()[subsets].mean(-1)
+                - 0.5 * diversity_loss(features.detach(), subsets)
+                - 2.0 * representativeness_loss(features.detach(), subsets, "l2"))
+    assert not full.requires_grad and torch.allclose(full, expected)
+
+
+def test_per_video_cross_entropy_averages_to_the_classification_loss():
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0], [2.0, -1.0]])
+    per_video = per_video_cross_entropy(logits, 1)
+    assert per_video.shape == (3,)
+    assert per_video[0].item() == pytest.approx(-math.log(3 / 4), abs=1e-6)
+    assert per_video.mean().item() == pytest.approx(classification_loss(logits, 1).item())
 
 
 @pytest.mark.parametrize("losses,nonzero", [
@@ -247,11 +293,14 @@ def test_ablation_flag_decides_which_losses_are_nonzero(losses, nonzero):
 
 # --- selector --------------------------------------------------------------------------------
 
-def test_training_on_planted_modes_improves_coverage_and_diversity():
+def test_training_on_planted_modes_improves_coverage_and_diversity_with_the_whitened_scorer():
     trained, untrained, random = [], [], []
     for seed in range(3):
         X, y = planted_latents(seed)
-        params = {"n_per_class": 3, "random_state": seed, **TINY}
+        # What this measures needs the earlier whitened score input (see vst_unet's docstring:
+        # a smooth per-video score ranks near-duplicates together); its rewards on latents.
+        params = {"n_per_class": 3, "random_state": seed, "score_input": "whitened",
+                  "reward_space": "latents", "rep_distance": "l2", **TINY}
         trained.append(coverage_and_similarity(
             X, y, VSTUNetSelector(epochs=80, **params).fit(X, y).selected_indices_))
         untrained.append(coverage_and_similarity(
@@ -334,9 +383,118 @@ def test_selector_follows_the_estimator_contract():
     (np.zeros((4, *SHAPE)), [0, 0, 1, 1], {"lambda_div": -1.0}, ValueError),
     (np.zeros((4, *SHAPE)), [0, 0, 1, 1], {"losses": ("ce", "kl")}, ValueError),
     (np.zeros((4, *SHAPE)), [0, 0, 1, 1], {"reward_space": "pixels"}, ValueError),
+    (np.zeros((4, *SHAPE)), [0, 0, 1, 1], {"rep_distance": "cosine"}, ValueError),
+    (np.zeros((4, *SHAPE)), [0, 0, 1, 1], {"score_input": "raw"}, ValueError),
     (np.zeros((4, *SHAPE)), [0, 0, 1, 1], {"random_state": -1}, ValueError),
     (np.zeros((4, *SHAPE)), [0, 0, 1, 1], {"n_per_class": True}, ValueError),
 ])
 def test_fit_rejects_bad_inputs(X, y, params, error):
     with pytest.raises(error):
         VSTUNetSelector(epochs=1, **{**TINY, **params}).fit(X, y)
+
+
+# --- issue 16: unwhitened score input, rewards on f_c, CE reaching p_c --------------------------
+
+def test_score_head_reads_the_layernormed_features_of_each_video_alone():
+    model = tiny_model().eval()  # fresh mixing blocks are the identity: features are per video
+    latents = random_latents(6)
+    changed = latents.clone()
+    changed[5] = 3.0 * changed[5] + 1.0
+    with torch.no_grad():
+        before, after = model(latents), model(changed)
+        norm = torch.nn.functional.layer_norm(before.features, (before.features.shape[1],))
+        expected = model.score_head(norm).squeeze(-1)
+    assert torch.allclose(before.features[:5], after.features[:5], atol=1e-6)
+    # whitened across the class, the other videos' features would move these scores
+    assert torch.allclose(before.score_logits[:5], after.score_logits[:5], atol=1e-6)
+    assert torch.allclose(before.score_logits, expected, atol=1e-6)
+    # identical videos score the same; a small change of a video moves its score a little
+    twins = latents.clone()
+    twins[1] = twins[0]
+    nudged = twins.clone()
+    nudged[0] += 1e-3 * random_latents(1, seed=1)[0]
+    with torch.no_grad():
+        twin_scores, nudged_scores = model(twins).score_logits, model(nudged).score_logits
+    assert twin_scores[0].item() == pytest.approx(twin_scores[1].item(), abs=1e-6)
+    assert 0 < abs(nudged_scores[0] - twin_scores[0]).item() < 1e-2
+
+
+def test_whitened_score_input_is_an_opt_in_that_depends_on_the_other_videos():
+    torch.manual_seed(0)
+    model = VSTUNet(VSTUNetConfig.tiny(3, score_input="whitened")).eval()
+    latents = random_latents(6)
+    changed = latents.clone()
+    changed[5] = 3.0 * changed[5] + 1.0
+    with torch.no_grad():
+        before, after = model(latents).score_logits, model(changed).score_logits
+    assert not torch.allclose(before[:5], after[:5], atol=1e-4)
+    with pytest.raises(ValueError, match="score_input"):
+        VSTUNetConfig.tiny(2, score_input="raw")
+
+
+def test_selector_defaults_to_the_papers_rewards_and_exposes_the_new_parameters():
+    selector = VSTUNetSelector(**TINY)
+    params = selector.get_params()
+    assert params["reward_space"] == "features" and params["rep_distance"] == "mse"
+    assert params["score_input"] == "layernorm"
+    copy = clone(selector).set_params(reward_space="latents", rep_distance="l2",
+                                      score_input="whitened")
+    assert (copy.reward_space, copy.rep_distance, copy.score_input) == ("latents", "l2",
+                                                                         "whitened")
+    assert selector.reward_space == "features"
+    assert copy.model_config(4, 2).score_input == "whitened"
+
+
+def test_rewards_are_computed_on_the_model_features_by_default():
+    X, y = planted_latents(0)
+    batches, _ = make_class_batches(X, y)
+    model = tiny_model(num_classes=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # parts are read, weights kept
+    parts = train_epoch(model, optimizer, batches[:1], n_select=3, lambda_div=0.1,
+                        lambda_rep=1.0, generator=epoch_generator(0, 0))
+    with torch.no_grad():
+        out = model(batches[0].latents)
+    top = torch.argsort(out.probs, descending=True, stable=True)[:3]
+    assert parts["div"] == pytest.approx(diversity_loss(out.features, top).item(), abs=1e-5)
+    assert parts["rep"] == pytest.approx(
+        representativeness_loss(out.features, top, "mse").item(), abs=1e-5)
+    flat = batches[0].latents.flatten(1)
+    assert parts["div"] != pytest.approx(diversity_loss(flat, top).item(), abs=1e-3)
+    latent_parts = train_epoch(model, optimizer, batches[:1], n_select=3, lambda_div=0.1,
+                               lambda_rep=1.0, generator=epoch_generator(0, 0),
+                               reward_space="latents", rep_distance="l2")
+    assert latent_parts["div"] == pytest.approx(diversity_loss(flat, top).item(), abs=1e-5)
+    assert latent_parts["rep"] == pytest.approx(
+        representativeness_loss(flat, top, "l2").item(), abs=1e-5)
+
+
+def noisy_class_latents(seed: int, n_clean: int = 10, n_noisy: int = 3):
+    """Two classes around two centres; class 0 also holds ``n_noisy`` videos drawn around class
+    1's centre (off-class generations), placed after its clean ones."""
+    rng = np.random.default_rng(seed)
+    T, C = SHAPE[:2]
+    centres = [rng.normal(size=(T, C)) for _ in range(2)]
+
+    def video(c):
+        return (centres[c] + 0.3 * rng.normal(size=(T, C)))[:, :, None, None] + \
+            0.1 * rng.normal(size=SHAPE)
+
+    n = n_clean + n_noisy
+    videos = [video(0) for _ in range(n_clean)] + [video(1) for _ in range(n_noisy + n)]
+    return np.stack(videos).astype(np.float32), np.array([0] * n + [1] * n)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cross_entropy_alone_ranks_clean_videos_above_off_class_ones(seed):
+    # Table 6's "CE" row. Short training: once the class head fits every video of a batch (the
+    # across-video mixing can carry the batch's class), the CE differences, and the signal, fade.
+    X, y = noisy_class_latents(seed)
+    selector = VSTUNetSelector(n_per_class=3, epochs=10, losses=("ce",), random_state=seed,
+                               **TINY).fit(X, y)
+    p = score_classes(selector.model_, make_class_batches(X, y)[0])[0]
+    clean, noisy = p[:10], p[10:]
+    assert (clean[:, None] > noisy[None]).mean() >= 0.9
+    assert set(selector.selected_indices_[:3].tolist()) <= set(range(10))
+    untrained = VSTUNetSelector(n_per_class=3, epochs=0, losses=("ce",), random_state=seed,
+                                **TINY).fit(X, y)
+    assert not np.array_equal(untrained.selected_indices_, selector.selected_indices_)

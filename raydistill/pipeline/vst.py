@@ -133,7 +133,8 @@ def train_job(run: RunDir, job: tuple[int, int], loop_config: dict, batches, che
                             lambda_rep=lambda_rep,
                             generator=epoch_generator(job[1], epoch * world + rank),
                             losses=tuple(selector.losses), n_samples=selector.n_samples,
-                            reward_space=selector.reward_space, device=device)
+                            reward_space=selector.reward_space,
+                            rep_distance=selector.rep_distance, device=device)
         history.append(parts)
         # The last epoch needs no checkpoint: the finished model is saved right after.
         if (epoch + 1) % loop_config["checkpoint_every"] == 0 and epoch + 1 < selector.epochs:

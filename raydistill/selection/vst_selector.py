@@ -22,11 +22,12 @@ import torch
 from sklearn.base import BaseEstimator
 
 from raydistill.selection.base import check_count_and_seed
-from raydistill.selection.vst_losses import LOSS_NAMES, default_lambdas, total_loss
-from raydistill.selection.vst_unet import VSTUNet, VSTUNetConfig
+from raydistill.selection.vst_losses import (LOSS_NAMES, REP_DISTANCES, default_lambdas,
+                                             total_loss)
+from raydistill.selection.vst_unet import SCORE_INPUTS, VSTUNet, VSTUNetConfig
 
 STATE_FILE = "vst_unet_state.pt"
-REWARD_SPACES = ("latents", "features")
+REWARD_SPACES = ("features", "latents")
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,9 +82,10 @@ def make_optimizer(model: VSTUNet, lr: float, score_lr_scale: float = 10.0
                    ) -> torch.optim.Adam:
     """Adam with the score head at ``score_lr_scale × lr``.
 
-    The score head on whitened features acts as the policy's table of per-video preferences; its
-    slope has to grow for the ranking to sharpen, at a pace the trunk could not stand (on planted
-    data: 0.9 of the optimal reward after 100 epochs with ×10, ~0.2 with ×1).
+    The score head (a linear map of the LayerNorm'd, or whitened, features) sets how sharply the
+    policy ranks the videos; its slope has to grow for the ranking to sharpen, faster than the
+    trunk's weights may move (measured with the whitened input on planted data: 0.9 of the
+    optimal reward after 100 epochs with ×10, ~0.2 with ×1).
     """
     head = list(model.score_head.parameters())
     head_ids = {id(p) for p in head}
@@ -102,12 +104,13 @@ def train_epoch(model: VSTUNet, optimizer: torch.optim.Optimizer,
                 class_batches: Sequence[ClassBatch], *, n_select: int, lambda_div: float,
                 lambda_rep: float, generator: torch.Generator,
                 losses: tuple[str, ...] = LOSS_NAMES, n_samples: int = 16,
-                reward_space: str = "latents", device: str | torch.device = "cpu"
-                ) -> dict[str, float]:
+                reward_space: str = "features", rep_distance: str = "mse",
+                device: str | torch.device = "cpu") -> dict[str, float]:
     """One pass over the classes in a ``generator``-drawn order; one step per class.
 
-    ``reward_space``: L_div / L_rep measure the flattened latents ("latents") or the model's
-    features ("features"); see ``vst_losses``.
+    ``reward_space``: L_div / L_rep measure the model's features f_c ("features", the paper) or
+    the flattened latents ("latents"); ``rep_distance`` is L_rep's distance ("mse", the paper, or
+    "l2"); both detached, see ``vst_losses``.
     Returns the mean over classes of each loss part (see ``vst_losses.total_loss``).
     """
     model.train()
@@ -118,7 +121,7 @@ def train_epoch(model: VSTUNet, optimizer: torch.optim.Optimizer,
         embeddings = latents.flatten(1) if reward_space == "latents" else None
         loss, parts = total_loss(model(latents), batch.label, n_select, lambda_div, lambda_rep,
                                  losses=losses, n_samples=n_samples, generator=generator,
-                                 embeddings=embeddings)
+                                 embeddings=embeddings, rep_distance=rep_distance)
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
@@ -177,11 +180,15 @@ class VSTUNetSelector(BaseEstimator):
     (``default_lambdas``); ``losses`` picks the Table-6 terms; ``width``, ``levels``,
     ``feature_dim``, ``norm_groups`` size the model (defaults: the paper preset);
     ``score_lr_scale`` multiplies ``lr`` for the score head (``make_optimizer``); ``n_samples``
-    REINFORCE draws per step; ``reward_space`` what L_div / L_rep measure ("latents" or
-    "features"); ``latent_shape`` (T, C, h, w) to unflatten an (n, D) ``X``. With
-    ``checkpoint_dir`` the state is saved after every epoch and a refit resumes after the last
-    saved one, reaching the weights of one uninterrupted run (``random_state`` None: unseeded, and
-    a resumed run goes on with fresh randomness).
+    REINFORCE draws per step; ``reward_space`` what L_div / L_rep measure ("features": the model's
+    penultimate features f_c, the paper; "latents": the flattened VAE latents); ``rep_distance``
+    the distance in L_rep ("mse": mean square error, the paper; "l2": Euclidean distance of
+    L2-normalised vectors, earlier versions); ``score_input`` what the score head reads
+    ("layernorm": the LayerNorm'd features; "whitened": features whitened across the class,
+    earlier versions, see ``vst_unet``); ``latent_shape`` (T, C, h, w) to unflatten an (n, D)
+    ``X``. With ``checkpoint_dir`` the state is saved after every epoch and a refit resumes after
+    the last saved one, reaching the weights of one uninterrupted run (``random_state`` None:
+    unseeded, and a resumed run goes on with fresh randomness).
 
     Attributes after ``fit``: ``selected_indices_`` (m,) int64 rows of X, grouped by class in
     ascending label order, by descending p_c within a class, min(VPC, n_c) per class;
@@ -193,7 +200,8 @@ class VSTUNetSelector(BaseEstimator):
                  lambda_rep: float | None = None, epochs: int = 100, lr: float = 3e-3,
                  score_lr_scale: float = 10.0,
                  width: int = 32, levels: int = 3, feature_dim: int = 256, norm_groups: int = 8,
-                 n_samples: int = 16, reward_space: str = "latents", random_state: int = 0,
+                 n_samples: int = 16, reward_space: str = "features", rep_distance: str = "mse",
+                 score_input: str = "layernorm", random_state: int = 0,
                  losses: tuple[str, ...] = LOSS_NAMES,
                  latent_shape: tuple[int, ...] | None = None, checkpoint_dir: str | None = None,
                  gradient_checkpointing: bool = False, device: str = "cpu"):
@@ -209,6 +217,8 @@ class VSTUNetSelector(BaseEstimator):
         self.norm_groups = norm_groups
         self.n_samples = n_samples
         self.reward_space = reward_space
+        self.rep_distance = rep_distance
+        self.score_input = score_input
         self.random_state = random_state
         self.losses = losses
         self.latent_shape = latent_shape
@@ -232,7 +242,8 @@ class VSTUNetSelector(BaseEstimator):
                 model, optimizer, batches, n_select=self.n_per_class, lambda_div=lambda_div,
                 lambda_rep=lambda_rep, generator=epoch_generator(seed, epoch),
                 losses=tuple(self.losses), n_samples=self.n_samples,
-                reward_space=self.reward_space, device=self.device))
+                reward_space=self.reward_space, rep_distance=self.rep_distance,
+                device=self.device))
             if self.checkpoint_dir is not None:
                 save_state(self._state_path(), model, optimizer, epoch, history, fingerprint)
         probs = score_classes(model, batches, self.device)
@@ -256,9 +267,11 @@ class VSTUNetSelector(BaseEstimator):
         if not self.losses or not set(self.losses) <= set(LOSS_NAMES):
             raise ValueError(f"losses must be a non-empty subset of {LOSS_NAMES}, "
                              f"got {self.losses}")
-        if self.reward_space not in REWARD_SPACES:
-            raise ValueError(f"reward_space must be one of {REWARD_SPACES}, "
-                             f"got {self.reward_space!r}")
+        for name, choices in (("reward_space", REWARD_SPACES), ("score_input", SCORE_INPUTS),
+                              ("rep_distance", REP_DISTANCES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, "
+                                 f"got {getattr(self, name)!r}")
 
     def _seed(self) -> int:
         if self.random_state is None:  # unseeded: fresh entropy, not reproducible
@@ -277,7 +290,8 @@ class VSTUNetSelector(BaseEstimator):
             in_channels=in_channels, base_width=self.width,
             channel_mults=tuple(2 ** level for level in range(self.levels)),
             num_classes=num_classes, feature_dim=self.feature_dim, norm_groups=self.norm_groups,
-            head_dim=min(32, self.width), checkpointing=self.gradient_checkpointing)
+            head_dim=min(32, self.width), checkpointing=self.gradient_checkpointing,
+            score_input=self.score_input)
 
     def _fingerprint(self, config: VSTUNetConfig, source: torch.Tensor, y) -> dict:
         """What a checkpoint must match to be resumed: all that changes the weights."""
