@@ -1,5 +1,6 @@
 """VideoMAE embedder and the tiny embedding classifier (transformers, tiny configs, CPU)."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -8,6 +9,8 @@ import pytest
 import torch
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
 
+from raydistill.classify.training import TOY_TRAINING
+from raydistill.embedding.c3d import C3DEmbedder, save_c3d, train_c3d_classifier
 from raydistill.embedding.videomae import (VideoMAEEmbedder, class_index_map, embedding_name,
                                            pixel_values, tiny_videomae_config,
                                            train_videomae_classifier)
@@ -40,6 +43,7 @@ def classifier_dir(tmp_path_factory):
 
 def test_embedding_name_is_the_last_part_of_the_model_source():
     assert embedding_name(None) == "videomae-run"
+    assert embedding_name(None, "c3d") == "c3d-run"
     assert embedding_name("MCG-NJU/videomae-base-finetuned-kinetics") == \
         "videomae-base-finetuned-kinetics"
     assert embedding_name("/models/my model/") == "my-model"
@@ -115,3 +119,21 @@ def test_selection_and_evaluation_workers_import_neither_transformers_nor_diffus
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.strip()
     assert found == "[]"
+
+
+def test_a_c3d_trained_on_the_run_embeds_scores_and_predicts_its_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(2), 6)
+    clips = rng.integers(0, 40, size=(12, 8, 32, 32, 3)).astype(np.uint8)
+    clips[labels == 1] += 180  # class 1 is bright: learnable in a few epochs
+    model, history = train_c3d_classifier(clips, labels, 2,
+                                          dataclasses.replace(TOY_TRAINING, epochs=8), seed=0)
+    assert len(history) == 8
+    save_c3d(model, str(tmp_path / "c3d"), ["dark", "bright"])
+    embedder = C3DEmbedder(str(tmp_path / "c3d"), ["dark", "bright"], batch_size=5)
+    out = embedder(clips, labels)
+    assert out["embedding"].shape == (12, embedder.dim) and out["embedding"].dtype == np.float32
+    assert (out["predicted"] == labels).all() and out["predicted"].dtype == np.int32
+    assert (out["score"] > 0.5).all()
+    with pytest.raises(ValueError, match="trained on classes"):
+        C3DEmbedder(str(tmp_path / "c3d"), ["bright", "dark"])

@@ -10,8 +10,8 @@ import pytest
 
 from raydistill.report import report as report_module
 from raydistill.report.report import write_report
-from raydistill.report.tables import (format_duration, format_percent, headline_table,
-                                      result_rows, upper_bound_rows)
+from raydistill.report.tables import (compare_with_random, format_duration, format_percent,
+                                      headline_table, result_rows, upper_bound_rows)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video import encode_video
@@ -24,6 +24,9 @@ METHODS = ("random", "kcenter", "tac_dt")
 TOP1 = {("random", 1): (0.2, 0.3, 0.4), ("kcenter", 1): (0.3, 0.3, 0.3),
         ("tac_dt", 1): (0.5, 0.5, 0.5), ("random", 2): (0.7, 0.7, 0.7),
         ("kcenter", 2): (0.4, 0.5, 0.6), ("tac_dt", 2): (0.6, 0.6, 0.6)}
+
+
+PREDICTED = [0, 0, 0, 0, 1, 1, 0, 2, 0, 0, 0, 0]
 
 
 def video_id(label: int, index: int) -> str:
@@ -77,7 +80,10 @@ def write_embeddings(run: RunDir) -> None:
     table = pa.table({"video_id": ids, "label": pa.array(labels, pa.int32()),
                       "embedding": tensor_array(rng.normal(size=(12, 6)).astype(np.float32),
                                                 pa.float32()),
-                      "score": pa.array([0.5] * 12, pa.float32())})
+                      "score": pa.array([0.5] * 12, pa.float32()),
+                      # What the run's classifier files them under: class 0 all right, class 1
+                      # half, class 2 none.
+                      "predicted": pa.array(PREDICTED, pa.int32())})
     run.write_table("embeddings/synthetic/tiny/shard-00000.parquet", table)
     run.write_table("embeddings/synthetic/tiny/shard-00000.rejects.parquet",
                     pa.table({"video_id": ["bad"]}))
@@ -290,3 +296,52 @@ def test_format_percent(mean, std, expected):
                                                (7620, "2 h 07 min")])
 def test_format_duration(seconds, expected):
     assert format_duration(seconds) == expected
+
+
+def test_report_shows_the_class_fidelity_of_the_pool_per_class_and_overall(full_report):
+    _, _, text = full_report
+    section = text.split("## Class fidelity of the synthetic pool")[1].split("\n## ")[0]
+    rows = {cells[0]: cells[1:] for cells in (
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in section.splitlines() if line.startswith("|"))}
+    assert rows["wave"] == ["4", "100.0"] and rows["jump"] == ["4", "50.0"]
+    assert rows["spin"] == ["4", "0.0"] and rows["**all**"] == ["12", "**50.0**"]
+    assert "full synthetic" in section and "80.00 ± 0.00" in section
+
+
+def test_fidelity_says_why_when_the_embedding_model_cannot_classify(tmp_path):
+    run = make_run(tmp_path)
+    path = "embeddings/synthetic/tiny/shard-00000.parquet"
+    table = run.read_table(path)
+    run.write_table(path, table.set_column(table.column_names.index("predicted"), "predicted",
+                                           pa.array([-1] * 12, pa.int32())))
+    write_report(run)
+    assert "has no classifier head naming the run's classes" in read_report(run)
+    run.write_table(path, table.drop_columns(["predicted"]))
+    write_report(run)
+    assert "before the embed stage recorded predictions" in read_report(run)
+
+
+def test_report_compares_each_method_with_random_over_paired_seeds(full_report):
+    _, _, text = full_report
+    section = text.split("## Difference from random")[1].split("\n## ")[0]
+    # VPC 1: TAC-DT is +30, +20, +10 points over random's seeds: mean +20, but with 3 seeds the
+    # interval (t = 4.30) reaches below 0. VPC 2: TAC-DT is 10 points below random on every seed.
+    assert table_row(section, "1", "TAC-DT")[2:] == ["+20.00", "[-4.84, +44.84]", "3", "no"]
+    assert table_row(section, "1", "k-Center")[2:] == ["+0.00", "[-24.84, +24.84]", "3", "no"]
+    assert table_row(section, "2", "TAC-DT")[2:] == ["-10.00", "[-10.00, -10.00]", "3",
+                                                     "yes, worse"]
+    with pytest.raises(AssertionError, match="no row"):
+        table_row(section, "1", "Random")
+
+
+def test_a_difference_larger_than_the_seed_noise_is_called_so():
+    noise = [0.01, -0.02, 0.0, 0.02, -0.01]
+    values = {("random", 5): {s: 0.5 + n for s, n in enumerate(noise)},
+              ("tac_dt", 5): {s: 0.55 + n + 0.005 * (-1) ** s for s, n in enumerate(noise)},
+              ("kcenter", 5): {s: 0.5 + 0.03 * (-1) ** s for s in range(5)},
+              ("herding", 1): {0: 0.9}}
+    rows = {row.method: row for row in compare_with_random(values)}
+    assert set(rows) == {"tac_dt", "kcenter"}  # herding has no random at its VPC
+    assert rows["tac_dt"].low > 0 and abs(rows["tac_dt"].difference - 0.051) < 1e-9
+    assert rows["kcenter"].low < 0 < rows["kcenter"].high and rows["kcenter"].seeds == 5

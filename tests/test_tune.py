@@ -104,7 +104,8 @@ def tune_run(tmp_path_factory, ray_cluster):
     rng = np.random.default_rng(0)
     latents = rng.normal(size=(len(ids), 2, 4, 4, 4)).astype(np.float32)
     run.write_table("latents/train/shard-00000.parquet", latent_table(ids, labels, latents))
-    embedded = {"embedding": rng.normal(size=(len(ids), 16)), "score": np.full(len(ids), 0.5)}
+    embedded = {"embedding": rng.normal(size=(len(ids), 16)), "score": np.full(len(ids), 0.5),
+                "predicted": np.asarray(labels, np.int32)}
     run.write_table(f"{embeddings_folder('real', 'videomae-run')}/shard-00000.parquet",
                     embedding_table(ids, labels, embedded))
     run.mark_done("latents")

@@ -26,15 +26,14 @@ if TYPE_CHECKING:
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
 
 FEATURES = ("auto", "mean", "fc_norm")
-RUN_MODEL_NAME = "videomae-run"
-"""Folder name of the embeddings made with the tiny classifier trained inside the run."""
 
 
-def embedding_name(model_source: str | None) -> str:
+def embedding_name(model_source: str | None, run_classifier: str = "videomae") -> str:
     """The folder name of a model's embeddings: the last part of its path or hub id, or
-    ``videomae-run`` for the run's own tiny classifier (``None``)."""
+    ``{run_classifier}-run`` (``videomae-run``, ``c3d-run``) for the classifier trained inside
+    the run (``model_source`` None)."""
     if model_source is None:
-        return RUN_MODEL_NAME
+        return f"{run_classifier}-run"
     last = model_source.rstrip("/").split("/")[-1]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", last) or "model"
 
@@ -144,10 +143,12 @@ class VideoMAEEmbedder:
     def __call__(self, clips: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         """Embed clips (B, T, H, W, 3) uint8 of classes ``labels`` (B,).
 
-        Returns ``embedding`` float32 (B, D) and ``score`` float32 (B,): the probability of each
-        video's own class, NaN when the model cannot tell (no classifier naming the classes).
+        Returns ``embedding`` float32 (B, D), ``score`` float32 (B,): the probability of each
+        video's own class, NaN when the model cannot tell (no classifier naming the classes), and
+        ``predicted`` int32 (B,): the run class the classifier ranks first among the run's
+        classes, -1 when it cannot tell (what the report's class fidelity counts).
         """
-        embeddings, scores = [], []
+        embeddings, scores, predicted = [], [], []
         for start in range(0, len(clips), self.batch_size):
             pixels = pixel_values(clips[start:start + self.batch_size], self.mean, self.std)
             vectors, probabilities = self._forward(pixels.to(self.device))
@@ -155,14 +156,17 @@ class VideoMAEEmbedder:
             batch_labels = np.asarray(labels[start:start + self.batch_size], dtype=np.int64)
             if probabilities is None or self.class_index is None:
                 scores.append(np.full(len(batch_labels), np.nan, np.float32))
+                predicted.append(np.full(len(batch_labels), -1, np.int32))
             else:
-                own = probabilities.float().cpu().numpy()[
-                    np.arange(len(batch_labels)), self.class_index[batch_labels]]
-                scores.append(own.astype(np.float32))
+                run_classes = probabilities.float().cpu().numpy()[:, self.class_index]
+                scores.append(run_classes[np.arange(len(batch_labels)), batch_labels]
+                              .astype(np.float32))
+                predicted.append(run_classes.argmax(axis=1).astype(np.int32))
         if not embeddings:
             return {"embedding": np.zeros((0, self.dim), np.float32),
-                    "score": np.zeros(0, np.float32)}
-        return {"embedding": np.concatenate(embeddings), "score": np.concatenate(scores)}
+                    "score": np.zeros(0, np.float32), "predicted": np.zeros(0, np.int32)}
+        return {"embedding": np.concatenate(embeddings), "score": np.concatenate(scores),
+                "predicted": np.concatenate(predicted)}
 
     def _forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         base = self.model.videomae if self.is_classifier else self.model

@@ -1,4 +1,4 @@
-"""Embed stage: one VideoMAE vector per video of each pool, for the training-free selectors.
+"""Embed stage: one vector per video of each pool, for the training-free selectors.
 
 Pools: ``synthetic`` (the generated videos) and ``real`` (the real training split, for coreset
 selection). Videos are decoded in CPU tasks at the model's own frame count and size and embedded by
@@ -6,12 +6,15 @@ an actor pool holding the model (one GPU per actor when the cluster has GPUs). O
 per shard of ``embed.shard_size`` videos, resumable like the clip cache:
 ``embeddings/{pool}/{model}/shard-NNNNN.parquet`` (``video_id, label, embedding`` float32 (D,),
 ``score``: the model's probability for the video's own class, NaN without a matching classifier
-head). With ``embed.model`` unset, a tiny VideoMAE classifier is first trained on the run's real
-training clips and saved to ``embed/videomae-run/``.
+head; ``predicted``: the run class the classifier ranks first, -1 without one). With
+``embed.model`` unset, an action classifier is first trained on the run's real training clips
+(``embed.run_classifier``: a tiny VideoMAE or a small C3D) and saved to ``embed/videomae-run/`` or
+``embed/c3d-run/``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -22,7 +25,10 @@ import pyarrow.compute as pc
 import ray
 from ray.data import ActorPoolStrategy
 
+from raydistill.classify.training import TOY_TRAINING
 from raydistill.config import RunConfig
+from raydistill.embedding.c3d import (C3DEmbedder, c3d_input_shape, save_c3d,
+                                      train_c3d_classifier)
 from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
                                            train_videomae_classifier)
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
@@ -34,7 +40,12 @@ from raydistill.schema import tensor_array
 from raydistill.video.clips import clips_from_table
 
 STAGE = "embed"
-RUN_MODEL_DIR = "embed/videomae-run"
+
+
+def run_model_dir(run_classifier: str) -> str:
+    """Run-relative folder of the classifier trained inside the run (``embed/videomae-run``,
+    ``embed/c3d-run``)."""
+    return f"embed/{embedding_name(None, run_classifier)}"
 
 
 def embeddings_folder(pool: str, model_name: str) -> str:
@@ -54,12 +65,14 @@ def pool_videos(run: RunDir, pool: str) -> pa.Table:
 
 
 def embedding_table(ids: list[str], labels: list[int], embedded: dict) -> pa.Table:
-    """An embeddings table: ``video_id, label, embedding`` (float32 (D,) tensors), ``score``."""
+    """An embeddings table: ``video_id, label, embedding`` (float32 (D,) tensors), ``score``,
+    ``predicted``."""
     return pa.table({"video_id": pa.array(ids, pa.string()),
                      "label": pa.array(labels, pa.int32()),
                      "embedding": tensor_array(embedded["embedding"].astype(np.float32),
                                                pa.float32()),
-                     "score": pa.array(embedded["score"], pa.float32())})
+                     "score": pa.array(embedded["score"], pa.float32()),
+                     "predicted": pa.array(embedded["predicted"], pa.int32())})
 
 
 def read_embeddings(run: RunDir, pool: str, model_name: str) -> pa.Table:
@@ -78,12 +91,15 @@ class EmbeddingShardWriter:
     shards done and the node that did them."""
 
     def __init__(self, run_url: str, pool: str, model: str | None, class_names: list[str],
-                 features: str, batch_size: int):
+                 features: str, batch_size: int, run_classifier: str = "videomae"):
         self.run = RunDir(run_url)
         self.pool = pool
         # Resolved on the actor's node: an S3 run's model folder is downloaded where it is used.
-        source_dir = model or self.run.local_dir(RUN_MODEL_DIR)
-        self.embedder = VideoMAEEmbedder(source_dir, class_names, features, batch_size)
+        source_dir = model or self.run.local_dir(run_model_dir(run_classifier))
+        if model is None and run_classifier == "c3d":
+            self.embedder = C3DEmbedder(source_dir, class_names, batch_size)
+        else:
+            self.embedder = VideoMAEEmbedder(source_dir, class_names, features, batch_size)
 
     def __call__(self, batch: dict) -> dict:
         for model_name, index, ids, labels, clips, rejects in zip(
@@ -98,39 +114,56 @@ class EmbeddingShardWriter:
 
 
 @ray.remote(max_retries=1)
-def _train_and_save_classifier(run_url: str, class_names: list[str], steps: int,
+def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict,
                                seed: int) -> dict:
-    """Train the run's tiny VideoMAE classifier on its training clips; save it into the run."""
+    """Train the run's own classifier (``embed.run_classifier``: a tiny VideoMAE for
+    ``classifier_steps`` steps or a toy C3D for ``classifier_epochs`` epochs) on its training
+    clips; save it into the run."""
     run = RunDir(run_url)
     table = pa.concat_tables([run.read_table(path) for path in shard_files(run, "clips/train")])
     clips = clips_from_table(table)
     labels = np.asarray(table.column("label").to_pylist(), np.int64)
-    model, losses = train_videomae_classifier(clips, labels, class_names, steps,
-                                              learning_rate=2e-3, seed=seed)
-    with tempfile.TemporaryDirectory(prefix="raydistill-videomae-") as folder:
-        model.save_pretrained(folder)
-        run.put_dir(folder, RUN_MODEL_DIR)
-    summary = {"classifier_steps": steps, "classifier_loss_first": round(losses[0], 4),
-               "classifier_loss_last": round(float(np.mean(losses[-10:])), 4),
-               "classifier_videos": len(labels)}
-    run.write_json(f"{RUN_MODEL_DIR}/training.json", summary)
+    folder_in_run = run_model_dir(embed["run_classifier"])
+    with tempfile.TemporaryDirectory(prefix="raydistill-embedder-") as folder:
+        if embed["run_classifier"] == "c3d":
+            settings = dataclasses.replace(TOY_TRAINING, epochs=embed["classifier_epochs"])
+            model, history = train_c3d_classifier(clips, labels, len(class_names), settings,
+                                                  seed)
+            save_c3d(model, folder, class_names)
+            losses = [entry["loss"] for entry in history]
+            summary = {"classifier_epochs": embed["classifier_epochs"]}
+        else:
+            model, losses = train_videomae_classifier(clips, labels, class_names,
+                                                      embed["classifier_steps"],
+                                                      learning_rate=2e-3, seed=seed)
+            model.save_pretrained(folder)
+            summary = {"classifier_steps": embed["classifier_steps"]}
+        run.put_dir(folder, folder_in_run)
+    summary.update({"classifier": embed["run_classifier"],
+                    "classifier_loss_first": round(losses[0], 4),
+                    "classifier_loss_last": round(float(np.mean(losses[-10:])), 4),
+                    "classifier_videos": len(labels)})
+    run.write_json(f"{folder_in_run}/training.json", summary)
     return summary
 
 
-def model_input_shape(run: RunDir, model: str | None) -> tuple[int, int]:
-    """(frames, size) the embedding model takes, from its config alone."""
+def model_input_shape(run: RunDir, model: str | None,
+                      run_classifier: str = "videomae") -> tuple[int, int]:
+    """(frames, size) the embedding model takes, from its saved config alone."""
+    if model is None and run_classifier == "c3d":
+        return c3d_input_shape(run.local_dir(run_model_dir(run_classifier)))
     from transformers import VideoMAEConfig
 
-    config = VideoMAEConfig.from_pretrained(model or run.local_dir(RUN_MODEL_DIR))
+    config = VideoMAEConfig.from_pretrained(model or run.local_dir(run_model_dir(run_classifier)))
     return int(config.num_frames), int(config.image_size)
 
 
 def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]) -> dict:
     """Write every missing embeddings shard of ``pool``; returns counts."""
     embed = config.embed
-    model_name = embedding_name(embed.model)
+    model_name = embedding_name(embed.model, embed.run_classifier)
     folder = embeddings_folder(pool, model_name)
-    frames, size = model_input_shape(run, embed.model)
+    frames, size = model_input_shape(run, embed.model, embed.run_classifier)
     prepare_output(run, folder, {"model": embed.model, "features": embed.features,
                                  "shard_size": embed.shard_size, "frames": frames, "size": size})
     plan = shard_plan(pool_videos(run, pool), embed.shard_size)
@@ -139,7 +172,7 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
     todo = missing_shards(run, plan, f"embeddings/{pool}")
     writer_kwargs = {"run_url": run.url, "pool": pool, "model": embed.model,
                      "class_names": class_names, "features": embed.features,
-                     "batch_size": embed.batch_size}
+                     "batch_size": embed.batch_size, "run_classifier": embed.run_classifier}
     nodes: list[str] = []  # the nodes that embedded shards now (the driver's after a failure)
     if todo:
         gpus = gpus_per_actor(embed.gpus_per_actor)
@@ -174,9 +207,11 @@ def run_embed(run: RunDir, config: RunConfig) -> dict:
     started = time.time()
     class_names = run.stage_summary("ingest")["class_names"]
     summary: dict = {}
-    if config.embed.model is None and not run.exists(f"{RUN_MODEL_DIR}/training.json"):
+    embed = config.embed
+    if embed.model is None and not run.exists(
+            f"{run_model_dir(embed.run_classifier)}/training.json"):
         summary["classifier"] = ray.get(_train_and_save_classifier.remote(
-            run.url, class_names, config.embed.classifier_steps, config.seed))
+            run.url, class_names, dataclasses.asdict(embed), config.seed))
     for pool in config.embed.pools:
         summary[pool] = embed_pool(run, config, pool, class_names)
         print(f"embed: {summary[pool]['videos']} {pool} videos embedded into "

@@ -68,8 +68,10 @@ def stage_settings(name: str, config: RunConfig) -> str:
         return (f"{g.per_class} videos per class, {g.scheduler} {g.steps} steps, "
                 f"guidance {g.guidance:g}")
     if name == "embed":
-        return (f"pools {', '.join(c.embed.pools)}, VideoMAE "
-                f"{model_source(c.embed.model, 'tiny, trained on the run first')}")
+        own = ("C3D, trained on the run's real clips first" if c.embed.run_classifier == "c3d"
+               else "VideoMAE, tiny, trained on the run's real clips first")
+        return (f"pools {', '.join(c.embed.pools)}, "
+                f"{'VideoMAE ' + model_source(c.embed.model, own) if c.embed.model else own}")
     if name == "select":
         s = c.select
         return (f"{' '.join(s.methods)} × VPC {' '.join(map(str, s.vpc))} × {s.seeds} seeds "

@@ -194,7 +194,8 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
     """Write every missing selection of ``config.select``; returns counts and timings."""
     started = time.time()
     select = config.select
-    model_name = select.embedding or embedding_name(config.embed.model)
+    model_name = select.embedding or embedding_name(config.embed.model,
+                                                    config.embed.run_classifier)
     check_method_params(run, select, model_name)
     jobs = selection_jobs(select)
     done = set(run.list(f"selection/{select.pool}", ".parquet"))

@@ -215,7 +215,8 @@ def sweep_data(run: RunDir, config: SweepConfig, run_config: RaydistillConfig) -
         X, y, ids = vst.pool_latents(run, pool)
         scores = None
     else:
-        model_name = run_config.select.embedding or embedding_name(run_config.embed.model)
+        model_name = run_config.select.embedding or embedding_name(
+            run_config.embed.model, run_config.embed.run_classifier)
         table = read_embeddings(run, pool, model_name)
         X, y, scores = pool_arrays(table)
         ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
@@ -333,7 +334,8 @@ def run_sweep(run: RunDir, run_config: RaydistillConfig, config: SweepConfig) ->
     epochs = config.epochs or training.epochs
     config = dataclasses.replace(config, epochs=epochs)
     sweep = dataclasses.asdict(config)
-    embedding = run_config.select.embedding or embedding_name(run_config.embed.model)
+    embedding = run_config.select.embedding or embedding_name(
+        run_config.embed.model, run_config.embed.run_classifier)
     check_settings(run, folder, {"sweep": sweep, "classifier": spec,
                                  "training": dataclasses.asdict(training),
                                  "fixed": fixed_params(config, run_config),

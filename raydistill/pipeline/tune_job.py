@@ -36,7 +36,8 @@ def sweep_run_config(run: RunDir, method: str, pool: str | None) -> RaydistillCo
                               f"first (`raydistill run --run {run.url} --stages {stage}`)")
     if method != vst.METHOD:
         pool = run_config.select.pool
-        model = run_config.select.embedding or embedding_name(run_config.embed.model)
+        model = run_config.select.embedding or embedding_name(
+            run_config.embed.model, run_config.embed.run_classifier)
         if not shard_files(run, embeddings_folder(pool, model)):
             raise ConfigError(f"pool: {run.url} holds no {model} embeddings of the {pool} pool; "
                               f"run `raydistill embed --run {run.url} --pool {pool}` first")

@@ -15,10 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
-from raydistill.report.tables import (METRIC_LABELS, ResultRow, format_percent, headline_table,
-                                      method_label, method_sort_key, quality_rows, quality_table,
-                                      result_rows, results_table, stage_markers,
-                                      stage_time_table, upper_bound_rows)
+from raydistill.report.tables import (METRIC_LABELS, ResultRow, compare_with_random,
+                                      comparison_table, fidelity_table, format_percent,
+                                      headline_table, method_label, method_sort_key,
+                                      quality_rows, quality_table, result_rows, results_table,
+                                      seed_values, stage_markers, stage_time_table,
+                                      upper_bound_rows)
 from raydistill.runs import RunDir, open_fs
 from raydistill.video import decode_clip
 
@@ -54,7 +56,9 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
     sections = [
         run_info_section(run, markers, pool, rows + bounds, dataset, class_names),
         results_section(rows, bounds, _settings(markers, "generate").get("per_class"), metric),
+        comparison_section(run, pool, metric),
         bounds_section(bounds),
+        fidelity_section(run, markers, class_names, bounds),
         quality_section(run, pool),
         figures_section(run, pool, rows, bounds, metric, class_names, markers, vpc_for_plots,
                         max_filmstrip_classes),
@@ -132,6 +136,52 @@ def bounds_section(bounds: list[ResultRow]) -> str:
         lines.append(f"- **{method_label(bound.method)}**: {scores} "
                      f"({bound.seeds} seeds{videos})")
     return "\n".join(lines)
+
+
+def comparison_section(run: RunDir, pool: str, metric: str) -> str:
+    """Each method's difference from random per VPC with a 95 % interval over paired seeds, or a
+    note when there is nothing to compare."""
+    comparisons = compare_with_random(seed_values(run, pool, metric))
+    if not comparisons:
+        return ("## Difference from random\n\n_Needs evaluated `random` selections and another "
+                "method at the same VPC._")
+    return "\n\n".join([
+        "## Difference from random", comparison_table(comparisons, metric),
+        "Seed *s* of a method and of random share the classifier's training seed, so the "
+        "differences are paired by seed; the interval is Student's t over them. *Beyond seed "
+        "noise* means the interval excludes 0."])
+
+
+def fidelity_section(run: RunDir, markers: dict, class_names: list[str],
+                     bounds: list[ResultRow]) -> str:
+    """How many generated videos a classifier of the real training clips files under the class
+    they were generated for (per class and overall), beside full synthetic; or a note."""
+    folder = embedding_folder(run, "synthetic", markers)
+    title = "## Class fidelity of the synthetic pool"
+    if folder is None:
+        return f"{title}\n\n_No embeddings of the synthetic pool yet._"
+    labels, predicted = [], []
+    for path in run.list(folder, ".parquet"):
+        if "/shard-" not in path or path.endswith(".rejects.parquet"):
+            continue
+        table = pq.read_table(run.path(path), filesystem=run.fs)
+        if "predicted" not in table.column_names:
+            return (f"{title}\n\n_`{folder}` was written before the embed stage recorded "
+                    "predictions; embed again into a new run to see it._")
+        labels += table.column("label").to_pylist()
+        predicted += table.column("predicted").to_pylist()
+    if not predicted or min(predicted) < 0:
+        return (f"{title}\n\n_The embedding model (`{folder}`) has no classifier head naming the "
+                "run's classes; set `embed.model` to a classifier of these classes (or leave it "
+                "unset to train one on the real training clips) to measure fidelity._")
+    full_syn = next((b for b in bounds if b.method == "full_synthetic"), None)
+    note = (f"Classifier: the embedding model of `{folder}`, trained on the real training clips "
+            "or a classifier whose labels name the run's classes.")
+    if full_syn and "top1" in full_syn.summary:
+        note += (f" Beside it, full synthetic (a classifier trained on the whole pool, tested on "
+                 f"the real test split): {format_percent(*full_syn.summary['top1'])} % top-1.")
+    names = class_names or [str(label) for label in range(max(labels) + 1)]
+    return "\n\n".join([title, fidelity_table(names, labels, predicted), note])
 
 
 def quality_section(run: RunDir, pool: str) -> str:

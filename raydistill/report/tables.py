@@ -132,6 +132,63 @@ def quality_rows(run: RunDir, pool: str) -> list[QualityRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A method against random at one VPC: the mean over shared seeds of the paired differences
+    (method − random, fractions) of a metric and its two-sided confidence interval (NaN with
+    fewer than two shared seeds)."""
+
+    method: str
+    vpc: int
+    difference: float
+    low: float
+    high: float
+    seeds: int
+
+
+def seed_values(run: RunDir, pool: str, metric: str = "top1") -> dict[tuple[str, int],
+                                                                     dict[int, float]]:
+    """``{(method, vpc): {seed: value}}`` of ``metric`` over every evaluated selection of
+    ``pool`` (a seed whose metric is missing or null is left out)."""
+    values: dict[tuple[str, int], dict[int, float]] = {}
+    for path in run.list("eval", "metrics.json"):
+        match = _EVAL.match(path)
+        if not match or match["pool"] != pool:
+            continue
+        value = run.read_json(path).get(metric)
+        if value is not None and not math.isnan(float(value)):
+            key = (match["method"], int(match["vpc"]))
+            values.setdefault(key, {})[int(match["seed"])] = float(value)
+    return values
+
+
+def compare_with_random(values: dict[tuple[str, int], dict[int, float]],
+                        confidence: float = 0.95) -> list[Comparison]:
+    """Every method against ``random`` at the same VPC, paired by seed: seed ``s`` of both trained
+    its classifier with training seed ``s``, so the pairing removes that part of the noise. The
+    interval is Student's t over the paired differences."""
+    from scipy.stats import t as student_t
+
+    comparisons = []
+    for method, vpc in sorted(values, key=lambda k: (k[1], method_sort_key(k[0]))):
+        base = values.get(("random", vpc))
+        if method == "random" or not base:
+            continue
+        seeds = sorted(set(values[(method, vpc)]) & set(base))
+        if not seeds:
+            continue
+        differences = [values[(method, vpc)][s] - base[s] for s in seeds]
+        mean = sum(differences) / len(differences)
+        low = high = math.nan
+        if len(differences) >= 2:
+            spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (len(differences) - 1))
+            half = student_t.ppf(0.5 + confidence / 2, len(differences) - 1) * spread / math.sqrt(
+                len(differences))
+            low, high = mean - half, mean + half
+        comparisons.append(Comparison(method, vpc, mean, low, high, len(seeds)))
+    return comparisons
+
+
 def _mean_defined(values) -> float | None:
     defined = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return sum(defined) / len(defined) if defined else None
@@ -234,6 +291,44 @@ def quality_table(rows: list[QualityRow]) -> str:
              "yes" if row.balanced == row.seeds else f"no ({row.balanced}/{row.seeds})",
              str(row.seeds)] for row in rows]
     return markdown_table(header, body, numeric_from=2)
+
+
+def comparison_table(comparisons: list[Comparison], metric: str = "top1") -> str:
+    """Per VPC and method: the difference from random in points, its 95 % interval, the seeds
+    paired, and whether the interval excludes 0 (the difference is larger than the seed noise)."""
+    header = ["VPC", "Method", f"Δ {METRIC_LABELS[metric]} vs Random (points)", "95 % CI",
+              "Seeds", "Beyond seed noise?"]
+    body = []
+    for row in comparisons:
+        if math.isnan(row.low):
+            interval, verdict = "n/a", "n/a (one seed)"
+        else:
+            interval = f"[{_points(row.low)}, {_points(row.high)}]"
+            verdict = ("yes, better" if row.low > 0 else "yes, worse" if row.high < 0
+                       else "no")
+        body.append([str(row.vpc), method_label(row.method), _points(row.difference),
+                     interval, str(row.seeds), verdict])
+    return markdown_table(header, body, numeric_from=2)
+
+
+def _points(fraction: float) -> str:
+    """A signed difference of fractions in points, 2 decimals, never ``-0.00``."""
+    return f"{round(100 * fraction, 2) + 0.0:+.2f}"
+
+
+def fidelity_table(class_names: list[str], labels, predicted) -> str:
+    """Per class and overall: the generated videos, and the share that a classifier trained on
+    the real training clips assigns to the class they were generated for."""
+    body = []
+    total = hits = 0
+    for label, name in enumerate(class_names):
+        own = [p for l, p in zip(labels, predicted) if l == label]
+        right = sum(p == label for p in own)
+        total, hits = total + len(own), hits + right
+        share = f"{100 * right / len(own):.1f}" if own else "—"
+        body.append([name, str(len(own)), share])
+    body.append(["**all**", str(total), f"**{100 * hits / total:.1f}**" if total else "—"])
+    return markdown_table(["Class", "Generated", "Recognised as their class (%)"], body)
 
 
 def format_duration(seconds: float) -> str:

@@ -1,0 +1,118 @@
+"""C3D embeddings: an action classifier trained on the run's own real training clips.
+
+The paper embeds videos with an action classifier trained on Kinetics (VideoMAE V2). Offline, on
+a toy run, no such model exists; the nearest stand-in is an action classifier trained on the run's
+real training clips. A small C3D (the toy preset the evaluate stage trains) learns motion from a
+few hundred clips far better than a tiny VideoMAE does (benchmarks/BENCHMARKS.md, "The toy that
+shows the effect"), so ``embed.run_classifier: c3d`` trains one and embeds every video with its
+penultimate features (fc7, 4096 × width wide). Its softmax also gives each video's own-class
+probability (``mae_score``) and the class it files the video under (the report's class
+fidelity of the synthetic pool).
+
+Saved as one ``model.pt`` (state dict, geometry, class names) read back with
+``weights_only=True``: a run directory may be shared, and a planted file must not run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+
+from raydistill.classify.augment import to_model_input
+from raydistill.classify.models import TOY_CLASSIFIERS, build_classifier
+from raydistill.classify.training import TOY_TRAINING, TrainSettings, fit_classifier
+
+MODEL_FILE = "model.pt"
+
+
+def train_c3d_classifier(clips: np.ndarray, labels: np.ndarray, num_classes: int,
+                         settings: TrainSettings = TOY_TRAINING, seed: int = 0
+                         ) -> tuple[torch.nn.Module, list[dict]]:
+    """A toy-preset C3D trained on uint8 clips (N, T, H, W, 3) with labels (N,) in
+    ``0..num_classes-1``; returns the model (eval mode) and its per-epoch history."""
+    torch.manual_seed(seed)
+    model = build_classifier("c3d", num_classes, TOY_CLASSIFIERS.frames, TOY_CLASSIFIERS.size,
+                             **TOY_CLASSIFIERS.options("c3d"))
+    history = fit_classifier(model, clips, labels, dataclasses.replace(settings, seed=seed))
+    return model.eval(), history
+
+
+def save_c3d(model: torch.nn.Module, folder: str, class_names: list[str]) -> None:
+    """Write ``folder/model.pt``: the weights, the geometry to rebuild it and the class names."""
+    os.makedirs(folder, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "class_names": list(class_names),
+                "frames": model.frames, "size": model.size,
+                "options": dict(TOY_CLASSIFIERS.options("c3d"))},
+               os.path.join(folder, MODEL_FILE))
+
+
+def load_c3d(folder: str) -> tuple[torch.nn.Module, list[str]]:
+    """The C3D saved by :func:`save_c3d` (eval mode) and its class names."""
+    saved = torch.load(os.path.join(folder, MODEL_FILE), map_location="cpu", weights_only=True)
+    model = build_classifier("c3d", len(saved["class_names"]), int(saved["frames"]),
+                             int(saved["size"]), **saved["options"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), list(saved["class_names"])
+
+
+def c3d_input_shape(folder: str) -> tuple[int, int]:
+    """(frames, size) the saved C3D takes."""
+    saved = torch.load(os.path.join(folder, MODEL_FILE), map_location="cpu", weights_only=True)
+    return int(saved["frames"]), int(saved["size"])
+
+
+class C3DEmbedder:
+    """Embeds uint8 clips with a saved C3D; the same interface as
+    :class:`~raydistill.embedding.videomae.VideoMAEEmbedder`."""
+
+    def __init__(self, source: str, class_names: list[str], batch_size: int = 16,
+                 device: str | None = None):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, model_classes = load_c3d(source)
+        self.model.to(self.device)
+        if list(model_classes) != list(class_names):
+            raise ValueError(f"{source}: the C3D was trained on classes {model_classes}, not the "
+                             f"run's {class_names}")
+        self.batch_size = batch_size
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip the model takes."""
+        return int(self.model.frames)
+
+    @property
+    def size(self) -> int:
+        """Side of the square frames the model takes."""
+        return int(self.model.size)
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D (the fc7 width)."""
+        return int(self.model.classifier[-1].in_features)
+
+    @torch.no_grad()
+    def __call__(self, clips: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Embed clips (B, T, H, W, 3) uint8 of classes ``labels`` (B,).
+
+        Returns ``embedding`` float32 (B, D): the fc7 activations; ``score`` float32 (B,): the
+        probability of each video's own class; ``predicted`` int32 (B,): the class it ranks first.
+        """
+        embeddings, probabilities = [], []
+        for start in range(0, len(clips), self.batch_size):
+            batch = to_model_input(np.asarray(clips[start:start + self.batch_size]),
+                                   self.num_frames, self.size).to(self.device)
+            features = self.model.classifier[:-1](self.model.features(batch))
+            embeddings.append(features.float().cpu().numpy())
+            probabilities.append(self.model.classifier[-1](features).softmax(-1).float()
+                                 .cpu().numpy())
+        if not embeddings:
+            return {"embedding": np.zeros((0, self.dim), np.float32),
+                    "score": np.zeros(0, np.float32), "predicted": np.zeros(0, np.int32)}
+        probs = np.concatenate(probabilities)
+        own = probs[np.arange(len(probs)), np.asarray(labels, np.int64)]
+        return {"embedding": np.concatenate(embeddings).astype(np.float32),
+                "score": own.astype(np.float32),
+                "predicted": probs.argmax(axis=1).astype(np.int32)}
