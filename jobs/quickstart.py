@@ -10,6 +10,7 @@ stages; --fresh deletes the run directory first.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from raydistill.config import SELECTION_METHODS, RunConfig, from_dict
@@ -17,18 +18,35 @@ from raydistill.pipeline.run import run_command
 from raydistill.runs import RunDir
 
 
-SMOKE = {"vae_steps": 40, "classifier_steps": 30, "vst_epochs": 4, "sampling_steps": 5}
+SMOKE = {"vae_steps": 40, "classifier_epochs": 2, "vst_epochs": 4, "sampling_steps": 5,
+         "min_steps": 0}
 """What ``--smoke`` shortens."""
+
+WORKER_CPUS = min(2, os.cpu_count() or 1)
+"""CPUs (and torch threads) of the one fine-tuning and the one evaluation worker: those stages
+run alone, and one thread would leave a laptop's second core idle."""
+
+DEFAULT_METHODS = ("random", "tac_dt", "vst_unet")
+"""The selectors the quickstart runs unless ``--methods`` says otherwise: the baseline and the
+paper's two (``--methods all`` runs every selector)."""
+
+
+def resolve_methods(text: str) -> list[str]:
+    """``all`` → every selector; else the comma-separated names (validated by the config)."""
+    return list(SELECTION_METHODS) if text == "all" else [m for m in text.split(",") if m]
 
 
 def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per_class: int,
-                      steps: int, per_class: int, seeds: int = 2,
-                      eval_epochs: int = 30, smoke: bool = False) -> RunConfig:
+                      steps: int, per_class: int, seeds: int = 5,
+                      eval_epochs: int = 30, smoke: bool = False,
+                      methods: tuple[str, ...] | list[str] = DEFAULT_METHODS) -> RunConfig:
     """The toy preset: 64² toy videos; 8-frame 32² clips and latents (tiny VAE, 4×8×8 latents);
-    a tiny Latte fine-tuned for ``steps`` steps; ``per_class`` synthetic videos per class; a
-    tiny VideoMAE classifier trained on the real clips embeds them; every selector (a tiny
-    VST-UNet among them) picks 1 and 5 per class with 2 seeds. ``smoke``: the auxiliary models
-    (VAE, embedding classifier, VST-UNet) train a few steps only and sampling takes 5 steps —
+    the small Latte (v-prediction) fine-tuned for ``steps`` steps; ``per_class`` synthetic
+    videos per class; a small C3D classifier trained on the real clips embeds them (and says
+    how many it recognises as their class); ``methods`` pick 1 and 5 per class with
+    ``seeds`` seeds; a small C3D trained on each selection (at least 150 steps) is tested on the
+    real test split. ``smoke``: the auxiliary models (VAE, embedding classifier, VST-UNet) train
+    a few steps only, sampling takes 5 steps and classifiers train ``eval_epochs`` epochs —
     every stage runs, in little time, with meaningless results (for tests)."""
     short = SMOKE if smoke else {}
     return from_dict(RunConfig, {
@@ -38,26 +56,29 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                                              "test_per_class": test_per_class}},
         "decode": {"num_frames": 8, "size": 32, "shard_size": 64},
         "latents": {"num_frames": 8, "size": 32, "shard_size": 64,
-                    "vae_steps": short.get("vae_steps", 2000)},
-        "finetune": {"architecture": "tiny", "steps": steps, "batch_size": 32,
-                     "learning_rate": 1e-3, "ema_decay": 0.995,
-                     "checkpoint_every": max(1, min(500, steps // 3)),
-                     "log_every": 10},
-        "generate": {"per_class": per_class, "guidance": 2.0,
+                    "vae_steps": short.get("vae_steps", 800)},
+        "finetune": {"architecture": "small", "prediction_type": "v_prediction",
+                     "steps": steps, "batch_size": 32, "learning_rate": 2e-3,
+                     "ema_decay": 0.995, "checkpoint_every": max(1, min(500, steps // 3)),
+                     "log_every": 10, "cpus_per_worker": WORKER_CPUS},
+        "generate": {"per_class": per_class, "guidance": 4.0,
                      "steps": short.get("sampling_steps", 25),
-                     "scheduler": "ddim", "batch_size": 16},
-        "embed": {"model": None, "pools": ["synthetic"],
-                  "classifier_steps": short.get("classifier_steps", 400)},
-        "select": {"pool": "synthetic", "methods": list(SELECTION_METHODS),
+                     "scheduler": "ddim", "batch_size": 25},
+        "embed": {"model": None, "run_classifier": "c3d", "pools": ["synthetic"],
+                  "classifier_epochs": short.get("classifier_epochs", 30)},
+        "select": {"pool": "synthetic", "methods": list(methods),
                    "vpc": [k for k in (1, 5) if k <= per_class], "seeds": seeds,
                    "params": {"vst_unet": {"width": 8, "levels": 2, "feature_dim": 32,
                                            "norm_groups": 4,
-                                           "epochs": short.get("vst_epochs", 30)}}},
-        # The toy C3D has 0.2 M parameters: every classifier of the run (34 with the default
-        # flags) is tested in one pass over the test clips, not one actor start per 8.
+                                           "epochs": short.get("vst_epochs", 10)}}},
+        # The toy C3D has 0.2 M parameters: every classifier of the run is tested in one pass
+        # over the test clips, not one actor start per 8. A selection of 1 or 5 videos per class
+        # is one to three batches, so classifiers train at least min_steps steps, not 30 epochs.
         "evaluate": {"classifier": "c3d", "preset": "toy", "upper_bound_seeds": 1,
-                     "checkpoint_every": 30, "models_per_pass": 64,
-                     "training": {"epochs": eval_epochs}},
+                     "cpus_per_worker": WORKER_CPUS,
+                     "checkpoint_every": 100, "models_per_pass": 64,
+                     "training": {"epochs": eval_epochs,
+                                  "min_steps": short.get("min_steps", 150)}},
     })
 
 
@@ -66,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", default="runs/quickstart", help="run directory, local or s3://")
     parser.add_argument("--classes", type=int, default=8, help="toy classes (2-8)")
     parser.add_argument("--train-per-class", type=int, default=40)
-    parser.add_argument("--test-per-class", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=1500, help="Latte fine-tuning steps")
-    parser.add_argument("--per-class", type=int, default=10,
+    parser.add_argument("--test-per-class", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=1000, help="Latte fine-tuning steps")
+    parser.add_argument("--per-class", type=int, default=25,
                         help="synthetic videos generated per class")
-    parser.add_argument("--seeds", type=int, default=2,
+    parser.add_argument("--seeds", type=int, default=5,
                         help="selection and evaluation seeds per (method, VPC)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated selectors, or 'all' (default: %(default)s)")
     parser.add_argument("--eval-epochs", type=int, default=30,
                         help="epochs of each evaluation classifier")
     parser.add_argument("--smoke", action="store_true",
@@ -84,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     def build():
         config = quickstart_config(args.run, args.classes, args.train_per_class,
                                    args.test_per_class, args.steps, args.per_class, args.seeds,
-                                   args.eval_epochs, args.smoke)
+                                   args.eval_epochs, args.smoke,
+                                   resolve_methods(args.methods))
         if args.fresh:
             run = RunDir(args.run)
             if run.fs.exists(run.root):

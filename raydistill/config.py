@@ -26,6 +26,7 @@ so it is allowed, and the stage runs again for what is missing (``report`` is re
 whatever exists)."""
 CLASSIFIER_NAMES = ("c3d", "convnet3d", "transformer")
 POOLS = ("synthetic", "real")
+RUN_CLASSIFIERS = ("videomae", "c3d")
 SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_score", "csta",
                      "vst_unet")
 """The selectors (``raydistill.selection.SELECTORS``): the training-free ones fan out per class;
@@ -149,8 +150,9 @@ class FinetuneConfig:
     fresh model; ``architecture`` picks the shape when the source carries none (``tiny`` for
     the quickstart and tests, ``small`` for toy runs that should generate their classes better,
     ``xl`` = Latte-XL/2). ``batch_size`` is per worker.
-    ``use_gpu`` None means: when the cluster has GPUs. ``mixed_precision`` (``bf16`` or ``no``)
-    applies on GPU only.
+    ``use_gpu`` None means: when the cluster has GPUs. ``cpus_per_worker`` is what a CPU worker
+    asks Ray for, and so its torch threads (Ray sets ``OMP_NUM_THREADS`` to it): on a laptop one
+    worker may take every core. ``mixed_precision`` (``bf16`` or ``no``) applies on GPU only.
     ``cache_latents`` keeps each worker's share of the latent cache in memory across epochs
     (turn it off when the cache is larger than the workers' memory, e.g. Kinetics-400).
     ``prediction_type``: what the model learns to predict, ``epsilon`` (the noise, as the public
@@ -171,11 +173,13 @@ class FinetuneConfig:
     log_every: int = 10
     num_workers: int = 1
     use_gpu: Optional[bool] = None
+    cpus_per_worker: float = 1.0
     mixed_precision: str = "bf16"
     max_failures: int = 3
     cache_latents: bool = True
 
     def __post_init__(self) -> None:
+        _require(0 < self.cpus_per_worker <= 256, "cpus_per_worker", "must be in (0, 256]")
         _require(self.architecture in ARCHITECTURES, "architecture",
                  f"must be one of {', '.join(ARCHITECTURES)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "num_workers"):
@@ -227,7 +231,9 @@ class EmbedConfig:
     ``model`` is a transformers VideoMAE folder or hub id (``VideoMAEModel`` or a
     ``VideoMAEForVideoClassification`` action classifier; the paper uses one fine-tuned on
     Kinetics); None trains a tiny VideoMAE classifier on the run's real training clips first
-    (``classifier_steps`` steps; toy runs, where no pretrained weights exist offline). Clips are
+    (``classifier_steps`` steps; toy runs, where no pretrained weights exist offline), or, with
+    ``run_classifier: c3d``, a small C3D (the toy evaluation preset, ``classifier_epochs``
+    epochs), whose features separate motions far better on the toy. Clips are
     decoded at the model's own frame count and image size. ``features``: ``mean`` (mean-pooled
     last hidden state), ``fc_norm`` (a classifier's normalised pooled features) or ``auto``
     (``fc_norm`` for a classifier, else ``mean``).
@@ -241,13 +247,18 @@ class EmbedConfig:
     num_actors: int = 1
     gpus_per_actor: Optional[float] = None
     classifier_steps: int = 400
+    run_classifier: str = "videomae"
+    classifier_epochs: int = 30
 
     def __post_init__(self) -> None:
+        _require(self.run_classifier in RUN_CLASSIFIERS, "run_classifier",
+                 f"must be one of {', '.join(RUN_CLASSIFIERS)}")
         _require(len(self.pools) >= 1 and all(p in POOLS for p in self.pools), "pools",
                  f"must list pools out of {', '.join(POOLS)}")
         _require(self.features in ("auto", "mean", "fc_norm"), "features",
                  "must be auto, mean or fc_norm")
-        for name in ("shard_size", "batch_size", "num_actors", "classifier_steps"):
+        for name in ("shard_size", "batch_size", "num_actors", "classifier_steps",
+                     "classifier_epochs"):
             _require(getattr(self, name) >= 1, name, "must be >= 1")
         _require(self.gpus_per_actor is None or self.gpus_per_actor >= 0, "gpus_per_actor",
                  "must be >= 0")
@@ -307,7 +318,8 @@ class EvaluateConfig:
     C3D on 16×112², SGD 500 epochs; ``toy``: 8×32², Adam 30 epochs; see ``classify/``);
     ``classifier_options`` and ``training`` override single fields (e.g.
     ``training: {epochs: 100, lr: 0.01}``). Ray Train runs ``num_workers`` data-parallel
-    workers (GPUs when ``use_gpu``, None = when the cluster has them), checkpointing every
+    workers (GPUs when ``use_gpu``, None = when the cluster has them; on CPU
+    ``cpus_per_worker`` CPUs and as many torch threads each), checkpointing every
     ``checkpoint_every`` epochs; the test split (``test``, or ``val`` when the dataset has no
     test split, as Kinetics-400 and SSv2) is predicted with Ray Data by ``test_actors`` actors,
     ``models_per_pass`` models per pass over it.
@@ -325,12 +337,14 @@ class EvaluateConfig:
     upper_bound_seeds: Optional[int] = None
     num_workers: int = 1
     use_gpu: Optional[bool] = None
+    cpus_per_worker: float = 1.0
     checkpoint_every: int = 10
     max_failures: int = 3
     test_actors: int = 1
     models_per_pass: int = 8
 
     def __post_init__(self) -> None:
+        _require(0 < self.cpus_per_worker <= 256, "cpus_per_worker", "must be in (0, 256]")
         _require(self.classifier in CLASSIFIER_NAMES, "classifier",
                  f"must be one of {', '.join(CLASSIFIER_NAMES)}")
         _require(self.preset in ("paper", "toy"), "preset", "must be paper or toy")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.py"
 SIZE = {"classes": 2, "train_per_class": 4, "test_per_class": 2, "steps": 12, "per_class": 3,
-        "seeds": 1, "eval_epochs": 2, "smoke": True}
+        "seeds": 1, "eval_epochs": 2, "methods": "all", "smoke": True}
 FLAGS = [part for name, value in SIZE.items() if name != "smoke"
          for part in (f"--{name.replace('_', '-')}", str(value))] + ["--smoke"]
 """The job's command-line flags for :data:`SIZE`."""

@@ -263,3 +263,23 @@ def test_save_and_load_state_round_trip_model_optimizer_scheduler_and_generator(
     assert str(twin_optimizer.state_dict()) == str(optimizer.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  twin.state_dict().values()))
+
+
+def test_min_steps_raises_the_epochs_of_a_small_training_set_only():
+    settings = TrainSettings(epochs=30, batch_size=16, min_steps=300)
+    assert settings.for_clips(8).epochs == 300          # one video per class of 8: one batch
+    assert settings.for_clips(40).epochs == 100         # 3 batches an epoch
+    assert settings.for_clips(320) is settings          # 20 batches × 30 epochs ≥ 300 steps
+    assert settings.for_clips(40, workers=2).epochs == 150  # 2 batches per worker an epoch
+    assert TrainSettings(epochs=5).for_clips(8).epochs == 5  # min_steps 0: epochs as given
+    with pytest.raises(ValueError, match="min_steps"):
+        TrainSettings(min_steps=-1)
+
+
+def test_fit_classifier_trains_at_least_min_steps():
+    clips = np.zeros((4, 4, 16, 16, 3), np.uint8)
+    model = C3D(2, frames=4, size=16, width=1 / 16)
+    history = fit_classifier(model, clips, np.array([0, 1, 0, 1]),
+                             TrainSettings(epochs=2, batch_size=4, min_steps=5,
+                                           optimizer="adam", lr=1e-3))
+    assert len(history) == 5

@@ -54,7 +54,7 @@ WORKER_KILLS = {
     "latents": ("LatentShardWriter", lambda run: exists(run, "vae/losses.json")),
     "finetune": ("RayTrainWorker", lambda run: exists(run, "finetune/ray/latte/checkpoint_*")),
     "generate": ("SyntheticVideoWriter", lambda run: exists(run, "synthetic/videos/*/*.mp4")),
-    "embed": ("EmbeddingShardWriter", lambda run: exists(run, "embed/videomae-run/*.json")),
+    "embed": ("EmbeddingShardWriter", lambda run: exists(run, "embed/c3d-run/*.json")),
     "select": ("RayTrainWorker",
                lambda run: exists(run, "selection/*/vst_unet/ray/*/checkpoint_*")),
     "evaluate": ("RayTrainWorker", lambda run: exists(run, "eval/ray/*/checkpoint_*")),
@@ -67,7 +67,8 @@ def test_killed_workers_and_actors_are_replaced_and_the_run_ends_the_same(untouc
     config = with_overrides(
         quickstart.quickstart_config(str(run), SIZE["classes"], SIZE["train_per_class"],
                                      SIZE["test_per_class"], SIZE["steps"], SIZE["per_class"],
-                                     SIZE["seeds"], SIZE["eval_epochs"], smoke=True),
+                                     SIZE["seeds"], SIZE["eval_epochs"], smoke=True,
+                                     methods=quickstart.resolve_methods(SIZE["methods"])),
         # Checkpoints every step / epoch (results do not depend on it): each kill then lands
         # in the middle of training, resumes from a checkpoint and must not change the result.
         {"finetune": {"checkpoint_every": 1}, "select": {"checkpoint_every": 1},

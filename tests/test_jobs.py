@@ -13,7 +13,7 @@ import pytest
 import ray
 import yaml
 
-from raydistill.config import STAGE_NAMES, ConfigError, RunConfig
+from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, with_overrides
 from raydistill.pipeline import resources
 from raydistill.runs import RunDir
 
@@ -316,6 +316,20 @@ def test_resource_findings_warn_where_the_cluster_can_grow_and_fail_where_it_can
                             node_types_known=False)
     errors, warnings = resources.resource_findings(requests, cpu_only)
     assert errors == [] and any("no node has a GPU" in w for w in warnings)
+
+
+def test_cpu_workers_ask_their_cpus_per_worker_and_a_too_big_ask_names_that_field():
+    config = with_overrides(config_of(load_job("distill_k400"), "--data", "/d",
+                                      "--gpus-per-actor", "0"),
+                            {"finetune": {"cpus_per_worker": 4},
+                             "evaluate": {"cpus_per_worker": 2}})
+    small = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
+                              node_types_known=False)
+    latte = resources.stage_requests("finetune", config, small)[0]
+    c3d = resources.stage_requests("evaluate", config, small)[0]
+    assert (latte.cpus, c3d.cpus) == (4, 2)
+    errors, _ = resources.resource_findings([latte, c3d], small)
+    assert [e.split(":")[0] for e in errors] == ["finetune.cpus_per_worker"]
 
 
 def test_autoscaler_detection_tells_launcher_node_types_from_plain_ray_nodes():

@@ -16,9 +16,10 @@ instance-normed ConvNet3D, so pass ``lr=0.01`` when evaluating that one.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -51,6 +52,15 @@ class TrainSettings:
     label_smoothing: float = 0.0
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int = 0
+    min_steps: int = 0
+
+    def for_clips(self, count: int, workers: int = 1) -> TrainSettings:
+        """These settings for a training set of ``count`` clips split over ``workers``: epochs
+        raised until there are at least ``min_steps`` optimiser steps (a selection of one video
+        per class is a single batch, which ``epochs`` alone would train for a few steps)."""
+        steps_per_epoch = max(1, math.ceil(count / (self.batch_size * max(1, workers))))
+        epochs = max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+        return self if epochs == self.epochs else replace(self, epochs=epochs)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -61,6 +71,8 @@ class TrainSettings:
                              f"{', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.min_steps < 0:
+            raise ValueError("min_steps must be >= 0")
         if not 0 <= self.label_smoothing < 1 or any(not 0 < f < 1 for f in self.step_at):
             raise ValueError("label_smoothing must be in [0, 1) and step_at fractions in (0, 1)")
 
@@ -238,6 +250,7 @@ def fit_classifier(model: nn.Module, train_clips: np.ndarray, train_labels: np.n
     existing file is resumed from, continuing exactly where it stopped. ``on_epoch`` gets each
     epoch's history entry once it is saved (to log, evaluate or stop).
     """
+    settings = settings.for_clips(len(train_clips))
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = make_optimizer(model, settings)

@@ -178,6 +178,7 @@ def train_job(run: RunDir, job: dict, loop_config: dict, checkpoint, rank: int,
     spec = loop_config["classifier"]
     settings = dataclasses.replace(settings_from_dict(loop_config["training"]), seed=job["seed"])
     clips, labels = load_clips(run, job["split"], job["ids"], rank, world)
+    settings = settings.for_clips(len(clips) * world, world)
     # Seeded as an in-process ``classify.fit_classifier`` after ``torch.manual_seed(seed)`` is
     # (rank 0): the initial weights, then dropout and the data generator.
     torch.manual_seed(settings.seed + rank)
@@ -245,8 +246,9 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
         train_loop_config={"run_url": run.url, "jobs": jobs, "classifier": spec,
                            "training": dataclasses.asdict(settings), "num_classes": num_classes,
                            "checkpoint_every": evaluate.checkpoint_every},
-        scaling_config=ScalingConfig(num_workers=evaluate.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
+        scaling_config=ScalingConfig(
+            num_workers=evaluate.num_workers, use_gpu=use_gpu,
+            resources_per_worker=None if use_gpu else {"CPU": evaluate.cpus_per_worker}),
         run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,
                              failure_config=failure_config(evaluate.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
@@ -320,13 +322,13 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
         train_classifiers(run, config, todo, num_classes)
         labels, probabilities = predict_test_split(run, config, [j["key"] for j in todo],
                                                    num_classes)
-        spec, settings = classifier_settings(config.evaluate)
+        spec, _ = classifier_settings(config.evaluate)
         for job in todo:
             state = torch.load(io.BytesIO(run.read_bytes(model_path(job["key"]))))
             metrics = classification_metrics(labels, probabilities[job["key"]],
                                              labels=np.arange(num_classes))
             run.write_json(metrics_path(job["key"]), {
-                **metrics, "classifier": spec["name"], "epochs": settings.epochs,
+                **metrics, "classifier": spec["name"], "epochs": len(state["history"]),
                 "train_videos": state["train_videos"] or _count(run, job["split"]),
                 "test_videos": int(len(labels)), "seconds": state["seconds"],
                 "final_loss": state["history"][-1]["loss"]})

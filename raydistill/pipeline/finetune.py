@@ -159,12 +159,14 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     shape = latent_shape(run)
     class_names = run.stage_summary("ingest")["class_names"]
     storage_path, filesystem = ray_storage(run, "finetune", "ray")
+    gpu = use_gpu(finetune)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "finetune": to_dict(finetune), "seed": config.seed,
                            "num_classes": len(class_names), "latent_shape": shape},
-        scaling_config=ScalingConfig(num_workers=finetune.num_workers,
-                                     use_gpu=use_gpu(finetune)),
+        scaling_config=ScalingConfig(
+            num_workers=finetune.num_workers, use_gpu=gpu,
+            resources_per_worker=None if gpu else {"CPU": finetune.cpus_per_worker}),
         run_config=RunConfig(name="latte", storage_path=storage_path,
                              storage_filesystem=filesystem,
                              failure_config=failure_config(finetune.max_failures),

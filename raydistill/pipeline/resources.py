@@ -139,11 +139,15 @@ def actor_request(what: str, section: str, count: int, gpus: float) -> Request:
                    f"{section}.gpus_per_actor")
 
 
-def train_request(what: str, count: int, count_field: str, use_gpu: bool | None,
-                  use_gpu_field: str, cluster: Cluster) -> Request:
-    """Ray Train workers: 1 CPU each, + 1 GPU with ``use_gpu`` (None: if the cluster has one)."""
+def train_request(what: str, section: str, use_gpu: bool | None, count: int, cluster: Cluster,
+                  cpus: float | None = None, count_name: str = "num_workers") -> Request:
+    """Ray Train workers of config ``section``: ``cpus`` CPUs each on CPU (None: 1, a section
+    without ``cpus_per_worker``), 1 CPU + 1 GPU with ``use_gpu`` (None: if the cluster has
+    one)."""
     gpu = cluster.gpus > 0 if use_gpu is None else use_gpu
-    return Request(what, count, 1.0, 1.0 if gpu else 0.0, count_field, use_gpu_field)
+    unit = (f"{section}.use_gpu" if gpu or cpus is None else f"{section}.cpus_per_worker")
+    return Request(what, count, 1.0 if gpu or cpus is None else cpus, 1.0 if gpu else 0.0,
+                   f"{section}.{count_name}", unit)
 
 
 def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Request]:
@@ -157,24 +161,24 @@ def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Reque
     if name in ("latents", "generate", "embed"):
         section = getattr(c, name)
         what = {"latents": "VAE actor", "generate": "Latte actor",
-                "embed": "VideoMAE actor"}[name]
+                "embed": "embedding actor"}[name]
         return [actor_request(what, name, section.num_actors,
                               resolved_gpus(section.gpus_per_actor, cluster))]
     if name == "finetune":
-        return [train_request("Latte worker", c.finetune.num_workers, "finetune.num_workers",
-                              c.finetune.use_gpu, "finetune.use_gpu", cluster)]
+        return [train_request("Latte worker", "finetune", c.finetune.use_gpu,
+                              c.finetune.num_workers, cluster, c.finetune.cpus_per_worker)]
     if name == "select":
         requests = [Request("selection task", None, 1.0, 0.0, "select.classes_per_task",
                             "select")]
         if "vst_unet" in c.select.methods:
-            requests.append(train_request("VST-UNet worker", c.select.train_workers,
-                                          "select.train_workers", c.select.use_gpu,
-                                          "select.use_gpu", cluster))
+            requests.append(train_request("VST-UNet worker", "select", c.select.use_gpu,
+                                          c.select.train_workers, cluster,
+                                          count_name="train_workers"))
         return requests
     if name == "evaluate":
         test_gpus = 1.0 if cluster.gpus > 0 else 0.0  # the stage decides this from the cluster
-        return [train_request("C3D worker", c.evaluate.num_workers, "evaluate.num_workers",
-                              c.evaluate.use_gpu, "evaluate.use_gpu", cluster),
+        return [train_request("C3D worker", "evaluate", c.evaluate.use_gpu,
+                              c.evaluate.num_workers, cluster, c.evaluate.cpus_per_worker),
                 Request("test actor", c.evaluate.test_actors, 1.0 if test_gpus else 0.5,
                         test_gpus, "evaluate.test_actors", "evaluate.test_actors")]
     return []  # report: the driver alone
