@@ -16,6 +16,15 @@ the run's training frames, to compare budgets.
     python jobs/quickstart.py && python benchmarks/toy_quality.py --run runs/quickstart
     python benchmarks/toy_quality.py --run runs/quickstart --vae-steps 600 2000
 
+With ``--real-pool`` it instead measures whether the toy lets a selector show its value before
+any generator is involved: coreset selection from the run's *real* training clips. A C3D trained
+on the real training clips embeds them (the run's ``embed.run_classifier: c3d``), random and
+TAC-DT pick VPC clips per class, and the run's evaluation classifier trained on each pick is read
+on the real test clips, over ``--seeds`` seeds (seed s: random's draw s, TAC-DT's PCA seed s, and
+training seed s for both, so the two are paired by seed).
+
+    python benchmarks/toy_quality.py --run runs/quickstart --real-pool --seeds 5
+
 Prints Markdown table rows for benchmarks/BENCHMARKS.md.
 """
 
@@ -75,12 +84,60 @@ def vae_rows(name: str, vae: AutoencoderKL, seconds: float | None, real_model, t
             f"{top1(on_reconstructions, test_clips, test_labels):.1f} |")
 
 
+def real_pool_rows(train, test, num_classes: int, evaluation: EvaluateConfig,
+                   vpcs: list[int], seeds: int) -> list[str]:
+    """Random vs TAC-DT on the real training pool, one row per (VPC, method): mean ± std of
+    top-1 over seeds, and TAC-DT's paired difference from random with its 95 % interval."""
+    from raydistill.embedding.c3d import C3DEmbedder, save_c3d, train_c3d_classifier
+    from raydistill.report.tables import compare_with_random
+    from raydistill.selection.tac_dt import TACDTSelector
+    import tempfile
+
+    (train_clips, train_labels), (test_clips, test_labels) = train, test
+    embedder_model, _ = train_c3d_classifier(train_clips, train_labels, num_classes, seed=0)
+    with tempfile.TemporaryDirectory() as folder:
+        names = [str(c) for c in range(num_classes)]
+        save_c3d(embedder_model, folder, names)
+        features = C3DEmbedder(folder, names)(train_clips, train_labels)["embedding"]
+    values: dict = {}
+    for vpc in vpcs:
+        for seed in range(seeds):
+            rng = np.random.default_rng(seed)
+            picks = {"random": np.concatenate([
+                         rng.choice(np.flatnonzero(train_labels == c), vpc, replace=False)
+                         for c in range(num_classes)]),
+                     "tac_dt": TACDTSelector(n_per_class=vpc, random_state=seed)
+                     .fit(features, train_labels).selected_indices_}
+            for method, pick in picks.items():
+                model = trained_classifier(train_clips[pick], train_labels[pick], num_classes,
+                                           evaluation, seed)
+                values.setdefault((method, vpc), {})[seed] = evaluate(
+                    model, test_clips, test_labels)["top1"]
+            print(f"  VPC {vpc} seed {seed}: " + ", ".join(
+                f"{m} {100 * values[(m, vpc)][seed]:.1f}" for m in picks), flush=True)
+    comparisons = {(c.method, c.vpc): c for c in compare_with_random(values)}
+    rows = []
+    for (method, vpc), by_seed in sorted(values.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        accuracies = 100 * np.asarray(list(by_seed.values()))
+        difference = comparisons.get((method, vpc))
+        versus = ("—" if difference is None else
+                  f"{100 * difference.difference:+.1f} [{100 * difference.low:+.1f}, "
+                  f"{100 * difference.high:+.1f}]")
+        rows.append(f"| {vpc} | {method} | {accuracies.mean():.1f} ± {accuracies.std():.1f} | "
+                    f"{versus} | {len(accuracies)} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a finished toy run (local)")
     parser.add_argument("--vae-steps", type=int, nargs="*", default=[],
                         help="also retrain the tiny VAE from scratch for these step counts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real-pool", action="store_true",
+                        help="coreset selection from the real pool: random vs TAC-DT")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of --real-pool")
+    parser.add_argument("--vpc", type=int, nargs="+", default=[1, 5], help="VPCs of --real-pool")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     run = RunDir(args.run)
@@ -92,6 +149,13 @@ def main() -> None:
           f"run {run.url}: {len(train[0])} train / {len(test[0])} test clips")
     print(f"{evaluation.classifier} trained on real clips: {top1(real_model, *train):.1f} % on them, "
           f"{top1(real_model, *test):.1f} % on the real test clips")
+    if args.real_pool:
+        print("| VPC | method | top-1 on the real test clips (%) | vs random, paired (points, "
+              "95 % CI) | seeds |")
+        print("|---|---|---|---|---|")
+        print("\n".join(real_pool_rows(train, test, num_classes, evaluation, args.vpc,
+                                       args.seeds)))
+        return
     if run.exists("clips/synthetic"):
         synthetic = load_clips(run, "synthetic")
         print(f"... on the run's {len(synthetic[0])} synthetic videos (their own class): "
