@@ -432,17 +432,18 @@ def test_whitened_score_input_is_an_opt_in_that_depends_on_the_other_videos():
         VSTUNetConfig.tiny(2, score_input="raw")
 
 
-def test_selector_defaults_to_the_papers_rewards_and_exposes_the_new_parameters():
+def test_selector_defaults_to_the_form_that_selected_better_and_offers_the_papers():
     selector = VSTUNetSelector(**TINY)
     params = selector.get_params()
-    assert params["reward_space"] == "features" and params["rep_distance"] == "mse"
-    assert params["score_input"] == "layernorm"
-    copy = clone(selector).set_params(reward_space="latents", rep_distance="l2",
-                                      score_input="whitened")
-    assert (copy.reward_space, copy.rep_distance, copy.score_input) == ("latents", "l2",
-                                                                         "whitened")
-    assert selector.reward_space == "features"
-    assert copy.model_config(4, 2).score_input == "whitened"
+    assert params["reward_space"] == "latents" and params["rep_distance"] == "l2"
+    assert params["score_input"] == "whitened"
+    copy = clone(selector).set_params(reward_space="features", rep_distance="mse",
+                                      score_input="layernorm")
+    assert (copy.reward_space, copy.rep_distance, copy.score_input) == ("features", "mse",
+                                                                         "layernorm")
+    assert selector.reward_space == "latents"
+    assert copy.model_config(4, 2).score_input == "layernorm"
+    assert selector.model_config(4, 2).score_input == "whitened"
 
 
 def test_rewards_are_computed_on_the_model_features_by_default():
