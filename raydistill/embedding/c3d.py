@@ -43,7 +43,7 @@ def train_c3d_classifier(clips: np.ndarray, labels: np.ndarray, num_classes: int
 def save_c3d(model: torch.nn.Module, folder: str, class_names: list[str]) -> None:
     """Write ``folder/model.pt``: the weights, the geometry to rebuild it and the class names."""
     os.makedirs(folder, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "class_names": list(class_names),
+    torch.save({"model": model.state_dict(), "class_names": list(class_names),
                 "frames": model.frames, "size": model.size,
                 "options": dict(TOY_CLASSIFIERS.options("c3d"))},
                os.path.join(folder, MODEL_FILE))
@@ -54,7 +54,7 @@ def load_c3d(folder: str) -> tuple[torch.nn.Module, list[str]]:
     saved = torch.load(os.path.join(folder, MODEL_FILE), map_location="cpu", weights_only=True)
     model = build_classifier("c3d", len(saved["class_names"]), int(saved["frames"]),
                              int(saved["size"]), **saved["options"])
-    model.load_state_dict(saved["state_dict"])
+    model.load_state_dict(saved["model"])
     return model.eval(), list(saved["class_names"])
 
 

@@ -66,13 +66,15 @@ def pool_videos(run: RunDir, pool: str) -> pa.Table:
 
 def embedding_table(ids: list[str], labels: list[int], embedded: dict) -> pa.Table:
     """An embeddings table: ``video_id, label, embedding`` (float32 (D,) tensors), ``score``,
-    ``predicted``."""
+    ``predicted`` (-1 for every video when ``embedded`` has no ``predicted``)."""
+    predicted = embedded.get("predicted")
     return pa.table({"video_id": pa.array(ids, pa.string()),
                      "label": pa.array(labels, pa.int32()),
                      "embedding": tensor_array(embedded["embedding"].astype(np.float32),
                                                pa.float32()),
                      "score": pa.array(embedded["score"], pa.float32()),
-                     "predicted": pa.array(embedded["predicted"], pa.int32())})
+                     "predicted": pa.array(np.full(len(ids), -1) if predicted is None
+                                           else predicted, pa.int32())})
 
 
 def read_embeddings(run: RunDir, pool: str, model_name: str) -> pa.Table:
