@@ -49,9 +49,13 @@ def save_c3d(model: torch.nn.Module, folder: str, class_names: list[str]) -> Non
                os.path.join(folder, MODEL_FILE))
 
 
+def _read_saved(folder: str) -> dict:
+    return torch.load(os.path.join(folder, MODEL_FILE), map_location="cpu", weights_only=True)
+
+
 def load_c3d(folder: str) -> tuple[torch.nn.Module, list[str]]:
     """The C3D saved by :func:`save_c3d` (eval mode) and its class names."""
-    saved = torch.load(os.path.join(folder, MODEL_FILE), map_location="cpu", weights_only=True)
+    saved = _read_saved(folder)
     model = build_classifier("c3d", len(saved["class_names"]), int(saved["frames"]),
                              int(saved["size"]), **saved["options"])
     model.load_state_dict(saved["model"])
@@ -60,7 +64,7 @@ def load_c3d(folder: str) -> tuple[torch.nn.Module, list[str]]:
 
 def c3d_input_shape(folder: str) -> tuple[int, int]:
     """(frames, size) the saved C3D takes."""
-    saved = torch.load(os.path.join(folder, MODEL_FILE), map_location="cpu", weights_only=True)
+    saved = _read_saved(folder)
     return int(saved["frames"]), int(saved["size"])
 
 

@@ -161,9 +161,7 @@ def fidelity_section(run: RunDir, markers: dict, class_names: list[str],
     if folder is None:
         return f"{title}\n\n_No embeddings of the synthetic pool yet._"
     labels, predicted = [], []
-    for path in run.list(folder, ".parquet"):
-        if "/shard-" not in path or path.endswith(".rejects.parquet"):
-            continue
+    for path in embedding_shards(run, folder):
         table = pq.read_table(run.path(path), filesystem=run.fs)
         if "predicted" not in table.column_names:
             return (f"{title}\n\n_`{folder}` was written before the embed stage recorded "
@@ -240,10 +238,15 @@ def plot_choice(selections: Selections, vpc: int | None) -> tuple[int, int]:
     return vpc, min(s for _, k, s in selections if k == vpc)
 
 
+def embedding_shards(run: RunDir, folder: str) -> list[str]:
+    """Run-relative paths of the embeddings shards under ``folder`` (not their rejects)."""
+    return [path for path in run.list(folder, ".parquet")
+            if "/shard-" in path and not path.endswith(".rejects.parquet")]
+
+
 def embedding_folder(run: RunDir, pool: str, markers: dict) -> str | None:
     """The embeddings folder of ``pool`` the selections used (else the first one), or None."""
-    models = {p.split("/")[2] for p in run.list(f"embeddings/{pool}", ".parquet")
-              if "/shard-" in p and not p.endswith(".rejects.parquet")}
+    models = {p.split("/")[2] for p in embedding_shards(run, f"embeddings/{pool}")}
     if not models:
         return None
     preferred = _summary(markers, "select").get("embedding")
@@ -253,9 +256,7 @@ def embedding_folder(run: RunDir, pool: str, markers: dict) -> str | None:
 def class_embeddings(run: RunDir, folder: str, label: int) -> tuple[list[str], np.ndarray]:
     """(video ids, embeddings (n, D)) of class ``label`` from every shard of ``folder``."""
     ids, parts = [], []
-    for path in run.list(folder, ".parquet"):
-        if "/shard-" not in path or path.endswith(".rejects.parquet"):
-            continue
+    for path in embedding_shards(run, folder):
         table = pq.read_table(run.path(path), filesystem=run.fs,
                               columns=["video_id", "label", "embedding"])
         table = table.filter(pc.equal(table["label"], label))
