@@ -16,14 +16,20 @@ the run's training frames, to compare budgets.
     python jobs/quickstart.py && python benchmarks/toy_quality.py --run runs/quickstart
     python benchmarks/toy_quality.py --run runs/quickstart --vae-steps 600 2000
 
-With ``--real-pool`` it instead measures whether the toy lets a selector show its value before
-any generator is involved: coreset selection from the run's *real* training clips. A C3D trained
-on the real training clips embeds them (the run's ``embed.run_classifier: c3d``), random and
-TAC-DT pick VPC clips per class, and the run's evaluation classifier trained on each pick is read
-on the real test clips, over ``--seeds`` seeds (seed s: random's draw s, TAC-DT's PCA seed s, and
-training seed s for both, so the two are paired by seed).
+With ``--pool real`` or ``--pool synthetic`` it instead compares selectors picking from that pool:
+whether the toy lets a selector show its value before any generator is involved (real: coreset
+selection from the run's real training clips) and with the run's generator (synthetic). A C3D
+trained on the real training clips embeds the pool (the run's ``embed.run_classifier: c3d``);
+random, TAC-DT (one row per ``--tac-fences`` × ``--tac-group-factors`` value) and VST-UNet (one
+row per ``--vst-forms`` form, on the pool's latents) pick VPC videos per class, and the run's
+evaluation classifier trained on each pick is read over ``--seeds`` seeds (seed s: random's draw
+s, the selector's seed s, and training seed s for all, so they are paired by seed). The pick is read on
+the test split, or, with ``--validation N``, on N training clips per class held out from the
+pool and from the embedding C3D: settings are chosen there, never on the test split.
 
-    python benchmarks/toy_quality.py --run runs/quickstart --real-pool --seeds 5
+    python benchmarks/toy_quality.py --run runs/quickstart --pool real --seeds 5
+    python benchmarks/toy_quality.py --run runs/quickstart --pool synthetic --validation 10 \
+        --tac-fences none 1.5 --tac-group-factors 1 2 --vst-forms earlier paper
 
 Prints Markdown table rows for benchmarks/BENCHMARKS.md.
 """
@@ -84,48 +90,138 @@ def vae_rows(name: str, vae: AutoencoderKL, seconds: float | None, real_model, t
             f"{top1(on_reconstructions, test_clips, test_labels):.1f} |")
 
 
-def real_pool_rows(train, test, num_classes: int, evaluation: EvaluateConfig,
-                   vpcs: list[int], seeds: int) -> list[str]:
-    """Random vs TAC-DT on the real training pool, one row per (VPC, method): mean ± std of
-    top-1 over seeds, and TAC-DT's paired difference from random with its 95 % interval."""
+def run_embeddings(train_clips: np.ndarray, train_labels: np.ndarray, num_classes: int,
+                   *clip_sets: np.ndarray) -> list[np.ndarray]:
+    """fc7 features (n, D) of each of ``clip_sets`` from a C3D trained on the given real clips
+    (the run's ``embed.run_classifier: c3d``)."""
     from raydistill.embedding.c3d import C3DEmbedder, save_c3d, train_c3d_classifier
-    from raydistill.report.tables import compare_with_random
-    from raydistill.selection.tac_dt import TACDTSelector
     import tempfile
 
-    (train_clips, train_labels), (test_clips, test_labels) = train, test
-    embedder_model, _ = train_c3d_classifier(train_clips, train_labels, num_classes, seed=0)
+    model, _ = train_c3d_classifier(train_clips, train_labels, num_classes, seed=0)
+    names = [str(c) for c in range(num_classes)]
     with tempfile.TemporaryDirectory() as folder:
-        names = [str(c) for c in range(num_classes)]
-        save_c3d(embedder_model, folder, names)
-        features = C3DEmbedder(folder, names)(train_clips, train_labels)["embedding"]
+        save_c3d(model, folder, names)
+        embedder = C3DEmbedder(folder, names)
+        return [embedder(clips, np.zeros(len(clips), np.int64))["embedding"]
+                for clips in clip_sets]
+
+
+def selector_variants(features: np.ndarray, latents: np.ndarray | None, fences: list,
+                      group_factors: list[float], vst_forms: list[str], vst_epochs: int):
+    """name → pick(labels, vpc, seed) → row indices: random, TAC-DT per outlier fence (None:
+    every video a candidate) × group factor, and
+    VST-UNet per form (``earlier``: whitened score input, rewards on latents, L2;
+    ``paper``: LayerNorm'd score input, rewards on features f_c, MSE) with the quickstart's
+    tiny VST-UNet."""
+    from raydistill.selection.tac_dt import TACDTSelector
+    from raydistill.selection.vst_selector import VSTUNetSelector
+
+    def random_pick(labels, vpc, seed):
+        rng = np.random.default_rng(seed)
+        return np.concatenate([rng.choice(np.flatnonzero(labels == c), vpc, replace=False)
+                               for c in np.unique(labels)])
+
+    def tac_dt(fence, factor):
+        return lambda labels, vpc, seed: TACDTSelector(
+            n_per_class=vpc, random_state=seed, outlier_fence=fence, group_factor=factor
+        ).fit(features, labels).selected_indices_
+
+    forms = {"earlier": {"score_input": "whitened", "reward_space": "latents",
+                         "rep_distance": "l2"},
+             "paper": {"score_input": "layernorm", "reward_space": "features",
+                       "rep_distance": "mse"}}
+
+    def vst(form):
+        return lambda labels, vpc, seed: VSTUNetSelector(
+            n_per_class=vpc, random_state=seed, epochs=vst_epochs, width=8, levels=2,
+            feature_dim=32, norm_groups=4, **forms[form]).fit(latents, labels).selected_indices_
+
+    variants = {"random": random_pick}
+    variants.update({f"tac_dt (fence {fence}, groups {factor:g}×VPC)": tac_dt(fence, factor)
+                     for fence in fences for factor in group_factors})
+    variants.update({f"vst_unet ({form})": vst(form) for form in vst_forms})
+    return variants
+
+
+def selection_rows(pool, held_out, variants: dict, num_classes: int,
+                   evaluation: EvaluateConfig, vpcs: list[int], seeds: int) -> list[str]:
+    """Each variant picks VPC videos per class from ``pool`` (clips, labels) with every seed; the
+    run's evaluation classifier trained on each pick is read on ``held_out`` (clips, labels). One
+    row per (VPC, variant): mean ± std of top-1 over seeds, and the paired difference from
+    random with its 95 % interval (seed s: random's draw s, the selector's seed s, and training
+    seed s for both)."""
+    from raydistill.report.tables import compare_with_random
+
+    (pool_clips, pool_labels), (held_clips, held_labels) = pool, held_out
     values: dict = {}
     for vpc in vpcs:
         for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            picks = {"random": np.concatenate([
-                         rng.choice(np.flatnonzero(train_labels == c), vpc, replace=False)
-                         for c in range(num_classes)]),
-                     "tac_dt": TACDTSelector(n_per_class=vpc, random_state=seed)
-                     .fit(features, train_labels).selected_indices_}
-            for method, pick in picks.items():
-                model = trained_classifier(train_clips[pick], train_labels[pick], num_classes,
+            for name, pick_of in variants.items():
+                pick = pick_of(pool_labels, vpc, seed)
+                model = trained_classifier(pool_clips[pick], pool_labels[pick], num_classes,
                                            evaluation, seed)
-                values.setdefault((method, vpc), {})[seed] = evaluate(
-                    model, test_clips, test_labels)["top1"]
+                values.setdefault((name, vpc), {})[seed] = evaluate(
+                    model, held_clips, held_labels)["top1"]
             print(f"  VPC {vpc} seed {seed}: " + ", ".join(
-                f"{m} {100 * values[(m, vpc)][seed]:.1f}" for m in picks), flush=True)
+                f"{name} {100 * values[(name, vpc)][seed]:.1f}" for name in variants),
+                flush=True)
     comparisons = {(c.method, c.vpc): c for c in compare_with_random(values)}
     rows = []
-    for (method, vpc), by_seed in sorted(values.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        accuracies = 100 * np.asarray(list(by_seed.values()))
-        difference = comparisons.get((method, vpc))
-        versus = ("—" if difference is None else
-                  f"{100 * difference.difference:+.1f} [{100 * difference.low:+.1f}, "
-                  f"{100 * difference.high:+.1f}]")
-        rows.append(f"| {vpc} | {method} | {accuracies.mean():.1f} ± {accuracies.std():.1f} | "
-                    f"{versus} | {len(accuracies)} |")
+    for vpc in vpcs:
+        for name in variants:
+            accuracies = 100 * np.asarray(list(values[(name, vpc)].values()))
+            difference = comparisons.get((name, vpc))
+            versus = ("—" if difference is None else
+                      f"{100 * difference.difference:+.1f} [{100 * difference.low:+.1f}, "
+                      f"{100 * difference.high:+.1f}]")
+            rows.append(f"| {vpc} | {name} | {accuracies.mean():.1f} ± {accuracies.std():.1f} "
+                        f"| {versus} | {len(accuracies)} |")
     return rows
+
+
+def split_validation(clips: np.ndarray, labels: np.ndarray, per_class: int, seed: int):
+    """((clips, labels) kept, (clips, labels) held out): ``per_class`` clips of every class,
+    drawn with ``seed``, become the validation split."""
+    rng = np.random.default_rng(seed)
+    held = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+                           for c in np.unique(labels)])
+    kept = np.setdiff1d(np.arange(len(labels)), held)
+    return (clips[kept], labels[kept]), (clips[held], labels[held]), kept
+
+
+def compare_selectors(run: RunDir, args, train, test, num_classes: int,
+                      evaluation: EvaluateConfig) -> None:
+    """Print the selector comparison of ``--pool`` as Markdown rows."""
+    from raydistill.pipeline.vst import pool_latents
+
+    fitted, held_out, kept = train, test, np.arange(len(train[1]))
+    if args.validation:
+        fitted, held_out, kept = split_validation(*train, args.validation, args.seed)
+    latents = None
+    if args.pool == "real":
+        pool = fitted
+        [features] = run_embeddings(*fitted, num_classes, pool[0])
+        if args.vst_forms:
+            latents, labels, _ = pool_latents(run, "train")
+            latents = latents[kept]
+            assert np.array_equal(labels[kept], pool[1]), "latents and clips disagree"
+    else:
+        pool = load_clips(run, "synthetic")
+        [features] = run_embeddings(*fitted, num_classes, pool[0])
+        if args.vst_forms:
+            latents, labels, _ = pool_latents(run, "synthetic")
+            assert np.array_equal(labels, pool[1]), "latents and clips disagree"
+    where = (f"{args.validation} training clips per class held out (validation)"
+             if args.validation else "the test split")
+    print(f"selecting from the {args.pool} pool ({len(pool[1])} videos), read on {where} "
+          f"({len(held_out[1])} clips)")
+    print("| VPC | method | top-1 (%) | vs random, paired (points, 95 % CI) | seeds |")
+    print("|---|---|---|---|---|")
+    fences = [None if fence.lower() == "none" else float(fence) for fence in args.tac_fences]
+    variants = selector_variants(features, latents, fences, args.tac_group_factors,
+                                 args.vst_forms, args.vst_epochs)
+    print("\n".join(selection_rows(pool, held_out, variants, num_classes, evaluation,
+                                   args.vpc, args.seeds)))
 
 
 def main() -> None:
@@ -134,10 +230,21 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, nargs="*", default=[],
                         help="also retrain the tiny VAE from scratch for these step counts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--real-pool", action="store_true",
-                        help="coreset selection from the real pool: random vs TAC-DT")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds of --real-pool")
-    parser.add_argument("--vpc", type=int, nargs="+", default=[1, 5], help="VPCs of --real-pool")
+    parser.add_argument("--pool", choices=["real", "synthetic"],
+                        help="compare selectors picking from this pool instead")
+    parser.add_argument("--validation", type=int, default=0, metavar="PER_CLASS",
+                        help="with --pool: hold out this many training clips per class and read "
+                             "the selections on them instead of the test split")
+    parser.add_argument("--tac-fences", nargs="+", default=["1.5"],
+                        help="with --pool: TAC-DT's outlier_fence values to compare ('none': "
+                             "every video a candidate)")
+    parser.add_argument("--tac-group-factors", type=float, nargs="+", default=[1.0],
+                        help="with --pool: TAC-DT's group_factor values to compare")
+    parser.add_argument("--vst-forms", nargs="*", default=[], choices=["earlier", "paper"],
+                        help="with --pool: VST-UNet forms to compare")
+    parser.add_argument("--vst-epochs", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of --pool")
+    parser.add_argument("--vpc", type=int, nargs="+", default=[1, 5], help="VPCs of --pool")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     run = RunDir(args.run)
@@ -149,12 +256,8 @@ def main() -> None:
           f"run {run.url}: {len(train[0])} train / {len(test[0])} test clips")
     print(f"{evaluation.classifier} trained on real clips: {top1(real_model, *train):.1f} % on them, "
           f"{top1(real_model, *test):.1f} % on the real test clips")
-    if args.real_pool:
-        print("| VPC | method | top-1 on the real test clips (%) | vs random, paired (points, "
-              "95 % CI) | seeds |")
-        print("|---|---|---|---|---|")
-        print("\n".join(real_pool_rows(train, test, num_classes, evaluation, args.vpc,
-                                       args.seeds)))
+    if args.pool:
+        compare_selectors(run, args, train, test, num_classes, evaluation)
         return
     if run.exists("clips/synthetic"):
         synthetic = load_clips(run, "synthetic")

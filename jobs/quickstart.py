@@ -74,9 +74,10 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
         # The toy C3D has 0.2 M parameters: every classifier of the run is tested in one pass
         # over the test clips, not one actor start per 8. A selection of 1 or 5 videos per class
         # is one to three batches, so classifiers train at least min_steps steps, not 30 epochs.
+        # Each takes seconds and is saved when done: no checkpoints within one (they cost ~1 s).
         "evaluate": {"classifier": "c3d", "preset": "toy", "upper_bound_seeds": 1,
                      "cpus_per_worker": WORKER_CPUS,
-                     "checkpoint_every": 100, "models_per_pass": 64,
+                     "checkpoint_every": 1000, "models_per_pass": 64,
                      "training": {"epochs": eval_epochs,
                                   "min_steps": short.get("min_steps", 150)}},
     })

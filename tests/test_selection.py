@@ -33,6 +33,7 @@ from raydistill.selection import (
     selection_quality,
 )
 from raydistill.selection.dm_mmd import gaussian_kernel_median, mmd2
+from raydistill.selection.tac_dt import isolated_rows
 
 LABELS = (3, 7, 11)
 BLOB_SIZES = (30, 15, 8, 4)
@@ -221,9 +222,9 @@ def single_class_blobs(seed: int = 0):
     return X, np.zeros(len(X), dtype=int), blob
 
 
-def test_tac_dt_takes_one_representative_per_blob_largest_group_first():
+def test_tac_dt_paper_reading_takes_one_representative_per_blob_largest_group_first():
     X, y, blob = single_class_blobs()
-    selector = TACDTSelector(n_per_class=4).fit(X, y)
+    selector = TACDTSelector(n_per_class=4, outlier_fence=None).fit(X, y)
     np.testing.assert_array_equal(blob[selector.selected_indices_], [0, 1, 2, 3])
     np.testing.assert_allclose(selector.selected_scores_, np.array(BLOB_SIZES) / len(X))
     for pick in selector.selected_indices_:  # each is the member nearest its blob's mean
@@ -232,11 +233,58 @@ def test_tac_dt_takes_one_representative_per_blob_largest_group_first():
         assert pick in members[np.argsort(distances)[:3]]
 
 
+def test_tac_dt_with_twice_the_groups_spends_picks_on_the_large_blobs():
+    X, y, blob = single_class_blobs()  # blobs of 30, 15, 8 and 4 videos
+    picks = blob[TACDTSelector(n_per_class=4, group_factor=2).fit(X, y).selected_indices_]
+    assert {0, 1} <= set(picks.tolist()) and np.sum(picks == 0) >= 2
+
+
 def test_tac_dt_lowers_the_birch_threshold_when_it_finds_too_few_subclusters():
     X, y, blob = single_class_blobs()
     selector = TACDTSelector(n_per_class=6, threshold_factor=50.0, max_halvings=20).fit(X, y)
     assert len(selector.selected_indices_) == 6
     assert set(blob[selector.selected_indices_]) == {0, 1, 2, 3}
+
+
+def test_tac_dt_sets_isolated_outliers_aside_where_the_paper_reading_picks_them():
+    for seed in range(3):
+        X, _, blob = blob_pool(seed, labels=(0,), n_outliers=3)
+        y = np.zeros(len(X), dtype=int)
+        paper = TACDTSelector(n_per_class=4, outlier_fence=None).fit(X, y).selected_indices_
+        assert -1 in blob[paper]  # an outlier is a group of its own, so it is picked
+        for selector in (TACDTSelector(n_per_class=4),  # isolated videos set aside
+                         TACDTSelector(n_per_class=4, outlier_fence=None, group_factor=2)):
+            picks = selector.fit(X, y).selected_indices_
+            assert -1 not in blob[picks] and len(set(picks)) == 4
+            assert set(blob[picks]) >= {0, 1, 2}
+
+
+def test_isolated_rows_are_those_beyond_the_upper_fence_of_neighbour_distances():
+    angles = np.linspace(0, 2 * np.pi, 40, endpoint=False)  # every 3rd neighbour equally near
+    Z = np.concatenate([np.stack([np.cos(angles), np.sin(angles)], axis=1),
+                        [[30.0, 0.0], [0.0, -25.0]]])
+    np.testing.assert_array_equal(np.flatnonzero(isolated_rows(Z, 3, 1.5)), [40, 41])
+    assert not isolated_rows(Z[:1], 3, 1.5).any()  # one row has no neighbour to be far from
+
+
+def test_tac_dt_keeps_the_video_nearest_the_class_mean_at_one_per_class_whatever_the_factor():
+    X, y, _ = blob_pool(0, labels=(0,), n_outliers=3)
+    y = np.zeros(len(X), dtype=int)
+    Z = TACDTSelector(n_per_class=1).reduce(X, np.random.default_rng(0))
+    nearest_mean = np.argmin(np.linalg.norm(Z - Z.mean(axis=0), axis=1))
+    for factor in (1, 2, 3):
+        assert TACDTSelector(n_per_class=1, group_factor=factor).fit(
+            X, y).selected_indices_.tolist() == [nearest_mean]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"group_factor": 0.5}, "group_factor must be >= 1"),
+    ({"outlier_fence": -1.0}, "outlier_fence must be >= 0 or None"),
+    ({"outlier_neighbours": 0}, "outlier_neighbours must be >= 1")])
+def test_tac_dt_refuses_bad_grouping_parameters(params, message):
+    X, y, _ = single_class_blobs()
+    with pytest.raises(ValueError, match=message):
+        TACDTSelector(n_per_class=2, **params).fit(X, y)
 
 
 def test_kcenter_starts_at_the_class_mean_with_non_increasing_distances():

@@ -1,12 +1,14 @@
 """``tac_dt``: Temporal-Aware Cluster-based Distillation (paper §3.2), training-free.
 
 Per class: the class's VideoMAE embeddings ``f_c`` (n_c, D) → (optional standardisation) → PCA →
-BIRCH subclusters → a global agglomerative step that merges the subclusters into VPC groups (as
-TAC-SUM does through ``Birch(n_clusters=int)``) → one representative per group, the member closest
-to its group's centre.
+isolated videos set aside → BIRCH subclusters → a global agglomerative step that merges the
+subclusters into VPC groups (as TAC-SUM does through ``Birch(n_clusters=int)``) → one
+representative per group, the member closest to its group's centre.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, Birch
@@ -27,15 +29,23 @@ class TACDTSelector(ClassSelector):
 
     - PCA to ``min(n_components, n_c - 1, D)`` dimensions (at least 1), after centring (and
       per-feature scaling when ``standardize``).
+    - Isolated videos are not candidates: those whose distance to their
+      ``outlier_neighbours``-th nearest neighbour lies above Tukey's upper fence (Q3 +
+      ``outlier_fence`` × IQR) of those distances in the class. Without this, an isolated
+      atypical or poor video forms a group of its own and, one pick per group, is picked
+      (``outlier_fence=None`` keeps every video, the paper's reading; measured on a validation
+      split of the toy in benchmarks/BENCHMARKS.md).
     - BIRCH's threshold is an absolute subcluster radius, so it is set from the data's spread:
       ``threshold_factor`` × the median nearest-neighbour distance in PCA space (ignoring exact
       duplicates). If BIRCH then finds fewer than VPC subclusters, the threshold is halved (at most
       ``max_halvings`` times).
-    - The subcluster centres are merged into VPC groups by ``AgglomerativeClustering`` with
-      ``linkage``; each video belongs to the group of its nearest subcluster.
+    - The subcluster centres are merged by ``AgglomerativeClustering`` with ``linkage`` into VPC
+      groups, or ``ceil(group_factor × VPC)`` groups of which the VPC largest give a
+      representative (VPC > 1; see :func:`group_count`); each video belongs to the group of its
+      nearest subcluster.
     - Representatives are ranked by group size, largest first (ties: lower row index).
-      ``selected_scores_`` is the fraction of the class in the pick's group. If fewer than VPC
-      non-empty groups exist (duplicate embeddings), the remaining picks are filled by
+      ``selected_scores_`` is the fraction of the candidates in the pick's group. If fewer than
+      VPC non-empty groups exist (duplicate embeddings), the remaining picks are filled by
       farthest-first traversal in PCA space and score 0.
     - A class with n_c <= VPC keeps every video, ranked by distance to the class mean, each
       scoring 1/n_c.
@@ -56,6 +66,16 @@ class TACDTSelector(ClassSelector):
         BIRCH branching factor (default 50).
     linkage : str
         Linkage of the global agglomerative step: ``ward``, ``average``, ``complete``, ``single``.
+    outlier_fence : float or None
+        Videos whose distance (PCA space) to their ``outlier_neighbours``-th nearest neighbour
+        in the class lies above Q3 + ``outlier_fence`` × IQR of those distances are not
+        candidates (default 1.5, Tukey's; None: every video is a candidate).
+    outlier_neighbours : int
+        Which nearest neighbour measures isolation (default 3).
+    group_factor : float
+        Groups formed per video kept when VPC > 1 (>= 1, default 1: one group per pick): the
+        class is split into ``ceil(group_factor × VPC)`` groups and the VPC largest give a
+        representative; on the toy's validation split 2 did worse than outlier removal.
     max_halvings : int
         How often the threshold may be halved to reach VPC subclusters (default 8).
     """
@@ -63,7 +83,8 @@ class TACDTSelector(ClassSelector):
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0,
                  n_components: int = 32, standardize: bool = False,
                  threshold_factor: float = 0.5, branching_factor: int = 50,
-                 linkage: str = "ward", max_halvings: int = 8):
+                 linkage: str = "ward", max_halvings: int = 8, group_factor: float = 1.0,
+                 outlier_fence: float | None = 1.5, outlier_neighbours: int = 3):
         self.n_per_class = n_per_class
         self.random_state = random_state
         self.n_components = n_components
@@ -72,14 +93,31 @@ class TACDTSelector(ClassSelector):
         self.branching_factor = branching_factor
         self.linkage = linkage
         self.max_halvings = max_halvings
+        self.group_factor = group_factor
+        self.outlier_fence = outlier_fence
+        self.outlier_neighbours = outlier_neighbours
 
     def _select_class(self, X_c, k, rng, scores_c):
         self._check_tac_params()
         if k >= len(X_c):
             return _keep_all(X_c)
         Z = self.reduce(X_c, rng)
-        groups = self.group(Z, k)
-        return _representatives(Z, groups, k)
+        candidates = self.candidates(Z, k)
+        groups = self.group(Z[candidates],
+                            group_count(k, len(candidates), float(self.group_factor)))
+        picks, scores = _representatives(Z[candidates], groups, k)
+        return candidates[picks], scores
+
+    def candidates(self, Z: np.ndarray, k: int) -> np.ndarray:
+        """Rows of Z (n_c, d) that may be picked, ascending: those not isolated (see
+        :func:`isolated_rows`); all of them without ``outlier_fence`` or when fewer than k
+        would remain."""
+        everyone = np.arange(len(Z))
+        if self.outlier_fence is None:
+            return everyone
+        kept = everyone[~isolated_rows(Z, int(self.outlier_neighbours),
+                                       float(self.outlier_fence))]
+        return kept if len(kept) >= k else everyone
 
     def reduce(self, X_c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(n_c, D) embeddings → (n_c, d) PCA coordinates, d = min(n_components, n_c - 1, D)."""
@@ -115,8 +153,32 @@ class TACDTSelector(ClassSelector):
             raise ValueError(f"threshold_factor must be > 0, got {self.threshold_factor!r}")
         if int(self.n_components) < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components!r}")
+        if self.outlier_fence is not None and not float(self.outlier_fence) >= 0:
+            raise ValueError(f"outlier_fence must be >= 0 or None, got {self.outlier_fence!r}")
+        if int(self.outlier_neighbours) < 1:
+            raise ValueError(f"outlier_neighbours must be >= 1, got {self.outlier_neighbours!r}")
+        if not float(self.group_factor) >= 1:
+            raise ValueError(f"group_factor must be >= 1, got {self.group_factor!r}")
         if int(self.max_halvings) < 0:
             raise ValueError(f"max_halvings must be >= 0, got {self.max_halvings!r}")
+
+
+def isolated_rows(Z: np.ndarray, neighbours: int, fence: float) -> np.ndarray:
+    """(n,) bool: rows of Z (n, d) whose distance to their ``neighbours``-th nearest other row
+    lies above the upper Tukey fence of those distances, Q3 + ``fence`` × (Q3 − Q1)."""
+    m = min(neighbours, len(Z) - 1)
+    if m < 1:
+        return np.zeros(len(Z), dtype=bool)
+    distances, _ = NearestNeighbors(n_neighbors=m + 1).fit(Z).kneighbors(Z)
+    isolation = distances[:, -1]
+    q1, q3 = np.percentile(isolation, [25, 75])
+    return isolation > q3 + fence * (q3 - q1)
+
+
+def group_count(k: int, n_c: int, group_factor: float) -> int:
+    """Groups a class of ``n_c`` videos is split into to keep ``k``: 1 for k = 1, else
+    ``ceil(group_factor × k)``, at most n_c."""
+    return 1 if k == 1 else min(n_c, math.ceil(group_factor * k))
 
 
 def median_nearest_neighbour_distance(Z: np.ndarray) -> float:
