@@ -83,7 +83,8 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
     })
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The job's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/quickstart", help="run directory, local or s3://")
     parser.add_argument("--classes", type=int, default=8, help="toy classes (2-8)")
@@ -103,13 +104,21 @@ def main(argv: list[str] | None = None) -> int:
                              "and sample in 5 steps: checks that every stage runs, quickly")
     parser.add_argument("--address", help="Ray address to join")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run's configuration for a parsed command line."""
+    return quickstart_config(args.run, args.classes, args.train_per_class, args.test_per_class,
+                             args.steps, args.per_class, args.seeds, args.eval_epochs,
+                             args.smoke, resolve_methods(args.methods))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     def build():
-        config = quickstart_config(args.run, args.classes, args.train_per_class,
-                                   args.test_per_class, args.steps, args.per_class, args.seeds,
-                                   args.eval_epochs, args.smoke,
-                                   resolve_methods(args.methods))
+        config = config_from_args(args)
         if args.fresh:
             run = RunDir(args.run)
             if run.fs.exists(run.root):
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quickstart finished: {run.url}")
         print(f"report: {run.stage_summary('report')['report']}")
     return code
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,7 +27,10 @@ def test_quickstart_runs_every_stage_and_a_rerun_skips_them(small_quickstart, mo
     assert len(run.list("report/filmstrips", ".png")) == classes
     assert run.stage_summary("select")["selections"] == len(SELECTION_METHODS)  # VPC 1, 1 seed
     assert run.stage_summary("evaluate")["evaluations"] == len(SELECTION_METHODS) + 2
-    assert "| all | Full real |" in run.read_bytes("report/report.md").decode()
+    written = run.read_bytes("report/report.md").decode()
+    assert "| all | Full real |" in written
+    assert "## Class fidelity of the synthetic pool" in written
+    assert "## Difference from random" in written
     report = os.path.join(small_quickstart.path, "report", "report.md")
     assert small_quickstart.printed.strip().endswith(f"report: {report}")
 
@@ -36,6 +39,17 @@ def test_quickstart_runs_every_stage_and_a_rerun_skips_them(small_quickstart, mo
     with contextlib.redirect_stdout(printed):
         assert load_job().main(["--run", RUN_NAME, *FLAGS]) == 0
     assert printed.getvalue().count("already done, skipped") == len(STAGE_NAMES) - 1
+
+
+def test_the_default_quickstart_has_a_pool_worth_selecting_from_and_200_test_videos():
+    job = load_job()
+    config = job.config_from_args(job.parse_args([]))
+    toy = config.ingest.toy
+    assert toy.num_classes * toy.test_per_class >= 200
+    assert config.generate.per_class >= 5 * max(config.select.vpc)
+    assert config.select.seeds >= 5
+    assert {"random", "tac_dt", "vst_unet"} <= set(config.select.methods)
+    assert config.embed.run_classifier == "c3d"  # the fidelity table's classifier
 
 
 def test_quickstart_rejects_a_bad_setting_before_work(tmp_path, capsys):
