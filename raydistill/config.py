@@ -157,10 +157,14 @@ class FinetuneConfig:
     (turn it off when the cache is larger than the workers' memory, e.g. Kinetics-400).
     ``prediction_type``: what the model learns to predict, ``epsilon`` (the noise, as the public
     Latte weights do) or ``v_prediction`` (for small models trained from scratch; see
-    ``generation/diffusion.py``).
+    ``generation/diffusion.py``). ``model_classes`` names the rows of ``model``'s label table so
+    they are matched to the run's classes by name: ``ucf101`` (Latte's public UCF101 model, also
+    assumed for any original checkpoint of 101 classes) or a text file of class names, one per
+    line in row order (None: a model saved by this project names its own rows).
     """
 
     model: Optional[str] = None
+    model_classes: Optional[str] = None
     architecture: str = "xl"
     steps: int = 20000
     batch_size: int = 5

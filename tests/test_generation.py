@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from raydistill.config import FinetuneConfig
-from raydistill.generation.convert import load_latte, load_matching, read_state_dict
+from raydistill.datasets.ucf101 import UCF101_CLASSES
+from raydistill.generation.convert import (LATTE_UCF101_CLASSES, load_latte, load_matching,
+                                          read_state_dict)
 from raydistill.generation.diffusion import (SCHEDULERS, diffusion_loss, noise_from_velocity,
                                              sample_latents, training_scheduler)
 from raydistill.generation.latte import LATTE_XL_2, TINY_LATTE, ClassConditionalLatte
@@ -313,3 +315,88 @@ def test_a_saved_model_is_not_fine_tuned_with_another_prediction_type(tmp_path):
         build_model(from_saved, 4, (8, 4, 8, 8))
     same = dataclasses.replace(from_saved, prediction_type="v_prediction")
     assert build_model(same, 4, (8, 4, 8, 8)).config.prediction_type == "v_prediction"
+
+
+def test_a_ucf101_checkpoint_rows_follow_latte_s_sorted_folder_order():
+    assert LATTE_UCF101_CLASSES.index("HammerThrow") < LATTE_UCF101_CLASSES.index("Hammering")
+    assert UCF101_CLASSES.index("Hammering") < UCF101_CLASSES.index("HammerThrow")
+    assert sorted(LATTE_UCF101_CLASSES) == sorted(UCF101_CLASSES) and len(UCF101_CLASSES) == 101
+
+
+def labelled_table(model, names):
+    """Give row i of ``model``'s label table the value i + 1 in every entry (the null row: -1)."""
+    table = model.class_embedding.embedding_table.weight
+    with torch.no_grad():
+        table.copy_(torch.arange(1, len(table) + 1, dtype=table.dtype)[:, None].expand_as(table))
+        table[-1] = -1.0
+    return {name: index + 1 for index, name in enumerate(names)}
+
+
+def test_label_rows_are_matched_by_class_name_and_the_others_start_new(tmp_path):
+    source_names = ["walk", "run", "jump", "swim"]
+    source = tiny(num_classes=4)
+    value_of = labelled_table(source, source_names)
+    path = str(tmp_path / "latte.pt")
+    torch.save(original_format(source), path)
+    run_names = ["swim", "dance", "walk"]
+    model = ClassConditionalLatte(num_classes=3, class_names=run_names, **TINY_LATTE)
+    fresh = model.class_embedding.embedding_table.weight.detach().clone()
+    report = load_matching(model, read_state_dict(path), source_classes=source_names)
+    table = model.class_embedding.embedding_table.weight
+    assert torch.all(table[0] == value_of["swim"]) and torch.all(table[2] == value_of["walk"])
+    assert torch.equal(table[1], fresh[1])  # "dance" is not in the source: a new row
+    assert torch.all(table[-1] == -1.0)  # the null row always carries over
+    assert (report.class_rows_by_name, report.class_rows_new) == (2, 1)
+
+
+def test_a_same_sized_table_in_another_order_is_reordered_by_name(tmp_path):
+    source = tiny(num_classes=4)
+    value_of = labelled_table(source, ["a", "b", "c", "d"])
+    path = str(tmp_path / "latte.pt")
+    torch.save(original_format(source), path)
+    names = ["d", "c", "b", "a"]
+    model = ClassConditionalLatte(num_classes=4, class_names=names, **TINY_LATTE)
+    report = load_matching(model, read_state_dict(path), source_classes=["a", "b", "c", "d"])
+    table = model.class_embedding.embedding_table.weight
+    for row, name in enumerate(names):
+        assert torch.all(table[row] == value_of[name])
+    assert report.class_rows_by_name == 4 and not report.skipped_shape
+
+
+def test_the_public_ucf101_layout_is_mapped_by_name_without_a_classes_file(tmp_path):
+    source = ClassConditionalLatte(num_classes=101, **TINY_LATTE)
+    value_of = labelled_table(source, LATTE_UCF101_CLASSES)
+    path = str(tmp_path / "ucf101.pt")
+    torch.save({"ema": original_format(source)}, path)
+    model, report = load_latte(path, num_classes=2, class_names=["Hammering", "HammerThrow"],
+                               **TINY_LATTE)
+    table = model.class_embedding.embedding_table.weight
+    assert torch.all(table[0] == value_of["Hammering"])
+    assert torch.all(table[1] == value_of["HammerThrow"])
+    assert report.class_rows_by_name == 2
+
+
+def test_a_classes_file_names_the_rows_of_another_checkpoint(tmp_path):
+    source = tiny(num_classes=4)
+    value_of = labelled_table(source, ["a", "b", "c", "d"])
+    path = str(tmp_path / "latte.pt")
+    torch.save(original_format(source), path)
+    listing = tmp_path / "classes.txt"
+    listing.write_text("a\nb\nc\nd\n")
+    model, report = load_latte(path, num_classes=1, class_names=["c"],
+                               model_classes=str(listing), **TINY_LATTE)
+    assert torch.all(model.class_embedding.embedding_table.weight[0] == value_of["c"])
+    listing.write_text("a\nb\n")
+    with pytest.raises(ValueError, match="finetune.model_classes.*2 class names.*4 rows"):
+        load_latte(path, num_classes=1, class_names=["c"], model_classes=str(listing),
+                   **TINY_LATTE)
+
+
+def test_a_saved_run_model_carries_its_class_names_into_the_next_fine_tuning(tmp_path):
+    first = ClassConditionalLatte(num_classes=3, class_names=["x", "y", "z"], **TINY_LATTE)
+    value_of = labelled_table(first, ["x", "y", "z"])
+    first.save_pretrained(tmp_path)
+    model, report = load_latte(str(tmp_path), num_classes=2, class_names=["z", "x"])
+    table = model.class_embedding.embedding_table.weight
+    assert torch.all(table[0] == value_of["z"]) and torch.all(table[1] == value_of["x"])
+    assert model.config.class_names == ["z", "x"] and report.class_rows_by_name == 2

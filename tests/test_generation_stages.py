@@ -91,6 +91,20 @@ def test_finetune_resumes_from_its_last_checkpoint(tmp_path):
     assert resumed[:len(first)] == first and len(resumed) == len(first) + 2
 
 
+def test_finetune_from_a_run_model_keeps_the_label_rows_of_the_shared_classes(generated,
+                                                                               tmp_path):
+    _, first = generated
+    names = first.stage_summary("ingest")["class_names"]
+    assert first.read_json("finetune/model/config.json")["class_names"] == names
+    config = with_overrides(tiny_run(str(tmp_path / "run"), steps=1), {
+        "ingest": {"toy": {"num_classes": 2}},
+        "finetune": {"model": first.path("finetune/model"), "architecture": "tiny"}})
+    run = run_stages(config, ["ingest", "decode", "latents", "finetune"])
+    taken = run.stage_summary("finetune")["initialisation"]
+    assert taken["class_rows_by_name"] == 2 and taken["class_rows_new"] == 0
+    assert taken["tensors_not_in_source"] == 0
+
+
 def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):
     import fsspec
 

@@ -26,8 +26,20 @@ Three sources are understood, all local (no download at run time):
   ``pos_embed``, ``temp_embed``               (fixed sin-cos, recomputed)
   ==========================================  ============================================
 
-When the class count differs (a UCF101 checkpoint fine-tuned on Kinetics-400), the label
-embedding is new, except its null-class row, which is class-agnostic and is kept.
+Label-table rows are matched by class name when the source's class order is known: a run class
+found among the source's classes keeps its row, the others start new, and the null-class row
+(class-agnostic) always carries over. The order is known
+
+* for a model saved by this project with ``class_names`` (every run's fine-tuned model);
+* from a ``finetune.model_classes`` file (one class name per line, in row order);
+* built in for Latte's public class-conditional UCF101 model (``ucf101.pt``): its training code
+  labels videos by the *case-sensitively sorted* class folder names
+  (:data:`LATTE_UCF101_CLASSES`), not by ``classInd.txt``, so ``HammerThrow`` comes before
+  ``Hammering`` and ``JumpRope`` before ``JumpingJack``. An original checkpoint with 101 classes
+  (102 rows) is read in that order unless ``model_classes`` says otherwise.
+
+Otherwise a table of another class count is new except its null row, and one of the same count is
+taken row for row.
 """
 
 from __future__ import annotations
@@ -40,7 +52,13 @@ from dataclasses import dataclass, field
 import torch
 from safetensors.torch import load_file
 
+from raydistill.datasets.ucf101 import UCF101_CLASSES
 from raydistill.generation.latte import ClassConditionalLatte
+
+LATTE_UCF101_CLASSES = tuple(sorted(UCF101_CLASSES))
+"""Row order of the label table of Latte's public class-conditional UCF101 model: its dataset
+class indexes ``sorted()`` of the class folder names (case-sensitive)."""
+TABLE_KEY = "class_embedding.embedding_table.weight"
 
 _ORIGINAL_RENAMES = [
     (r"^x_embedder\.proj\.", "pos_embed.proj."),
@@ -61,6 +79,15 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     skipped_shape: list[str] = field(default_factory=list)
     not_in_source: list[str] = field(default_factory=list)
+    class_rows_by_name: int | None = None
+    class_rows_new: int | None = None
+
+    def summary(self) -> dict:
+        """Counts for a stage summary: tensors loaded / skipped / missing, label rows by name."""
+        return {"tensors_loaded": len(self.loaded), "tensors_skipped_shape": len(self.skipped_shape),
+                "tensors_not_in_source": len(self.not_in_source),
+                "class_rows_by_name": self.class_rows_by_name,
+                "class_rows_new": self.class_rows_new}
 
 
 def original_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -106,11 +133,14 @@ def read_state_dict(source: str) -> dict[str, torch.Tensor]:
     return original_to_diffusers(checkpoint)
 
 
-def load_matching(model: ClassConditionalLatte, state: dict[str, torch.Tensor]) -> LoadReport:
+def load_matching(model: ClassConditionalLatte, state: dict[str, torch.Tensor],
+                  source_classes: list[str] | None = None) -> LoadReport:
     """Copy every entry of ``state`` whose key and shape match ``model``; returns what happened.
 
-    A label table of another class count keeps its fresh initialisation except the null-class
-    (last) row, copied from the source.
+    The label table: with ``source_classes`` (the source's row names, null row excluded) and the
+    model's ``config.class_names``, each model class found in the source gets its row, the
+    others keep their fresh initialisation, and the null-class (last) row is copied. Without
+    names, a table of another class count keeps its fresh initialisation except the null row.
     """
     report = LoadReport()
     own = model.state_dict()
@@ -123,12 +153,76 @@ def load_matching(model: ClassConditionalLatte, state: dict[str, torch.Tensor]) 
             report.loaded.append(key)
         else:
             report.skipped_shape.append(key)
-    table = "class_embedding.embedding_table.weight"
-    if table in report.skipped_shape and state[table].shape[1] == own[table].shape[1]:
-        accepted[table] = own[table].clone()
-        accepted[table][-1] = state[table][-1]
+    names = model.config.class_names
+    if TABLE_KEY in state and state[TABLE_KEY].shape[1] == own[TABLE_KEY].shape[1]:
+        if source_classes is not None and names is not None:
+            accepted[TABLE_KEY] = _table_by_name(own[TABLE_KEY], state[TABLE_KEY], names,
+                                                 list(source_classes), report)
+            for listing in (report.loaded, report.skipped_shape):
+                if TABLE_KEY in listing:
+                    listing.remove(TABLE_KEY)
+            report.loaded.append(TABLE_KEY)
+        elif TABLE_KEY in report.skipped_shape:
+            accepted[TABLE_KEY] = own[TABLE_KEY].clone()
+            accepted[TABLE_KEY][-1] = state[TABLE_KEY][-1]
     model.load_state_dict(accepted, strict=False)
     return report
+
+
+def _table_by_name(own: torch.Tensor, source: torch.Tensor, names: list[str],
+                   source_classes: list[str], report: LoadReport) -> torch.Tensor:
+    """The model's label table (C + 1, D) with the rows of the classes the source names."""
+    row_of = {name: row for row, name in enumerate(source_classes)}
+    table = own.clone()
+    matched = 0
+    for row, name in enumerate(names):
+        if name in row_of:
+            table[row] = source[row_of[name]]
+            matched += 1
+    table[-1] = source[-1]
+    report.class_rows_by_name, report.class_rows_new = matched, len(names) - matched
+    return table
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names, one per line in row order (blank lines ignored), from a text file; raises
+    ValueError naming the file when it holds none or a name twice."""
+    with open(path, encoding="utf-8") as handle:
+        names = [line.strip() for line in handle if line.strip()]
+    if not names:
+        raise ValueError(f"finetune.model_classes: {path} names no class")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"finetune.model_classes: {path} names {repeated[0]!r} twice")
+    return names
+
+
+def source_class_names(source: str, state: dict[str, torch.Tensor],
+                       model_classes: str | None = None) -> list[str] | None:
+    """The row names of ``source``'s label table (null row excluded), or None when unknown:
+    ``model_classes`` (``ucf101`` or a file), else a saved model's own ``class_names``, else
+    Latte's UCF101 order for an original checkpoint of 101 classes. Raises ValueError when the
+    names do not fit the table."""
+    rows = state[TABLE_KEY].shape[0] - 1 if TABLE_KEY in state else None
+    saved = own_saved_config(source)
+    if model_classes == "ucf101":
+        names = list(LATTE_UCF101_CLASSES)
+    elif model_classes:
+        names = read_class_names(model_classes)
+    elif saved is not None:
+        return saved.get("class_names")
+    elif _is_original_checkpoint(source) and rows == len(LATTE_UCF101_CLASSES):
+        return list(LATTE_UCF101_CLASSES)
+    else:
+        return None
+    if rows is not None and rows != len(names):
+        raise ValueError(f"finetune.model_classes: {len(names)} class names for a label table "
+                         f"of {rows} rows (+ the null row) in {source}")
+    return names
+
+
+def _is_original_checkpoint(source: str) -> bool:
+    return not os.path.isdir(source) and not source.endswith(".safetensors")
 
 
 def own_saved_config(source: str | None) -> dict | None:
@@ -143,16 +237,23 @@ def own_saved_config(source: str | None) -> dict | None:
     return {k: v for k, v in saved_config.items() if not k.startswith("_")}
 
 
-def load_latte(source: str | None, num_classes: int, **config) -> tuple[ClassConditionalLatte,
-                                                                         LoadReport]:
-    """A :class:`ClassConditionalLatte` for ``num_classes`` classes, initialised from ``source``.
+def load_latte(source: str | None, num_classes: int, class_names: list[str] | None = None,
+               model_classes: str | None = None, **config
+               ) -> tuple[ClassConditionalLatte, LoadReport]:
+    """A :class:`ClassConditionalLatte` for ``num_classes`` classes (named ``class_names``, in
+    label order, when given), initialised from ``source``.
 
     ``source`` None builds a fresh model from ``config``. A directory saved by this class loads
     its own config (``config`` entries override it); any other source needs ``config`` to give
-    the architecture (e.g. ``LATTE_XL_2``) and contributes the weights that match.
+    the architecture (e.g. ``LATTE_XL_2``) and contributes the weights that match. Label rows
+    are matched by name where the source's class order is known (``model_classes``: ``ucf101``
+    or a file of names; see the module docstring).
     """
+    names = None if class_names is None else list(class_names)
     if source is None:
-        return ClassConditionalLatte(num_classes=num_classes, **config), LoadReport()
+        return (ClassConditionalLatte(num_classes=num_classes, class_names=names, **config),
+                LoadReport())
     config = {**(own_saved_config(source) or {}), **config}
-    model = ClassConditionalLatte(**{**config, "num_classes": num_classes})
-    return model, load_matching(model, read_state_dict(source))
+    model = ClassConditionalLatte(**{**config, "num_classes": num_classes, "class_names": names})
+    state = read_state_dict(source)
+    return model, load_matching(model, state, source_class_names(source, state, model_classes))

@@ -60,6 +60,8 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
     ``class_embedding_std``: the class table's initial spread (DiT's 0.02). The timestep
     embedding it is added to grows to norms of 5–30 in training, so a small model trained briefly
     from a 0.02 table hardly reads the class; the ``small`` preset starts it at 1.
+    ``class_names`` (optional) names the label table's rows, saved with the model so that a later
+    fine-tuning on other classes keeps the rows of the classes both share (generation/convert.py).
     Paper scale (Latte-XL/2): ``sample_size=32, num_frames=16, patch_size=2, hidden_size=1152,
     depth=28, num_heads=16`` on 16×4×32×32 SD-VAE latents.
     """
@@ -71,8 +73,12 @@ class ClassConditionalLatte(ModelMixin, ConfigMixin):
                  in_channels: int = 4, hidden_size: int = 1152, depth: int = 28,
                  num_heads: int = 16, mlp_ratio: float = 4.0, num_classes: int = 101,
                  class_dropout_prob: float = 0.1, learn_sigma: bool = True,
-                 prediction_type: str = "epsilon", class_embedding_std: float = 0.02):
+                 prediction_type: str = "epsilon", class_embedding_std: float = 0.02,
+                 class_names: list[str] | None = None):
         super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names names {len(class_names)} classes, num_classes is "
+                             f"{num_classes}")
         if depth % 2:
             raise ValueError(f"depth must be even (spatial + temporal pairs), got {depth}")
         if prediction_type not in PREDICTION_TYPES:

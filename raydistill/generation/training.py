@@ -28,12 +28,16 @@ ARCHITECTURE_PRESETS = {"tiny": TINY_LATTE, "small": SMALL_LATTE, "xl": LATTE_XL
 
 
 def build_model(finetune: FinetuneConfig, num_classes: int,
-                latent_shape: tuple[int, int, int, int]) -> ClassConditionalLatte:
-    """The model to fine-tune for latents of ``latent_shape`` (T, C, h, w) and ``num_classes``.
+                latent_shape: tuple[int, int, int, int], class_names: list[str] | None = None
+                ) -> ClassConditionalLatte:
+    """The model to fine-tune for latents of ``latent_shape`` (T, C, h, w) and ``num_classes``
+    (named ``class_names`` in label order, when given).
 
     Architecture from ``finetune.architecture``, frames / channels / size from the latents,
-    initialised from ``finetune.model`` where shapes match. Raises ValueError when that model
-    was saved by this project with another ``prediction_type`` (its training would be undone).
+    initialised from ``finetune.model`` where shapes match (label rows by class name where
+    known: ``finetune.model_classes``). ``model.load_report`` says what was taken. Raises
+    ValueError when that model was saved by this project with another ``prediction_type`` (its
+    training would be undone).
     """
     frames, channels, height, width = latent_shape
     if height != width:
@@ -47,7 +51,9 @@ def build_model(finetune: FinetuneConfig, num_classes: int,
               "in_channels": channels, "sample_size": height,
               "class_dropout_prob": finetune.class_dropout_prob,
               "prediction_type": finetune.prediction_type}
-    model, _ = load_latte(finetune.model, num_classes, **config)
+    model, report = load_latte(finetune.model, num_classes, class_names,
+                               finetune.model_classes, **config)
+    model.load_report = report
     return model
 
 

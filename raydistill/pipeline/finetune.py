@@ -4,13 +4,16 @@
 them, bf16 autocast there), EMA weights, gradient clipping, a checkpoint every
 ``checkpoint_every`` steps into ``RUN/finetune/ray/`` (local or S3). Rerunning the stage — or Ray
 Train restarting a dead worker, up to ``max_failures`` times — resumes from the last checkpoint.
-Outputs: ``finetune/model/`` (EMA weights, ``from_pretrained``-loadable), ``finetune/loss.csv``
-and ``report/finetune_loss.png``.
+Outputs: ``finetune/model/`` (EMA weights, ``from_pretrained``-loadable; its config names the
+label rows), ``finetune/loss.csv``, ``report/finetune_loss.png`` and, when it starts from
+``finetune.model``, ``finetune/initialisation.json`` (what it took from it: tensors, and label
+rows matched by class name), also in the stage summary.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 import time
@@ -36,6 +39,8 @@ from raydistill.runs import RunDir
 
 STAGE = "finetune"
 MODEL_DIR = "finetune/model"
+INITIALISATION = "finetune/initialisation.json"
+"""What the model took from ``finetune.model``: tensor counts and label rows matched by name."""
 
 
 def latent_files(run: RunDir) -> list[str]:
@@ -59,9 +64,13 @@ def train_loop(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     mixed = device.type == "cuda" and finetune.mixed_precision == "bf16"
     torch.manual_seed(loop_config["seed"] + rank)
-    model = build_model(finetune, loop_config["num_classes"], tuple(loop_config["latent_shape"]))
+    model = build_model(finetune, len(loop_config["class_names"]),
+                        tuple(loop_config["latent_shape"]), loop_config["class_names"])
     state = new_state(prepare_model(model), finetune)
     checkpoint = ray.train.get_checkpoint()
+    if rank == 0 and finetune.model and not checkpoint:
+        RunDir(loop_config["run_url"]).write_bytes(
+            INITIALISATION, json.dumps(model.load_report.summary(), indent=2).encode())
     if checkpoint:
         with checkpoint.as_directory() as folder:
             restore_checkpoint(state, folder)
@@ -163,7 +172,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "finetune": to_dict(finetune), "seed": config.seed,
-                           "num_classes": len(class_names), "latent_shape": shape},
+                           "class_names": list(class_names), "latent_shape": shape},
         scaling_config=ScalingConfig(
             num_workers=finetune.num_workers, use_gpu=gpu,
             resources_per_worker=None if gpu else {"CPU": finetune.cpus_per_worker}),
@@ -182,7 +191,9 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     write_loss_curve(run, losses)
     return {"steps": saved["step"], "loss_first": losses[0][1] if losses else None,
             "loss_last": losses[-1][1] if losses else None, "latent_shape": shape,
-            "num_classes": len(class_names), "seconds": round(time.time() - started, 2)}
+            "num_classes": len(class_names), "seconds": round(time.time() - started, 2),
+            "initialisation": (json.loads(run.read_bytes(INITIALISATION))
+                               if finetune.model and run.exists(INITIALISATION) else None)}
 
 
 def write_loss_curve(run: RunDir, losses: list[tuple[int, float]]) -> None:

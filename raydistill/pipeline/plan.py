@@ -34,10 +34,13 @@ def model_warnings(config: RunConfig) -> list[str]:
     them may see paths this node does not."""
     models = {"latents.vae": config.latents.vae, "finetune.model": config.finetune.model,
               "embed.model": config.embed.model}
+    local_only = ("finetune.model", "finetune.model_classes")
+    if config.finetune.model_classes != "ucf101":
+        models["finetune.model_classes"] = config.finetune.model_classes
     return [f"{field}: {value} does not exist on this node"
             for field, value in models.items()
             if value and not os.path.exists(os.path.expanduser(value))
-            and (field == "finetune.model" or value.startswith(("/", ".", "~")))]
+            and (field in local_only or value.startswith(("/", ".", "~")))]
 
 
 def stage_settings(name: str, config: RunConfig) -> str:
@@ -59,7 +62,9 @@ def stage_settings(name: str, config: RunConfig) -> str:
         f = c.finetune
         architecture = {"xl": "Latte-XL/2", "small": "small Latte",
                         "tiny": "tiny Latte"}[f.architecture]
-        return (f"{architecture} from {model_source(f.model, 'scratch')}, {f.steps} "
+        rows = ("" if not f.model else
+                f" (label rows by class name: {f.model_classes or 'as the model names them'})")
+        return (f"{architecture} from {model_source(f.model, 'scratch')}{rows}, {f.steps} "
                 f"steps, batch {f.batch_size}/worker, lr {f.learning_rate:g}, "
                 f"{f.prediction_type}, "
                 f"cache_latents {f.cache_latents}")
