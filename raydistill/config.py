@@ -196,6 +196,8 @@ class FinetuneConfig:
                  f"must be one of {', '.join(PREDICTION_TYPES)}")
         _require(self.mixed_precision in ("bf16", "no"), "mixed_precision", "must be bf16 or no")
         _require(self.max_failures >= 0, "max_failures", "must be >= 0")
+        _require(self.model_classes is None or self.model is not None, "model_classes",
+                 "names the rows of finetune.model's label table; set finetune.model too")
 
 
 @dataclass(frozen=True)

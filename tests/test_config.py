@@ -32,6 +32,7 @@ def test_yaml_round_trip_gives_an_equal_config():
     ({"decode": {"shard_size": 0}}, "decode.shard_size"),
     ({"decode": 5}, "decode"),
     ({"seed": 1.5}, "seed"),
+    ({"finetune": {"model_classes": "ucf101"}}, "finetune.model_classes"),  # without a model
 ])
 def test_bad_value_raises_one_error_naming_the_field(data, field):
     with pytest.raises(ConfigError) as error:

@@ -10,7 +10,7 @@ import torch
 from raydistill.config import FinetuneConfig
 from raydistill.datasets.ucf101 import UCF101_CLASSES
 from raydistill.generation.convert import (LATTE_UCF101_CLASSES, load_latte, load_matching,
-                                          read_state_dict)
+                                          read_class_names, read_state_dict)
 from raydistill.generation.diffusion import (SCHEDULERS, diffusion_loss, noise_from_velocity,
                                              sample_latents, training_scheduler)
 from raydistill.generation.latte import LATTE_XL_2, TINY_LATTE, ClassConditionalLatte
@@ -387,7 +387,7 @@ def test_a_classes_file_names_the_rows_of_another_checkpoint(tmp_path):
                                model_classes=str(listing), **TINY_LATTE)
     assert torch.all(model.class_embedding.embedding_table.weight[0] == value_of["c"])
     listing.write_text("a\nb\n")
-    with pytest.raises(ValueError, match="finetune.model_classes.*2 class names.*4 rows"):
+    with pytest.raises(ValueError, match="finetune.model_classes.*2 class names.*5 rows"):
         load_latte(path, num_classes=1, class_names=["c"], model_classes=str(listing),
                    **TINY_LATTE)
 
@@ -400,3 +400,33 @@ def test_a_saved_run_model_carries_its_class_names_into_the_next_fine_tuning(tmp
     table = model.class_embedding.embedding_table.weight
     assert torch.all(table[0] == value_of["z"]) and torch.all(table[1] == value_of["x"])
     assert model.config.class_names == ["z", "x"] and report.class_rows_by_name == 2
+
+
+def test_a_classes_file_that_is_empty_or_names_a_class_twice_is_refused(tmp_path):
+    listing = tmp_path / "classes.txt"
+    for text, problem in (("\n\n", "names no class"), ("a\nb\na\n", "names 'a' twice")):
+        listing.write_text(text)
+        with pytest.raises(ValueError, match=f"finetune.model_classes: .*classes.txt {problem}"):
+            read_class_names(str(listing))
+
+
+def test_ucf101_rows_refused_for_a_table_of_another_size(tmp_path):
+    path = str(tmp_path / "latte.pt")
+    torch.save(original_format(tiny(num_classes=4)), path)
+    with pytest.raises(ValueError, match="101 class names for a label table of 5 rows"):
+        load_latte(path, num_classes=1, class_names=["Archery"], model_classes="ucf101",
+                   **TINY_LATTE)
+
+
+def test_class_names_must_name_every_class():
+    with pytest.raises(ValueError, match="class_names names 2 classes, num_classes is 3"):
+        ClassConditionalLatte(num_classes=3, class_names=["a", "b"], **TINY_LATTE)
+
+
+def test_a_saved_model_without_class_names_is_taken_row_for_row(tmp_path):
+    first = ClassConditionalLatte(num_classes=3, **TINY_LATTE)  # as saved before names existed
+    first.save_pretrained(tmp_path)
+    model, report = load_latte(str(tmp_path), num_classes=3, class_names=["z", "y", "x"])
+    assert torch.equal(model.class_embedding.embedding_table.weight,
+                       first.class_embedding.embedding_table.weight)
+    assert report.class_rows_by_name is None

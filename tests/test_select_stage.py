@@ -137,3 +137,14 @@ def test_a_parameter_the_method_lacks_stops_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="select.params.tac_dt.n_compnents: not a parameter"):
         run_stages(config, ["select"])
     assert not RunDir(config.run_dir).exists("config.yaml")
+
+
+def test_tac_dt_selections_made_with_older_defaults_are_not_mixed_with_new_ones(tmp_path):
+    config = select_run(str(tmp_path / "run"), methods=("tac_dt",), vpc=(1,), seeds=1)
+    run = run_with_embeddings(tmp_path, config)
+    # What a run of the earlier TAC-DT (every video a candidate by default) recorded:
+    run.write_json("selection/real/tac_dt/settings.json",
+                   {"params": {"n_components": 4}, "embedding": "videomae-run"})
+    with pytest.raises(ConfigError, match="select.params.tac_dt: .* holds selections made with"):
+        run_stages(config, ["select"])
+    assert not run.exists(selection_path("real", "tac_dt", 1, 0))

@@ -260,20 +260,31 @@ def test_tac_dt_sets_isolated_outliers_aside_where_the_paper_reading_picks_them(
 
 
 def test_isolated_rows_are_those_beyond_the_upper_fence_of_neighbour_distances():
-    angles = np.linspace(0, 2 * np.pi, 40, endpoint=False)  # every 3rd neighbour equally near
+    angles = np.linspace(0, 2 * np.pi, 40, endpoint=False)  # a ring, slightly uneven
+    angles += np.random.default_rng(0).uniform(-0.03, 0.03, size=40)
     Z = np.concatenate([np.stack([np.cos(angles), np.sin(angles)], axis=1),
                         [[30.0, 0.0], [0.0, -25.0]]])
     np.testing.assert_array_equal(np.flatnonzero(isolated_rows(Z, 3, 1.5)), [40, 41])
     assert not isolated_rows(Z[:1], 3, 1.5).any()  # one row has no neighbour to be far from
 
 
-def test_tac_dt_keeps_the_video_nearest_the_class_mean_at_one_per_class_whatever_the_factor():
+def test_without_spread_in_isolation_no_video_is_set_aside():
+    Z = np.concatenate([np.zeros((8, 3)), np.eye(3)[:2]])  # mostly copies of one video
+    assert not isolated_rows(Z, 3, 1.5).any()
+    y = np.zeros(len(Z), dtype=int)
+    picks = TACDTSelector(n_per_class=3).fit(Z, y).selected_indices_
+    assert len({tuple(Z[p]) for p in picks}) == 3  # three different videos, not three copies
+
+
+def test_tac_dt_keeps_one_group_at_one_per_class_whatever_the_factor():
     X, y, _ = blob_pool(0, labels=(0,), n_outliers=3)
     y = np.zeros(len(X), dtype=int)
-    Z = TACDTSelector(n_per_class=1).reduce(X, np.random.default_rng(0))
+    selector = TACDTSelector(n_per_class=1, outlier_fence=None)
+    Z = selector.reduce(X, np.random.default_rng(0))
     nearest_mean = np.argmin(np.linalg.norm(Z - Z.mean(axis=0), axis=1))
-    for factor in (1, 2, 3):
-        assert TACDTSelector(n_per_class=1, group_factor=factor).fit(
+    assert selector.fit(X, y).selected_indices_.tolist() == [nearest_mean]
+    for factor in (2, 3):
+        assert TACDTSelector(n_per_class=1, group_factor=factor, outlier_fence=None).fit(
             X, y).selected_indices_.tolist() == [nearest_mean]
 
 

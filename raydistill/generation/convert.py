@@ -171,7 +171,8 @@ def load_matching(model: ClassConditionalLatte, state: dict[str, torch.Tensor],
 
 def _table_by_name(own: torch.Tensor, source: torch.Tensor, names: list[str],
                    source_classes: list[str], report: LoadReport) -> torch.Tensor:
-    """The model's label table (C + 1, D) with the rows of the classes the source names."""
+    """The model's label table (C or C + 1 rows, D) with the rows of the classes the source
+    names; the null row (the row after the classes) is copied when both tables have one."""
     row_of = {name: row for row, name in enumerate(source_classes)}
     table = own.clone()
     matched = 0
@@ -179,7 +180,8 @@ def _table_by_name(own: torch.Tensor, source: torch.Tensor, names: list[str],
         if name in row_of:
             table[row] = source[row_of[name]]
             matched += 1
-    table[-1] = source[-1]
+    if len(own) == len(names) + 1 and len(source) == len(source_classes) + 1:
+        table[-1] = source[-1]
     report.class_rows_by_name, report.class_rows_new = matched, len(names) - matched
     return table
 
@@ -203,7 +205,7 @@ def source_class_names(source: str, state: dict[str, torch.Tensor],
     ``model_classes`` (``ucf101`` or a file), else a saved model's own ``class_names``, else
     Latte's UCF101 order for an original checkpoint of 101 classes. Raises ValueError when the
     names do not fit the table."""
-    rows = state[TABLE_KEY].shape[0] - 1 if TABLE_KEY in state else None
+    rows = state[TABLE_KEY].shape[0] if TABLE_KEY in state else None  # classes (+ null row)
     saved = own_saved_config(source)
     if model_classes == "ucf101":
         names = list(LATTE_UCF101_CLASSES)
@@ -211,13 +213,13 @@ def source_class_names(source: str, state: dict[str, torch.Tensor],
         names = read_class_names(model_classes)
     elif saved is not None:
         return saved.get("class_names")
-    elif _is_original_checkpoint(source) and rows == len(LATTE_UCF101_CLASSES):
+    elif _is_original_checkpoint(source) and rows == len(LATTE_UCF101_CLASSES) + 1:
         return list(LATTE_UCF101_CLASSES)
     else:
         return None
-    if rows is not None and rows != len(names):
+    if rows is not None and rows not in (len(names), len(names) + 1):
         raise ValueError(f"finetune.model_classes: {len(names)} class names for a label table "
-                         f"of {rows} rows (+ the null row) in {source}")
+                         f"of {rows} rows in {source}")
     return names
 
 

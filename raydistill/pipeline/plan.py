@@ -63,7 +63,7 @@ def stage_settings(name: str, config: RunConfig) -> str:
         architecture = {"xl": "Latte-XL/2", "small": "small Latte",
                         "tiny": "tiny Latte"}[f.architecture]
         rows = ("" if not f.model else
-                f" (label rows by class name: {f.model_classes or 'as the model names them'})")
+                f" (label rows by class name: {f.model_classes or 'where the model names them'})")
         return (f"{architecture} from {model_source(f.model, 'scratch')}{rows}, {f.steps} "
                 f"steps, batch {f.batch_size}/worker, lr {f.learning_rate:g}, "
                 f"{f.prediction_type}, "

@@ -25,8 +25,8 @@ from raydistill.embedding.videomae import embedding_name
 from raydistill.pipeline import vst
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.runs import RunDir
-from raydistill.selection import (PER_CLASS_METHODS, make_selector, merge_class_selections,
-                                  selection_quality)
+from raydistill.selection import (PER_CLASS_METHODS, SELECTORS, make_selector,
+                                  merge_class_selections, selection_quality)
 
 STAGE = "select"
 SELECTION_SCHEMA = pa.schema([("video_id", pa.string()), ("label", pa.int32()),
@@ -178,9 +178,13 @@ def select_vst_unet(run: RunDir, select: SelectConfig, model_name: str, jobs: li
 
 def check_method_params(run: RunDir, select: SelectConfig, model_name: str) -> None:
     """Refuse to mix selections made with other method parameters or embeddings in one folder:
-    ``selection/{pool}/{method}/settings.json`` records them at the first run."""
+    ``selection/{pool}/{method}/settings.json`` records them at the first run, with the
+    selector's ``defaults_version`` where it has one (its defaults changed since older runs)."""
     for method in select.methods:
         settings = {"params": select.params.get(method, {}), "embedding": model_name}
+        version = getattr(SELECTORS.get(method), "defaults_version", None)
+        if version is not None:
+            settings["defaults_version"] = version
         path = f"selection/{select.pool}/{method}/settings.json"
         if not run.exists(path):
             run.write_json(path, settings)

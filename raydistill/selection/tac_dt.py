@@ -80,6 +80,10 @@ class TACDTSelector(ClassSelector):
         How often the threshold may be halved to reach VPC subclusters (default 8).
     """
 
+    defaults_version = 2
+    """2: isolated videos set aside by default (``outlier_fence`` 1.5); a run's selections made
+    with version 1's defaults are not mixed with these (``pipeline/select.py``)."""
+
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0,
                  n_components: int = 32, standardize: bool = False,
                  threshold_factor: float = 0.5, branching_factor: int = 50,
@@ -165,13 +169,17 @@ class TACDTSelector(ClassSelector):
 
 def isolated_rows(Z: np.ndarray, neighbours: int, fence: float) -> np.ndarray:
     """(n,) bool: rows of Z (n, d) whose distance to their ``neighbours``-th nearest other row
-    lies above the upper Tukey fence of those distances, Q3 + ``fence`` × (Q3 − Q1)."""
+    lies above the upper Tukey fence of those distances, Q3 + ``fence`` × (Q3 − Q1); none when
+    those distances have no spread (Q3 = Q1)."""
     m = min(neighbours, len(Z) - 1)
     if m < 1:
         return np.zeros(len(Z), dtype=bool)
     distances, _ = NearestNeighbors(n_neighbors=m + 1).fit(Z).kneighbors(Z)
     isolation = distances[:, -1]
     q1, q3 = np.percentile(isolation, [25, 75])
+    if q3 - q1 <= 1e-9 * isolation.max():
+        # Half the rows or more equally isolated (duplicates, a lattice): no spread to fence.
+        return np.zeros(len(Z), dtype=bool)
     return isolation > q3 + fence * (q3 - q1)
 
 
