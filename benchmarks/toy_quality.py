@@ -25,7 +25,9 @@ row per ``--vst-forms`` form, on the pool's latents) pick VPC videos per class, 
 evaluation classifier trained on each pick is read over ``--seeds`` seeds (seed s: random's draw
 s, the selector's seed s, and training seed s for all, so they are paired by seed). The pick is read on
 the test split, or, with ``--validation N``, on N training clips per class held out from the
-pool and from the embedding C3D: settings are chosen there, never on the test split.
+pool and from the embedding C3D: settings are chosen there, never on the test split. (The run's
+VAE and Latte did see those clips in training, so for ``--pool synthetic`` the validation split is
+held out from the selection and the classifiers only.)
 
     python benchmarks/toy_quality.py --run runs/quickstart --pool real --seeds 5
     python benchmarks/toy_quality.py --run runs/quickstart --pool synthetic --validation 10 \
@@ -189,6 +191,21 @@ def split_validation(clips: np.ndarray, labels: np.ndarray, per_class: int, seed
     return (clips[kept], labels[kept]), (clips[held], labels[held]), kept
 
 
+def clip_ids(run: RunDir, split: str) -> np.ndarray:
+    """Video ids of a clip-cache split in the order :func:`load_clips` returns its clips."""
+    from raydistill.pipeline.shards import shard_files
+
+    return np.sort(np.concatenate([run.read_table(shard).column("video_id").to_numpy(
+        zero_copy_only=False) for shard in shard_files(run, f"clips/{split}")]))
+
+
+def same_videos(latent_ids: np.ndarray, clips: np.ndarray) -> None:
+    """Raise unless the latents and the clips are the same videos in the same order."""
+    if not np.array_equal(np.asarray(latent_ids, dtype=object), clips.astype(object)):
+        raise SystemExit("the pool's latents and clips are not the same videos: rerun the "
+                         "run's latents / generate stages")
+
+
 def compare_selectors(run: RunDir, args, train, test, num_classes: int,
                       evaluation: EvaluateConfig) -> None:
     """Print the selector comparison of ``--pool`` as Markdown rows."""
@@ -202,15 +219,15 @@ def compare_selectors(run: RunDir, args, train, test, num_classes: int,
         pool = fitted
         [features] = run_embeddings(*fitted, num_classes, pool[0])
         if args.vst_forms:
-            latents, labels, _ = pool_latents(run, "train")
+            latents, _, ids = pool_latents(run, "train")
+            same_videos(ids, clip_ids(run, "train"))
             latents = latents[kept]
-            assert np.array_equal(labels[kept], pool[1]), "latents and clips disagree"
     else:
         pool = load_clips(run, "synthetic")
         [features] = run_embeddings(*fitted, num_classes, pool[0])
         if args.vst_forms:
-            latents, labels, _ = pool_latents(run, "synthetic")
-            assert np.array_equal(labels, pool[1]), "latents and clips disagree"
+            latents, _, ids = pool_latents(run, "synthetic")
+            same_videos(ids, clip_ids(run, "synthetic"))
     where = (f"{args.validation} training clips per class held out (validation)"
              if args.validation else "the test split")
     print(f"selecting from the {args.pool} pool ({len(pool[1])} videos), read on {where} "
