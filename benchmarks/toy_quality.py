@@ -30,6 +30,7 @@ VAE and Latte did see those clips in training, so for ``--pool synthetic`` the v
 held out from the selection and the classifiers only.)
 
     python benchmarks/toy_quality.py --run runs/quickstart --pool real --seeds 5
+    python benchmarks/toy_quality.py --run runs/quickstart --generator-seeds 0 1 2
     python benchmarks/toy_quality.py --run runs/quickstart --pool synthetic --validation 10 \
         --tac-fences none 1.5 --tac-group-factors 1 2 --vst-forms earlier paper
 
@@ -206,6 +207,53 @@ def same_videos(latent_ids: np.ndarray, clips: np.ndarray) -> None:
                          "run's latents / generate stages")
 
 
+def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_classes: int,
+                   evaluation: EvaluateConfig) -> list[str]:
+    """The run's Latte settings trained again in process on its latent cache, once per seed in
+    ``seeds`` (``steps``: the run's unless given), sampled as its generate stage samples (its
+    per_class, scheduler, steps, guidance), decoded with its VAE. One row per seed: training
+    time, class fidelity (the run's embedding C3D on the samples) and full synthetic (the run's
+    evaluation classifier trained on the samples, read on the test clips)."""
+    import dataclasses as dc
+
+    from raydistill.classify.training import predict
+    from raydistill.embedding.c3d import load_c3d
+    from raydistill.generation.diffusion import sample_latents
+    from raydistill.generation.training import build_model, ema_model, new_state, train_step
+    from raydistill.pipeline.vst import pool_latents
+
+    config = run.load_config()
+    finetune = config.finetune if steps is None else dc.replace(config.finetune, steps=steps)
+    generate = config.generate
+    latents, labels, _ = pool_latents(run, "train")
+    vae = AutoencoderKL.from_pretrained(run.path("vae")).eval()
+    judge, _ = load_c3d(run.path("embed/c3d-run"))
+    wanted = torch.arange(num_classes).repeat_interleave(generate.per_class)
+    rows = []
+    for seed in seeds:
+        started = time.perf_counter()
+        torch.manual_seed(seed)
+        state = new_state(build_model(finetune, num_classes, tuple(latents.shape[1:])), finetune)
+        order = torch.Generator().manual_seed(seed)
+        cache, targets = torch.from_numpy(latents), torch.from_numpy(labels)
+        for _ in range(finetune.steps):
+            batch = torch.randperm(len(cache), generator=order)[:finetune.batch_size]
+            train_step(state, cache[batch], targets[batch], finetune, seed=seed)
+        trained = time.perf_counter() - started
+        generators = [torch.Generator().manual_seed(10_000 * seed + i) for i in range(len(wanted))]
+        with torch.no_grad():
+            samples = sample_latents(ema_model(state).eval(), wanted, generators,
+                                     generate.scheduler, generate.steps, generate.guidance)
+        videos = decode_latents(vae, samples)
+        recognised = predict(judge, videos).argmax(1) == wanted.numpy()
+        per_class = [100 * recognised[wanted.numpy() == c].mean() for c in range(num_classes)]
+        model = trained_classifier(videos, wanted.numpy(), num_classes, evaluation, 0)
+        rows.append(f"| {seed} | {finetune.steps} | {trained:.0f} s | {100 * recognised.mean():.1f} "
+                    f"| {' / '.join(f'{v:.0f}' for v in per_class)} | {top1(model, *test):.1f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def compare_selectors(run: RunDir, args, train, test, num_classes: int,
                       evaluation: EvaluateConfig) -> None:
     """Print the selector comparison of ``--pool`` as Markdown rows."""
@@ -261,6 +309,11 @@ def main() -> None:
                         help="with --pool: VST-UNet forms to compare")
     parser.add_argument("--vst-epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=5, help="seeds of --pool")
+    parser.add_argument("--generator-seeds", type=int, nargs="+", default=[],
+                        help="instead: train the run's Latte again in process with these seeds "
+                             "and measure each one's samples (fidelity, full synthetic)")
+    parser.add_argument("--generator-steps", type=int, help="with --generator-seeds: steps "
+                        "(default: the run's)")
     parser.add_argument("--vpc", type=int, nargs="+", default=[1, 5], help="VPCs of --pool")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -275,6 +328,12 @@ def main() -> None:
           f"{top1(real_model, *test):.1f} % on the real test clips")
     if args.pool:
         compare_selectors(run, args, train, test, num_classes, evaluation)
+        return
+    if args.generator_seeds:
+        print("| seed | steps | training | fidelity (%) | per class (%) | full synthetic (%) |")
+        print("|---|---|---|---|---|---|")
+        generator_rows(run, args.generator_seeds, args.generator_steps, test, num_classes,
+                       evaluation)
         return
     if run.exists("clips/synthetic"):
         synthetic = load_clips(run, "synthetic")
