@@ -84,7 +84,8 @@ class LoadReport:
 
     def summary(self) -> dict:
         """Counts for a stage summary: tensors loaded / skipped / missing, label rows by name."""
-        return {"tensors_loaded": len(self.loaded), "tensors_skipped_shape": len(self.skipped_shape),
+        return {"tensors_loaded": len(self.loaded),
+                "tensors_skipped_shape": len(self.skipped_shape),
                 "tensors_not_in_source": len(self.not_in_source),
                 "class_rows_by_name": self.class_rows_by_name,
                 "class_rows_new": self.class_rows_new}
@@ -144,27 +145,25 @@ def load_matching(model: ClassConditionalLatte, state: dict[str, torch.Tensor],
     """
     report = LoadReport()
     own = model.state_dict()
+    names = model.config.class_names
+    by_name = (source_classes is not None and names is not None and TABLE_KEY in state
+               and state[TABLE_KEY].shape[1] == own[TABLE_KEY].shape[1])
     accepted = {}
     for key, target in own.items():
         if key not in state:
             report.not_in_source.append(key)
+        elif key == TABLE_KEY and by_name:
+            accepted[key] = _table_by_name(target, state[key], names, list(source_classes),
+                                           report)
+            report.loaded.append(key)
         elif state[key].shape == target.shape:
             accepted[key] = state[key]
             report.loaded.append(key)
         else:
             report.skipped_shape.append(key)
-    names = model.config.class_names
-    if TABLE_KEY in state and state[TABLE_KEY].shape[1] == own[TABLE_KEY].shape[1]:
-        if source_classes is not None and names is not None:
-            accepted[TABLE_KEY] = _table_by_name(own[TABLE_KEY], state[TABLE_KEY], names,
-                                                 list(source_classes), report)
-            for listing in (report.loaded, report.skipped_shape):
-                if TABLE_KEY in listing:
-                    listing.remove(TABLE_KEY)
-            report.loaded.append(TABLE_KEY)
-        elif TABLE_KEY in report.skipped_shape:
-            accepted[TABLE_KEY] = own[TABLE_KEY].clone()
-            accepted[TABLE_KEY][-1] = state[TABLE_KEY][-1]
+    if TABLE_KEY in report.skipped_shape and state[TABLE_KEY].shape[1] == own[TABLE_KEY].shape[1]:
+        accepted[TABLE_KEY] = own[TABLE_KEY].clone()
+        accepted[TABLE_KEY][-1] = state[TABLE_KEY][-1]
     model.load_state_dict(accepted, strict=False)
     return report
 

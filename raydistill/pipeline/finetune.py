@@ -13,7 +13,6 @@ rows matched by class name), also in the stage summary.
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 import time
@@ -69,8 +68,7 @@ def train_loop(loop_config: dict) -> None:
     state = new_state(prepare_model(model), finetune)
     checkpoint = ray.train.get_checkpoint()
     if rank == 0 and finetune.model and not checkpoint:
-        RunDir(loop_config["run_url"]).write_bytes(
-            INITIALISATION, json.dumps(model.load_report.summary(), indent=2).encode())
+        RunDir(loop_config["run_url"]).write_json(INITIALISATION, model.load_report.summary())
     if checkpoint:
         with checkpoint.as_directory() as folder:
             restore_checkpoint(state, folder)
@@ -192,7 +190,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     return {"steps": saved["step"], "loss_first": losses[0][1] if losses else None,
             "loss_last": losses[-1][1] if losses else None, "latent_shape": shape,
             "num_classes": len(class_names), "seconds": round(time.time() - started, 2),
-            "initialisation": (json.loads(run.read_bytes(INITIALISATION))
+            "initialisation": (run.read_json(INITIALISATION)
                                if finetune.model and run.exists(INITIALISATION) else None)}
 
 
