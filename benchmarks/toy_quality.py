@@ -23,9 +23,9 @@ trained on the real training clips embeds the pool (the run's ``embed.run_classi
 random, TAC-DT (one row per ``--tac-fences`` × ``--tac-group-factors`` value) and VST-UNet (one
 row per ``--vst-forms`` form, on the pool's latents) pick VPC videos per class, and the run's
 evaluation classifier trained on each pick is read over ``--seeds`` seeds (seed s: random's draw
-s, the selector's seed s, and training seed s for all, so they are paired by seed). The pick is read on
-the test split, or, with ``--validation N``, on N training clips per class held out from the
-pool and from the embedding C3D: settings are chosen there, never on the test split. (The run's
+s, the selector's seed s, and training seed s for all, so they are paired by seed). The pick is
+read on the test split, or, with ``--validation N``, on N training clips per class held out from
+the pool and from the embedding C3D: settings are chosen there, never on the test split. (The run's
 VAE and Latte did see those clips in training, so for ``--pool synthetic`` the validation split is
 held out from the selection and the classifiers only.)
 
@@ -220,14 +220,16 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
     from raydistill.embedding.c3d import load_c3d
     from raydistill.generation.diffusion import sample_latents
     from raydistill.generation.training import build_model, ema_model, new_state, train_step
+    from raydistill.pipeline.embed import run_model_dir
     from raydistill.pipeline.vst import pool_latents
 
     config = run.load_config()
     finetune = config.finetune if steps is None else dc.replace(config.finetune, steps=steps)
     generate = config.generate
     latents, labels, _ = pool_latents(run, "train")
+    cache, targets = torch.from_numpy(latents), torch.from_numpy(labels)
     vae = AutoencoderKL.from_pretrained(run.path("vae")).eval()
-    judge, _ = load_c3d(run.path("embed/c3d-run"))
+    judge, _ = load_c3d(run.path(run_model_dir("c3d")))
     wanted = torch.arange(num_classes).repeat_interleave(generate.per_class)
     rows = []
     for seed in seeds:
@@ -235,12 +237,12 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
         torch.manual_seed(seed)
         state = new_state(build_model(finetune, num_classes, tuple(latents.shape[1:])), finetune)
         order = torch.Generator().manual_seed(seed)
-        cache, targets = torch.from_numpy(latents), torch.from_numpy(labels)
         for _ in range(finetune.steps):
             batch = torch.randperm(len(cache), generator=order)[:finetune.batch_size]
             train_step(state, cache[batch], targets[batch], finetune, seed=seed)
         trained = time.perf_counter() - started
-        generators = [torch.Generator().manual_seed(10_000 * seed + i) for i in range(len(wanted))]
+        generators = [torch.Generator().manual_seed(10_000 * seed + i)
+                      for i in range(len(wanted))]
         with torch.no_grad():
             samples = sample_latents(ema_model(state).eval(), wanted, generators,
                                      generate.scheduler, generate.steps, generate.guidance)
@@ -248,8 +250,9 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
         recognised = predict(judge, videos).argmax(1) == wanted.numpy()
         per_class = [100 * recognised[wanted.numpy() == c].mean() for c in range(num_classes)]
         model = trained_classifier(videos, wanted.numpy(), num_classes, evaluation, 0)
-        rows.append(f"| {seed} | {finetune.steps} | {trained:.0f} s | {100 * recognised.mean():.1f} "
-                    f"| {' / '.join(f'{v:.0f}' for v in per_class)} | {top1(model, *test):.1f} |")
+        shares = " / ".join(f"{share:.0f}" for share in per_class)
+        rows.append(f"| {seed} | {finetune.steps} | {trained:.0f} s | "
+                    f"{100 * recognised.mean():.1f} | {shares} | {top1(model, *test):.1f} |")
         print(rows[-1], flush=True)
     return rows
 
