@@ -20,7 +20,8 @@ With ``--pool real`` or ``--pool synthetic`` it instead compares selectors picki
 whether the toy lets a selector show its value before any generator is involved (real: coreset
 selection from the run's real training clips) and with the run's generator (synthetic). A C3D
 trained on the real training clips embeds the pool (the run's ``embed.run_classifier: c3d``);
-random, TAC-DT (one row per ``--tac-fences`` × ``--tac-group-factors`` value) and VST-UNet (one
+random, TAC-DT (one row per ``--tac-fences`` × ``--tac-group-factors`` × ``--tac-min-scores``
+value; scores: the C3D's probability for each video's own class) and VST-UNet (one
 row per ``--vst-forms`` form, on the pool's latents) pick VPC videos per class, and the run's
 evaluation classifier trained on each pick is read over ``--seeds`` seeds (seed s: random's draw
 s, the selector's seed s, and training seed s for all, so they are paired by seed). The pick is
@@ -94,9 +95,9 @@ def vae_rows(name: str, vae: AutoencoderKL, seconds: float | None, real_model, t
 
 
 def run_embeddings(train_clips: np.ndarray, train_labels: np.ndarray, num_classes: int,
-                   *clip_sets: np.ndarray) -> list[np.ndarray]:
-    """fc7 features (n, D) of each of ``clip_sets`` from a C3D trained on the given real clips
-    (the run's ``embed.run_classifier: c3d``)."""
+                   clips: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fc7 features (n, D), own-class probabilities (n,)) of ``clips`` of classes ``labels``
+    from a C3D trained on the given real clips (the run's ``embed.run_classifier: c3d``)."""
     from raydistill.embedding.c3d import C3DEmbedder, save_c3d, train_c3d_classifier
     import tempfile
 
@@ -104,15 +105,15 @@ def run_embeddings(train_clips: np.ndarray, train_labels: np.ndarray, num_classe
     names = [str(c) for c in range(num_classes)]
     with tempfile.TemporaryDirectory() as folder:
         save_c3d(model, folder, names)
-        embedder = C3DEmbedder(folder, names)
-        return [embedder(clips, np.zeros(len(clips), np.int64))["embedding"]
-                for clips in clip_sets]
+        embedded = C3DEmbedder(folder, names)(clips, labels)
+    return embedded["embedding"], embedded["score"].astype(np.float64)
 
 
-def selector_variants(features: np.ndarray, latents: np.ndarray | None, fences: list,
-                      group_factors: list[float], vst_forms: list[str], vst_epochs: int):
+def selector_variants(features: np.ndarray, scores: np.ndarray, latents: np.ndarray | None,
+                      fences: list, group_factors: list[float], min_scores: list,
+                      vst_forms: list[str], vst_epochs: int):
     """name → pick(labels, vpc, seed) → row indices: random, TAC-DT per outlier fence (None:
-    every video a candidate) × group factor, and
+    every video a candidate) × group factor × min score (None: scores ignored), and
     VST-UNet per form (``earlier``: whitened score input, rewards on latents, L2;
     ``paper``: LayerNorm'd score input, rewards on features f_c, MSE) with the quickstart's
     tiny VST-UNet."""
@@ -124,10 +125,10 @@ def selector_variants(features: np.ndarray, latents: np.ndarray | None, fences: 
         return np.concatenate([rng.choice(np.flatnonzero(labels == c), vpc, replace=False)
                                for c in np.unique(labels)])
 
-    def tac_dt(fence, factor):
+    def tac_dt(fence, factor, min_score):
         return lambda labels, vpc, seed: TACDTSelector(
-            n_per_class=vpc, random_state=seed, outlier_fence=fence, group_factor=factor
-        ).fit(features, labels).selected_indices_
+            n_per_class=vpc, random_state=seed, outlier_fence=fence, group_factor=factor,
+            min_score=min_score).fit(features, labels, scores).selected_indices_
 
     forms = {"earlier": {"score_input": "whitened", "reward_space": "latents",
                          "rep_distance": "l2"},
@@ -140,8 +141,9 @@ def selector_variants(features: np.ndarray, latents: np.ndarray | None, fences: 
             feature_dim=32, norm_groups=4, **forms[form]).fit(latents, labels).selected_indices_
 
     variants = {"random": random_pick}
-    variants.update({f"tac_dt (fence {fence}, groups {factor:g}×VPC)": tac_dt(fence, factor)
-                     for fence in fences for factor in group_factors})
+    variants.update({f"tac_dt (fence {fence}, groups {factor:g}×VPC, min score {floor})":
+                     tac_dt(fence, factor, floor)
+                     for fence in fences for factor in group_factors for floor in min_scores})
     variants.update({f"vst_unet ({form})": vst(form) for form in vst_forms})
     return variants
 
@@ -268,14 +270,14 @@ def compare_selectors(run: RunDir, args, train, test, num_classes: int,
     latents = None
     if args.pool == "real":
         pool = fitted
-        [features] = run_embeddings(*fitted, num_classes, pool[0])
+        features, scores = run_embeddings(*fitted, num_classes, *pool)
         if args.vst_forms:
             latents, _, ids = pool_latents(run, "train")
             same_videos(ids, clip_ids(run, "train"))
             latents = latents[kept]
     else:
         pool = load_clips(run, "synthetic")
-        [features] = run_embeddings(*fitted, num_classes, pool[0])
+        features, scores = run_embeddings(*fitted, num_classes, *pool)
         if args.vst_forms:
             latents, _, ids = pool_latents(run, "synthetic")
             same_videos(ids, clip_ids(run, "synthetic"))
@@ -285,9 +287,10 @@ def compare_selectors(run: RunDir, args, train, test, num_classes: int,
           f"({len(held_out[1])} clips)")
     print("| VPC | method | top-1 (%) | vs random, paired (points, 95 % CI) | seeds |")
     print("|---|---|---|---|---|")
-    fences = [None if fence.lower() == "none" else float(fence) for fence in args.tac_fences]
-    variants = selector_variants(features, latents, fences, args.tac_group_factors,
-                                 args.vst_forms, args.vst_epochs)
+    fences, floors = ([None if value.lower() == "none" else float(value) for value in values]
+                      for values in (args.tac_fences, args.tac_min_scores))
+    variants = selector_variants(features, scores, latents, fences, args.tac_group_factors,
+                                 floors, args.vst_forms, args.vst_epochs)
     print("\n".join(selection_rows(pool, held_out, variants, num_classes, evaluation,
                                    args.vpc, args.seeds)))
 
@@ -308,6 +311,9 @@ def main() -> None:
                              "every video a candidate)")
     parser.add_argument("--tac-group-factors", type=float, nargs="+", default=[1.0],
                         help="with --pool: TAC-DT's group_factor values to compare")
+    parser.add_argument("--tac-min-scores", nargs="+", default=["none"],
+                        help="with --pool: TAC-DT's min_score values to compare ('none': "
+                             "scores ignored)")
     parser.add_argument("--vst-forms", nargs="*", default=[], choices=["earlier", "paper"],
                         help="with --pool: VST-UNet forms to compare")
     parser.add_argument("--vst-epochs", type=int, default=10)

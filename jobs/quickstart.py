@@ -65,7 +65,8 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                      "steps": short.get("sampling_steps", 25),
                      "scheduler": "ddim", "batch_size": 25},
         "embed": {"model": None, "run_classifier": "c3d", "pools": ["synthetic"],
-                  "classifier_epochs": short.get("classifier_epochs", 30)},
+                  "classifier_epochs": short.get("classifier_epochs", 30),
+                  "classifier_cpus": WORKER_CPUS},
         "select": {"pool": "synthetic", "methods": list(methods),
                    "vpc": [k for k in (1, 5) if k <= per_class], "seeds": seeds,
                    "params": {"vst_unet": {"width": 8, "levels": 2, "feature_dim": 32,
@@ -90,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=8, help="toy classes (2-8)")
     parser.add_argument("--train-per-class", type=int, default=40)
     parser.add_argument("--test-per-class", type=int, default=25)
-    parser.add_argument("--steps", type=int, default=1000, help="Latte fine-tuning steps")
+    parser.add_argument("--steps", type=int, default=2000, help="Latte fine-tuning steps")
     parser.add_argument("--per-class", type=int, default=25,
                         help="synthetic videos generated per class")
     parser.add_argument("--seeds", type=int, default=5,

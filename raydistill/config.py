@@ -239,7 +239,8 @@ class EmbedConfig:
     Kinetics); None trains a tiny VideoMAE classifier on the run's real training clips first
     (``classifier_steps`` steps; toy runs, where no pretrained weights exist offline), or, with
     ``run_classifier: c3d``, a small C3D (the toy evaluation preset, ``classifier_epochs``
-    epochs), whose features separate motions far better on the toy. Clips are
+    epochs), whose features separate motions far better on the toy; the task training it asks
+    Ray for ``classifier_cpus`` CPUs (its torch threads). Clips are
     decoded at the model's own frame count and image size. ``features``: ``mean`` (mean-pooled
     last hidden state), ``fc_norm`` (a classifier's normalised pooled features) or ``auto``
     (``fc_norm`` for a classifier, else ``mean``).
@@ -255,6 +256,7 @@ class EmbedConfig:
     classifier_steps: int = 400
     run_classifier: str = "videomae"
     classifier_epochs: int = 30
+    classifier_cpus: float = 1.0
 
     def __post_init__(self) -> None:
         _require(self.run_classifier in RUN_CLASSIFIERS, "run_classifier",
@@ -268,6 +270,7 @@ class EmbedConfig:
             _require(getattr(self, name) >= 1, name, "must be >= 1")
         _require(self.gpus_per_actor is None or self.gpus_per_actor >= 0, "gpus_per_actor",
                  "must be >= 0")
+        _require(self.classifier_cpus > 0, "classifier_cpus", "must be > 0")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """Evaluate and report stages on a tiny toy run: Ray Train per selection, Ray Data testing."""
 
+import io
+import shutil
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -8,8 +12,12 @@ import torch
 from raydistill.classify import build_classifier, fit_classifier, predict
 from raydistill.classify.metrics import classification_metrics
 from raydistill.config import ConfigError, RunConfig, from_dict, with_overrides
-from raydistill.pipeline.evaluate import (classifier_settings, load_clips, metrics_path,
-                                          validate_evaluation)
+from raydistill.classify.training import training_recipe
+from raydistill.embedding.c3d import TOY_C3D_SPEC, save_c3d, train_c3d_classifier
+from raydistill.pipeline.embed import run_model_dir
+from raydistill.pipeline.evaluate import (adopt_run_classifier, classifier_settings, load_clips,
+                                          metrics_path, model_path, validate_evaluation)
+from raydistill.runs import RunDir
 from raydistill.pipeline.run import run_stages
 from raydistill.pipeline.select import selection_path
 
@@ -84,6 +92,35 @@ def test_ray_train_and_ray_data_give_what_an_in_process_fit_gives(evaluated):
     metrics = run.read_json(metrics_path("full_real/seed=0"))
     for name in ("top1", "auc", "f1"):
         assert metrics[name] == pytest.approx(expected[name], abs=1e-6)
+
+
+def test_evaluate_adopts_the_embedding_c3d_only_where_its_recipe_is_the_jobs(evaluated,
+                                                                             tmp_path):
+    config, run = evaluated
+    shutil.copytree(run.root, tmp_path / "run")
+    copy = RunDir(str(tmp_path / "run"))
+    spec, settings = classifier_settings(config.evaluate)
+    clips, labels = load_clips(copy, "train", None)
+    model, history = train_c3d_classifier(clips, labels, 3, settings, seed=0)
+    save_c3d(model, str(tmp_path / "embedder"), ["a", "b", "c"], history)
+    copy.put_dir(str(tmp_path / "embedder"), run_model_dir("c3d"))
+    copy.write_json(f"{run_model_dir('c3d')}/training.json", {
+        "recipe": training_recipe(TOY_C3D_SPEC, replace(settings, seed=0), len(labels)),
+        "seconds": 1.5})
+    some_ids = copy.read_table(selection_path("real", "random", 1, 0)).column(
+        "video_id").to_pylist()
+    jobs = [{"key": "full_real/seed=0", "split": "train", "ids": None, "seed": 0},
+            {"key": "full_real/seed=1", "split": "train", "ids": None, "seed": 1},
+            {"key": "real/random/vpc=1/seed=0", "split": "train", "ids": some_ids, "seed": 0}]
+
+    assert adopt_run_classifier(copy, config, jobs) == ["full_real/seed=0"]
+    adopted = torch.load(io.BytesIO(copy.read_bytes(model_path("full_real/seed=0"))),
+                         weights_only=True)
+    assert adopted["history"] == history and adopted["seconds"] == 1.5
+    assert all(torch.equal(adopted["model"][name], value)
+               for name, value in model.state_dict().items())
+    longer = with_overrides(config, {"evaluate": {"training": {"epochs": 4, "batch_size": 4}}})
+    assert adopt_run_classifier(copy, longer, jobs) == []
 
 
 def test_rerun_trains_only_the_new_seed(evaluated):

@@ -27,6 +27,8 @@ def test_quickstart_runs_every_stage_and_a_rerun_skips_them(small_quickstart, mo
     assert len(run.list("report/filmstrips", ".png")) == classes
     assert run.stage_summary("select")["selections"] == len(SELECTION_METHODS)  # VPC 1, 1 seed
     assert run.stage_summary("evaluate")["evaluations"] == len(SELECTION_METHODS) + 2
+    # The embedding C3D has the full-real bound's recipe: evaluate takes it, trains it not again.
+    assert run.stage_summary("evaluate")["adopted"] == ["full_real/seed=0"]
     written = run.read_bytes("report/report.md").decode()
     assert "| all | Full real |" in written
     assert "## Class fidelity of the synthetic pool" in written

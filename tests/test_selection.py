@@ -288,10 +288,30 @@ def test_tac_dt_keeps_one_group_at_one_per_class_whatever_the_factor():
             X, y).selected_indices_.tolist() == [nearest_mean]
 
 
+def test_tac_dt_with_min_score_groups_only_the_videos_that_look_like_their_class():
+    X, y, blob = single_class_blobs()  # blobs of 30, 15, 8 and 4 videos
+    scores = np.where(blob <= 1, 0.9, 0.1)  # blobs 2 and 3: the classifier sees another class
+    plain = TACDTSelector(n_per_class=4).fit(X, y, scores).selected_indices_
+    assert {2, 3} <= set(blob[plain].tolist())
+    picks = TACDTSelector(n_per_class=4, min_score=0.5).fit(X, y, scores).selected_indices_
+    assert set(blob[picks].tolist()) == {0, 1} and len(set(picks.tolist())) == 4
+    without_scores = TACDTSelector(n_per_class=4, min_score=0.5).fit(X, y).selected_indices_
+    np.testing.assert_array_equal(without_scores, plain)
+
+
+def test_tac_dt_keeps_the_best_scored_when_too_few_videos_reach_min_score():
+    X, y, _ = single_class_blobs()
+    scores = np.linspace(0.0, 0.3, len(X))
+    scores[[5, 40]] = 0.8  # two pass; the other two picks are the next best scored
+    picks = TACDTSelector(n_per_class=4, min_score=0.5).fit(X, y, scores).selected_indices_
+    assert sorted(picks.tolist()) == sorted([5, 40, len(X) - 1, len(X) - 2])
+
+
 @pytest.mark.parametrize("params, message", [
     ({"group_factor": 0.5}, "group_factor must be >= 1"),
     ({"outlier_fence": -1.0}, "outlier_fence must be >= 0 or None"),
-    ({"outlier_neighbours": 0}, "outlier_neighbours must be >= 1")])
+    ({"outlier_neighbours": 0}, "outlier_neighbours must be >= 1"),
+    ({"min_score": 1.5}, r"min_score must be in \[0, 1\] or None")])
 def test_tac_dt_refuses_bad_grouping_parameters(params, message):
     X, y, _ = single_class_blobs()
     with pytest.raises(ValueError, match=message):

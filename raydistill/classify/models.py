@@ -230,6 +230,12 @@ class ClassifierPreset:
             raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(options)}")
         return options[name]
 
+    def spec(self, name: str, options: dict | None = None) -> dict:
+        """Classifier ``name``'s spec in this preset (``name, frames, size, options``, what the
+        stages pass around), with ``options`` overriding the preset's."""
+        return {"name": name, "frames": self.frames, "size": self.size,
+                "options": {**self.options(name), **(options or {})}}
+
     def build(self, name: str, num_classes: int) -> nn.Module:
         """:func:`build_classifier` with this preset's geometry and options."""
         return build_classifier(name, num_classes, self.frames, self.size, **self.options(name))

@@ -16,10 +16,11 @@ instance-normed ConvNet3D, so pass ``lr=0.01`` when evaluating that one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -83,6 +84,16 @@ PAPER_TRAINING = TrainSettings()
 TOY_TRAINING = TrainSettings(
     epochs=30, batch_size=16, lr=2e-3, weight_decay=0.0, optimizer="adam", schedule="cosine",
     augmentation=Augmentation(crop="pad", pad=2, flip=False))
+
+
+def training_recipe(spec: Mapping, settings: TrainSettings, videos: int) -> dict:
+    """Everything that decides a classifier trained on ``videos`` clips, JSON-ready: the
+    classifier ``spec`` (``name, frames, size, options``) and the settings as they apply to that
+    many clips (``min_steps`` already turned into epochs). Two trainings with equal recipes on
+    the same clips in the same order train the same model (up to CPU thread count)."""
+    effective = replace(settings.for_clips(videos), min_steps=0)
+    return json.loads(json.dumps({"classifier": dict(spec), "training": asdict(effective),
+                                  "videos": int(videos)}))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -16,6 +16,7 @@ Saved as one ``model.pt`` (state dict, geometry, class names) read back with
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
 import numpy as np
@@ -26,6 +27,8 @@ from raydistill.classify.models import TOY_CLASSIFIERS, build_classifier
 from raydistill.classify.training import TOY_TRAINING, TrainSettings, fit_classifier
 
 MODEL_FILE = "model.pt"
+TOY_C3D_SPEC = TOY_CLASSIFIERS.spec("c3d")
+"""The embedding C3D's spec: the toy evaluation preset's C3D (``classify.training_recipe``)."""
 
 
 def train_c3d_classifier(clips: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -40,17 +43,26 @@ def train_c3d_classifier(clips: np.ndarray, labels: np.ndarray, num_classes: int
     return model.eval(), history
 
 
-def save_c3d(model: torch.nn.Module, folder: str, class_names: list[str]) -> None:
-    """Write ``folder/model.pt``: the weights, the geometry to rebuild it and the class names."""
+def save_c3d(model: torch.nn.Module, folder: str, class_names: list[str],
+             history: list[dict] | None = None) -> None:
+    """Write ``folder/model.pt``: the weights, the geometry to rebuild it, the class names and
+    the training ``history`` (per-epoch ``epoch, loss, lr``)."""
     os.makedirs(folder, exist_ok=True)
     torch.save({"model": model.state_dict(), "class_names": list(class_names),
                 "frames": model.frames, "size": model.size,
-                "options": dict(TOY_CLASSIFIERS.options("c3d"))},
+                "options": dict(TOY_CLASSIFIERS.options("c3d")),
+                "history": list(history or [])},
                os.path.join(folder, MODEL_FILE))
 
 
+def read_c3d_state(data: bytes) -> dict:
+    """What :func:`save_c3d` wrote, from the file's bytes (weights only: no code runs)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def _read_saved(folder: str) -> dict:
-    return torch.load(os.path.join(folder, MODEL_FILE), map_location="cpu", weights_only=True)
+    with open(os.path.join(folder, MODEL_FILE), "rb") as file:
+        return read_c3d_state(file.read())
 
 
 def load_c3d(folder: str) -> tuple[torch.nn.Module, list[str]]:

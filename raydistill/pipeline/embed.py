@@ -25,9 +25,9 @@ import pyarrow.compute as pc
 import ray
 from ray.data import ActorPoolStrategy
 
-from raydistill.classify.training import TOY_TRAINING
+from raydistill.classify.training import TOY_TRAINING, training_recipe
 from raydistill.config import RunConfig
-from raydistill.embedding.c3d import (C3DEmbedder, c3d_input_shape, save_c3d,
+from raydistill.embedding.c3d import (TOY_C3D_SPEC, C3DEmbedder, c3d_input_shape, save_c3d,
                                       train_c3d_classifier)
 from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
                                            train_videomae_classifier)
@@ -121,19 +121,25 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict
     """Train the run's own classifier (``embed.run_classifier``: a tiny VideoMAE for
     ``classifier_steps`` steps or a toy C3D for ``classifier_epochs`` epochs) on its training
     clips; save it into the run."""
+    started = time.time()
     run = RunDir(run_url)
-    table = pa.concat_tables([run.read_table(path) for path in shard_files(run, "clips/train")])
+    # In video-id order, as the evaluate stage loads them: a full-real classifier with the same
+    # recipe is then this very model, and evaluate adopts it instead of training it again.
+    table = pa.concat_tables([run.read_table(path) for path in shard_files(run, "clips/train")]
+                             ).sort_by("video_id")
     clips = clips_from_table(table)
     labels = np.asarray(table.column("label").to_pylist(), np.int64)
     folder_in_run = run_model_dir(embed["run_classifier"])
     with tempfile.TemporaryDirectory(prefix="raydistill-embedder-") as folder:
         if embed["run_classifier"] == "c3d":
-            settings = dataclasses.replace(TOY_TRAINING, epochs=embed["classifier_epochs"])
+            settings = dataclasses.replace(TOY_TRAINING, epochs=embed["classifier_epochs"],
+                                           seed=seed)
             model, history = train_c3d_classifier(clips, labels, len(class_names), settings,
                                                   seed)
-            save_c3d(model, folder, class_names)
+            save_c3d(model, folder, class_names, history)
             losses = [entry["loss"] for entry in history]
-            summary = {"classifier_epochs": embed["classifier_epochs"]}
+            summary = {"classifier_epochs": embed["classifier_epochs"],
+                       "recipe": training_recipe(TOY_C3D_SPEC, settings, len(labels))}
         else:
             model, losses = train_videomae_classifier(clips, labels, class_names,
                                                       embed["classifier_steps"],
@@ -144,7 +150,8 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict
     summary.update({"classifier": embed["run_classifier"],
                     "classifier_loss_first": round(losses[0], 4),
                     "classifier_loss_last": round(float(np.mean(losses[-10:])), 4),
-                    "classifier_videos": len(labels)})
+                    "classifier_videos": len(labels),
+                    "seconds": round(time.time() - started, 2)})
     run.write_json(f"{folder_in_run}/training.json", summary)
     return summary
 
@@ -212,7 +219,8 @@ def run_embed(run: RunDir, config: RunConfig) -> dict:
     embed = config.embed
     if embed.model is None and not run.exists(
             f"{run_model_dir(embed.run_classifier)}/training.json"):
-        summary["classifier"] = ray.get(_train_and_save_classifier.remote(
+        summary["classifier"] = ray.get(_train_and_save_classifier.options(
+            num_cpus=embed.classifier_cpus).remote(
             run.url, class_names, dataclasses.asdict(embed), config.seed))
     for pool in config.embed.pools:
         summary[pool] = embed_pool(run, config, pool, class_names)

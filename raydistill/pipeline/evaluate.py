@@ -38,10 +38,13 @@ from raydistill.classify import (PAPER_CLASSIFIERS, PAPER_TRAINING, TOY_CLASSIFI
 from raydistill.classify.augment import Augmentation
 from raydistill.classify.training import (TrainSettings, iterate_batches, load_state,
                                           make_optimizer, make_scheduler, predict, save_state,
-                                          train_one_epoch)
+                                          train_one_epoch, training_recipe)
 from raydistill.config import ConfigError, EvaluateConfig
 from raydistill.config import RunConfig as RaydistillConfig
+from raydistill.embedding.c3d import MODEL_FILE as C3D_MODEL_FILE
+from raydistill.embedding.c3d import read_c3d_state
 from raydistill.pipeline.decode import write_clip_cache
+from raydistill.pipeline.embed import run_model_dir
 from raydistill.pipeline.select import selection_path
 from raydistill.pipeline.shards import shard_files, source
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage
@@ -73,8 +76,7 @@ def classifier_settings(evaluate: EvaluateConfig) -> tuple[dict, TrainSettings]:
                                                         **overrides["augmentation"])
     if "step_at" in overrides:
         overrides["step_at"] = tuple(overrides["step_at"])
-    spec = {"name": evaluate.classifier, "frames": preset.frames, "size": preset.size,
-            "options": {**preset.options(evaluate.classifier), **evaluate.classifier_options}}
+    spec = preset.spec(evaluate.classifier, evaluate.classifier_options)
     return spec, dataclasses.replace(base, **overrides)
 
 
@@ -123,6 +125,31 @@ def evaluation_jobs(run: RunDir, config: RaydistillConfig) -> list[dict]:
                 jobs.append({"key": f"{select.pool}/{method}/vpc={vpc}/seed={seed}",
                              "split": split, "ids": ids, "seed": seed})
     return jobs
+
+
+def adopt_run_classifier(run: RunDir, config: RaydistillConfig, jobs: list[dict]) -> list[str]:
+    """Full-real jobs that the embed stage's C3D already is: trained on all the real training
+    clips with this job's recipe (classifier, settings, seed; ``classify.training_recipe``). Its
+    weights and history become the job's ``model.pt``, instead of training the same classifier
+    twice. Returns the keys adopted."""
+    folder = run_model_dir("c3d")
+    if not run.exists(f"{folder}/training.json"):
+        return []
+    trained = run.read_json(f"{folder}/training.json")
+    spec, settings = classifier_settings(config.evaluate)
+    videos = _count(run, "train")
+    adopted = []
+    for job in jobs:
+        wanted = training_recipe(spec, dataclasses.replace(settings, seed=job["seed"]), videos)
+        if job["split"] != "train" or job["ids"] is not None or trained.get("recipe") != wanted:
+            continue
+        saved = read_c3d_state(run.read_bytes(f"{folder}/{C3D_MODEL_FILE}"))
+        buffer = io.BytesIO()
+        torch.save({"model": saved["model"], "history": saved["history"], "train_videos": None,
+                    "seconds": trained.get("seconds"), "adopted_from": folder}, buffer)
+        run.write_bytes(model_path(job["key"]), buffer.getvalue())
+        adopted.append(job["key"])
+    return adopted
 
 
 def ensure_synthetic_clips(run: RunDir, config: RaydistillConfig) -> None:
@@ -315,11 +342,16 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
     jobs = evaluation_jobs(run, config)
     done = set(run.list("eval", "metrics.json"))
     todo = [job for job in jobs if metrics_path(job["key"]) not in done]
+    adopted: list[str] = []
     num_classes = len(run.stage_summary("ingest")["class_names"])
     if todo:
         if any(job["split"] == "synthetic" for job in todo):
             ensure_synthetic_clips(run, config)
-        train_classifiers(run, config, todo, num_classes)
+        adopted = adopt_run_classifier(run, config, [job for job in todo
+                                                     if not run.exists(model_path(job["key"]))])
+        to_train = [job for job in todo if job["key"] not in adopted]
+        if to_train:
+            train_classifiers(run, config, to_train, num_classes)
         labels, probabilities = predict_test_split(run, config, [j["key"] for j in todo],
                                                    num_classes)
         spec, _ = classifier_settings(config.evaluate)
@@ -333,9 +365,11 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
                 "test_videos": int(len(labels)), "seconds": state["seconds"],
                 "final_loss": state["history"][-1]["loss"]})
     seconds = time.time() - started
-    print(f"evaluate: {len(jobs)} classifiers ({len(todo)} trained now) in {seconds:.1f} s, "
-          f"under {run.uri('eval')}", flush=True)
-    return {"evaluations": len(jobs), "trained_now": len(todo), "seconds": round(seconds, 2)}
+    reused = f", {len(adopted)} the embed stage's" if adopted else ""
+    print(f"evaluate: {len(jobs)} classifiers ({len(todo) - len(adopted)} trained now{reused}) "
+          f"in {seconds:.1f} s, under {run.uri('eval')}", flush=True)
+    return {"evaluations": len(jobs), "trained_now": len(todo) - len(adopted),
+            "adopted": adopted, "seconds": round(seconds, 2)}
 
 
 def _count(run: RunDir, split: str) -> int:

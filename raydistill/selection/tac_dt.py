@@ -49,6 +49,12 @@ class TACDTSelector(ClassSelector):
       farthest-first traversal in PCA space and score 0.
     - A class with n_c <= VPC keeps every video, ranked by distance to the class mean, each
       scoring 1/n_c.
+    - With ``min_score`` and per-video scores (the embed stage's ``score``: the embedding
+      classifier's probability for the video's own class), videos scoring below it are set
+      aside first, unless fewer than VPC would remain (then the VPC best scored stay). On a
+      generated pool these are the samples that do not look like their class; TAC-DT then
+      groups what is left (PCA included). Without scores (an embedding model whose head does
+      not name the run's classes) it does nothing.
 
     Parameters
     ----------
@@ -78,6 +84,9 @@ class TACDTSelector(ClassSelector):
         representative; on the toy's validation split 2 did worse than outlier removal.
     max_halvings : int
         How often the threshold may be halved to reach VPC subclusters (default 8).
+    min_score : float or None
+        Videos whose own-class score is below this are not candidates (see above; None: scores
+        are not used).
     """
 
     defaults_version = 2
@@ -88,7 +97,8 @@ class TACDTSelector(ClassSelector):
                  n_components: int = 32, standardize: bool = False,
                  threshold_factor: float = 0.5, branching_factor: int = 50,
                  linkage: str = "ward", max_halvings: int = 8, group_factor: float = 1.0,
-                 outlier_fence: float | None = 1.5, outlier_neighbours: int = 3):
+                 outlier_fence: float | None = 1.5, outlier_neighbours: int = 3,
+                 min_score: float | None = None):
         self.n_per_class = n_per_class
         self.random_state = random_state
         self.n_components = n_components
@@ -100,17 +110,35 @@ class TACDTSelector(ClassSelector):
         self.group_factor = group_factor
         self.outlier_fence = outlier_fence
         self.outlier_neighbours = outlier_neighbours
+        self.min_score = min_score
 
     def _select_class(self, X_c, k, rng, scores_c):
         self._check_tac_params()
         if k >= len(X_c):
             return _keep_all(X_c)
+        recognised = self.recognised(scores_c, k)
+        if recognised is not None:
+            picks, scores = self._select_class(X_c[recognised], k, rng, None)
+            return recognised[picks], scores
         Z = self.reduce(X_c, rng)
         candidates = self.candidates(Z, k)
         groups = self.group(Z[candidates],
                             group_count(k, len(candidates), float(self.group_factor)))
         picks, scores = _representatives(Z[candidates], groups, k)
         return candidates[picks], scores
+
+    def recognised(self, scores_c: np.ndarray | None, k: int) -> np.ndarray | None:
+        """Rows (ascending) scoring at least ``min_score``, or the k best scored when fewer
+        reach it; None when every row stays (no ``min_score``, no scores, or all pass)."""
+        if self.min_score is None or scores_c is None:
+            return None
+        scores_c = np.asarray(scores_c, dtype=np.float64)
+        passing = np.flatnonzero(scores_c >= float(self.min_score))
+        if len(passing) == len(scores_c):
+            return None
+        if len(passing) < k:
+            passing = np.sort(np.argsort(-scores_c, kind="stable")[:k])
+        return passing
 
     def candidates(self, Z: np.ndarray, k: int) -> np.ndarray:
         """Rows of Z (n_c, d) that may be picked, ascending: those not isolated (see
@@ -163,6 +191,8 @@ class TACDTSelector(ClassSelector):
             raise ValueError(f"outlier_neighbours must be >= 1, got {self.outlier_neighbours!r}")
         if not float(self.group_factor) >= 1:
             raise ValueError(f"group_factor must be >= 1, got {self.group_factor!r}")
+        if self.min_score is not None and not 0 <= float(self.min_score) <= 1:
+            raise ValueError(f"min_score must be in [0, 1] or None, got {self.min_score!r}")
         if int(self.max_halvings) < 0:
             raise ValueError(f"max_halvings must be >= 0, got {self.max_halvings!r}")
 
