@@ -179,9 +179,12 @@ class RunDir:
         if not self.fs.exists(base):
             return []
         prefix = self.root.rstrip("/") + "/"
-        found = [p for p in self.fs.find(base) if p.endswith(suffix)]
-        return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found
-                      if "/." not in p)
+        under = base.rstrip("/") + "/"
+        # Hidden names (temporaries of atomic writes) are skipped below ``relpath`` only: the run
+        # itself may live under a dot-folder (~/.cache/…).
+        found = [p for p in self.fs.find(base) if p.endswith(suffix)
+                 and not _has_hidden_part(p[len(under):] if p.startswith(under) else "")]
+        return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found)
 
     def put_dir(self, local_dir: str, relpath: str) -> None:
         """Copy a local folder (e.g. a ``save_pretrained`` output) into the run at ``relpath``.
@@ -283,6 +286,11 @@ class RunDir:
             raise ConfigError(f"run_dir: {self.url} has no config.yaml; run `raydistill ingest` "
                               "first")
         return load_yaml(self.read_bytes("config.yaml").decode())
+
+
+def _has_hidden_part(relative: str) -> bool:
+    """Whether a slash-separated path has a component starting with a dot."""
+    return any(part.startswith(".") for part in relative.split("/"))
 
 
 def _changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:

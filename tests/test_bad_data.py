@@ -278,3 +278,71 @@ def test_a_huge_frame_video_decodes_in_bounded_memory(tmp_path):
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert np.abs(np.asarray(measured["means"]) - FLAT_COLOUR).max() < 4
     assert measured["grown_mb"] < 600, measured
+
+
+# --- hostile run directories (issue 18) -----------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parents[1] / "raydistill"
+
+
+def torch_load_calls_without_weights_only() -> list[str]:
+    """``file:line`` of every ``torch.load(...)`` in the package not passing
+    ``weights_only=True``."""
+    import ast
+
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "load" and getattr(node.func.value, "id", "") == "torch"
+                    and not any(k.arg == "weights_only" and getattr(k.value, "value", None) is True
+                                for k in node.keywords)):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    return found
+
+
+def test_every_checkpoint_the_package_reads_is_loaded_weights_only():
+    assert torch_load_calls_without_weights_only() == []
+
+
+class Planted:
+    """A pickle that, loaded with full unpickling, creates the file ``marker``."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_training_checkpoint_is_refused_without_running_its_code(tmp_path):
+    import pickle
+
+    import torch
+
+    from raydistill.config import FinetuneConfig
+    from raydistill.generation.latte import TINY_LATTE, ClassConditionalLatte
+    from raydistill.generation.training import new_state, restore_checkpoint
+
+    model = ClassConditionalLatte(**{**TINY_LATTE, "num_classes": 2})
+    model.save_pretrained(tmp_path / "checkpoint" / "model")
+    marker = tmp_path / "code-ran"
+    torch.save({"optimizer": Planted(str(marker)), "step": 3},
+               tmp_path / "checkpoint" / "state.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        restore_checkpoint(new_state(model, FinetuneConfig(architecture="tiny")),
+                           str(tmp_path / "checkpoint"))
+    assert not marker.exists()
+
+
+def test_a_run_under_a_hidden_folder_finds_its_shards_but_not_temporaries(tmp_path):
+    import pyarrow as pa
+
+    from raydistill.pipeline.finetune import latent_files
+    from raydistill.runs import RunDir
+
+    run = RunDir(str(tmp_path / ".cache" / "raydistill" / "run"))
+    run.write_table("latents/train/shard-00000.parquet", pa.table({"v": [1]}))
+    run.write_bytes("latents/train/.tmp-shard-00001.parquet", b"half written")
+    assert [path.rsplit("/", 1)[-1] for path in latent_files(run)] == ["shard-00000.parquet"]
+    assert run.list("latents") == ["latents/train/shard-00000.parquet"]

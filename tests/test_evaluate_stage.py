@@ -120,7 +120,11 @@ def test_evaluate_adopts_the_embedding_c3d_only_where_its_recipe_is_the_jobs(eva
     assert all(torch.equal(adopted["model"][name], value)
                for name, value in model.state_dict().items())
     longer = with_overrides(config, {"evaluate": {"training": {"epochs": 4, "batch_size": 4}}})
+    two_workers = with_overrides(config, {"evaluate": {"num_workers": 2}})  # DDP: other batches
     assert adopt_run_classifier(copy, longer, jobs) == []
+    assert adopt_run_classifier(copy, two_workers, jobs) == []
+    copy.write_json(f"{run_model_dir('c3d')}/training.json", {"seconds": 1.5})  # no recipe
+    assert adopt_run_classifier(copy, config, jobs) == []
 
 
 def test_rerun_trains_only_the_new_seed(evaluated):

@@ -13,7 +13,7 @@ import pytest
 import ray
 import yaml
 
-from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, with_overrides
+from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, from_dict, with_overrides
 from raydistill.pipeline import resources
 from raydistill.runs import RunDir
 
@@ -330,6 +330,18 @@ def test_cpu_workers_ask_their_cpus_per_worker_and_a_too_big_ask_names_that_fiel
     assert (latte.cpus, c3d.cpus) == (4, 2)
     errors, _ = resources.resource_findings([latte, c3d], small)
     assert [e.split(":")[0] for e in errors] == ["finetune.cpus_per_worker"]
+
+
+def test_the_embedding_classifier_tasks_cpus_are_checked_before_the_run():
+    config = from_dict(RunConfig, {"embed": {"run_classifier": "c3d", "classifier_cpus": 4}})
+    small = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
+                              node_types_known=False)
+    requests = resources.stage_requests("embed", config, small)
+    assert [r.what for r in requests] == ["embedding actor", "embedding classifier task"]
+    errors, _ = resources.resource_findings(requests, small)
+    assert [e.split(":")[0] for e in errors] == ["embed.classifier_cpus"]
+    with_model = with_overrides(config, {"embed": {"model": "/weights/videomae"}})
+    assert len(resources.stage_requests("embed", with_model, small)) == 1
 
 
 def test_autoscaler_detection_tells_launcher_node_types_from_plain_ray_nodes():

@@ -4,10 +4,14 @@ import contextlib
 import io
 import os
 import sys
+from dataclasses import replace
 
 import pytest
 
+from raydistill.classify.training import TOY_TRAINING, training_recipe
 from raydistill.config import SELECTION_METHODS, STAGE_NAMES
+from raydistill.embedding.c3d import TOY_C3D_SPEC
+from raydistill.pipeline.evaluate import classifier_settings
 from raydistill.runs import RunDir
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -52,6 +56,16 @@ def test_the_default_quickstart_has_a_pool_worth_selecting_from_and_200_test_vid
     assert config.select.seeds >= 5
     assert {"random", "tac_dt", "vst_unet"} <= set(config.select.methods)
     assert config.embed.run_classifier == "c3d"  # the fidelity table's classifier
+
+
+def test_the_quickstarts_embedding_c3d_has_its_full_real_bounds_recipe():
+    job = load_job()
+    config = job.config_from_args(job.parse_args(["--run", "unused"]))
+    spec, settings = classifier_settings(config.evaluate)
+    embedding = replace(TOY_TRAINING, epochs=config.embed.classifier_epochs, seed=config.seed)
+    videos = config.ingest.toy.num_classes * config.ingest.toy.train_per_class
+    assert (training_recipe(TOY_C3D_SPEC, embedding, videos)
+            == training_recipe(spec, replace(settings, seed=0), videos))
 
 
 def test_quickstart_rejects_a_bad_setting_before_work(tmp_path, capsys):

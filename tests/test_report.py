@@ -345,3 +345,23 @@ def test_a_difference_larger_than_the_seed_noise_is_called_so():
     assert set(rows) == {"tac_dt", "kcenter"}  # herding has no random at its VPC
     assert rows["tac_dt"].low > 0 and abs(rows["tac_dt"].difference - 0.051) < 1e-9
     assert rows["kcenter"].low < 0 < rows["kcenter"].high and rows["kcenter"].seeds == 5
+
+
+HOSTILE_CLASSES = ["wave\n| injected | 9 | 9.9 |", "<script>alert(1)</script>",
+                   "![x](http://evil.example/x.png) $\\alpha$"]
+
+
+def test_class_names_from_a_dataset_cannot_change_the_reports_markup(tmp_path):
+    run = make_run(tmp_path)
+    run.mark_done("ingest", {"class_names": HOSTILE_CLASSES, "wall_seconds": 1.0},
+                  {"dataset": "toy"})
+    write_report(run)
+    text = read_report(run)
+    assert "<script>" not in text
+    assert re.search(r"(?<!\\)\]\(http://evil", text) is None  # no link: "\]" shows a "]"
+    assert not any(line.startswith("| injected") for line in text.splitlines())
+    fidelity = text.split("## Class fidelity of the synthetic pool")[1].split("\n## ")[0]
+    rows = [line for line in fidelity.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 + len(HOSTILE_CLASSES) + 1  # header, rule, one per class, all
+    assert "&lt;script&gt;" in rows[3] and r"\!\[x\]" in rows[4]
+    assert run.read_bytes("report/pca_class_0.png").startswith(PNG_SIGNATURE)  # "$" drawn

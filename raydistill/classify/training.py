@@ -86,14 +86,18 @@ TOY_TRAINING = TrainSettings(
     augmentation=Augmentation(crop="pad", pad=2, flip=False))
 
 
-def training_recipe(spec: Mapping, settings: TrainSettings, videos: int) -> dict:
+def training_recipe(spec: Mapping, settings: TrainSettings, videos: int, workers: int = 1,
+                    device: str = "cpu") -> dict:
     """Everything that decides a classifier trained on ``videos`` clips, JSON-ready: the
-    classifier ``spec`` (``name, frames, size, options``) and the settings as they apply to that
-    many clips (``min_steps`` already turned into epochs). Two trainings with equal recipes on
-    the same clips in the same order train the same model (up to CPU thread count)."""
-    effective = replace(settings.for_clips(videos), min_steps=0)
+    classifier ``spec`` (``name, frames, size, options``), the settings as they apply to that
+    many clips (``min_steps`` already turned into epochs), the data-parallel ``workers`` (each
+    has its own share, seed and batch) and the ``device`` type. Two trainings with equal recipes
+    on the same clips in the same order train the same model, up to the rounding of sums split
+    over a different number of CPU threads."""
+    effective = replace(settings.for_clips(videos, workers), min_steps=0)
     return json.loads(json.dumps({"classifier": dict(spec), "training": asdict(effective),
-                                  "videos": int(videos)}))
+                                  "videos": int(videos), "workers": int(workers),
+                                  "device": device}))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -37,8 +37,8 @@ def train_c3d_classifier(clips: np.ndarray, labels: np.ndarray, num_classes: int
     """A toy-preset C3D trained on uint8 clips (N, T, H, W, 3) with labels (N,) in
     ``0..num_classes-1``; returns the model (eval mode) and its per-epoch history."""
     torch.manual_seed(seed)
-    model = build_classifier("c3d", num_classes, TOY_CLASSIFIERS.frames, TOY_CLASSIFIERS.size,
-                             **TOY_CLASSIFIERS.options("c3d"))
+    model = build_classifier("c3d", num_classes, TOY_C3D_SPEC["frames"], TOY_C3D_SPEC["size"],
+                             **TOY_C3D_SPEC["options"])
     history = fit_classifier(model, clips, labels, dataclasses.replace(settings, seed=seed))
     return model.eval(), history
 
@@ -50,7 +50,7 @@ def save_c3d(model: torch.nn.Module, folder: str, class_names: list[str],
     os.makedirs(folder, exist_ok=True)
     torch.save({"model": model.state_dict(), "class_names": list(class_names),
                 "frames": model.frames, "size": model.size,
-                "options": dict(TOY_CLASSIFIERS.options("c3d")),
+                "options": dict(TOY_C3D_SPEC["options"]),
                 "history": list(history or [])},
                os.path.join(folder, MODEL_FILE))
 

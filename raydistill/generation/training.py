@@ -142,7 +142,7 @@ def restore_checkpoint(state: TrainState, folder: str) -> None:
                          f"{trained.config.prediction_type}, not {wanted}; use a new run "
                          "directory (or the checkpoint's prediction_type)")
     unwrap(state.model).load_state_dict(trained.state_dict())
-    saved = torch.load(os.path.join(folder, "state.pt"), map_location="cpu", weights_only=False)
+    saved = torch.load(os.path.join(folder, "state.pt"), map_location="cpu", weights_only=True)
     state.optimizer.load_state_dict(saved["optimizer"])
     state.ema.load_state_dict(saved["ema"])
     state.step, state.losses = saved["step"], [tuple(x) for x in saved["losses"]]

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+import torch
 from ray.data import ActorPoolStrategy
 
 from raydistill.classify.training import TOY_TRAINING, training_recipe
@@ -134,6 +135,8 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict
         if embed["run_classifier"] == "c3d":
             settings = dataclasses.replace(TOY_TRAINING, epochs=embed["classifier_epochs"],
                                            seed=seed)
+            # Ray sets OMP_NUM_THREADS only where it is unset, and a reused worker keeps its count.
+            torch.set_num_threads(max(1, int(embed["classifier_cpus"])))
             model, history = train_c3d_classifier(clips, labels, len(class_names), settings,
                                                   seed)
             save_c3d(model, folder, class_names, history)

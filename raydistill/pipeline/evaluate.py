@@ -9,7 +9,9 @@ seed re-selects and retrains, as the paper repeats both.
 Training: one ``TorchTrainer`` run trains the missing jobs one after the other, data-parallel over
 ``evaluate.num_workers`` workers (DDP; each worker holds its share of the job's clips), with
 checkpoints every ``evaluate.checkpoint_every`` epochs; rerunning the stage or a restarted worker
-resumes the job in the checkpoint, and finished jobs are kept as ``eval/…/model.pt``. Testing:
+resumes the job in the checkpoint, and finished jobs are kept as ``eval/…/model.pt``. A full-real
+job whose classifier the embed stage already trained (its C3D, with this job's recipe) adopts
+that model instead (:func:`adopt_run_classifier`). Testing:
 Ray Data streams the test split's clip-cache shards through actors that hold the trained models
 (``models_per_pass`` at a time) and return class probabilities; the driver computes top-1,
 top-5, macro AUC and macro F1 and writes ``eval/…/metrics.json`` (which marks the job done).
@@ -129,27 +131,46 @@ def evaluation_jobs(run: RunDir, config: RaydistillConfig) -> list[dict]:
 
 def adopt_run_classifier(run: RunDir, config: RaydistillConfig, jobs: list[dict]) -> list[str]:
     """Full-real jobs that the embed stage's C3D already is: trained on all the real training
-    clips with this job's recipe (classifier, settings, seed; ``classify.training_recipe``). Its
-    weights and history become the job's ``model.pt``, instead of training the same classifier
-    twice. Returns the keys adopted."""
+    clips with this job's recipe (classifier, settings, seed, one CPU worker;
+    ``classify.training_recipe``). Its weights and history become the job's ``model.pt``
+    (marked ``adopted_from``), instead of training the same classifier twice. Returns the keys
+    adopted."""
     folder = run_model_dir("c3d")
-    if not run.exists(f"{folder}/training.json"):
+    candidates = [job for job in jobs if job["split"] == "train" and job["ids"] is None]
+    if not candidates or not run.exists(f"{folder}/training.json"):
         return []
     trained = run.read_json(f"{folder}/training.json")
     spec, settings = classifier_settings(config.evaluate)
+    workers, device = config.evaluate.num_workers, "cuda" if evaluate_on_gpu(config) else "cpu"
     videos = _count(run, "train")
     adopted = []
-    for job in jobs:
-        wanted = training_recipe(spec, dataclasses.replace(settings, seed=job["seed"]), videos)
-        if job["split"] != "train" or job["ids"] is not None or trained.get("recipe") != wanted:
+    for job in candidates:
+        wanted = training_recipe(spec, dataclasses.replace(settings, seed=job["seed"]), videos,
+                                 workers, device)
+        if trained.get("recipe") != wanted:
             continue
         saved = read_c3d_state(run.read_bytes(f"{folder}/{C3D_MODEL_FILE}"))
-        buffer = io.BytesIO()
-        torch.save({"model": saved["model"], "history": saved["history"], "train_videos": None,
-                    "seconds": trained.get("seconds"), "adopted_from": folder}, buffer)
-        run.write_bytes(model_path(job["key"]), buffer.getvalue())
+        save_model(run, job["key"], saved["model"], saved["history"], None,
+                   trained.get("seconds"), adopted_from=folder)
         adopted.append(job["key"])
     return adopted
+
+
+def save_model(run: RunDir, key: str, weights: dict, history: list[dict],
+               train_videos: int | None, seconds: float | None, **extra) -> None:
+    """Write a job's ``eval/{key}/model.pt``: weights, per-epoch history, training videos
+    (None: the whole split) and seconds, plus ``extra`` fields."""
+    buffer = io.BytesIO()
+    torch.save({"model": weights, "history": history, "train_videos": train_videos,
+                "seconds": seconds, **extra}, buffer)
+    run.write_bytes(model_path(key), buffer.getvalue())
+
+
+def evaluate_on_gpu(config: RaydistillConfig) -> bool:
+    """``evaluate.use_gpu``, or whether the cluster has GPUs (None = auto)."""
+    if config.evaluate.use_gpu is not None:
+        return config.evaluate.use_gpu
+    return ray.cluster_resources().get("GPU", 0) > 0
 
 
 def ensure_synthetic_clips(run: RunDir, config: RaydistillConfig) -> None:
@@ -234,11 +255,8 @@ def train_job(run: RunDir, job: dict, loop_config: dict, checkpoint, rank: int,
         if (epoch + 1) % loop_config["checkpoint_every"] == 0 and epoch + 1 < settings.epochs:
             _report(job["key"], model, optimizer, scheduler, generator, history, rank)
     if rank == 0:
-        buffer = io.BytesIO()
-        torch.save({"model": model.state_dict(), "history": history,
-                    "train_videos": len(set(job["ids"])) if job["ids"] else None,
-                    "seconds": round(time.time() - started, 2)}, buffer)
-        run.write_bytes(model_path(job["key"]), buffer.getvalue())
+        save_model(run, job["key"], model.state_dict(), history,
+                   len(set(job["ids"])) if job["ids"] else None, round(time.time() - started, 2))
 
 
 def settings_from_dict(values: dict) -> TrainSettings:
@@ -265,8 +283,7 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
     """Train the jobs' classifiers with one Ray Train run (resuming an interrupted one)."""
     evaluate = config.evaluate
     spec, settings = classifier_settings(evaluate)
-    use_gpu = (ray.cluster_resources().get("GPU", 0) > 0 if evaluate.use_gpu is None
-               else evaluate.use_gpu)
+    use_gpu = evaluate_on_gpu(config)
     path, filesystem = ray_storage(run, "eval", "ray")
     trainer = TorchTrainer(
         train_loop,
@@ -291,7 +308,8 @@ class TestPredictor:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.models = []
         for key in keys:
-            state = torch.load(io.BytesIO(self.run.read_bytes(model_path(key))))
+            state = torch.load(io.BytesIO(self.run.read_bytes(model_path(key))),
+                               weights_only=True)
             model = build_classifier(classifier["name"], num_classes, classifier["frames"],
                                      classifier["size"], **classifier["options"])
             model.load_state_dict(state["model"])
@@ -347,18 +365,20 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
     if todo:
         if any(job["split"] == "synthetic" for job in todo):
             ensure_synthetic_clips(run, config)
-        adopted = adopt_run_classifier(run, config, [job for job in todo
-                                                     if not run.exists(model_path(job["key"]))])
-        to_train = [job for job in todo if job["key"] not in adopted]
-        if to_train:
-            train_classifiers(run, config, to_train, num_classes)
+        untrained = [job for job in todo if not run.exists(model_path(job["key"]))]
+        adopted = adopt_run_classifier(run, config, untrained)
+        if any(job["key"] not in adopted for job in untrained):
+            train_classifiers(run, config, todo, num_classes)  # skips the models that exist
         labels, probabilities = predict_test_split(run, config, [j["key"] for j in todo],
                                                    num_classes)
         spec, _ = classifier_settings(config.evaluate)
         for job in todo:
-            state = torch.load(io.BytesIO(run.read_bytes(model_path(job["key"]))))
+            state = torch.load(io.BytesIO(run.read_bytes(model_path(job["key"]))),
+                               weights_only=True)
             metrics = classification_metrics(labels, probabilities[job["key"]],
                                              labels=np.arange(num_classes))
+            if state.get("adopted_from") and job["key"] not in adopted:  # adopted, then cut
+                adopted.append(job["key"])
             run.write_json(metrics_path(job["key"]), {
                 **metrics, "classifier": spec["name"], "epochs": len(state["history"]),
                 "train_videos": state["train_videos"] or _count(run, job["split"]),

@@ -184,7 +184,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     with result.checkpoint.as_directory() as folder:
         run.put_dir(os.path.join(folder, "ema"), MODEL_DIR)
         saved = torch.load(os.path.join(folder, "state.pt"), map_location="cpu",
-                           weights_only=False)
+                           weights_only=True)
     losses = saved["losses"]
     write_loss_curve(run, losses)
     return {"steps": saved["step"], "loss_first": losses[0][1] if losses else None,

@@ -162,8 +162,12 @@ def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Reque
         section = getattr(c, name)
         what = {"latents": "VAE actor", "generate": "Latte actor",
                 "embed": "embedding actor"}[name]
-        return [actor_request(what, name, section.num_actors,
-                              resolved_gpus(section.gpus_per_actor, cluster))]
+        requests = [actor_request(what, name, section.num_actors,
+                                  resolved_gpus(section.gpus_per_actor, cluster))]
+        if name == "embed" and c.embed.model is None:
+            requests.append(Request("embedding classifier task", 1, c.embed.classifier_cpus,
+                                    0.0, "embed.model", "embed.classifier_cpus"))
+        return requests
     if name == "finetune":
         return [train_request("Latte worker", "finetune", c.finetune.use_gpu,
                               c.finetune.num_workers, cluster, c.finetune.cpus_per_worker)]

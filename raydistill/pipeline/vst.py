@@ -189,7 +189,8 @@ def select_with_models(run: RunDir, pool: str, jobs: list[tuple[int, int]]
     batches = class_batches(latents, labels, classes, classes)
     results = {}
     for job in jobs:
-        state = torch.load(io.BytesIO(run.read_bytes(model_path(pool, *job))))
+        state = torch.load(io.BytesIO(run.read_bytes(model_path(pool, *job))),
+                           weights_only=True)
         config = VSTUNetConfig(**{key: tuple(value) if isinstance(value, list) else value
                                   for key, value in state["config"].items()})
         model = build_model(config, job[1])

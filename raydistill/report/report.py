@@ -18,9 +18,9 @@ from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
 from raydistill.report.tables import (METRIC_LABELS, ResultRow, compare_with_random,
                                       comparison_table, fidelity_table, format_percent,
                                       headline_table, method_label, method_sort_key,
-                                      quality_rows, quality_table, result_rows, results_table,
-                                      seed_values, stage_markers, stage_time_table,
-                                      upper_bound_rows)
+                                      markdown_code, markdown_text, quality_rows,
+                                      quality_table, result_rows, results_table, seed_values,
+                                      stage_markers, stage_time_table, upper_bound_rows)
 from raydistill.runs import RunDir, open_fs
 from raydistill.video import decode_clip
 
@@ -285,14 +285,21 @@ def pca_figure(run: RunDir, pool: str, chosen: dict[str, str], class_names: list
              for method, t in tables.items()}
     name = _class_name(class_names, label)
     _save_png(run, f"pca_class_{label}.png",
-              pca_png(embeddings, ids, picks, f"class {label} ({name}), {folder.split('/')[-1]}"))
-    return (f"Embeddings of class {label} ({name}) on their first two principal components; "
+              pca_png(embeddings, ids, picks,
+                      f"class {label} ({_figure_text(name)}), {folder.split('/')[-1]}"))
+    return (f"Embeddings of class {label} ({markdown_text(name)}) on their first two principal "
+            "components; "
             f"markers: the videos each method picked.\n\n![PCA of class {label}]"
             f"(pca_class_{label}.png)")
 
 
 def _class_name(class_names: list[str], label: int) -> str:
     return class_names[label] if 0 <= label < len(class_names) else str(label)
+
+
+def _figure_text(text: str) -> str:
+    """A dataset's name as plain text in a matplotlib figure (``$`` would start math mode)."""
+    return " ".join(text.split()).replace("$", r"\$")
 
 
 def pool_videos(run: RunDir, pool: str) -> dict[str, str]:
@@ -335,7 +342,7 @@ def filmstrip_figures(run: RunDir, pool: str, chosen: dict[str, str], class_name
             clip = _clip(video_id, paths, clips, skipped)
             if clip is not None:
                 videos.append(clip)
-                row_labels.append(f"{label}: {_class_name(class_names, label)}")
+                row_labels.append(f"{label}: {_figure_text(_class_name(class_names, label))}")
         if videos:
             _save_png(run, f"selected_{method}.png",
                       filmstrip_png(videos, row_labels, method_label(method), FILMSTRIP_FRAMES))
@@ -344,7 +351,8 @@ def filmstrip_figures(run: RunDir, pool: str, chosen: dict[str, str], class_name
         else:
             parts.append(f"_{method_label(method)}: no selected video could be shown._")
     if skipped:
-        listed = "; ".join(f"`{v}` ({why})" for v, why in list(skipped.items())[:10])
+        listed = "; ".join(f"{markdown_code(v)} ({markdown_text(why)})"
+                           for v, why in list(skipped.items())[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         noun = "video" if len(skipped) == 1 else "videos"
         parts.append(f"_Skipped {len(skipped)} {noun}: {listed}{more}._")

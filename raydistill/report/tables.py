@@ -8,6 +8,7 @@ as ``mean ± std`` over seeds (:func:`raydistill.classify.metrics.summarize_seed
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import time
@@ -196,6 +197,24 @@ def _mean_defined(values) -> float | None:
 
 # -- rendering ---------------------------------------------------------------------------------
 
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*\[\]|!#~]|(?<!\w)_|_(?!\w))")
+
+
+def markdown_text(value: object) -> str:
+    """``value`` as literal Markdown text, safe in a table cell or a caption: line breaks and
+    other whitespace runs become one space, HTML is escaped (``<script>`` shows as text) and
+    Markdown's punctuation is backslash-escaped, so a name taken from a dataset (a class, a video
+    id) cannot add rows, links, images or markup to the report. Underscores inside a word
+    (``move_right``) are left as they are."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+def markdown_code(value: object) -> str:
+    """``value`` as a Markdown code span on one line (backticks inside become quotes)."""
+    return "`" + " ".join(str(value).split()).replace("`", "'") + "`"
+
+
 def markdown_table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
     """A Markdown table; columns from ``numeric_from`` on are right-aligned."""
     align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
@@ -326,7 +345,7 @@ def fidelity_table(class_names: list[str], labels, predicted) -> str:
         right = sum(p == label for p in own)
         total, hits = total + len(own), hits + right
         share = f"{100 * right / len(own):.1f}" if own else "—"
-        body.append([name, str(len(own)), share])
+        body.append([markdown_text(name), str(len(own)), share])
     body.append(["**all**", str(total), f"**{100 * hits / total:.1f}**" if total else "—"])
     return markdown_table(["Class", "Generated", "Recognised as their class (%)"], body)
 
