@@ -20,6 +20,7 @@ REJECT_REASONS = {
     "bad_annotation": "an annotation line that cannot be parsed",
     "unknown_class": "an annotation names a class outside the class list",
     "duplicate_id": "the same video id is listed twice",
+    "outside_root": "the listed file is a link to a place outside the dataset root",
     "decode_error": "the file passed ingest but failed when decoded into a clip",
 }
 

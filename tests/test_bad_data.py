@@ -346,3 +346,64 @@ def test_a_run_under_a_hidden_folder_finds_its_shards_but_not_temporaries(tmp_pa
     run.write_bytes("latents/train/.tmp-shard-00001.parquet", b"half written")
     assert [path.rsplit("/", 1)[-1] for path in latent_files(run)] == ["shard-00000.parquet"]
     assert run.list("latents") == ["latents/train/shard-00000.parquet"]
+
+
+def kinetics_csv(root, rows: list[tuple[str, str]]) -> None:
+    lines = [b"label,youtube_id,time_start,time_end,split"] + [
+        f"{label},{youtube_id},0,10,train".encode() for label, youtube_id in rows]
+    write_bytes(str(root / "annotations" / "train.csv"), b"\n".join(lines) + b"\n")
+
+
+def test_a_link_out_of_the_dataset_root_is_rejected_and_one_inside_it_is_read(tmp_path):
+    import os
+
+    root = tmp_path / "k400"
+    clip = "{}/train/{}/{}_000000_000010.mp4"
+    write_test_video(clip.format(root, "abseiling", "a" * 11), seed=1)
+    outside = write_test_video(str(tmp_path / "private" / "secret.mp4"), seed=2)
+    inside = write_test_video(str(root / "elsewhere" / "kept.mp4"), seed=3)
+    os.makedirs(root / "train" / "zumba")
+    os.symlink(outside, clip.format(root, "zumba", "b" * 11))
+    os.symlink(inside, clip.format(root, "zumba", "c" * 11))
+    kinetics_csv(root, [("abseiling", "a" * 11), ("zumba", "b" * 11), ("zumba", "c" * 11)])
+    config = from_dict(RunConfig, {"run_dir": str(tmp_path / "run"),
+                                   "ingest": {"dataset": "kinetics400", "root": str(root)}})
+    run = run_stages(config, ["ingest"])
+    listed = run.read_table("manifest.parquet").column("video_id").to_pylist()
+    assert sorted(listed) == ["a" * 11 + "_000000_000010", "c" * 11 + "_000000_000010"]
+    [rejected] = run.read_table("rejects.parquet").to_pylist()
+    assert (rejected["video_id"], rejected["reason"]) == ("b" * 11 + "_000000_000010",
+                                                          "outside_root")
+    assert outside in rejected["detail"]
+
+
+def test_class_names_that_cannot_be_folder_names_stop_ingest_naming_them(tmp_path):
+    from raydistill.datasets.common import DatasetError
+
+    root = tmp_path / "k400"
+    write_test_video(f"{root}/train/abseiling/{'a' * 11}_000000_000010.mp4", seed=1)
+    kinetics_csv(root, [("abseiling", "a" * 11), ("..", "b" * 11)])
+    config = from_dict(RunConfig, {"run_dir": str(tmp_path / "run"),
+                                   "ingest": {"dataset": "kinetics400", "root": str(root)}})
+    with pytest.raises(DatasetError, match=r"class name '\.\.' has no characters usable"):
+        run_stages(config, ["ingest"])
+
+
+def test_a_class_name_that_climbs_out_writes_its_videos_and_filmstrip_inside_the_run(tmp_path):
+    import os
+
+    from raydistill.pipeline.generate import video_relpath, write_filmstrips
+    from raydistill.runs import RunDir
+
+    run = RunDir(str(tmp_path / "a" / "b" / "run"))
+    items = [{"video_id": f"syn_0000_0000{i}", "class_name": "../../../escaped"}
+             for i in range(2)]
+    for item in items:
+        write_test_video(run.path(video_relpath(item)), seed=4)
+    written = write_filmstrips(run, items)
+    for relpath in [video_relpath(item) for item in items] + written:
+        resolved = os.path.realpath(run.path(relpath))
+        assert resolved.startswith(os.path.realpath(run.root) + os.sep), relpath
+        assert os.path.exists(resolved)
+    assert not any(name.startswith("escaped") for _, _, names in os.walk(tmp_path)
+                   for name in names)

@@ -8,11 +8,16 @@ found without opening any video (``missing``, ``bad_annotation``, ``unknown_clas
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from raydistill.runs import as_url, join, open_fs
+from raydistill.runs import as_url, is_local, join, open_fs
 from raydistill.schema import reject
+
+_UNSAFE_IN_FOLDER_NAMES = re.compile(r"[/\\\x00-\x1f\x7f]+")
+MAX_FOLDER_NAME = 120
 
 
 class DatasetError(Exception):
@@ -26,6 +31,42 @@ class Listing:
     videos: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
+
+
+def folder_name(class_name: str) -> str:
+    """The form of a class name used in run paths (``synthetic/videos/{class}/``,
+    ``report/filmstrips/{class}.png``): path separators and control characters become ``_``,
+    leading dots and surrounding spaces go, at most 120 characters. Ordinary names (UCF101's
+    ``ApplyEyeMakeup``, Kinetics' ``passing American football (in game)``) stay as they are;
+    ``../../x`` becomes ``_.._x``, which cannot leave its folder. ValueError for a name with
+    nothing left."""
+    safe = _UNSAFE_IN_FOLDER_NAMES.sub("_", class_name).strip().lstrip(".").strip()
+    if not safe:
+        raise ValueError(f"class name {class_name!r} has no characters usable in a folder name")
+    return safe[:MAX_FOLDER_NAME]
+
+
+def check_class_names(class_names: list[str]) -> None:
+    """ValueError naming the class when a name cannot be a folder name or two names share one
+    (they would write into each other's folders)."""
+    seen: dict[str, str] = {}
+    for name in class_names:
+        safe = folder_name(name)
+        if safe in seen:
+            raise ValueError(f"class names {seen[safe]!r} and {name!r} share the folder name "
+                             f"{safe!r}; rename one in the class list")
+        seen[safe] = name
+
+
+class OutsideRoot(str):
+    """A listed file (its URL) that is a link to ``target``, outside the dataset root."""
+
+    target: str
+
+    def __new__(cls, url: str, target: str) -> OutsideRoot:
+        made = super().__new__(cls, url)
+        made.target = target
+        return made
 
 
 class ListingBuilder:
@@ -50,6 +91,9 @@ class ListingBuilder:
             self.reject(video_id, where, split, "unknown_class", f"class {class_name!r}")
         elif path is None:
             self.reject(video_id, where, split, "missing")
+        elif isinstance(path, OutsideRoot):
+            self.reject(video_id, where, split, "outside_root",
+                        f"a link to {path.target}, outside the dataset root")
         else:
             self._seen.add(video_id)
             self.listing.videos.append({"video_id": video_id, "path": path,
@@ -65,19 +109,24 @@ def find_files(root: str, subdir: str = "") -> dict[str, str]:
     """Every file under ``root/subdir``, as ``{path relative to root: openable path or URL}``.
 
     One recursive listing, so that checking which of 250 k listed videos exist costs one call
-    rather than one request per video on S3. Hidden files (``.name``) are skipped.
+    rather than one request per video on S3. Hidden files (``.name``) are skipped. On a local
+    disk, a file that resolves (through a symbolic link) to a place outside the root is listed
+    as an :class:`OutsideRoot`, which the listing rejects (``outside_root``) instead of reading.
     """
     fs, base = open_fs(root)
     start = join(base, subdir) if subdir else base
     if not fs.exists(start):
         return {}
     prefix = base.rstrip("/") + "/"
+    real_root = os.path.realpath(base) + os.sep if is_local(fs) else None
     found = {}
     for path in fs.find(start):
         relative = path[len(prefix):] if path.startswith(prefix) else path
         if any(part.startswith(".") for part in relative.split("/")):
             continue
         found[relative] = as_url(fs, path)
+        if real_root and not os.path.realpath(path).startswith(real_root):
+            found[relative] = OutsideRoot(found[relative], os.path.realpath(path))
     return found
 
 

@@ -20,6 +20,7 @@ import torch
 from ray.data import ActorPoolStrategy
 
 from raydistill.config import GenerateConfig, RunConfig, to_dict
+from raydistill.datasets.common import folder_name
 from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.pipeline.finetune import MODEL_DIR
@@ -38,7 +39,7 @@ SYNTHETIC_SCHEMA = pa.schema([("video_id", pa.string()), ("path", pa.string()),
 
 def video_relpath(item: dict) -> str:
     """Run-relative mp4 path of a work item."""
-    return f"synthetic/videos/{item['class_name']}/{item['video_id']}.mp4"
+    return f"synthetic/videos/{folder_name(item['class_name'])}/{item['video_id']}.mp4"
 
 
 def latent_relpath(item: dict) -> str:
@@ -120,7 +121,7 @@ def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list
         chosen = [item for item in items if item["class_name"] == name][:per_class]
         videos = [decode_clip(run.uri(video_relpath(item)), num_frames=8, size=64)
                   for item in chosen]
-        path = f"report/filmstrips/{name}.png"
+        path = f"report/filmstrips/{folder_name(name)}.png"
         run.write_bytes(path, png_bytes(filmstrip(videos), scale=2))
         written.append(path)
     return written

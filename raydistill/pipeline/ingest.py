@@ -13,7 +13,7 @@ import ray
 
 from raydistill.config import ConfigError, RunConfig
 from raydistill.datasets import LAYOUTS, toy
-from raydistill.datasets.common import DatasetError
+from raydistill.datasets.common import DatasetError, check_class_names
 from raydistill.datasets.manifest import build_tables, format_summary, probe_rows, summarize
 from raydistill.runs import RunDir, open_fs
 from raydistill.schema import reject
@@ -115,6 +115,7 @@ def run_ingest(run: RunDir, config: RunConfig) -> dict:
         generate_toy(root, config)
     try:
         listing = LAYOUTS[ingest.dataset](root, ingest.split)
+        check_class_names(listing.class_names)
     except ValueError as error:  # a malformed class list or label file: nothing to list
         raise DatasetError(f"{ingest.dataset} at {root}: {error}") from None
     videos, probe_rejects = probe_in_parallel(listing.videos, ingest.probe_batch_size,
