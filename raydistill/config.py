@@ -8,6 +8,7 @@ bad config stops before any work starts. :func:`to_dict` / :func:`dump_yaml` wri
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -200,6 +201,10 @@ class FinetuneConfig:
                  "names the rows of finetune.model's label table; set finetune.model too")
 
 
+MAX_PER_CLASS = 100_000
+"""The most synthetic videos per class a run may ask for (the paper generates 100)."""
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     """Sampling ``per_class`` synthetic videos per class (stage ``generate``; paper: 100).
@@ -218,7 +223,8 @@ class GenerateConfig:
     fps: int = 8
 
     def __post_init__(self) -> None:
-        _require(self.per_class >= 1, "per_class", "must be >= 1")
+        _require(1 <= self.per_class <= MAX_PER_CLASS, "per_class",
+                 f"must be in [1, {MAX_PER_CLASS}]")
         _require(self.guidance >= 1, "guidance", "must be >= 1 (1 disables guidance)")
         _require(1 <= self.steps <= 1000, "steps", "must be between 1 and 1000")
         _require(self.scheduler in SCHEDULER_NAMES, "scheduler",
@@ -403,6 +409,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.run_dir), "run_dir", "must not be empty")
+        _require(0 <= self.seed < 2 ** 32, "seed", "must be in [0, 2**32)")
         if self.select.pool == "synthetic":
             _require(max(self.select.vpc) <= self.generate.per_class, "select.vpc",
                      f"{max(self.select.vpc)} videos per class is more than the "
@@ -432,6 +439,7 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
     if annotation is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         _require(ok, name, f"expected a number, got {value!r}")
+        _require(math.isfinite(value), name, f"must be a finite number, got {value!r}")
         return float(value)
     if annotation is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -489,11 +497,26 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     return " ".join(f"{where}{problem}".split())
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that names a key twice (PyYAML keeps the last
+    silently, so a setting written twice would be half ignored)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(text: str, cls: type = RunConfig, source: str = "config") -> Any:
     """Parse YAML text into the config dataclass ``cls`` (validated); ``source`` names the text
-    in the one-line :class:`ConfigError` of a file that is not YAML."""
+    in the one-line :class:`ConfigError` of a file that is not YAML or names a key twice."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML ({yaml_problem(error)})") from None
     return from_dict(cls, data)

@@ -67,6 +67,12 @@ def files_under(path) -> dict[str, bytes]:
     ("ingest: {dataset: ucf101}\n", "ingest.root"),
     ("generate: {gpus_per_actor: -1}\n", "generate.gpus_per_actor"),
     ("finetune: {prediction_type: x0}\n", "finetune.prediction_type"),
+    ("seed: -5\n", "seed"),                                          # out of range
+    ("generate: {per_class: 1000000000000}\n", "generate.per_class"),
+    ("generate: {guidance: .inf}\n", "generate.guidance"),           # not finite
+    ("finetune: {learning_rate: .nan}\n", "finetune.learning_rate"),
+    ("evaluate: {training: {lr: .nan}}\n", "evaluate.training"),
+    ("seed: 1\nseed: 2\n", "--config"),                              # a key twice
 ])
 def test_a_bad_config_file_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys,
                                                                       yaml_text, field):
@@ -75,6 +81,15 @@ def test_a_bad_config_file_exits_2_naming_the_field_and_writes_nothing(tmp_path,
     code, _, err = run_cli(capsys, "run", "--config", str(config_file), "--run",
                            str(tmp_path / "run"))
     assert_refused(code, err, field)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_later_stages_bad_setting_stops_a_run_of_earlier_stages(tmp_path, capsys):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("evaluate: {training: {lr: .nan}}\n")
+    code, _, err = run_cli(capsys, "run", "--config", str(config_file), "--run",
+                           str(tmp_path / "run"), "--stages", "ingest")
+    assert_refused(code, err, "evaluate.training")
     assert not (tmp_path / "run").exists()
 
 

@@ -70,7 +70,12 @@ class TrainSettings:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of "
                              f"{', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if not all(math.isfinite(value) for value in (self.lr, self.weight_decay,
+                                                       self.momentum, self.step_gamma,
+                                                       self.label_smoothing)):
+            raise ValueError("lr, weight_decay, momentum, step_gamma and label_smoothing must "
+                             "be finite numbers")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if self.min_steps < 0:
             raise ValueError("min_steps must be >= 0")

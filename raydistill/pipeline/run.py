@@ -203,8 +203,7 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
         raise ConfigError(f"stages: unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}")
     validate_paths(config)
     validate_selection_params(config)
-    if "evaluate" in names:
-        validate_evaluation(config)
+    validate_evaluation(config)  # every stage's settings, whichever stages run now
     run = RunDir(config.run_dir)
     _check_order(run, config, names)
     from raydistill.pipeline import plan, resources  # plan imports this module
