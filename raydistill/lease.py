@@ -104,6 +104,15 @@ class RunLease:
         raise RunInUse(f"run_dir: could not take the lease {self.uri}: other jobs keep "
                        "changing it")
 
+    def refuse_if_held(self) -> None:
+        """Raise :class:`RunInUse` when another live job holds the lease; take nothing. A job
+        calls it before its slow start-up (Ray), so that a busy run is refused at once; the
+        lease itself is taken later (:meth:`acquire` decides any race)."""
+        record, _ = self._file.read()
+        if (record is not None and record.get("token") != self.token
+                and not _expired(record) and not _holder_is_gone(record)):
+            raise RunInUse(self._in_use_message(record))
+
     def renew(self) -> bool:
         """Extend the lease; False (and :meth:`check` raises from then on) if it is no longer
         ours."""

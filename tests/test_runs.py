@@ -250,3 +250,18 @@ def test_a_lease_taken_over_is_lost_and_its_release_leaves_the_new_holder(run_ur
         stalled.check()
     stalled.release()
     assert run.read_json(LEASE_FILE)["token"] == successor.token
+
+
+def test_a_busy_run_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    from raydistill.config import from_dict
+    from raydistill.pipeline import run as run_module
+
+    started = []  # a spy: the refusal must come before Ray's start-up, whose cost it saves
+    monkeypatch.setattr(run_module, "init_ray", lambda *args, **kwargs: started.append(args))
+    run = RunDir(str(tmp_path / "run"))
+    holder = run.lease()
+    holder.acquire()
+    with pytest.raises(RunInUse, match="is in use by another job"):
+        run_module.run_stages(from_dict(RunConfig, {"run_dir": run.url}), ["ingest"])
+    assert started == []
+    holder.release()

@@ -212,10 +212,12 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
     if "select" in names:
         validate_real_pool_size(run, config)
     timeout_s = resource_timeout(resource_timeout_s)
+    lease = run.lease()
+    lease.refuse_if_held()  # a busy run is refused before Ray's start-up, not after it
     init_ray(address)
     # Before the lease, which creates the run directory: an impossible ask writes nothing.
     resources.check_resources([n for n in names if not is_finished(run, config, n)], config)
-    with run.lease() as lease:
+    with lease:
         run.save_config(config)
         for name in names:
             lease.check()
