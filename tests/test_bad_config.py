@@ -237,3 +237,19 @@ def test_a_gpu_ask_larger_than_every_known_node_type_fails_at_once(monkeypatch):
     with pytest.raises(resources.ResourceError, match="^generate.gpus_per_actor"):
         resources.wait_for_resources("generate", config, timeout_s=600)
     assert asks == []  # nothing to wait for: no node is asked for
+
+
+def test_a_class_without_training_videos_stops_real_pool_selection_naming_it(tmp_path):
+    import pyarrow as pa
+
+    from raydistill.config import ConfigError
+    from raydistill.pipeline.run import validate_real_pool_size
+
+    run = RunDir(str(tmp_path / "run"))
+    run.write_table("manifest.parquet", pa.table({"class_name": ["a", "a", "b", "b"],
+                                                  "split": ["train"] * 4}))
+    run.mark_done("ingest", {"class_names": ["a", "b", "c"]})
+    config = from_dict(RunConfig, {"run_dir": run.url, "select": {"pool": "real", "vpc": [1]}})
+    with pytest.raises(ConfigError, match=r"^select.vpc: 1 videos per class is more than the 0 "
+                                          r"training videos of class 'c'"):
+        validate_real_pool_size(run, config)

@@ -119,3 +119,29 @@ def test_reads_the_same_tree_from_s3(tmp_path, s3_bucket):
         {**v, "path": ""} for v in from_disk.videos]
     assert [(r["path"], r["reason"]) for r in from_s3.rejects] == [
         (f"{remote}/clap/Clap_hands_1.avi", "missing")]
+
+
+def test_a_tree_extracted_one_folder_deeper_is_found(tmp_path):
+    official_tree(tmp_path / "hmdb51")
+    os.rename(tmp_path / "hmdb51" / SPLITS_DIR, tmp_path / SPLITS_DIR)  # splits beside it
+
+    listing = hmdb51.list_videos(str(tmp_path), split=1)
+
+    assert listing.rejects == [] and len(listing.videos) == 4
+    assert listing.videos[0]["path"] == str(
+        tmp_path / "hmdb51" / "brush_hair" / "April_09_brush_hair_u_nm_np1_ba_goo_0.avi")
+
+
+def test_when_most_listed_videos_are_missing_it_says_where_it_looked(tmp_path, capsys):
+    official_tree(tmp_path)
+    for name in ("brush_hair", "clap"):
+        for video in (tmp_path / name).iterdir():
+            video.unlink()
+
+    listing = hmdb51.list_videos(str(tmp_path), split=1)
+
+    assert [r["reason"] for r in listing.rejects] == ["missing"] * 4
+    said = capsys.readouterr().err
+    assert said.startswith("hmdb51: 4 of 4 listed videos are missing; each was looked for as "
+                           "{class}/{name}.avi anywhere under")
+    assert str(tmp_path) in said

@@ -169,3 +169,16 @@ def test_reads_the_same_tree_from_s3(tmp_path, s3_bucket):
     relative = [{**v, "path": v["path"][len(remote):]} for v in from_s3.videos]
     assert relative == [{**v, "path": v["path"][len(str(local)):]} for v in from_disk.videos]
     assert from_s3.class_names == from_disk.class_names
+
+
+def test_a_label_with_stray_spaces_is_the_same_class(tmp_path):
+    official_tree(tmp_path)
+    write_csv(tmp_path, "train", [("air drumming", "abcDEF12345", 10, 20),
+                                  ("abseiling ", "-9xYz_0abcd", 0, 10),
+                                  (" abseiling", "ZZZZZZZZZZZ", 5, 15)])
+
+    listing = kinetics.list_videos(str(tmp_path))
+
+    assert listing.class_names == ["abseiling", "air drumming"]
+    assert {v["class_name"] for v in listing.videos if v["split"] == "train"} == {
+        "abseiling", "air drumming"}

@@ -154,3 +154,16 @@ def test_reads_the_same_tree_from_s3(tmp_path, s3_bucket):
         assert [{**v, "path": ""} for v in from_s3.videos] == [
             {**v, "path": ""} for v in from_disk.videos]
         assert from_s3.rejects == from_disk.rejects == []
+
+
+def test_a_class_number_or_name_listed_twice_in_classind_is_rejected_naming_the_line(tmp_path):
+    official_tree(tmp_path)
+    write_list(tmp_path, "classInd.txt", [f"{i} {name}" for i, name in enumerate(CLASSES, 1)]
+               + ["2 Basketball", "4 Archery"])
+
+    listing = ucf101.list_videos(str(tmp_path), split=1)
+
+    assert listing.class_names == CLASSES
+    assert [r["detail"] for r in listing.rejects] == [
+        "ucfTrainTestlist/classInd.txt line 4: class number 2 listed again (first: Archery)",
+        "ucfTrainTestlist/classInd.txt line 5: class Archery listed again"]

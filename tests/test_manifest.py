@@ -1,7 +1,8 @@
 """Listing → manifest: probing rows into videos and rejects, stable tables, the summary."""
 
 from helpers import write_random_bytes, write_test_video
-from raydistill.datasets.manifest import build_tables, format_summary, probe_rows, summarize
+from raydistill.datasets.manifest import (build_tables, format_summary, label_set_warnings,
+                                         probe_rows, summarize)
 
 
 def listed(video_id, path, split="train", label=0):
@@ -38,3 +39,17 @@ def test_summary_counts_splits_classes_and_reasons(tmp_path):
                        "rejects": 2, "rejects_by_reason": {"missing": 2}}
     text = format_summary(summary, "ucf101", "runs/x")
     assert "videos: 3 in 2 classes" in text and "missing" in text and len(text.splitlines()) < 24
+
+
+def test_label_set_warnings_name_classes_without_training_or_test_videos():
+    import pyarrow as pa
+
+    manifest = pa.table({"class_name": ["a", "a", "b", "c"],
+                         "split": ["train", "test", "train", "test"]})
+    assert label_set_warnings(["a", "b", "c", "d"], manifest) == [
+        "2 classes with no training video: 'c', 'd'",
+        "1 classes with training videos but none to test on: 'b'"]
+    assert label_set_warnings(["a"], manifest.slice(0, 2)) == []
+    summary = {"videos": 4, "classes": 3, "videos_per_split": {}, "rejects": 0,
+               "rejects_by_reason": {}, "warnings": ["2 classes with no training video: …"]}
+    assert "  warning: 2 classes with no training video: …" in format_summary(summary, "x", "r")

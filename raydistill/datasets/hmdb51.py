@@ -5,12 +5,14 @@
 
 N is the official split (1-3). In a split file, 1 = train, 2 = test and 0 = not used by this
 split (skipped, not a reject). Class names come from the split files' names; labels index their
-sorted list.
+sorted list. Many downloads extract one folder deeper (``ROOT/hmdb51/{class}/…``): a listed
+video is found by its ``{class}/{name}`` anywhere under the root, and the split folder likewise.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 
 from raydistill.datasets.common import (NOT_UTF8, Listing, ListingBuilder, find_files, read_lines,
                                          root_url)
@@ -30,6 +32,7 @@ def list_videos(root: str, split: int = 1) -> Listing:
     if split not in (1, 2, 3):
         raise ValueError(f"HMDB51 split must be 1, 2 or 3, got {split!r}")
     files = find_files(root)
+    located = _by_class_and_name(files)
     split_files = _split_files(files, split)
     if not split_files:
         raise FileNotFoundError(f"no *_test_split{split}.txt in {root_url(root, SPLITS_DIR)}")
@@ -49,13 +52,35 @@ def list_videos(root: str, split: int = 1) -> Listing:
                                f"got {line.strip()!r}")
             elif parts[1] != UNUSED_CODE:
                 name, relative = parts[0], f"{class_name}/{parts[0]}"
-                builder.add(name.rsplit(".", 1)[0], files.get(relative), class_name,
+                builder.add(name.rsplit(".", 1)[0], located.get(relative), class_name,
                             SPLIT_BY_CODE[parts[1]], expected_path=root_url(root, relative))
+    _say_where_missing_videos_were_looked_for(builder.listing, root)
     return builder.listing
+
+
+def _by_class_and_name(files: dict[str, str]) -> dict[str, str]:
+    """``{"{class}/{name}": path}`` of every file under the root, at any depth (the shallowest
+    wins when two share those last two parts)."""
+    found: dict[str, str] = {}
+    for relative in sorted(files, key=lambda path: (path.count("/"), path)):
+        parts = relative.split("/")
+        if len(parts) >= 2:
+            found.setdefault("/".join(parts[-2:]), files[relative])
+    return found
+
+
+def _say_where_missing_videos_were_looked_for(listing: Listing, root: str) -> None:
+    """One line on stderr when most listed videos are missing (a tree in an unexpected shape)."""
+    missing = [r for r in listing.rejects if r["reason"] == "missing"]
+    listed = len(missing) + len(listing.videos)
+    if listed and 2 * len(missing) > listed:
+        print(f"hmdb51: {len(missing)} of {listed} listed videos are missing; each was looked "
+              f"for as {{class}}/{{name}}.avi anywhere under {root_url(root, '')} (the first: "
+              f"{missing[0]['path']})", file=sys.stderr, flush=True)
 
 
 def _split_files(files: dict[str, str], split: int) -> dict[str, str]:
     """``{class name: relative path}`` of the split files for ``split`` among ``files``."""
-    pattern = re.compile(rf"{SPLITS_DIR}/([^/]+)_test_split{split}\.txt")
+    pattern = re.compile(rf"(?:.*/)?{SPLITS_DIR}/([^/]+)_test_split{split}\.txt")
     matches = (pattern.fullmatch(relative) for relative in files)
     return {match.group(1): match.group(0) for match in matches if match}

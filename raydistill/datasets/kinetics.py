@@ -91,6 +91,8 @@ def _read_csv(root: str, relpath: str) -> list[tuple[int, dict | str]]:
             problem = f"{header + len(row[None])} fields, the header has {header}"
             rows.append((reader.line_num, problem))
         else:
+            if isinstance(row.get("label"), str):  # "abseiling " is the class "abseiling"
+                row["label"] = row["label"].strip()
             rows.append((reader.line_num, row))
     return sorted(rows, key=lambda numbered: numbered[0])
 

@@ -58,6 +58,26 @@ def summarize(manifest: pa.Table, rejects: pa.Table) -> dict:
     }
 
 
+def label_set_warnings(class_names: list[str], manifest: pa.Table) -> list[str]:
+    """What is wrong with the label set once the videos are known: classes of the class list
+    with no training video (selection could not pick from them) and classes with videos in no
+    split but one (a class only in the test split cannot be learned; one without test videos is
+    never measured). One sentence per problem, naming at most 5 classes."""
+    splits_of: dict[str, Counter] = {name: Counter() for name in class_names}
+    for name, split in zip(manifest.column("class_name").to_pylist(),
+                           manifest.column("split").to_pylist()):
+        splits_of.setdefault(name, Counter())[split] += 1
+    has_held_out = any(split != "train" for split in manifest.column("split").to_pylist())
+    problems = {
+        "no training video": [n for n, c in splits_of.items() if not c["train"]],
+        "training videos but none to test on": [
+            n for n, c in splits_of.items() if c["train"] and has_held_out
+            and not (c["test"] or c["val"])],
+    }
+    return [f"{len(names)} classes with {what}: {', '.join(repr(n) for n in names[:5])}"
+            + (" …" if len(names) > 5 else "") for what, names in problems.items() if names]
+
+
 def format_summary(summary: dict, dataset: str, run_url: str) -> str:
     """A one-screen text summary of an ingest."""
     lines = [f"ingest {dataset} → {run_url}",
@@ -65,4 +85,5 @@ def format_summary(summary: dict, dataset: str, run_url: str) -> str:
     lines += [f"    {split:<6} {count}" for split, count in summary["videos_per_split"].items()]
     lines.append(f"  rejects: {summary['rejects']}")
     lines += [f"    {reason:<16} {count}" for reason, count in summary["rejects_by_reason"].items()]
+    lines += [f"  warning: {warning}" for warning in summary.get("warnings", [])]
     return "\n".join(lines)

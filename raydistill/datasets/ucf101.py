@@ -109,6 +109,11 @@ def _read_class_index(root: str) -> tuple[list[str], list[tuple[int, str]]]:
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
             problems.append((line_number, f"expected 'NUMBER Class', got {line!r}"))
+        elif int(parts[0]) in by_number:
+            problems.append((line_number, f"class number {parts[0]} listed again (first: "
+                                          f"{by_number[int(parts[0])]})"))
+        elif parts[1] in by_number.values():
+            problems.append((line_number, f"class {parts[1]} listed again"))
         else:
             by_number[int(parts[0])] = parts[1]
     if sorted(by_number) != list(range(1, len(by_number) + 1)):

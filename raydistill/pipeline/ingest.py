@@ -14,7 +14,8 @@ import ray
 from raydistill.config import ConfigError, RunConfig
 from raydistill.datasets import LAYOUTS, toy
 from raydistill.datasets.common import DatasetError, check_class_names
-from raydistill.datasets.manifest import build_tables, format_summary, probe_rows, summarize
+from raydistill.datasets.manifest import (build_tables, format_summary, label_set_warnings,
+                                         probe_rows, summarize)
 from raydistill.runs import RunDir, open_fs
 from raydistill.schema import reject
 
@@ -125,6 +126,7 @@ def run_ingest(run: RunDir, config: RunConfig) -> dict:
     run.write_table("manifest.parquet", manifest)
     summary = summarize(manifest, rejects)
     summary["class_names"] = listing.class_names
+    summary["warnings"] = label_set_warnings(listing.class_names, manifest)
     summary["seconds"] = round(time.time() - started, 2)
     print(format_summary(summary, ingest.dataset, run.url), flush=True)
     return summary

@@ -85,6 +85,9 @@ def validate_real_pool_size(run: RunDir, config: RunConfig) -> None:
     per_class = Counter(name for name, split in zip(manifest.column("class_name").to_pylist(),
                                                     manifest.column("split").to_pylist())
                         if split == "train")
+    # A class of the class list without a single training video counts too (as 0).
+    for name in run.stage_summary("ingest").get("class_names") or []:
+        per_class.setdefault(name, 0)
     if not per_class:
         return
     smallest, count = min(per_class.items(), key=lambda item: (item[1], item[0]))
