@@ -71,7 +71,10 @@ class IngestConfig:
 
     ``root`` is the dataset's official on-disk layout (local path or ``s3://`` URL); for ``toy`` it
     is where the generated videos are written (default: ``<run>/source/toy``). ``split`` picks the
-    official train/test split of UCF101 / MiniUCF (1-3) and HMDB51 (1-3).
+    official train/test split of UCF101 / MiniUCF (1-3) and HMDB51 (1-3). A video whose frames
+    hold more than ``max_frame_pixels`` pixels is rejected (``too_large``) before any frame is
+    decoded: a tiny file can announce 8192² frames and take gigabytes per decode task. The default
+    (4096², 16.8 M) keeps every real dataset's videos, 4K included.
     """
 
     dataset: str = "toy"
@@ -79,6 +82,7 @@ class IngestConfig:
     split: int = 1
     probe_batch_size: int = 32
     verify_decode: bool = True
+    max_frame_pixels: int = 4096 * 4096
     toy: ToyConfig = field(default_factory=ToyConfig)
 
     def __post_init__(self) -> None:
@@ -88,6 +92,7 @@ class IngestConfig:
                  f"is required for dataset {self.dataset!r}")
         _require(self.split in (1, 2, 3), "split", "must be 1, 2 or 3")
         _require(self.probe_batch_size >= 1, "probe_batch_size", "must be >= 1")
+        _require(self.max_frame_pixels >= 1, "max_frame_pixels", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ REJECT_REASONS = {
     "corrupt": "a video container that cannot be opened or decoded (e.g. truncated)",
     "no_video_stream": "the container holds no video stream",
     "zero_frames": "the video stream holds no decodable frame",
+    "too_large": "the frames hold more pixels than ingest.max_frame_pixels",
     "bad_annotation": "an annotation line that cannot be parsed",
     "unknown_class": "an annotation names a class outside the class list",
     "duplicate_id": "the same video id is listed twice",

@@ -407,3 +407,21 @@ def test_a_class_name_that_climbs_out_writes_its_videos_and_filmstrip_inside_the
         assert os.path.exists(resolved)
     assert not any(name.startswith("escaped") for _, _, names in os.walk(tmp_path)
                    for name in names)
+
+
+def test_frames_larger_than_the_cap_are_rejected_before_any_decode(tmp_path):
+    root = tmp_path / "k400"
+    write_test_video(f"{root}/train/abseiling/{'a' * 11}_000000_000010.mp4", height=32, width=48)
+    write_test_video(f"{root}/train/zumba/{'b' * 11}_000000_000010.mp4", height=64, width=96)
+    kinetics_csv(root, [("abseiling", "a" * 11), ("zumba", "b" * 11)])
+    config = from_dict(RunConfig, {"run_dir": str(tmp_path / "run"),
+                                   "ingest": {"dataset": "kinetics400", "root": str(root),
+                                              "max_frame_pixels": 48 * 32}})
+    run = run_stages(config, ["ingest"])
+    assert run.read_table("manifest.parquet").column("video_id").to_pylist() == [
+        "a" * 11 + "_000000_000010"]
+    [rejected] = run.read_table("rejects.parquet").to_pylist()
+    assert rejected["reason"] == "too_large"
+    assert rejected["detail"] == ("96x64 frames (0.0 M pixels) exceed ingest.max_frame_pixels "
+                                  "(1536)")
+    assert RunConfig().ingest.max_frame_pixels == 4096 * 4096  # 4K video stays, 8192² does not

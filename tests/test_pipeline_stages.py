@@ -191,7 +191,7 @@ def test_a_file_that_kills_its_probe_worker_rejects_only_itself(tmp_path):
     from raydistill.pipeline.ingest import probe_in_parallel
 
     @ray.remote(max_retries=0)
-    def probe_crashing_on_poison(rows, verify):
+    def probe_crashing_on_poison(rows, verify, max_pixels=None):
         if any(row["path"].endswith("poison.mp4") for row in rows):
             os._exit(1)  # what a decoder abort does to the worker
         return probe_rows(rows, verify)

@@ -15,7 +15,8 @@ from raydistill.schema import MANIFEST_SCHEMA, REJECTS_SCHEMA, reject, table_fro
 from raydistill.video.probe import ProbeError, probe_video
 
 
-def probe_rows(rows: list[dict], verify: bool = True) -> tuple[list[dict], list[dict]]:
+def probe_rows(rows: list[dict], verify: bool = True,
+               max_pixels: int | None = None) -> tuple[list[dict], list[dict]]:
     """Open every listed video of ``rows`` and read its header.
 
     Takes listing rows (``video_id, path, label, class_name, split``) and returns
@@ -25,7 +26,7 @@ def probe_rows(rows: list[dict], verify: bool = True) -> tuple[list[dict], list[
     videos, rejects = [], []
     for row in rows:
         try:
-            info = probe_video(row["path"], verify=verify)
+            info = probe_video(row["path"], verify=verify, max_pixels=max_pixels)
         except ProbeError as error:
             rejects.append(reject(row["video_id"], row["path"], row["split"], error.reason,
                                   error.detail))

@@ -37,8 +37,9 @@ def _generate_toy_class(root: str, toy_config, label: int) -> int:
 
 
 @ray.remote(max_retries=0)
-def _probe_task(rows: list[dict], verify: bool) -> tuple[list[dict], list[dict]]:
-    return probe_rows(rows, verify)
+def _probe_task(rows: list[dict], verify: bool,
+                max_pixels: int | None = None) -> tuple[list[dict], list[dict]]:
+    return probe_rows(rows, verify, max_pixels)
 
 
 def generate_toy(root: str, config: RunConfig) -> int:
@@ -70,12 +71,14 @@ def _chunks(rows: list[dict], size: int) -> list[list[dict]]:
 
 def probe_in_parallel(rows: list[dict], batch_size: int, verify: bool,
                       max_in_flight: int = 64,
-                      probe_task=_probe_task) -> tuple[list[dict], list[dict]]:
+                      probe_task=_probe_task,
+                      max_pixels: int | None = None) -> tuple[list[dict], list[dict]]:
     """Probe listing rows in Ray tasks of ``batch_size`` files; returns (videos, rejects).
 
     At most ``max_in_flight`` tasks are pending at once, so 250 k files do not become 8 k
     queued tasks holding their arguments in the object store. ``probe_task`` is the Ray remote
-    function ``(rows, verify) -> (videos, rejects)`` to run.
+    function ``(rows, verify, max_pixels) -> (videos, rejects)`` to run; ``max_pixels``: see
+    ``ingest.max_frame_pixels``.
     """
     videos, rejects = [], []
     pending: dict = {}
@@ -87,7 +90,7 @@ def probe_in_parallel(rows: list[dict], batch_size: int, verify: bool,
             # it; one that dies on every attempt is a crash (decoder abort on a damaged file).
             task = probe_task.options(max_retries=ISOLATED_RETRIES) if len(chunk) == 1 \
                 else probe_task
-            pending[task.remote(chunk, verify)] = chunk
+            pending[task.remote(chunk, verify, max_pixels)] = chunk
         done, _ = ray.wait(list(pending), num_returns=1)
         chunk = pending.pop(done[0])
         try:
@@ -120,7 +123,8 @@ def run_ingest(run: RunDir, config: RunConfig) -> dict:
     except ValueError as error:  # a malformed class list or label file: nothing to list
         raise DatasetError(f"{ingest.dataset} at {root}: {error}") from None
     videos, probe_rejects = probe_in_parallel(listing.videos, ingest.probe_batch_size,
-                                              ingest.verify_decode)
+                                              ingest.verify_decode,
+                                              max_pixels=ingest.max_frame_pixels)
     manifest, rejects = build_tables(videos, listing.rejects + probe_rejects)
     run.write_table("rejects.parquet", rejects)
     run.write_table("manifest.parquet", manifest)

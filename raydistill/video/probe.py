@@ -64,14 +64,15 @@ def _verify(path: str, container, stream, declared: int) -> int:
     return counted
 
 
-def probe_video(path: str, verify: bool = True) -> VideoInfo:
+def probe_video(path: str, verify: bool = True, max_pixels: int | None = None) -> VideoInfo:
     """Read ``path``'s header (local path or fsspec URL) and return its :class:`VideoInfo`.
 
     With ``verify``, also demux the whole file (a truncated file holds fewer packets than its
     header announces) and decode the first frame. ``num_frames`` is the counted packets when
     verified, else the header's count (or duration × fps when the container stores none, as
     WebM does). Raises :class:`ProbeError` with reason ``empty``, ``not_a_video``, ``corrupt``,
-    ``no_video_stream`` or ``zero_frames``.
+    ``no_video_stream``, ``zero_frames`` or, for frames of more than ``max_pixels`` pixels (read
+    from the header, before anything is decoded), ``too_large``.
     """
     try:
         source = open_source(path)
@@ -82,10 +83,11 @@ def probe_video(path: str, verify: bool = True) -> VideoInfo:
         raise ProbeError(path, "corrupt", f"cannot read: {error}") from None
     if not head:
         raise ProbeError(path, "empty")
-    return _probe_source(path, source, head, verify)
+    return _probe_source(path, source, head, verify, max_pixels)
 
 
-def _probe_source(path: str, source: Source, head: bytes, verify: bool) -> VideoInfo:
+def _probe_source(path: str, source: Source, head: bytes, verify: bool,
+                  max_pixels: int | None = None) -> VideoInfo:
     try:
         container = av.open(source)
     except Exception as error:  # PyAV raises many FFmpeg error types; all mean unreadable.
@@ -96,6 +98,10 @@ def _probe_source(path: str, source: Source, head: bytes, verify: bool) -> Video
             raise ProbeError(path, "no_video_stream")
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
+        if max_pixels is not None and width * height > max_pixels:
+            raise ProbeError(path, "too_large", f"{width}x{height} frames "
+                             f"({width * height / 1e6:.1f} M pixels) exceed "
+                             f"ingest.max_frame_pixels ({max_pixels})")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
         declared = stream.frames
