@@ -425,3 +425,41 @@ def test_frames_larger_than_the_cap_are_rejected_before_any_decode(tmp_path):
     assert rejected["detail"] == ("96x64 frames (0.0 M pixels) exceed ingest.max_frame_pixels "
                                   "(1536)")
     assert RunConfig().ingest.max_frame_pixels == 4096 * 4096  # 4K video stays, 8192² does not
+
+
+def write_variable_rate_video(path: str, frames: int = 24) -> str:
+    """A complete VP9 WebM / Matroska file whose frames alternate 100 and 275 ms apart, with an
+    average rate of 8 fps in its header: duration × rate announces ~35 frames, it holds 24."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((32, 48, 3), 20 + 9 * index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            pts += 100 if index % 2 == 0 else 275
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("extension", ["webm", "mkv"])
+def test_a_complete_variable_rate_file_is_kept_and_a_cut_one_is_truncated(tmp_path, extension):
+    from raydistill.video.probe import ProbeError, probe_video
+
+    path = write_variable_rate_video(str(tmp_path / f"vfr.{extension}"))
+    info = probe_video(path)
+    assert (info.num_frames, info.width, info.height) == (24, 48, 32)
+    data = Path(path).read_bytes()
+    cut = tmp_path / f"cut.{extension}"
+    cut.write_bytes(data[:int(len(data) * 0.7)])
+    with pytest.raises(ProbeError, match="truncated: header announces .* s, the frames end at"):
+        probe_video(str(cut))

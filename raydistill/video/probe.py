@@ -31,9 +31,20 @@ class ProbeError(Exception):
         self.path, self.reason, self.detail = path, reason, detail
 
 
-def _count_packets(container: av.container.InputContainer, stream: av.video.VideoStream) -> int:
-    """Number of non-empty packets of ``stream`` (one per frame for video), by demuxing only."""
-    return sum(1 for packet in container.demux(stream) if packet.size > 0)
+def _demux(container: av.container.InputContainer,
+           stream: av.video.VideoStream) -> tuple[int, float | None]:
+    """(non-empty packets of ``stream``, one per frame for video; the seconds from the stream's
+    start to the end of its last packet, None without timestamps), by demuxing only."""
+    count, end = 0, None
+    for packet in container.demux(stream):
+        if packet.size > 0:
+            count += 1
+            if packet.pts is not None and packet.time_base is not None:
+                finish = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                end = finish if end is None else max(end, finish)
+    start = (float(stream.start_time * stream.time_base)
+             if stream.start_time is not None and stream.time_base is not None else 0.0)
+    return count, (None if end is None else end - start)
 
 
 def _first_frame_decodes(container: av.container.InputContainer) -> bool:
@@ -46,19 +57,31 @@ def _first_frame_decodes(container: av.container.InputContainer) -> bool:
 def _verify(path: str, container, stream, declared: int) -> int:
     """Demux every packet and decode the first frame; returns the frames actually held.
 
-    A file holding fewer frames than its header announces (exactly, from a frame count; within
-    a frame and 5 %, from a duration) is truncated, reason ``corrupt``. A header that announces
-    nothing and holds nothing is ``zero_frames``.
+    Where the header counts its frames (mp4, avi), a file holding fewer is truncated, reason
+    ``corrupt``. Where it only announces a duration (WebM, Matroska), duration × rate is an
+    estimate that a variable-frame-rate file does not meet, so the evidence is the timestamps
+    instead: a file whose packets end more than a frame and 5 % before the announced duration
+    is truncated. A file that holds nothing decodable is ``zero_frames`` (or truncated, when its
+    header announced frames).
     """
     try:
-        counted = _count_packets(container, stream)
+        counted, covered = _demux(container, stream)
         decodes = counted > 0 and _first_frame_decodes(container)
     except Exception as error:
         raise ProbeError(path, "corrupt", f"demux/decode failed: {error}") from None
-    tolerance = 0 if stream.frames else 1 + int(0.05 * declared)
-    if declared and (not decodes or counted < declared - tolerance):
-        raise ProbeError(path, "corrupt", f"truncated: header announces {declared} frames, "
+    if stream.frames and (not decodes or counted < stream.frames):
+        raise ProbeError(path, "corrupt", f"truncated: header announces {stream.frames} frames, "
                                           f"{counted if decodes else 0} decode")
+    announced = container.duration / av.time_base if container.duration else None
+    rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+    if not stream.frames and declared and not decodes:
+        raise ProbeError(path, "corrupt", f"truncated: header announces {announced:.2f} s, "
+                                          "no frame decodes")
+    if not stream.frames and decodes and announced and covered is not None:
+        slack = (1 / rate if rate else 0) + 0.05 * announced
+        if covered < announced - slack:
+            raise ProbeError(path, "corrupt", f"truncated: header announces {announced:.2f} s, "
+                                              f"the frames end at {covered:.2f} s")
     if not decodes:
         raise ProbeError(path, "zero_frames")
     return counted
