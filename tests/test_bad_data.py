@@ -463,3 +463,44 @@ def test_a_complete_variable_rate_file_is_kept_and_a_cut_one_is_truncated(tmp_pa
     cut.write_bytes(data[:int(len(data) * 0.7)])
     with pytest.raises(ProbeError, match="truncated: header announces .* s, the frames end at"):
         probe_video(str(cut))
+
+
+def write_sideways_video(path: str) -> str:
+    """An H.264 mp4 stored 48×32 whose left half is white, with the display matrix of a phone
+    held upright (a quarter turn clockwise, in the track header): shown 32×48, white on top."""
+    import struct
+
+    import av
+
+    stored = np.zeros((32, 48, 3), np.uint8)
+    stored[:, :24] = 255
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for _ in range(8):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = bytearray(Path(path).read_bytes())
+    box = data.find(b"tkhd")
+    assert data[box + 4] == 0  # version 0: 4-byte times
+    matrix = box + 4 + 4 + 20 + 8 + 8  # version/flags, times/id/duration, reserved, layer…volume
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    Path(path).write_bytes(data)
+    return path
+
+
+def test_a_video_stored_sideways_gives_the_same_upright_clip_with_either_decoder(tmp_path):
+    from raydistill.video.decode import _decode_with_decord, _decode_with_pyav
+    from raydistill.video.io import open_source
+    from raydistill.video.probe import probe_video
+
+    path = write_sideways_video(str(tmp_path / "phone.mp4"))
+    info = probe_video(path)
+    assert (info.width, info.height) == (32, 48)  # the displayed size
+    clips = [decode(open_source(path), 4, 16) for decode in (_decode_with_decord,
+                                                             _decode_with_pyav)]
+    for clip in clips:
+        assert clip[:, :6].mean() > 200 and clip[:, -6:].mean() < 50  # white on top
+    assert np.abs(clips[0].astype(int) - clips[1]).max() <= 2

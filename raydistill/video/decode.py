@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from raydistill.video.io import Source, open_source
+from raydistill.video.probe import quarter_turns
 
 try:  # decord has wheels for x86_64 only.
     import decord
@@ -143,7 +144,9 @@ def _pyav_frames_at(source: Source, wanted: set[int], size: int) -> tuple[dict, 
             for decoded, frame in enumerate(container.decode(stream), 1):
                 if decoded - 1 in wanted:
                     kept.append(decoded - 1)
-                    yield frame.to_ndarray(format="rgb24")[None]
+                    # Upright, as decord returns it (the display matrix of phone videos).
+                    upright = np.rot90(frame.to_ndarray(format="rgb24"), quarter_turns(frame))
+                    yield np.ascontiguousarray(upright)[None]
 
     frames = _resize_in_batches(chunks(), size)
     return dict(zip(kept, frames)), decoded

@@ -47,15 +47,24 @@ def _demux(container: av.container.InputContainer,
     return count, (None if end is None else end - start)
 
 
-def _first_frame_decodes(container: av.container.InputContainer) -> bool:
+def _first_frame(container: av.container.InputContainer) -> av.VideoFrame | None:
+    """The first decodable frame of the first video stream, or None."""
     container.seek(0)
-    for _ in container.decode(video=0):
-        return True
-    return False
+    for frame in container.decode(video=0):
+        return frame
+    return None
 
 
-def _verify(path: str, container, stream, declared: int) -> int:
-    """Demux every packet and decode the first frame; returns the frames actually held.
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """How many quarter turns counter-clockwise (``np.rot90``'s ``k``) the frame's display matrix
+    asks for: phone videos store upright frames sideways with a rotation flag, which decord
+    applies and the frame's pixels do not."""
+    return int(round((frame.rotation or 0) / 90)) % 4
+
+
+def _verify(path: str, container, stream, declared: int) -> tuple[int, int]:
+    """Demux every packet and decode the first frame; returns the frames actually held and the
+    first frame's :func:`quarter_turns`.
 
     Where the header counts its frames (mp4, avi), a file holding fewer is truncated, reason
     ``corrupt``. Where it only announces a duration (WebM, Matroska), duration × rate is an
@@ -66,7 +75,8 @@ def _verify(path: str, container, stream, declared: int) -> int:
     """
     try:
         counted, covered = _demux(container, stream)
-        decodes = counted > 0 and _first_frame_decodes(container)
+        first = _first_frame(container) if counted > 0 else None
+        decodes = first is not None
     except Exception as error:
         raise ProbeError(path, "corrupt", f"demux/decode failed: {error}") from None
     if stream.frames and (not decodes or counted < stream.frames):
@@ -84,7 +94,7 @@ def _verify(path: str, container, stream, declared: int) -> int:
                                               f"the frames end at {covered:.2f} s")
     if not decodes:
         raise ProbeError(path, "zero_frames")
-    return counted
+    return counted, quarter_turns(first)
 
 
 def probe_video(path: str, verify: bool = True, max_pixels: int | None = None) -> VideoInfo:
@@ -93,7 +103,8 @@ def probe_video(path: str, verify: bool = True, max_pixels: int | None = None) -
     With ``verify``, also demux the whole file (a truncated file holds fewer packets than its
     header announces) and decode the first frame. ``num_frames`` is the counted packets when
     verified, else the header's count (or duration × fps when the container stores none, as
-    WebM does). Raises :class:`ProbeError` with reason ``empty``, ``not_a_video``, ``corrupt``,
+    WebM does); ``width`` and ``height`` are the displayed size (a video stored sideways with a
+    rotation flag reports its upright size). Raises :class:`ProbeError` with reason ``empty``, ``not_a_video``, ``corrupt``,
     ``no_video_stream``, ``zero_frames`` or, for frames of more than ``max_pixels`` pixels (read
     from the header, before anything is decoded), ``too_large``.
     """
@@ -130,9 +141,17 @@ def _probe_source(path: str, source: Source, head: bytes, verify: bool,
         declared = stream.frames
         if not declared and container.duration and fps:
             declared = int(round(container.duration / av.time_base * fps))
-        num_frames = declared
+        num_frames, turns = declared, 0
         if verify:
-            num_frames = _verify(path, container, stream, declared)
+            num_frames, turns = _verify(path, container, stream, declared)
+        else:
+            try:
+                first = _first_frame(container)
+                turns = quarter_turns(first) if first is not None else 0
+            except Exception:  # unverified: a frame that does not decode is decode's problem
+                pass
+        if turns % 2:  # stored sideways: the displayed size, as decode will return the frames
+            width, height = height, width
     if num_frames <= 0:
         raise ProbeError(path, "zero_frames")
     if width <= 0 or height <= 0:
