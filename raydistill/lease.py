@@ -227,12 +227,25 @@ def _describe(record: dict) -> str:
             f"started {started}, renewed {time.time() - record.get('renewed_at', 0):.0f} s ago")
 
 
+LEASE_FIELD_TYPES = {"renewed_at": (int, float), "ttl_seconds": (int, float), "pid": int,
+                     "token": str}
+"""Fields whose type a lease is read with; a lease with another type there is unreadable."""
+
+
 def _parse_lease(data: bytes) -> dict:
+    """The lease record, or ``{}`` for one that cannot be read (not JSON, not a mapping, a field
+    of the wrong type): such a lease counts as expired and is taken over."""
     try:
         record = json.loads(data)
     except ValueError:
         return {}
-    return record if isinstance(record, dict) else {}
+    if not isinstance(record, dict):
+        return {}
+    for name, kinds in LEASE_FIELD_TYPES.items():
+        if name in record and (isinstance(record[name], bool)
+                               or not isinstance(record[name], kinds)):
+            return {}
+    return record
 
 
 class _LocalLeaseFile:
@@ -247,6 +260,9 @@ class _LocalLeaseFile:
                 record = _parse_lease(handle.read())
         except FileNotFoundError:
             return None, None
+        except IsADirectoryError:
+            raise RunInUse(f"run_dir: {self.path} is a directory, not a lease file; remove it "
+                           "if no job uses this run") from None
         return record, record.get("token")
 
     def create(self, data: bytes) -> bool:

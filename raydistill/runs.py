@@ -97,9 +97,14 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     if is_local(fs):
         fs.makedirs(parent, exist_ok=True)
         temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp-{uuid.uuid4().hex}"
-        with fs.open(temporary, "wb") as handle:
-            handle.write(data)
-        fs.mv(temporary, path)
+        try:
+            with fs.open(temporary, "wb") as handle:
+                handle.write(data)
+            fs.mv(temporary, path)
+        except BaseException:  # a full disk, a kill: leave nothing half written behind
+            if os.path.lexists(temporary):
+                os.remove(temporary)
+            raise
     else:
         # An object store makes a PUT visible only once it is complete.
         fs.pipe_file(path, data)

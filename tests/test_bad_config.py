@@ -253,3 +253,83 @@ def test_a_class_without_training_videos_stops_real_pool_selection_naming_it(tmp
     with pytest.raises(ConfigError, match=r"^select.vpc: 1 videos per class is more than the 0 "
                                           r"training videos of class 'c'"):
         validate_real_pool_size(run, config)
+
+
+# -- storage that fails: one line naming the path and the cause (issue 18 item 8) ---------------
+
+def test_an_out_that_is_a_file_is_refused_and_left_alone(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("someone's notes")
+    code, _, err = run_cli(capsys, "ingest", "--dataset", "toy", "--out", str(taken))
+    assert_refused(code, err, "run_dir")
+    assert f"{taken} is a file, not a directory" in err
+    assert taken.read_text() == "someone's notes"
+
+
+def test_an_s3_endpoint_that_does_not_answer_is_named_in_one_line(tmp_path, capsys, monkeypatch,
+                                                                  s3_endpoint):
+    import socket
+
+    import s3fs
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        code, _, err = run_cli(capsys, "ingest", "--dataset", "toy", "--out", "s3://rd-away/run")
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith("raydistill: error: storage: EndpointConnectionError: ")
+    assert f"127.0.0.1:{closed}/rd-away/run" in lines[0]
+
+
+WRITE_PAST_A_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of a kill
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))  # the disk is "full" at 64 KiB
+from raydistill.runs import RunDir
+try:
+    RunDir(sys.argv[1]).write_bytes("shards/big.parquet", b"x" * 1_000_000)
+except OSError as error:
+    print("errno", error.errno)
+"""
+
+
+def test_a_write_that_fails_for_space_leaves_no_temporary_behind(tmp_path):
+    import errno
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", WRITE_PAST_A_FILE_SIZE_LIMIT,
+                             str(tmp_path / "run")], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["errno", str(errno.EFBIG)]
+    assert files_under(tmp_path / "run") == {}
+
+
+def test_an_os_error_in_a_stage_is_one_line_with_the_path_and_cause(capsys):
+    from raydistill.pipeline.run import run_command
+
+    def build():
+        raise OSError(28, "No space left on device", "/runs/k400/clips/shard-00003.parquet")
+
+    code, run = run_command("raydistill", build)
+    assert (code, run) == (1, None)
+    assert capsys.readouterr().err == ("raydistill: error: /runs/k400/clips/shard-00003.parquet: "
+                                       "No space left on device\n")
+
+
+def test_a_damaged_lease_is_taken_over_and_a_directory_in_its_place_is_named(tmp_path):
+    from raydistill.lease import LEASE_FILE, RunInUse
+
+    run = RunDir(str(tmp_path / "run"))
+    run.write_json(LEASE_FILE, {"renewed_at": "soon", "pid": "1234", "token": 5})
+    with run.lease() as lease:  # a lease with fields of the wrong type cannot be honoured
+        assert run.read_json(LEASE_FILE)["token"] == lease.token
+    (tmp_path / "run" / LEASE_FILE).mkdir()
+    with pytest.raises(RunInUse, match=r"\.lease\.json is a directory, not a lease file"):
+        run.lease().acquire()

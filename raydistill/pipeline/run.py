@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from typing import Callable
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from raydistill.config import ADDITIVE_STAGES, STAGE_NAMES, ConfigError, RunConfig, to_dict
 from raydistill.datasets.common import DatasetError
 from raydistill.pipeline.cluster import init_ray
@@ -49,13 +51,25 @@ def validate_paths(config: RunConfig) -> None:
     root = config.ingest.root
     if root is not None and config.ingest.dataset != "toy":  # toy: where it will be generated
         fs, path = _open(root, "ingest.root")
-        if not fs.exists(path):
+        if not _exists(fs, path, "ingest.root", root):
             raise ConfigError(f"ingest.root: {root} does not exist")
     fs, path = _open(config.run_dir, "run_dir")
     if not is_local(fs):  # a local run directory is created; a bucket must exist already
         bucket = path.split("/")[0]
-        if not fs.exists(bucket):
+        if not _exists(fs, bucket, "run_dir", config.run_dir):
             raise ConfigError(f"run_dir: bucket {bucket!r} of {config.run_dir} does not exist")
+    elif fs.exists(path) and not fs.isdir(path):
+        raise ConfigError(f"run_dir: {config.run_dir} is a file, not a directory")
+
+
+def _exists(fs, path: str, field_name: str, url: str) -> bool:
+    """``fs.exists(path)``; ConfigError naming the field when the storage cannot be asked (wrong
+    credentials, an endpoint that does not answer)."""
+    try:
+        return fs.exists(path)
+    except Exception as error:  # s3fs / botocore raise many types; each means "cannot reach"
+        raise ConfigError(f"{field_name}: cannot reach {url}: {type(error).__name__}: "
+                          f"{error}") from None
 
 
 def validate_selection_params(config: RunConfig) -> None:
@@ -249,7 +263,9 @@ def run_command(prog: str, build: Callable[[], tuple[RunConfig, list[str] | None
     (``resource_timeout_s``: see :func:`run_stages`).
 
     Returns ``(exit code, run directory)``: 0 and the run on success; 2 for a bad config and 1
-    for a missing input file, each after one ``{prog}: error: ...`` line on stderr (run None).
+    for a missing input file, a storage failure (a full disk, an S3 endpoint that does not
+    answer, refused credentials), each after one ``{prog}: error: ...`` line on stderr naming
+    the path or URL and the cause (run None).
     """
     try:
         config, stages = build()
@@ -260,4 +276,11 @@ def run_command(prog: str, build: Callable[[], tuple[RunConfig, list[str] | None
         return 2, None
     except (FileNotFoundError, DatasetError) as error:
         print(error_line(prog, error), file=sys.stderr)
+        return 1, None
+    except OSError as error:  # a full disk, a read-only folder: the path and the cause
+        where = f"{error.filename}: " if error.filename else ""
+        print(error_line(prog, f"{where}{error.strerror or error}"), file=sys.stderr)
+        return 1, None
+    except (BotoCoreError, ClientError) as error:  # S3: no endpoint, refused credentials
+        print(error_line(prog, f"storage: {type(error).__name__}: {error}"), file=sys.stderr)
         return 1, None
