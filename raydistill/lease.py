@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -227,8 +228,8 @@ def _describe(record: dict) -> str:
             f"started {started}, renewed {time.time() - record.get('renewed_at', 0):.0f} s ago")
 
 
-LEASE_FIELD_TYPES = {"renewed_at": (int, float), "ttl_seconds": (int, float), "pid": int,
-                     "token": str}
+LEASE_FIELD_TYPES = {"renewed_at": (int, float), "started_at": (int, float),
+                     "ttl_seconds": (int, float), "pid": int, "token": str}
 """Fields whose type a lease is read with; a lease with another type there is unreadable."""
 
 
@@ -242,8 +243,10 @@ def _parse_lease(data: bytes) -> dict:
     if not isinstance(record, dict):
         return {}
     for name, kinds in LEASE_FIELD_TYPES.items():
-        if name in record and (isinstance(record[name], bool)
-                               or not isinstance(record[name], kinds)):
+        value = record.get(name)
+        if name in record and (isinstance(value, bool) or not isinstance(value, kinds)
+                               or (isinstance(value, float) and not math.isfinite(value))
+                               or (name == "renewed_at" and value > time.time() + 86400)):
             return {}
     return record
 

@@ -101,9 +101,11 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
             with fs.open(temporary, "wb") as handle:
                 handle.write(data)
             fs.mv(temporary, path)
-        except BaseException:  # a full disk, a kill: leave nothing half written behind
+        except BaseException as error:  # a full disk, a kill: leave nothing half written behind
             if os.path.lexists(temporary):
                 os.remove(temporary)
+            if isinstance(error, OSError) and error.errno and not error.filename:
+                raise OSError(error.errno, error.strerror, path) from error  # name the file
             raise
     else:
         # An object store makes a PUT visible only once it is complete.

@@ -73,6 +73,7 @@ def files_under(path) -> dict[str, bytes]:
     ("finetune: {learning_rate: .nan}\n", "finetune.learning_rate"),
     ("evaluate: {training: {lr: .nan}}\n", "evaluate.training"),
     ("seed: 1\nseed: 2\n", "--config"),                              # a key twice
+    ("? [a, b]\n: 1\n", "--config"),                                  # a key that is a list
 ])
 def test_a_bad_config_file_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys,
                                                                       yaml_text, field):
@@ -327,9 +328,49 @@ def test_a_damaged_lease_is_taken_over_and_a_directory_in_its_place_is_named(tmp
     from raydistill.lease import LEASE_FILE, RunInUse
 
     run = RunDir(str(tmp_path / "run"))
-    run.write_json(LEASE_FILE, {"renewed_at": "soon", "pid": "1234", "token": 5})
-    with run.lease() as lease:  # a lease with fields of the wrong type cannot be honoured
-        assert run.read_json(LEASE_FILE)["token"] == lease.token
+    for damaged in ({"renewed_at": "soon", "pid": "1234", "token": 5},
+                    {"renewed_at": float("nan"), "started_at": "x", "token": "t"},
+                    {"renewed_at": 1e308, "token": "t"}):
+        run.write_json(LEASE_FILE, damaged)
+        with run.lease() as lease:  # a lease with fields it cannot mean cannot be honoured
+            assert run.read_json(LEASE_FILE)["token"] == lease.token
     (tmp_path / "run" / LEASE_FILE).mkdir()
     with pytest.raises(RunInUse, match=r"\.lease\.json is a directory, not a lease file"):
         run.lease().acquire()
+
+
+@pytest.mark.parametrize("where", ["task", "dataset"])
+def test_a_write_failure_inside_ray_is_one_line_with_the_path(tmp_path, capsys, ray_cluster,
+                                                              where):
+    import ray
+
+    from raydistill.pipeline.run import run_command
+
+    run = RunDir(str(tmp_path / "run"))
+    shard = "clips/train/shard-00003.parquet"
+
+    # Defined here, so that Ray ships it by value (workers cannot import the test module).
+    def write_past_a_size_limit(relpath: str) -> None:
+        """Write 1 MB into the run under a 64 KiB file-size limit: a real failure (EFBIG)."""
+        import resource
+        import signal
+
+        previous_signal = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, previous_limit[1]))
+        try:
+            RunDir(run.url).write_bytes(relpath, b"x" * 1_000_000)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+            signal.signal(signal.SIGXFSZ, previous_signal)
+
+    def build():
+        if where == "task":
+            ray.get(ray.remote(write_past_a_size_limit).remote(shard))
+        else:  # as the decode stage writes clip shards: inside a Ray Data operator
+            ray.data.range(1).map_batches(
+                lambda batch: write_past_a_size_limit(shard) or batch).materialize()
+
+    assert run_command("raydistill", build) == (1, None)
+    assert capsys.readouterr().err == f"raydistill: error: {run.path(shard)}: File too large\n"
+    assert files_under(tmp_path / "run") == {}  # no temporary left

@@ -504,3 +504,34 @@ def test_a_video_stored_sideways_gives_the_same_upright_clip_with_either_decoder
     for clip in clips:
         assert clip[:, :6].mean() > 200 and clip[:, -6:].mean() < 50  # white on top
     assert np.abs(clips[0].astype(int) - clips[1]).max() <= 2
+
+
+def test_a_complete_webm_whose_audio_outlasts_its_video_is_kept(tmp_path):
+    from fractions import Fraction
+
+    import av
+
+    from raydistill.video.probe import probe_video
+
+    path = str(tmp_path / "talk.webm")
+    with av.open(path, "w") as container:  # 2 s of VP9 video, 3 s of Opus audio
+        video = container.add_stream("libvpx-vp9", rate=8)
+        video.width, video.height, video.pix_fmt = 48, 32, "yuv420p"
+        audio = container.add_stream("libopus", rate=48000)
+        audio.layout = "mono"
+        for index in range(16):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 9 * index, np.uint8),
+                                               format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        for index in range(150):
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16",
+                                               layout="mono")
+            sound.sample_rate, sound.pts, sound.time_base = 48000, index * 960, Fraction(1, 48000)
+            for packet in audio.encode(sound):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    assert probe_video(path).num_frames == 16

@@ -36,14 +36,15 @@ class Listing:
 def folder_name(class_name: str) -> str:
     """The form of a class name used in run paths (``synthetic/videos/{class}/``,
     ``report/filmstrips/{class}.png``): path separators and control characters become ``_``,
-    leading dots and surrounding spaces go, at most 120 characters. Ordinary names (UCF101's
+    leading dots and surrounding spaces go, at most 120 bytes of UTF-8. Ordinary names (UCF101's
     ``ApplyEyeMakeup``, Kinetics' ``passing American football (in game)``) stay as they are;
     ``../../x`` becomes ``_.._x``, which cannot leave its folder. ValueError for a name with
     nothing left."""
     safe = _UNSAFE_IN_FOLDER_NAMES.sub("_", class_name).strip().lstrip(".").strip()
     if not safe:
         raise ValueError(f"class name {class_name!r} has no characters usable in a folder name")
-    return safe[:MAX_FOLDER_NAME]
+    # File systems count a name's bytes (255 at most), not its characters.
+    return safe.encode()[:MAX_FOLDER_NAME].decode(errors="ignore")
 
 
 def check_class_names(class_names: list[str]) -> None:

@@ -7,6 +7,7 @@ reruns exactly the unfinished stages (and, inside a stage, only the unfinished w
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -275,12 +276,57 @@ def run_command(prog: str, build: Callable[[], tuple[RunConfig, list[str] | None
         print(error_line(prog, error), file=sys.stderr)
         return 2, None
     except (FileNotFoundError, DatasetError) as error:
-        print(error_line(prog, error), file=sys.stderr)
+        cause = storage_cause(error) if isinstance(error, FileNotFoundError) else None
+        wrapped = cause is not None and cause is not error  # raised in a Ray task
+        print(error_line(prog, describe_storage_error(cause) if wrapped else error),
+              file=sys.stderr)
         return 1, None
-    except OSError as error:  # a full disk, a read-only folder: the path and the cause
+    except Exception as error:
+        cause = storage_cause(error)
+        if cause is None:
+            raise
+        print(error_line(prog, describe_storage_error(cause)), file=sys.stderr)
+        return 1, None
+
+
+def storage_cause(error: BaseException) -> BaseException | None:
+    """The storage failure behind ``error`` (an ``OSError`` such as a full disk, a botocore
+    error such as an S3 endpoint that does not answer), also when a Ray task or a Ray Data
+    operator raised it and Ray wrapped it; None for any other error."""
+    from ray.exceptions import RayError
+
+    seen, current = set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RayError):  # "RayTaskError(OSError)" is an OSError without a path
+            inner = getattr(current, "cause", None) or current.__cause__
+            if inner is None or isinstance(inner, RayError) and not getattr(inner, "cause", 0):
+                # Ray Data keeps a UDF's error only as text in the remote traceback.
+                return _os_error_in(getattr(current, "traceback_str", "") or str(current))
+            current = inner
+            continue
+        if isinstance(current, (OSError, BotoCoreError, ClientError)):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_OS_ERROR_LINE = re.compile(
+    r"^(?:\w+\.)*(?:OSError|\w+Error): \[Errno (\d+)\] ([^\n]*?)(?:: '([^'\n]*)')?$", re.M)
+
+
+def _os_error_in(text: str) -> OSError | None:
+    """The last ``OSError`` a remote traceback's text shows (errno, message, file), or None."""
+    found = _OS_ERROR_LINE.findall(text)
+    if not found:
+        return None
+    number, message, filename = found[-1]
+    return OSError(int(number), message, filename or None)
+
+
+def describe_storage_error(error: BaseException) -> str:
+    """``PATH: CAUSE`` of an ``OSError``, ``storage: TYPE: MESSAGE`` of a botocore error."""
+    if isinstance(error, OSError):
         where = f"{error.filename}: " if error.filename else ""
-        print(error_line(prog, f"{where}{error.strerror or error}"), file=sys.stderr)
-        return 1, None
-    except (BotoCoreError, ClientError) as error:  # S3: no endpoint, refused credentials
-        print(error_line(prog, f"storage: {type(error).__name__}: {error}"), file=sys.stderr)
-        return 1, None
+        return f"{where}{error.strerror or error}"
+    return f"storage: {type(error).__name__}: {error}"

@@ -33,17 +33,18 @@ class ProbeError(Exception):
 
 def _demux(container: av.container.InputContainer,
            stream: av.video.VideoStream) -> tuple[int, float | None]:
-    """(non-empty packets of ``stream``, one per frame for video; the seconds from the stream's
-    start to the end of its last packet, None without timestamps), by demuxing only."""
+    """(non-empty packets of ``stream``, one per frame for video; the seconds from the start to
+    the end of the last packet of any stream, None without timestamps), by demuxing only. Every
+    stream counts for the end: the container's duration covers its audio too."""
     count, end = 0, None
-    for packet in container.demux(stream):
-        if packet.size > 0:
-            count += 1
-            if packet.pts is not None and packet.time_base is not None:
-                finish = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                end = finish if end is None else max(end, finish)
-    start = (float(stream.start_time * stream.time_base)
-             if stream.start_time is not None and stream.time_base is not None else 0.0)
+    for packet in container.demux():
+        if packet.size <= 0:
+            continue
+        count += packet.stream.index == stream.index
+        if packet.pts is not None and packet.time_base is not None:
+            finish = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            end = finish if end is None else max(end, finish)
+    start = container.start_time / av.time_base if container.start_time else 0.0
     return count, (None if end is None else end - start)
 
 
@@ -59,7 +60,7 @@ def quarter_turns(frame: av.VideoFrame) -> int:
     """How many quarter turns counter-clockwise (``np.rot90``'s ``k``) the frame's display matrix
     asks for: phone videos store upright frames sideways with a rotation flag, which decord
     applies and the frame's pixels do not."""
-    return int(round((frame.rotation or 0) / 90)) % 4
+    return int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
 
 
 def _verify(path: str, container, stream, declared: int) -> tuple[int, int]:
