@@ -190,7 +190,7 @@ class RunDir:
         # Hidden names (temporaries of atomic writes) are skipped below ``relpath`` only: the run
         # itself may live under a dot-folder (~/.cache/…).
         found = [p for p in self.fs.find(base) if p.endswith(suffix)
-                 and not _has_hidden_part(p[len(under):] if p.startswith(under) else "")]
+                 and not has_hidden_part(p[len(under):] if p.startswith(under) else "")]
         return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found)
 
     def put_dir(self, local_dir: str, relpath: str) -> None:
@@ -295,7 +295,7 @@ class RunDir:
         return load_yaml(self.read_bytes("config.yaml").decode())
 
 
-def _has_hidden_part(relative: str) -> bool:
+def has_hidden_part(relative: str) -> bool:
     """Whether a slash-separated path has a component starting with a dot."""
     return any(part.startswith(".") for part in relative.split("/"))
 

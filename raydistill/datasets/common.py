@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from raydistill.runs import as_url, is_local, join, open_fs
+from raydistill.runs import as_url, has_hidden_part, is_local, join, open_fs
 from raydistill.schema import reject
 
 _UNSAFE_IN_FOLDER_NAMES = re.compile(r"[/\\\x00-\x1f\x7f]+")
@@ -123,7 +123,7 @@ def find_files(root: str, subdir: str = "") -> dict[str, str]:
     found = {}
     for path in fs.find(start):
         relative = path[len(prefix):] if path.startswith(prefix) else path
-        if any(part.startswith(".") for part in relative.split("/")):
+        if has_hidden_part(relative):
             continue
         found[relative] = as_url(fs, path)
         if real_root and not os.path.realpath(path).startswith(real_root):

@@ -34,6 +34,14 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 0))
 
 
+def train_on_gpu(use_gpu: bool | None) -> bool:
+    """Whether Ray Train workers take GPUs: a section's ``use_gpu``, or (None = auto) whether
+    the cluster has GPUs."""
+    if use_gpu is not None:
+        return use_gpu
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
 def failure_config(max_failures: int) -> ray.train.FailureConfig:
     """Ray Train's failure handling: ``max_failures`` restarts from the last checkpoint."""
     return ray.train.FailureConfig(max_failures=max_failures)

@@ -49,7 +49,7 @@ from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.embed import run_model_dir
 from raydistill.pipeline.select import selection_path
 from raydistill.pipeline.shards import shard_files, source
-from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage
+from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
 
@@ -141,7 +141,8 @@ def adopt_run_classifier(run: RunDir, config: RaydistillConfig, jobs: list[dict]
         return []
     trained = run.read_json(f"{folder}/training.json")
     spec, settings = classifier_settings(config.evaluate)
-    workers, device = config.evaluate.num_workers, "cuda" if evaluate_on_gpu(config) else "cpu"
+    device = "cuda" if train_on_gpu(config.evaluate.use_gpu) else "cpu"
+    workers = config.evaluate.num_workers
     videos = _count(run, "train")
     adopted = []
     for job in candidates:
@@ -164,13 +165,6 @@ def save_model(run: RunDir, key: str, weights: dict, history: list[dict],
     torch.save({"model": weights, "history": history, "train_videos": train_videos,
                 "seconds": seconds, **extra}, buffer)
     run.write_bytes(model_path(key), buffer.getvalue())
-
-
-def evaluate_on_gpu(config: RaydistillConfig) -> bool:
-    """``evaluate.use_gpu``, or whether the cluster has GPUs (None = auto)."""
-    if config.evaluate.use_gpu is not None:
-        return config.evaluate.use_gpu
-    return ray.cluster_resources().get("GPU", 0) > 0
 
 
 def ensure_synthetic_clips(run: RunDir, config: RaydistillConfig) -> None:
@@ -283,7 +277,7 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
     """Train the jobs' classifiers with one Ray Train run (resuming an interrupted one)."""
     evaluate = config.evaluate
     spec, settings = classifier_settings(evaluate)
-    use_gpu = evaluate_on_gpu(config)
+    use_gpu = train_on_gpu(evaluate.use_gpu)
     path, filesystem = ray_storage(run, "eval", "ray")
     trainer = TorchTrainer(
         train_loop,

@@ -33,7 +33,7 @@ from raydistill.generation.training import (build_model, new_state, restore_chec
 from raydistill.pipeline.latents import latent_shape
 from raydistill.pipeline.shards import shard_files
 from raydistill.pipeline.cluster import (arrow_filesystem, failure_config, fit_resuming,
-                                         ray_storage)
+                                         ray_storage, train_on_gpu)
 from raydistill.runs import RunDir
 
 STAGE = "finetune"
@@ -145,13 +145,6 @@ def _report(state, loss: float, rank: int) -> None:
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
-def use_gpu(finetune: FinetuneConfig) -> bool:
-    """``finetune.use_gpu``, or whether the cluster has GPUs (None = auto)."""
-    if finetune.use_gpu is not None:
-        return finetune.use_gpu
-    return ray.cluster_resources().get("GPU", 0) > 0
-
-
 def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     """Train (or resume training) and save the EMA model; returns the loss summary."""
     started = time.time()
@@ -166,7 +159,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     shape = latent_shape(run)
     class_names = run.stage_summary("ingest")["class_names"]
     storage_path, filesystem = ray_storage(run, "finetune", "ray")
-    gpu = use_gpu(finetune)
+    gpu = train_on_gpu(finetune.use_gpu)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "finetune": to_dict(finetune), "seed": config.seed,

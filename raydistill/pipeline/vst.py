@@ -29,7 +29,7 @@ from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from raydistill.pipeline.shards import shard_files
-from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage
+from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
                                                epoch_generator, load_state, make_optimizer,
@@ -160,8 +160,7 @@ def _report(job, model, optimizer, epoch, history, rank) -> None:
 def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, int]]) -> None:
     """Train the missing (VPC, seed) VST-UNets with Ray Train (resuming an interrupted run)."""
     params = dict(select.params.get(METHOD, {}))
-    use_gpu = (ray.cluster_resources().get("GPU", 0) > 0 if select.use_gpu is None
-               else select.use_gpu)
+    use_gpu = train_on_gpu(select.use_gpu)
     path, filesystem = ray_storage(run, "selection", select.pool, METHOD, "ray")
     trainer = TorchTrainer(
         train_loop,
