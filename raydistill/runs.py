@@ -17,6 +17,7 @@ that fail transiently (5xx, throttling) are retried by botocore (:func:`storage_
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -288,11 +289,14 @@ class RunDir:
         return bool(self.list("_stages", ".json"))
 
     def load_config(self) -> RunConfig:
-        """The run's saved config."""
+        """The run's saved config, its ``run_dir`` this run's URL: a run copied or moved
+        elsewhere still names the old place in its ``config.yaml``, and every stage must work
+        where the config was read from."""
         if not self.exists("config.yaml"):
             raise ConfigError(f"run_dir: {self.url} has no config.yaml; run `raydistill ingest` "
                               "first")
-        return load_yaml(self.read_bytes("config.yaml").decode())
+        return dataclasses.replace(load_yaml(self.read_bytes("config.yaml").decode()),
+                                   run_dir=self.url)
 
 
 def has_hidden_part(relative: str) -> bool:

@@ -106,3 +106,19 @@ def test_config_file_root_is_kept_and_a_rerun_of_ingest_is_skipped(tmp_path, cap
     assert run_cli(capsys, "decode", "--run", out)[0] == 0
     code, printed, _ = run_cli(capsys, *argv)
     assert code == 0 and "ingest: already done, skipped" in printed
+
+
+def test_a_stage_command_on_a_copied_run_works_in_the_copy(tmp_path, capsys, ray_cluster):
+    import shutil
+
+    (tmp_path / "c.yaml").write_text(
+        "ingest:\n  toy: {num_classes: 2, train_per_class: 1, test_per_class: 1, "
+        "num_frames: 8, size: 32}\ndecode: {num_frames: 4, size: 16}\n")
+    original, copy = tmp_path / "run", tmp_path / "elsewhere" / "copy"
+    assert run_cli(capsys, "ingest", "--dataset", "toy", "--out", str(original),
+                   "--config", str(tmp_path / "c.yaml"))[0] == 0
+    shutil.copytree(original, copy)  # its config.yaml still says run_dir: …/run
+    code, printed, _ = run_cli(capsys, "decode", "--run", str(copy))
+    assert code == 0 and f"run directory: {copy}" in printed
+    assert (copy / "_stages" / "decode.json").exists() and list((copy / "clips").iterdir())
+    assert not (original / "clips").exists() and not (original / "_stages" / "decode.json").exists()

@@ -3,6 +3,7 @@ S3."""
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import threading
@@ -265,3 +266,10 @@ def test_a_busy_run_is_refused_before_ray_starts(tmp_path, monkeypatch):
         run_module.run_stages(from_dict(RunConfig, {"run_dir": run.url}), ["ingest"])
     assert started == []
     holder.release()
+
+
+def test_a_copied_runs_config_names_the_copy(tmp_path):
+    original = RunDir(str(tmp_path / "a"))
+    original.save_config(RunConfig(run_dir=str(tmp_path / "a")))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert RunDir(str(tmp_path / "b")).load_config().run_dir == str(tmp_path / "b")
