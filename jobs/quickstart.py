@@ -23,12 +23,15 @@ SMOKE = {"vae_steps": 40, "classifier_epochs": 2, "vst_epochs": 4, "sampling_ste
 """What ``--smoke`` shortens."""
 
 WORKER_CPUS = min(2, os.cpu_count() or 1)
-"""CPUs (and torch threads) of the one fine-tuning and the one evaluation worker: those stages
-run alone, and one thread would leave a laptop's second core idle."""
+"""CPUs (and torch threads) of the one VAE training task, fine-tuning worker, sampling actor,
+embedding classifier task, evaluation worker and test actor: each runs alone, and one thread
+would leave a laptop's second core idle."""
 
-DEFAULT_METHODS = ("random", "tac_dt", "vst_unet")
+DEFAULT_METHODS = ("random", "tac_dt")
 """The selectors the quickstart runs unless ``--methods`` says otherwise: the baseline and the
-paper's two (``--methods all`` runs every selector)."""
+paper's training-free one. The VST-UNet (``--methods random,tac_dt,vst_unet``) adds about two
+minutes on 2 cores (ten VST-UNet trainings and ten more classifiers) and selected no better than
+random on the toy (benchmarks/BENCHMARKS.md); ``--methods all`` runs every selector."""
 
 
 def resolve_methods(text: str) -> list[str]:
@@ -56,14 +59,14 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
                                              "test_per_class": test_per_class}},
         "decode": {"num_frames": 8, "size": 32, "shard_size": 64},
         "latents": {"num_frames": 8, "size": 32, "shard_size": 64,
-                    "vae_steps": short.get("vae_steps", 800)},
+                    "vae_steps": short.get("vae_steps", 800), "vae_cpus": WORKER_CPUS},
         "finetune": {"architecture": "small", "prediction_type": "v_prediction",
                      "steps": steps, "batch_size": 32, "learning_rate": 2e-3,
                      "ema_decay": 0.995, "checkpoint_every": max(1, min(500, steps // 3)),
                      "log_every": 10, "cpus_per_worker": WORKER_CPUS},
         "generate": {"per_class": per_class, "guidance": 4.0,
                      "steps": short.get("sampling_steps", 25),
-                     "scheduler": "ddim", "batch_size": 25},
+                     "scheduler": "ddim", "batch_size": 25, "cpus_per_actor": WORKER_CPUS},
         "embed": {"model": None, "run_classifier": "c3d", "pools": ["synthetic"],
                   "classifier_epochs": short.get("classifier_epochs", 30),
                   "classifier_cpus": WORKER_CPUS},
@@ -79,6 +82,7 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
         "evaluate": {"classifier": "c3d", "preset": "toy", "upper_bound_seeds": 1,
                      "cpus_per_worker": WORKER_CPUS,
                      "checkpoint_every": 1000, "models_per_pass": 64,
+                     "test_cpus_per_actor": WORKER_CPUS,
                      "training": {"epochs": eval_epochs,
                                   "min_steps": short.get("min_steps", 150)}},
     })

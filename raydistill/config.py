@@ -43,6 +43,11 @@ def _require(condition: bool, name: str, message: str) -> None:
         raise ConfigError(f"{name}: {message}")
 
 
+def _require_cpus(value: float | None, name: str) -> None:
+    """A CPU count field: None (the stage decides) or in (0, 256]."""
+    _require(value is None or 0 < value <= 256, name, "must be in (0, 256]")
+
+
 @dataclass(frozen=True)
 class ToyConfig:
     """Size of the procedurally generated toy action dataset (see ``datasets/toy.py``)."""
@@ -127,10 +132,12 @@ class LatentsConfig:
     ``vae`` is an AutoencoderKL path or hub id (paper: SD's VAE at 256²); None trains the tiny
     VAE on the run's training clips first (toy runs). Clips are decoded at ``num_frames`` ×
     ``size``² for the VAE. ``gpus_per_actor`` None means 1 when the cluster has GPUs, else 0.
+    The tiny VAE trains in one task of ``vae_cpus`` CPUs (and as many torch threads).
     """
 
     vae: Optional[str] = None
     vae_steps: int = 2000
+    vae_cpus: float = 1.0
     num_frames: int = 16
     size: int = 256
     shard_size: int = 16
@@ -139,6 +146,7 @@ class LatentsConfig:
 
     def __post_init__(self) -> None:
         _require(self.vae_steps >= 1, "vae_steps", "must be >= 1")
+        _require_cpus(self.vae_cpus, "vae_cpus")
         _require(1 <= self.num_frames <= 512, "num_frames", "must be between 1 and 512")
         _require(8 <= self.size <= 1024 and self.size % 8 == 0, "size",
                  "must be a multiple of 8 between 8 and 1024")
@@ -215,7 +223,8 @@ class GenerateConfig:
     """Sampling ``per_class`` synthetic videos per class (stage ``generate``; paper: 100).
 
     ``num_actors`` model replicas sample in parallel, ``gpus_per_actor`` each (None: 1 when the
-    cluster has GPUs, else 0); ``batch_size`` videos per sampling call.
+    cluster has GPUs, else 0) and ``cpus_per_actor`` CPUs (None: 1 beside a GPU, else 0.5; its
+    torch threads follow, at least 1); ``batch_size`` videos per sampling call.
     """
 
     per_class: int = 100
@@ -225,6 +234,7 @@ class GenerateConfig:
     batch_size: int = 8
     num_actors: int = 1
     gpus_per_actor: Optional[float] = None
+    cpus_per_actor: Optional[float] = None
     fps: int = 8
 
     def __post_init__(self) -> None:
@@ -239,6 +249,7 @@ class GenerateConfig:
         _require(self.gpus_per_actor is None or self.gpus_per_actor >= 0, "gpus_per_actor",
                  "must be >= 0")
         _require(1 <= self.fps <= 120, "fps", "must be between 1 and 120")
+        _require_cpus(self.cpus_per_actor, "cpus_per_actor")
 
 
 @dataclass(frozen=True)
@@ -341,8 +352,9 @@ class EvaluateConfig:
     workers (GPUs when ``use_gpu``, None = when the cluster has them; on CPU
     ``cpus_per_worker`` CPUs and as many torch threads each), checkpointing every
     ``checkpoint_every`` epochs; the test split (``test``, or ``val`` when the dataset has no
-    test split, as Kinetics-400 and SSv2) is predicted with Ray Data by ``test_actors`` actors,
-    ``models_per_pass`` models per pass over it.
+    test split, as Kinetics-400 and SSv2) is predicted with Ray Data by ``test_actors`` actors
+    (one GPU each on a cluster with GPUs, else ``test_cpus_per_actor`` CPUs, None: 0.5; torch
+    threads follow), ``models_per_pass`` models per pass over it.
     """
 
     classifier: str = "c3d"
@@ -361,10 +373,12 @@ class EvaluateConfig:
     checkpoint_every: int = 10
     max_failures: int = 3
     test_actors: int = 1
+    test_cpus_per_actor: Optional[float] = None
     models_per_pass: int = 8
 
     def __post_init__(self) -> None:
         _require(0 < self.cpus_per_worker <= 256, "cpus_per_worker", "must be in (0, 256]")
+        _require_cpus(self.test_cpus_per_actor, "test_cpus_per_actor")
         _require(self.classifier in CLASSIFIER_NAMES, "classifier",
                  f"must be one of {', '.join(CLASSIFIER_NAMES)}")
         _require(self.preset in ("paper", "toy"), "preset", "must be paper or toy")

@@ -344,6 +344,48 @@ def test_the_embedding_classifier_tasks_cpus_are_checked_before_the_run():
     assert len(resources.stage_requests("embed", with_model, small)) == 1
 
 
+def test_single_cpu_tasks_and_actors_ask_their_configured_cpus_and_a_too_big_ask_names_it():
+    config = from_dict(RunConfig, {"latents": {"vae_cpus": 4},
+                                   "generate": {"cpus_per_actor": 2, "gpus_per_actor": 0},
+                                   "evaluate": {"test_cpus_per_actor": 3}})
+    small = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
+                              node_types_known=False)
+    asks = {name: [(r.what, r.cpus) for r in resources.stage_requests(name, config, small)]
+            for name in ("latents", "generate", "evaluate")}
+    assert asks["latents"] == [("VAE actor", 0.5), ("VAE training task", 4)]
+    assert asks["generate"] == [("Latte actor", 2)]
+    assert asks["evaluate"][1] == ("test actor", 3)
+    requests = [r for name in asks for r in resources.stage_requests(name, config, small)]
+    errors, _ = resources.resource_findings(requests, small)
+    assert [e.split(":")[0] for e in errors] == ["latents.vae_cpus", "evaluate.test_cpus_per_actor"]
+    defaults = from_dict(RunConfig, {"latents": {"vae": "/weights/vae"}})
+    assert [(r.what, r.cpus) for r in resources.stage_requests("latents", defaults, small)] == [
+        ("VAE actor", 0.5)]
+    assert resources.stage_requests("evaluate", defaults, small)[1].cpus == 0.5
+
+
+@pytest.mark.parametrize("section, field", [("latents", "vae_cpus"),
+                                            ("generate", "cpus_per_actor"),
+                                            ("evaluate", "test_cpus_per_actor")])
+@pytest.mark.parametrize("value", [0, -1, 257, float("nan")])
+def test_a_cpu_count_out_of_range_is_refused_naming_its_field(section, field, value):
+    with pytest.raises(ConfigError, match=f"^{section}\\.{field}: must be "):
+        from_dict(RunConfig, {section: {field: value}})
+
+
+def test_a_task_asking_several_cpus_gets_as_many_torch_threads(ray_cluster):
+    def threads_in_task():
+        import torch
+
+        from raydistill.pipeline.shards import use_assigned_cpus
+
+        torch.set_num_threads(1)  # as a reused worker that first ran a 1-CPU task
+        return use_assigned_cpus(), torch.get_num_threads()
+
+    assert ray.get(ray.remote(num_cpus=2)(threads_in_task).remote()) == (2, 2)
+    assert ray.get(ray.remote(num_cpus=0.5)(threads_in_task).remote()) == (1, 1)
+
+
 def test_autoscaler_detection_tells_launcher_node_types_from_plain_ray_nodes():
     assert resources.has_launcher_node_types({"node_type_mapping": {"ab12": "gpu_worker"}})
     assert not resources.has_launcher_node_types({"node_type_mapping": {"ab12": "node_ab12"}})

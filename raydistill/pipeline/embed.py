@@ -32,10 +32,11 @@ from raydistill.embedding.c3d import (TOY_C3D_SPEC, C3DEmbedder, c3d_input_shape
                                       train_c3d_classifier)
 from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
                                            train_videomae_classifier)
-from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
-                                        gpus_per_actor, missing_shards, prepare_output,
-                                        shard_files, shard_path, shard_plan, source, task_pool,
-                                        worker_node, worker_nodes, write_rejects_then)
+from raydistill.pipeline.shards import (actor_cpus, collect_rejects, decode_shard_isolated,
+                                        decode_shards, gpus_per_actor, missing_shards,
+                                        prepare_output, shard_files, shard_path, shard_plan,
+                                        source, task_pool, use_assigned_cpus, worker_node,
+                                        worker_nodes, write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import clips_from_table
@@ -95,6 +96,7 @@ class EmbeddingShardWriter:
 
     def __init__(self, run_url: str, pool: str, model: str | None, class_names: list[str],
                  features: str, batch_size: int, run_classifier: str = "videomae"):
+        use_assigned_cpus()
         self.run = RunDir(run_url)
         self.pool = pool
         # Resolved on the actor's node: an S3 run's model folder is downloaded where it is used.
@@ -135,8 +137,7 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict
         if embed["run_classifier"] == "c3d":
             settings = dataclasses.replace(TOY_TRAINING, epochs=embed["classifier_epochs"],
                                            seed=seed)
-            # Ray sets OMP_NUM_THREADS only where it is unset, and a reused worker keeps its count.
-            torch.set_num_threads(max(1, int(embed["classifier_cpus"])))
+            use_assigned_cpus()
             model, history = train_c3d_classifier(clips, labels, len(class_names), settings,
                                                   seed)
             save_c3d(model, folder, class_names, history)
@@ -195,7 +196,7 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
                 compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
             ).map_batches(
                 EmbeddingShardWriter, fn_constructor_kwargs=writer_kwargs, batch_size=1,
-                num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+                num_gpus=gpus, num_cpus=actor_cpus(None, gpus),
                 compute=ActorPoolStrategy(min_size=actors, max_size=actors,
                                           initial_size=actors),
             ).materialize()

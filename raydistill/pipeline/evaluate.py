@@ -48,7 +48,7 @@ from raydistill.embedding.c3d import read_c3d_state
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.embed import run_model_dir
 from raydistill.pipeline.select import selection_path
-from raydistill.pipeline.shards import shard_files, source
+from raydistill.pipeline.shards import actor_cpus, shard_files, source, use_assigned_cpus
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
@@ -203,6 +203,7 @@ def _checkpoint_name(key: str) -> str:
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker loop: train every job without a saved model, in order."""
+    use_assigned_cpus()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     run = RunDir(loop_config["run_url"])
@@ -298,6 +299,7 @@ class TestPredictor:
     """Ray Data actor UDF: class probabilities of every model for each test clip shard."""
 
     def __init__(self, run_url: str, keys: list[str], classifier: dict, num_classes: int):
+        use_assigned_cpus()
         self.run = RunDir(run_url)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.models = []
@@ -338,7 +340,8 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
             TestPredictor, fn_constructor_kwargs={"run_url": run.url, "keys": chunk,
                                                   "classifier": spec,
                                                   "num_classes": num_classes},
-            batch_size=1, num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else 0.5,
+            batch_size=1, num_gpus=1 if use_gpu else 0,
+            num_cpus=1 if use_gpu else actor_cpus(evaluate.test_cpus_per_actor, 0),
             compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
         ).sort("video_id").take_all()
         labels = np.asarray([row["label"] for row in rows], np.int64)

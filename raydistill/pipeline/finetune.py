@@ -31,7 +31,7 @@ from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
                                              save_checkpoint, step_seed, train_step)
 from raydistill.pipeline.latents import latent_shape
-from raydistill.pipeline.shards import shard_files
+from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.cluster import (arrow_filesystem, failure_config, fit_resuming,
                                          ray_storage, train_on_gpu)
 from raydistill.runs import RunDir
@@ -57,6 +57,7 @@ def streamed_latents(run: RunDir) -> ray.data.Dataset:
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker loop: resume if a checkpoint exists, train to ``steps``, checkpoint."""
+    use_assigned_cpus()
     finetune = from_dict(FinetuneConfig, loop_config["finetune"])
     context = ray.train.get_context()
     rank = context.get_world_rank()

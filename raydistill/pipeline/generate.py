@@ -25,7 +25,8 @@ from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.pipeline.finetune import MODEL_DIR
 from raydistill.pipeline.latents import open_vae
-from raydistill.pipeline.shards import gpus_per_actor, source, worker_node, worker_nodes
+from raydistill.pipeline.shards import (actor_cpus, gpus_per_actor, source, use_assigned_cpus,
+                                        worker_node, worker_nodes)
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
 from raydistill.video import decode_clip
@@ -78,6 +79,7 @@ class SyntheticVideoWriter:
     """
 
     def __init__(self, run_url: str, model_dir: str, vae: str | None, generate: dict):
+        use_assigned_cpus()
         self.run = RunDir(run_url)
         self.settings = GenerateConfig(**generate)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -141,7 +143,7 @@ def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: 
         SyntheticVideoWriter,
         fn_constructor_kwargs={"run_url": run.url, "model_dir": model_dir, "vae": vae,
                                "generate": to_dict(generate)},
-        batch_size=1, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+        batch_size=1, num_gpus=gpus, num_cpus=actor_cpus(generate.cpus_per_actor, gpus),
         compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
     ).materialize()
     return worker_nodes(done)

@@ -22,10 +22,11 @@ from ray.data import ActorPoolStrategy
 
 from raydistill.config import RunConfig
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
-from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
-                                        gpus_per_actor, missing_shards, prepare_output,
-                                        shard_path, shard_plan, source, task_pool, worker_node,
-                                        worker_nodes, write_rejects_then)
+from raydistill.pipeline.shards import (actor_cpus, collect_rejects, decode_shard_isolated,
+                                        decode_shards, gpus_per_actor, missing_shards, prepare_output,
+                                        shard_path, shard_plan, source, task_pool,
+                                        use_assigned_cpus, worker_node, worker_nodes,
+                                        write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import decode_batch
@@ -63,6 +64,7 @@ class LatentShardWriter:
     the shards done and the node that did them."""
 
     def __init__(self, run_url: str, vae: str | None):
+        use_assigned_cpus()
         self.run = RunDir(run_url)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.vae = open_vae(self.run, vae).to(device).eval()
@@ -86,6 +88,7 @@ class LatentShardWriter:
 @ray.remote(max_retries=1)
 def _train_and_save_vae(run_url: str, frames: np.ndarray, steps: int, seed: int) -> list[float]:
     """Train the tiny VAE in a Ray task and save it into the run; ``losses.json`` marks it done."""
+    use_assigned_cpus()
     vae, losses = train_tiny_vae(frames, steps=steps, seed=seed)
     run = RunDir(run_url)
     with tempfile.TemporaryDirectory(prefix="raydistill-vae-") as folder:
@@ -103,8 +106,8 @@ def train_run_vae(run: RunDir, config: RunConfig, max_videos: int = 256) -> dict
     decoded = decode_batch(train.to_pydict(), latents.num_frames, latents.size)
     clips = decoded["clip"][[not error for error in decoded["error"]]]
     frames = clips.reshape(-1, *clips.shape[2:])
-    losses = ray.get(_train_and_save_vae.remote(run.url, frames, latents.vae_steps,
-                                                config.seed))
+    losses = ray.get(_train_and_save_vae.options(num_cpus=latents.vae_cpus).remote(
+        run.url, frames, latents.vae_steps, config.seed))
     return {"vae_steps": latents.vae_steps, "vae_loss_first": round(losses[0], 5),
             "vae_loss_last": round(losses[-1], 5), "vae_frames": int(len(frames))}
 
@@ -133,7 +136,7 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
                 batch_size=1, compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
             ).map_batches(
                 LatentShardWriter, fn_constructor_kwargs=writer_kwargs,
-                batch_size=1, num_gpus=gpus, num_cpus=0.5 if gpus == 0 else 1,
+                batch_size=1, num_gpus=gpus, num_cpus=actor_cpus(None, gpus),
                 compute=ActorPoolStrategy(min_size=actors, max_size=actors,
                                           initial_size=actors),
             ).materialize()

@@ -133,10 +133,14 @@ def resolved_gpus(requested: float | None, cluster: Cluster) -> float:
     return 1.0 if cluster.gpus > 0 else 0.0
 
 
-def actor_request(what: str, section: str, count: int, gpus: float) -> Request:
-    """An inference actor pool (latents, generate, embed): 1 CPU with a GPU, else 0.5."""
-    return Request(what, count, 1.0 if gpus else 0.5, gpus, f"{section}.num_actors",
-                   f"{section}.gpus_per_actor")
+def actor_request(what: str, section: str, count: int, gpus: float,
+                  cpus: float | None = None) -> Request:
+    """An inference actor pool (latents, generate, embed): ``cpus`` CPUs each, None: 1 with a
+    GPU, else 0.5 (``shards.actor_cpus``)."""
+    asked = cpus if cpus is not None else (1.0 if gpus else 0.5)
+    field = f"{section}.cpus_per_actor" if cpus is not None and not gpus else \
+        f"{section}.gpus_per_actor"
+    return Request(what, count, asked, gpus, f"{section}.num_actors", field)
 
 
 def train_request(what: str, section: str, use_gpu: bool | None, count: int, cluster: Cluster,
@@ -163,7 +167,11 @@ def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Reque
         what = {"latents": "VAE actor", "generate": "Latte actor",
                 "embed": "embedding actor"}[name]
         requests = [actor_request(what, name, section.num_actors,
-                                  resolved_gpus(section.gpus_per_actor, cluster))]
+                                  resolved_gpus(section.gpus_per_actor, cluster),
+                                  getattr(section, "cpus_per_actor", None))]
+        if name == "latents" and c.latents.vae is None:
+            requests.append(Request("VAE training task", 1, c.latents.vae_cpus, 0.0,
+                                    "latents.vae", "latents.vae_cpus"))
         if name == "embed" and c.embed.model is None:
             requests.append(Request("embedding classifier task", 1, c.embed.classifier_cpus,
                                     0.0, "embed.model", "embed.classifier_cpus"))
@@ -183,8 +191,11 @@ def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Reque
         test_gpus = 1.0 if cluster.gpus > 0 else 0.0  # the stage decides this from the cluster
         return [train_request("C3D worker", "evaluate", c.evaluate.use_gpu,
                               c.evaluate.num_workers, cluster, c.evaluate.cpus_per_worker),
-                Request("test actor", c.evaluate.test_actors, 1.0 if test_gpus else 0.5,
-                        test_gpus, "evaluate.test_actors", "evaluate.test_actors")]
+                Request("test actor", c.evaluate.test_actors,
+                        1.0 if test_gpus else c.evaluate.test_cpus_per_actor or 0.5,
+                        test_gpus, "evaluate.test_actors",
+                        "evaluate.test_actors" if test_gpus or c.evaluate.test_cpus_per_actor
+                        is None else "evaluate.test_cpus_per_actor")]
     return []  # report: the driver alone
 
 

@@ -28,7 +28,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
-from raydistill.pipeline.shards import shard_files
+from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
@@ -97,6 +97,7 @@ def class_batches(latents: np.ndarray, labels: np.ndarray, classes: list[int],
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker loop: train every job in turn, resuming the one in the checkpoint."""
+    use_assigned_cpus()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
