@@ -20,6 +20,12 @@ DATASETS = ("toy", "kinetics400", "ssv2", "ucf101", "miniucf", "hmdb51")
 STAGE_NAMES = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select",
                "evaluate", "report")
 """The pipeline's stages in order; each has a config section of the same name."""
+PLACEMENT_FIELDS = ("num_actors", "gpus_per_actor", "cpus_per_actor", "vae_cpus", "num_cpus",
+                    "cpus_per_worker", "classifier_cpus", "test_actors", "test_cpus_per_actor",
+                    "max_failures")
+"""Section fields that say on how much hardware a stage runs, not what it computes: they may
+change after the stage finished (a run resumed on another machine or with other defaults)."""
+
 ADDITIVE_STAGES = ("embed", "select", "evaluate", "report")
 """Stages whose outputs are keyed by their settings (pool, model, method, VPC, seed): changing
 their section after they finished adds work beside the old outputs instead of invalidating them,
@@ -165,8 +171,8 @@ class FinetuneConfig:
     the quickstart and tests, ``small`` for toy runs that should generate their classes better,
     ``xl`` = Latte-XL/2). ``batch_size`` is per worker.
     ``use_gpu`` None means: when the cluster has GPUs. ``cpus_per_worker`` is what a CPU worker
-    asks Ray for, and so its torch threads (Ray sets ``OMP_NUM_THREADS`` to it): on a laptop one
-    worker may take every core. ``mixed_precision`` (``bf16`` or ``no``) applies on GPU only.
+    asks Ray for, and so its torch threads (``pipeline.shards.use_assigned_cpus``): on a laptop
+    one worker may take every core. ``mixed_precision`` (``bf16`` or ``no``) applies on GPU only.
     ``cache_latents`` keeps each worker's share of the latent cache in memory across epochs
     (turn it off when the cache is larger than the workers' memory, e.g. Kinetics-400).
     ``prediction_type``: what the model learns to predict, ``epsilon`` (the noise, as the public
@@ -197,7 +203,7 @@ class FinetuneConfig:
     cache_latents: bool = True
 
     def __post_init__(self) -> None:
-        _require(0 < self.cpus_per_worker <= 256, "cpus_per_worker", "must be in (0, 256]")
+        _require_cpus(self.cpus_per_worker, "cpus_per_worker")
         _require(self.architecture in ARCHITECTURES, "architecture",
                  f"must be one of {', '.join(ARCHITECTURES)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "num_workers"):
@@ -292,7 +298,7 @@ class EmbedConfig:
             _require(getattr(self, name) >= 1, name, "must be >= 1")
         _require(self.gpus_per_actor is None or self.gpus_per_actor >= 0, "gpus_per_actor",
                  "must be >= 0")
-        _require(self.classifier_cpus > 0, "classifier_cpus", "must be > 0")
+        _require_cpus(self.classifier_cpus, "classifier_cpus")
 
 
 @dataclass(frozen=True)
@@ -377,7 +383,7 @@ class EvaluateConfig:
     models_per_pass: int = 8
 
     def __post_init__(self) -> None:
-        _require(0 < self.cpus_per_worker <= 256, "cpus_per_worker", "must be in (0, 256]")
+        _require_cpus(self.cpus_per_worker, "cpus_per_worker")
         _require_cpus(self.test_cpus_per_actor, "test_cpus_per_actor")
         _require(self.classifier in CLASSIFIER_NAMES, "classifier",
                  f"must be one of {', '.join(CLASSIFIER_NAMES)}")

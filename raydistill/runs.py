@@ -32,8 +32,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raydistill.config import (ADDITIVE_STAGES, ConfigError, RunConfig, dump_yaml, load_yaml,
-                               to_dict)
+from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, ConfigError, RunConfig,
+                               dump_yaml, load_yaml, to_dict)
 
 if TYPE_CHECKING:  # the lease module imports this one
     from raydistill.lease import RunLease
@@ -262,8 +262,9 @@ class RunDir:
     def save_config(self, config: RunConfig) -> None:
         """Write ``config.yaml``; refuse changes that would mix outputs of two configs.
 
-        A section (``ingest``, ``decode``, …) may change only while its stage is unfinished;
-        a top-level field (``seed``) only while no stage has finished. Raises
+        A section (``ingest``, ``decode``, …) may change only while its stage is unfinished,
+        except its placement fields (``config.PLACEMENT_FIELDS``: CPUs, GPUs, actors); a
+        top-level field (``seed``) only while no stage has finished. Raises
         :class:`ConfigError` naming the fields that may not change.
         """
         if self.exists("config.yaml"):
@@ -282,7 +283,7 @@ class RunDir:
 
     def _is_frozen(self, field_name: str) -> bool:
         section = field_name.split(".")[0]
-        if section in ADDITIVE_STAGES:
+        if section in ADDITIVE_STAGES or field_name.split(".")[-1] in PLACEMENT_FIELDS:
             return False
         if "." in field_name:
             return self.is_done(section)

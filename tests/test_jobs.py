@@ -248,10 +248,11 @@ def test_dry_run_refuses_to_change_a_finished_stage(tmp_path, capsys, ray_cluste
     argv = ["--data", str(dataset_tree(tmp_path / "data", "ucf101")), "--run",
             str(tmp_path / "run")]
     run = RunDir(str(tmp_path / "run"))
-    run.save_config(config_of(job, *argv, "--decode-cpus", "0.5"))
+    run.save_config(config_of(job, *argv, "--decode-cpus", "0.5", "--per-class", "50"))
     run.mark_done("decode")
-    code, _, err = run_job(capsys, job, *argv, "--dry-run")
-    assert code == 2 and err.startswith("distill_ucf101: error: decode.num_cpus")
+    run.mark_done("generate")
+    code, _, err = run_job(capsys, job, *argv, "--dry-run")  # decode.num_cpus may change
+    assert code == 2 and err.startswith("distill_ucf101: error: generate.per_class")
 
 
 def test_dry_run_fails_a_decode_task_larger_than_any_node(tmp_path, capsys, ray_cluster):
@@ -357,7 +358,21 @@ def test_single_cpu_tasks_and_actors_ask_their_configured_cpus_and_a_too_big_ask
     assert asks["evaluate"][1] == ("test actor", 3)
     requests = [r for name in asks for r in resources.stage_requests(name, config, small)]
     errors, _ = resources.resource_findings(requests, small)
-    assert [e.split(":")[0] for e in errors] == ["latents.vae_cpus", "evaluate.test_cpus_per_actor"]
+    assert [e.split(":")[0] for e in errors] == ["latents.vae_cpus",
+                                                 "evaluate.test_cpus_per_actor"]
+    too_big = with_overrides(config, {"generate": {"cpus_per_actor": 4}})
+    errors, _ = resources.resource_findings(resources.stage_requests("generate", too_big, small),
+                                            small)
+    assert [e.split(":")[0] for e in errors] == ["generate.cpus_per_actor"]
+    gpu_node = resources.Cluster(cpus=4, gpus=1, largest_cpus=4, largest_gpus=1,
+                                 autoscaler=False, node_types_known=False)
+    beside_a_gpu = with_overrides(too_big, {"generate": {"cpus_per_actor": 8,
+                                                         "gpus_per_actor": 1}})
+    latte = resources.stage_requests("generate", beside_a_gpu, gpu_node)[0]
+    assert (latte.cpus, latte.gpus) == (8, 1)
+    errors, _ = resources.resource_findings([latte], gpu_node)
+    assert [e.split(":")[0] for e in errors] == ["generate.cpus_per_actor"]
+    assert resources.stage_requests("evaluate", config, gpu_node)[1].cpus == 1  # GPU: 1 CPU
     defaults = from_dict(RunConfig, {"latents": {"vae": "/weights/vae"}})
     assert [(r.what, r.cpus) for r in resources.stage_requests("latents", defaults, small)] == [
         ("VAE actor", 0.5)]
@@ -382,8 +397,20 @@ def test_a_task_asking_several_cpus_gets_as_many_torch_threads(ray_cluster):
         torch.set_num_threads(1)  # as a reused worker that first ran a 1-CPU task
         return use_assigned_cpus(), torch.get_num_threads()
 
-    assert ray.get(ray.remote(num_cpus=2)(threads_in_task).remote()) == (2, 2)
-    assert ray.get(ray.remote(num_cpus=0.5)(threads_in_task).remote()) == (1, 1)
+    assert ray.get(ray.remote(num_cpus=2)(threads_in_task).remote(), timeout=120) == (2, 2)
+    assert ray.get(ray.remote(num_cpus=0.5)(threads_in_task).remote(), timeout=120) == (1, 1)
+
+    class Actor:
+        def threads(self):
+            return threads_in_task()
+
+    actor = ray.remote(num_cpus=2)(Actor).remote()
+    try:
+        assert ray.get(actor.threads.remote(), timeout=120) == (2, 2)
+    finally:
+        ray.kill(actor)
+    from raydistill.pipeline.shards import use_assigned_cpus
+    assert use_assigned_cpus() is None  # the driver keeps its own threads
 
 
 def test_autoscaler_detection_tells_launcher_node_types_from_plain_ray_nodes():

@@ -47,6 +47,21 @@ def test_config_of_an_unfinished_stage_may_change(tmp_path):
     assert run.load_config().decode.size == 64
 
 
+def test_placement_fields_of_a_finished_stage_may_change_and_the_rest_may_not(tmp_path):
+    run = RunDir(str(tmp_path))
+    config = RunConfig(run_dir=str(tmp_path))
+    run.save_config(config)
+    for stage in ("ingest", "decode", "latents", "finetune", "generate"):
+        run.mark_done(stage)
+    moved = with_overrides(config, {"latents": {"vae_cpus": 2, "num_actors": 4},
+                                    "generate": {"cpus_per_actor": 2, "gpus_per_actor": 1},
+                                    "finetune": {"cpus_per_worker": 8}})
+    run.save_config(moved)
+    assert run.load_config().generate.cpus_per_actor == 2
+    with pytest.raises(ConfigError, match=r"^generate\.steps:"):
+        run.save_config(with_overrides(moved, {"generate": {"steps": 10}}))
+
+
 def test_config_of_a_finished_stage_is_refused_naming_the_field(tmp_path):
     run = RunDir(str(tmp_path))
     config = RunConfig(run_dir=str(tmp_path))

@@ -32,7 +32,8 @@ from raydistill.embedding.c3d import (TOY_C3D_SPEC, C3DEmbedder, c3d_input_shape
                                       train_c3d_classifier)
 from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
                                            train_videomae_classifier)
-from raydistill.pipeline.shards import (actor_cpus, collect_rejects, decode_shard_isolated,
+from raydistill.pipeline.resources import actor_cpus
+from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated,
                                         decode_shards, gpus_per_actor, missing_shards,
                                         prepare_output, shard_files, shard_path, shard_plan,
                                         source, task_pool, use_assigned_cpus, worker_node,
@@ -125,6 +126,7 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict
     ``classifier_steps`` steps or a toy C3D for ``classifier_epochs`` epochs) on its training
     clips; save it into the run."""
     started = time.time()
+    use_assigned_cpus()
     run = RunDir(run_url)
     # In video-id order, as the evaluate stage loads them: a full-real classifier with the same
     # recipe is then this very model, and evaluate adopts it instead of training it again.
@@ -137,7 +139,6 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict
         if embed["run_classifier"] == "c3d":
             settings = dataclasses.replace(TOY_TRAINING, epochs=embed["classifier_epochs"],
                                            seed=seed)
-            use_assigned_cpus()
             model, history = train_c3d_classifier(clips, labels, len(class_names), settings,
                                                   seed)
             save_c3d(model, folder, class_names, history)

@@ -48,7 +48,8 @@ from raydistill.embedding.c3d import read_c3d_state
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.embed import run_model_dir
 from raydistill.pipeline.select import selection_path
-from raydistill.pipeline.shards import actor_cpus, shard_files, source, use_assigned_cpus
+from raydistill.pipeline.resources import actor_cpus
+from raydistill.pipeline.shards import shard_files, source, use_assigned_cpus
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
@@ -341,7 +342,7 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
                                                   "classifier": spec,
                                                   "num_classes": num_classes},
             batch_size=1, num_gpus=1 if use_gpu else 0,
-            num_cpus=1 if use_gpu else actor_cpus(evaluate.test_cpus_per_actor, 0),
+            num_cpus=actor_cpus(None if use_gpu else evaluate.test_cpus_per_actor, use_gpu),
             compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
         ).sort("video_id").take_all()
         labels = np.asarray([row["label"] for row in rows], np.int64)

@@ -25,7 +25,8 @@ from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.pipeline.finetune import MODEL_DIR
 from raydistill.pipeline.latents import open_vae
-from raydistill.pipeline.shards import (actor_cpus, gpus_per_actor, source, use_assigned_cpus,
+from raydistill.pipeline.resources import actor_cpus
+from raydistill.pipeline.shards import (gpus_per_actor, source, use_assigned_cpus,
                                         worker_node, worker_nodes)
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir

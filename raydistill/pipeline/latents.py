@@ -22,8 +22,9 @@ from ray.data import ActorPoolStrategy
 
 from raydistill.config import RunConfig
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
-from raydistill.pipeline.shards import (actor_cpus, collect_rejects, decode_shard_isolated,
-                                        decode_shards, gpus_per_actor, missing_shards, prepare_output,
+from raydistill.pipeline.resources import actor_cpus
+from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
+                                        gpus_per_actor, missing_shards, prepare_output,
                                         shard_path, shard_plan, source, task_pool,
                                         use_assigned_cpus, worker_node, worker_nodes,
                                         write_rejects_then)

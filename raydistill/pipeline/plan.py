@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable
 
 
-from raydistill.config import ADDITIVE_STAGES, STAGE_NAMES, ConfigError, RunConfig, to_dict
+from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, STAGE_NAMES, ConfigError,
+                               RunConfig, to_dict)
 from raydistill.datasets.common import DatasetError
 from raydistill.pipeline.resources import (Cluster, Request, cluster_view, resource_findings,
                                            stage_requests)
@@ -110,7 +111,8 @@ def check_frozen_sections(run: RunDir, config: RunConfig) -> None:
     for name in STAGE_NAMES:
         if name in ADDITIVE_STAGES or not run.is_done(name):
             continue
-        changed = [key for key in wanted[name] if wanted[name][key] != saved[name].get(key)]
+        changed = [key for key in wanted[name] if wanted[name][key] != saved[name].get(key)
+                   and key not in PLACEMENT_FIELDS]
         if changed:
             raise ConfigError(f"{name}.{changed[0]}: {run.url} already holds a finished {name} "
                               "stage made with a different value; use a new run directory")

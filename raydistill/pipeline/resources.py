@@ -46,6 +46,8 @@ class Request:
     gpus: float
     count_field: str
     unit_field: str
+    cpu_field: str | None = None
+    """The field behind the CPUs of one worker, when not ``unit_field``."""
 
     def size(self) -> str:
         """What one worker asks: ``1 CPU + 1 GPU``."""
@@ -133,14 +135,20 @@ def resolved_gpus(requested: float | None, cluster: Cluster) -> float:
     return 1.0 if cluster.gpus > 0 else 0.0
 
 
+def actor_cpus(requested: float | None, gpus: float) -> float:
+    """CPUs an inference actor asks: ``requested``, or (None) 1 beside a GPU and 0.5 without,
+    so that two CPU actors share a core."""
+    if requested is not None:
+        return requested
+    return 1.0 if gpus else 0.5
+
+
 def actor_request(what: str, section: str, count: int, gpus: float,
-                  cpus: float | None = None) -> Request:
-    """An inference actor pool (latents, generate, embed): ``cpus`` CPUs each, None: 1 with a
-    GPU, else 0.5 (``shards.actor_cpus``)."""
-    asked = cpus if cpus is not None else (1.0 if gpus else 0.5)
-    field = f"{section}.cpus_per_actor" if cpus is not None and not gpus else \
-        f"{section}.gpus_per_actor"
-    return Request(what, count, asked, gpus, f"{section}.num_actors", field)
+                  cpus: float | None = None, cpu_field: str | None = None) -> Request:
+    """An inference actor pool (latents, generate, embed, the test actors): :func:`actor_cpus`
+    CPUs each; a CPU ask too large names ``cpu_field`` (when the section has one)."""
+    return Request(what, count, actor_cpus(cpus, gpus), gpus, f"{section}.num_actors",
+                   f"{section}.gpus_per_actor", cpu_field)
 
 
 def train_request(what: str, section: str, use_gpu: bool | None, count: int, cluster: Cluster,
@@ -166,9 +174,10 @@ def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Reque
         section = getattr(c, name)
         what = {"latents": "VAE actor", "generate": "Latte actor",
                 "embed": "embedding actor"}[name]
+        cpus = getattr(section, "cpus_per_actor", None)
         requests = [actor_request(what, name, section.num_actors,
-                                  resolved_gpus(section.gpus_per_actor, cluster),
-                                  getattr(section, "cpus_per_actor", None))]
+                                  resolved_gpus(section.gpus_per_actor, cluster), cpus,
+                                  f"{name}.cpus_per_actor" if cpus is not None else None)]
         if name == "latents" and c.latents.vae is None:
             requests.append(Request("VAE training task", 1, c.latents.vae_cpus, 0.0,
                                     "latents.vae", "latents.vae_cpus"))
@@ -192,10 +201,11 @@ def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Reque
         return [train_request("C3D worker", "evaluate", c.evaluate.use_gpu,
                               c.evaluate.num_workers, cluster, c.evaluate.cpus_per_worker),
                 Request("test actor", c.evaluate.test_actors,
-                        1.0 if test_gpus else c.evaluate.test_cpus_per_actor or 0.5,
-                        test_gpus, "evaluate.test_actors",
-                        "evaluate.test_actors" if test_gpus or c.evaluate.test_cpus_per_actor
-                        is None else "evaluate.test_cpus_per_actor")]
+                        actor_cpus(None if test_gpus else c.evaluate.test_cpus_per_actor,
+                                   test_gpus),
+                        test_gpus, "evaluate.test_actors", "evaluate.test_actors",
+                        None if test_gpus or c.evaluate.test_cpus_per_actor is None
+                        else "evaluate.test_cpus_per_actor")]
     return []  # report: the driver alone
 
 
@@ -227,13 +237,14 @@ def unit_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
     larger one. A GPU ask where no node has a GPU is not an error: GPU nodes may still join."""
     asks = (("GPU", r.gpus, cluster.largest_gpus), ("CPU", r.cpus, cluster.largest_cpus))
     for resource, each, largest in asks:
+        field = r.cpu_field if resource == "CPU" and r.cpu_field else r.unit_field
         if each > largest:
             never = largest > 0 and not (cluster.autoscaler and not cluster.node_types_known)
             has = f"no node has more than {largest:g}" if largest else f"no node has a {resource}"
             hint = "" if never else f"; {_growth(cluster)}"
             if resource == "GPU" and not largest:
                 hint += " (--gpus-per-actor 0 runs every stage on CPUs)"
-            return never, f"{r.unit_field}: one {r.what} asks {each:g} {resource}, {has}{hint}"
+            return never, f"{field}: one {r.what} asks {each:g} {resource}, {has}{hint}"
     return None
 
 

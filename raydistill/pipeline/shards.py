@@ -38,14 +38,6 @@ def source(items, items_per_block: int = 1) -> ray.data.Dataset:
     return dataset
 
 
-def actor_cpus(requested: float | None, gpus: float) -> float:
-    """CPUs an inference actor asks: ``requested``, or (None) 1 beside a GPU and 0.5 without,
-    so that two CPU actors share a core."""
-    if requested is not None:
-        return requested
-    return 1.0 if gpus else 0.5
-
-
 def use_assigned_cpus() -> int | None:
     """Give the torch of this Ray task, actor or Ray Train worker as many threads as the CPUs it
     was assigned (at least 1); returns them, or None outside one (the driver keeps its own).
