@@ -210,10 +210,14 @@ def same_videos(latent_ids: np.ndarray, clips: np.ndarray) -> None:
 
 
 def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_classes: int,
-                   evaluation: EvaluateConfig) -> list[str]:
+                   evaluation: EvaluateConfig, batch_size: int | None = None,
+                   vae_steps: int | None = None) -> list[str]:
     """The run's Latte settings trained again in process on its latent cache, once per seed in
     ``seeds`` (``steps``: the run's unless given), sampled as its generate stage samples (its
-    per_class, scheduler, steps, guidance), decoded with its VAE. One row per seed: training
+    per_class, scheduler, steps, guidance), decoded with its VAE; ``batch_size``: the run's
+    unless given. ``vae_steps``: instead of the run's VAE and latent cache, a tiny VAE trained
+    that many steps (the run's seed, on 256 training clips, as the latents stage trains it)
+    encodes the training clips, and decodes the samples. One row per seed: training
     time, class fidelity (the run's embedding C3D on the samples) and full synthetic (the run's
     evaluation classifier trained on the samples, read on the test clips)."""
     import dataclasses as dc
@@ -226,11 +230,22 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
     from raydistill.pipeline.vst import pool_latents
 
     config = run.load_config()
-    finetune = config.finetune if steps is None else dc.replace(config.finetune, steps=steps)
+    finetune = dc.replace(config.finetune, steps=steps or config.finetune.steps,
+                          batch_size=batch_size or config.finetune.batch_size)
     generate = config.generate
     latents, labels, _ = pool_latents(run, "train")
-    cache, targets = torch.from_numpy(latents), torch.from_numpy(labels)
     vae = AutoencoderKL.from_pretrained(run.path("vae")).eval()
+    if vae_steps:
+        clips, labels = load_clips(run, "train")
+        started = time.perf_counter()
+        vae, _ = train_tiny_vae(clips[:256].reshape(-1, *clips.shape[2:]), steps=vae_steps,
+                                seed=config.seed)
+        vae.eval()
+        with torch.no_grad():
+            latents = encode_clips(vae, clips)
+        print(f"tiny VAE, {vae_steps} steps, trained and encoded in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+    cache, targets = torch.from_numpy(latents), torch.from_numpy(labels)
     judge, _ = load_c3d(run.path(run_model_dir("c3d")))
     wanted = torch.arange(num_classes).repeat_interleave(generate.per_class)
     rows = []
@@ -253,7 +268,7 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
         per_class = [100 * recognised[wanted.numpy() == c].mean() for c in range(num_classes)]
         model = trained_classifier(videos, wanted.numpy(), num_classes, evaluation, 0)
         shares = " / ".join(f"{share:.0f}" for share in per_class)
-        rows.append(f"| {seed} | {finetune.steps} | {trained:.0f} s | "
+        rows.append(f"| {seed} | {finetune.steps} × {finetune.batch_size} | {trained:.0f} s | "
                     f"{100 * recognised.mean():.1f} | {shares} | {top1(model, *test):.1f} |")
         print(rows[-1], flush=True)
     return rows
@@ -323,13 +338,23 @@ def main() -> None:
                              "and measure each one's samples (fidelity, full synthetic)")
     parser.add_argument("--generator-steps", type=int, help="with --generator-seeds: steps "
                         "(default: the run's)")
+    parser.add_argument("--generator-batch", type=int, help="with --generator-seeds: batch size "
+                        "(default: the run's)")
+    parser.add_argument("--generator-vae-steps", type=int, help="with --generator-seeds: train "
+                        "a tiny VAE this many steps for the latents instead of the run's")
     parser.add_argument("--vpc", type=int, nargs="+", default=[1, 5], help="VPCs of --pool")
+    parser.add_argument("--eval-min-steps", type=int,
+                        help="train every classifier at least this many steps instead of the "
+                             "run's evaluate.training.min_steps")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     run = RunDir(args.run)
     train, test = load_clips(run, "train"), load_clips(run, "test")
     num_classes = int(max(train[1].max(), test[1].max()) + 1)
     evaluation = run.load_config().evaluate
+    if args.eval_min_steps is not None:
+        evaluation = dataclasses.replace(evaluation, training={**evaluation.training,
+                                                               "min_steps": args.eval_min_steps})
     real_model = trained_classifier(*train, num_classes, evaluation, args.seed)
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}; "
           f"run {run.url}: {len(train[0])} train / {len(test[0])} test clips")
@@ -339,10 +364,10 @@ def main() -> None:
         compare_selectors(run, args, train, test, num_classes, evaluation)
         return
     if args.generator_seeds:
-        print("| seed | steps | training | fidelity (%) | per class (%) | full synthetic (%) |")
+        print("| seed | steps × batch | training | fidelity (%) | per class (%) | full synthetic (%) |")
         print("|---|---|---|---|---|---|")
         generator_rows(run, args.generator_seeds, args.generator_steps, test, num_classes,
-                       evaluation)
+                       evaluation, args.generator_batch, args.generator_vae_steps)
         return
     if run.exists("clips/synthetic"):
         synthetic = load_clips(run, "synthetic")
