@@ -48,6 +48,7 @@ import time
 
 import numpy as np
 import torch
+import yaml
 from diffusers import AutoencoderKL
 
 from raydistill.classify.models import build_classifier
@@ -338,6 +339,9 @@ def main() -> None:
                              "and measure each one's samples (fidelity, full synthetic)")
     parser.add_argument("--generator-steps", type=int, help="with --generator-seeds: steps "
                         "(default: the run's)")
+    parser.add_argument("--eval-training", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override fields of the run's evaluate.training (e.g. lr=0.001 "
+                             "min_steps=300 label_smoothing=0.1)")
     parser.add_argument("--generator-batch", type=int, help="with --generator-seeds: batch size "
                         "(default: the run's)")
     parser.add_argument("--generator-vae-steps", type=int, help="with --generator-seeds: train "
@@ -352,9 +356,14 @@ def main() -> None:
     train, test = load_clips(run, "train"), load_clips(run, "test")
     num_classes = int(max(train[1].max(), test[1].max()) + 1)
     evaluation = run.load_config().evaluate
+    overrides = dict(pair.split("=", 1) for pair in args.eval_training)
     if args.eval_min_steps is not None:
-        evaluation = dataclasses.replace(evaluation, training={**evaluation.training,
-                                                               "min_steps": args.eval_min_steps})
+        overrides["min_steps"] = args.eval_min_steps
+    if overrides:
+        values = {key: yaml.safe_load(value) for key, value in overrides.items()}
+        evaluation = dataclasses.replace(evaluation,
+                                         training={**evaluation.training, **values})
+        print(f"evaluation classifiers: training {evaluation.training}")
     real_model = trained_classifier(*train, num_classes, evaluation, args.seed)
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}; "
           f"run {run.url}: {len(train[0])} train / {len(test[0])} test clips")
@@ -364,7 +373,8 @@ def main() -> None:
         compare_selectors(run, args, train, test, num_classes, evaluation)
         return
     if args.generator_seeds:
-        print("| seed | steps × batch | training | fidelity (%) | per class (%) | full synthetic (%) |")
+        print("| seed | steps × batch | training | fidelity (%) | per class (%) "
+              "| full synthetic (%) |")
         print("|---|---|---|---|---|---|")
         generator_rows(run, args.generator_seeds, args.generator_steps, test, num_classes,
                        evaluation, args.generator_batch, args.generator_vae_steps)
