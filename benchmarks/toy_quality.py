@@ -212,13 +212,16 @@ def same_videos(latent_ids: np.ndarray, clips: np.ndarray) -> None:
 
 def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_classes: int,
                    evaluation: EvaluateConfig, batch_size: int | None = None,
-                   vae_steps: int | None = None) -> list[str]:
+                   vae_steps: int | None = None, keep: np.ndarray | None = None,
+                   on_pool=None) -> list[str]:
     """The run's Latte settings trained again in process on its latent cache, once per seed in
     ``seeds`` (``steps``: the run's unless given), sampled as its generate stage samples (its
     per_class, scheduler, steps, guidance), decoded with its VAE; ``batch_size``: the run's
     unless given. ``vae_steps``: instead of the run's VAE and latent cache, a tiny VAE trained
     that many steps (the run's seed, on 256 training clips, as the latents stage trains it)
-    encodes the training clips, and decodes the samples. One row per seed: training
+    encodes the training clips, and decodes the samples. ``keep``: the Latte trains on these
+    training clips only (row indices in video-id order); ``on_pool(videos, labels)`` is called
+    with each seed's samples. One row per seed: training
     time, class fidelity (the run's embedding C3D on the samples) and full synthetic (the run's
     evaluation classifier trained on the samples, read on the test clips)."""
     import dataclasses as dc
@@ -246,6 +249,8 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
             latents = encode_clips(vae, clips)
         print(f"tiny VAE, {vae_steps} steps, trained and encoded in "
               f"{time.perf_counter() - started:.0f} s", flush=True)
+    if keep is not None:
+        latents, labels = latents[keep], labels[keep]
     cache, targets = torch.from_numpy(latents), torch.from_numpy(labels)
     judge, _ = load_c3d(run.path(run_model_dir("c3d")))
     wanted = torch.arange(num_classes).repeat_interleave(generate.per_class)
@@ -272,7 +277,35 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
         rows.append(f"| {seed} | {finetune.steps} × {finetune.batch_size} | {trained:.0f} s | "
                     f"{100 * recognised.mean():.1f} | {shares} | {top1(model, *test):.1f} |")
         print(rows[-1], flush=True)
+        if on_pool is not None:
+            on_pool(videos, wanted.numpy())
     return rows
+
+
+def generator_then_selectors(run: RunDir, args, train, test, num_classes: int,
+                             evaluation: EvaluateConfig) -> None:
+    """``--generator-seeds`` with ``--validation N``: the Latte trains without the N held-out
+    training clips per class (so they are unseen by it, as the test clips are), and random and
+    TAC-DT pick from each seed's samples, read on those held-out clips."""
+    fitted, held_out, kept = split_validation(*train, args.validation, args.seed)
+    fences = [None if value.lower() == "none" else float(value) for value in args.tac_fences]
+    floors = [None if value.lower() == "none" else float(value) for value in args.tac_min_scores]
+
+    def on_pool(videos, labels):
+        features, scores = run_embeddings(*fitted, num_classes, videos, labels)
+        variants = selector_variants(features, scores, None, fences, args.tac_group_factors,
+                                     floors, [], args.vst_epochs)
+        print("| VPC | method | top-1 (%) | vs random, paired (points, 95 % CI) | seeds |")
+        print("|---|---|---|---|---|")
+        print("\n".join(selection_rows((videos, labels), held_out, variants, num_classes,
+                                       evaluation, args.vpc, args.seeds)), flush=True)
+
+    print(f"the Latte trains on {len(kept)} training clips; {len(held_out[1])} held out")
+    print("| seed | steps × batch | training | fidelity (%) | per class (%) "
+          "| full synthetic (%) |")
+    print("|---|---|---|---|---|---|")
+    generator_rows(run, args.generator_seeds, args.generator_steps, test, num_classes,
+                   evaluation, args.generator_batch, args.generator_vae_steps, kept, on_pool)
 
 
 def compare_selectors(run: RunDir, args, train, test, num_classes: int,
@@ -371,6 +404,9 @@ def main() -> None:
           f"{top1(real_model, *test):.1f} % on the real test clips")
     if args.pool:
         compare_selectors(run, args, train, test, num_classes, evaluation)
+        return
+    if args.generator_seeds and args.validation:
+        generator_then_selectors(run, args, train, test, num_classes, evaluation)
         return
     if args.generator_seeds:
         print("| seed | steps × batch | training | fidelity (%) | per class (%) "
