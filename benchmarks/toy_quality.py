@@ -237,9 +237,10 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
     finetune = dc.replace(config.finetune, steps=steps or config.finetune.steps,
                           batch_size=batch_size or config.finetune.batch_size)
     generate = config.generate
-    latents, labels, _ = pool_latents(run, "train")
-    vae = AutoencoderKL.from_pretrained(run.path("vae")).eval()
-    if vae_steps:
+    if not vae_steps:
+        latents, labels, _ = pool_latents(run, "train")
+        vae = AutoencoderKL.from_pretrained(run.path("vae")).eval()
+    else:
         clips, labels = load_clips(run, "train")
         started = time.perf_counter()
         vae, _ = train_tiny_vae(clips[:256].reshape(-1, *clips.shape[2:]), steps=vae_steps,
@@ -282,14 +283,23 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
     return rows
 
 
+def optional_floats(values: list[str]) -> list[float | None]:
+    """Variant values of the command line: ``none`` → None, else the number."""
+    return [None if value.lower() == "none" else float(value) for value in values]
+
+
+GENERATOR_HEADER = ("| seed | steps × batch | training | fidelity (%) | per class (%) "
+                    "| full synthetic (%) |\n|---|---|---|---|---|---|")
+"""The header of :func:`generator_rows`' table."""
+
+
 def generator_then_selectors(run: RunDir, args, train, test, num_classes: int,
                              evaluation: EvaluateConfig) -> None:
     """``--generator-seeds`` with ``--validation N``: the Latte trains without the N held-out
     training clips per class (so they are unseen by it, as the test clips are), and random and
     TAC-DT pick from each seed's samples, read on those held-out clips."""
     fitted, held_out, kept = split_validation(*train, args.validation, args.seed)
-    fences = [None if value.lower() == "none" else float(value) for value in args.tac_fences]
-    floors = [None if value.lower() == "none" else float(value) for value in args.tac_min_scores]
+    fences, floors = optional_floats(args.tac_fences), optional_floats(args.tac_min_scores)
 
     def on_pool(videos, labels):
         features, scores = run_embeddings(*fitted, num_classes, videos, labels)
@@ -301,9 +311,7 @@ def generator_then_selectors(run: RunDir, args, train, test, num_classes: int,
                                        evaluation, args.vpc, args.seeds)), flush=True)
 
     print(f"the Latte trains on {len(kept)} training clips; {len(held_out[1])} held out")
-    print("| seed | steps × batch | training | fidelity (%) | per class (%) "
-          "| full synthetic (%) |")
-    print("|---|---|---|---|---|---|")
+    print(GENERATOR_HEADER)
     generator_rows(run, args.generator_seeds, args.generator_steps, test, num_classes,
                    evaluation, args.generator_batch, args.generator_vae_steps, kept, on_pool)
 
@@ -336,8 +344,7 @@ def compare_selectors(run: RunDir, args, train, test, num_classes: int,
           f"({len(held_out[1])} clips)")
     print("| VPC | method | top-1 (%) | vs random, paired (points, 95 % CI) | seeds |")
     print("|---|---|---|---|---|")
-    fences, floors = ([None if value.lower() == "none" else float(value) for value in values]
-                      for values in (args.tac_fences, args.tac_min_scores))
+    fences, floors = optional_floats(args.tac_fences), optional_floats(args.tac_min_scores)
     variants = selector_variants(features, scores, latents, fences, args.tac_group_factors,
                                  floors, args.vst_forms, args.vst_epochs)
     print("\n".join(selection_rows(pool, held_out, variants, num_classes, evaluation,
@@ -380,20 +387,15 @@ def main() -> None:
     parser.add_argument("--generator-vae-steps", type=int, help="with --generator-seeds: train "
                         "a tiny VAE this many steps for the latents instead of the run's")
     parser.add_argument("--vpc", type=int, nargs="+", default=[1, 5], help="VPCs of --pool")
-    parser.add_argument("--eval-min-steps", type=int,
-                        help="train every classifier at least this many steps instead of the "
-                             "run's evaluate.training.min_steps")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     run = RunDir(args.run)
     train, test = load_clips(run, "train"), load_clips(run, "test")
     num_classes = int(max(train[1].max(), test[1].max()) + 1)
     evaluation = run.load_config().evaluate
-    overrides = dict(pair.split("=", 1) for pair in args.eval_training)
-    if args.eval_min_steps is not None:
-        overrides["min_steps"] = args.eval_min_steps
-    if overrides:
-        values = {key: yaml.safe_load(value) for key, value in overrides.items()}
+    if args.eval_training:
+        values = {key: yaml.safe_load(value)
+                  for key, value in (pair.split("=", 1) for pair in args.eval_training)}
         evaluation = dataclasses.replace(evaluation,
                                          training={**evaluation.training, **values})
         print(f"evaluation classifiers: training {evaluation.training}")
@@ -409,9 +411,7 @@ def main() -> None:
         generator_then_selectors(run, args, train, test, num_classes, evaluation)
         return
     if args.generator_seeds:
-        print("| seed | steps × batch | training | fidelity (%) | per class (%) "
-              "| full synthetic (%) |")
-        print("|---|---|---|---|---|---|")
+        print(GENERATOR_HEADER)
         generator_rows(run, args.generator_seeds, args.generator_steps, test, num_classes,
                        evaluation, args.generator_batch, args.generator_vae_steps)
         return
