@@ -79,8 +79,11 @@ def quickstart_config(run_dir: str, classes: int, train_per_class: int, test_per
         # over the test clips, not one actor start per 8. A selection of 1 or 5 videos per class
         # is one to three batches, so classifiers train at least min_steps steps, not 30 epochs.
         # Each takes seconds and is saved when done: no checkpoints within one (they cost ~1 s).
+        # One classifier per CPU at a time: a 1-thread C3D step takes 1.4 x a 2-thread one, so
+        # two at once train 1.4 x as many (benchmarks/BENCHMARKS.md).
         "evaluate": {"classifier": "c3d", "preset": "toy", "upper_bound_seeds": 1,
-                     "cpus_per_worker": WORKER_CPUS,
+                     "num_workers": WORKER_CPUS, "cpus_per_worker": 1,
+                     "parallelism": "jobs",
                      "checkpoint_every": 1000, "models_per_pass": 64,
                      "test_cpus_per_actor": WORKER_CPUS,
                      "training": {"epochs": eval_epochs,

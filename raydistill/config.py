@@ -26,6 +26,9 @@ PLACEMENT_FIELDS = ("num_actors", "gpus_per_actor", "cpus_per_actor", "vae_cpus"
 """Section fields that say on how much hardware a stage runs, not what it computes: they may
 change after the stage finished (a run resumed on another machine or with other defaults)."""
 
+EVALUATE_PARALLELISM = ("data", "jobs")
+"""How the evaluate stage's workers share the classifiers (``EvaluateConfig.parallelism``)."""
+
 ADDITIVE_STAGES = ("embed", "select", "evaluate", "report")
 """Stages whose outputs are keyed by their settings (pool, model, method, VPC, seed): changing
 their section after they finished adds work beside the old outputs instead of invalidating them,
@@ -354,10 +357,12 @@ class EvaluateConfig:
     (None: ``seeds``). ``preset`` picks the classifier geometry and training defaults (``paper``:
     C3D on 16×112², SGD 500 epochs; ``toy``: 8×32², Adam 30 epochs; see ``classify/``);
     ``classifier_options`` and ``training`` override single fields (e.g.
-    ``training: {epochs: 100, lr: 0.01}``). Ray Train runs ``num_workers`` data-parallel
-    workers (GPUs when ``use_gpu``, None = when the cluster has them; on CPU
-    ``cpus_per_worker`` CPUs and as many torch threads each), checkpointing every
-    ``checkpoint_every`` epochs; the test split (``test``, or ``val`` when the dataset has no
+    ``training: {epochs: 100, lr: 0.01}``). Ray Train runs ``num_workers`` workers (GPUs when
+    ``use_gpu``, None = when the cluster has them; on CPU ``cpus_per_worker`` CPUs and as many
+    torch threads each), checkpointing every ``checkpoint_every`` epochs. ``parallelism``:
+    ``data`` trains each classifier on all the workers at once (DDP, for large classifiers);
+    ``jobs`` gives each worker classifiers of its own, trained alone as one worker would (many
+    small classifiers: no gradient exchange, and each worker's threads stay busy). The test split (``test``, or ``val`` when the dataset has no
     test split, as Kinetics-400 and SSv2) is predicted with Ray Data by ``test_actors`` actors
     (one GPU each on a cluster with GPUs, else ``test_cpus_per_actor`` CPUs, None: 0.5; torch
     threads follow), ``models_per_pass`` models per pass over it.
@@ -374,6 +379,7 @@ class EvaluateConfig:
     full_synthetic: bool = True
     upper_bound_seeds: Optional[int] = None
     num_workers: int = 1
+    parallelism: str = "data"
     use_gpu: Optional[bool] = None
     cpus_per_worker: float = 1.0
     checkpoint_every: int = 10
@@ -388,6 +394,8 @@ class EvaluateConfig:
         _require(self.classifier in CLASSIFIER_NAMES, "classifier",
                  f"must be one of {', '.join(CLASSIFIER_NAMES)}")
         _require(self.preset in ("paper", "toy"), "preset", "must be paper or toy")
+        _require(self.parallelism in EVALUATE_PARALLELISM, "parallelism",
+                 f"must be one of {', '.join(EVALUATE_PARALLELISM)}")
         unknown = [m for m in self.methods or () if m not in SELECTION_METHODS]
         _require(not unknown, "methods",
                  f"unknown method {unknown[0]!r}; choose from {', '.join(SELECTION_METHODS)}"

@@ -15,7 +15,9 @@ from raydistill.config import ConfigError, RunConfig, from_dict, with_overrides
 from raydistill.classify.training import training_recipe
 from raydistill.embedding.c3d import TOY_C3D_SPEC, save_c3d, train_c3d_classifier
 from raydistill.pipeline.embed import run_model_dir
-from raydistill.pipeline.evaluate import (adopt_run_classifier, classifier_settings, load_clips,
+from raydistill.classify.training import make_optimizer, make_scheduler
+from raydistill.pipeline.evaluate import (RunDirCheckpoints, adopt_run_classifier, assign_jobs,
+                                          checkpoint_path, classifier_settings, load_clips,
                                           metrics_path, model_path, validate_evaluation)
 from raydistill.runs import RunDir
 from raydistill.pipeline.run import run_stages
@@ -157,6 +159,7 @@ def test_a_selection_that_was_never_made_is_named(evaluated):
     ({"classifier_options": {"depth": 4}}, "evaluate.classifier_options"),
     ({"training": {"epochz": 3}}, "evaluate.training"),
     ({"classifier": "resnet"}, "evaluate.classifier"),
+    ({"parallelism": "models"}, "evaluate.parallelism"),
 ])
 def test_bad_evaluation_settings_stop_before_any_work(evaluate, message):
     with pytest.raises(ConfigError, match=message):
@@ -171,3 +174,67 @@ def test_two_data_parallel_workers_train_a_classifier(tmp_path):
     run_stages(config, ["evaluate"])
     assert run.read_json(metrics_path("real/random/vpc=2/seed=0"))["train_videos"] == 6
     assert run.read_json(metrics_path("full_real/seed=0"))["test_videos"] == 6
+
+
+def test_jobs_parallelism_trains_each_classifier_as_one_worker_would(evaluated, tmp_path):
+    config, run = evaluated
+    shutil.copytree(run.root, tmp_path / "run")
+    copy = RunDir(str(tmp_path / "run"))
+    copy.fs.rm(copy.path("eval"), recursive=True)
+    copy.fs.rm(copy.path("_stages/evaluate.json"))
+    jobs_config = with_overrides(config, {"run_dir": copy.url, "evaluate": {
+        "parallelism": "jobs", "num_workers": 2, "cpus_per_worker": 1}})
+    run_stages(jobs_config, ["evaluate"])
+
+    keys = ["full_real/seed=0", "real/random/vpc=1/seed=0", "real/random/vpc=2/seed=0"]
+    for key in keys:  # the fixture's run: one worker of 1 CPU, data-parallel mode
+        mine = torch.load(io.BytesIO(copy.read_bytes(model_path(key))), weights_only=True)
+        theirs = torch.load(io.BytesIO(run.read_bytes(model_path(key))), weights_only=True)
+        assert mine["history"] == theirs["history"], key
+        assert all(torch.equal(value, theirs["model"][name])
+                   for name, value in mine["model"].items()), key
+        assert copy.read_json(metrics_path(key))["top1"] == run.read_json(
+            metrics_path(key))["top1"]
+        assert not copy.exists(checkpoint_path(key))  # deleted once the model is saved
+
+
+def test_jobs_are_shared_longest_first_to_the_least_loaded_worker():
+    jobs = [{"key": name} for name in "abcdef"]
+    shares = assign_jobs(jobs, [1, 6, 2, 5, 3, 3], 2)
+    # b 6 → rank 0; d 5 → 1; e 3 → 1 (5 < 6); f 3 → 0 (6 < 8); c 2 → 1; a 1 → 0: 10 and 10.
+    assert [[job["key"] for job in share] for share in shares] == [["b", "f", "a"],
+                                                                  ["d", "e", "c"]]
+    assert assign_jobs(jobs[:1], [4], 3) == [[jobs[0]], [], []]
+
+
+def test_a_job_checkpoint_in_the_run_restores_what_was_saved_and_goes_when_done(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    _, settings = classifier_settings(from_dict(RunConfig, {"evaluate": {"preset": "toy"}})
+                                      .evaluate)
+
+    def fresh():
+        torch.manual_seed(0)
+        model = build_classifier("c3d", 3, 8, 32, width=1 / 16, batch_norm=True)
+        optimizer = make_optimizer(model, settings)
+        return model, optimizer, make_scheduler(optimizer, settings), torch.Generator()
+
+    checkpoints = RunDirCheckpoints(run, "real/random/vpc=1/seed=0")
+    assert checkpoints.restore(*fresh()) == (0, [])
+    model, optimizer, scheduler, generator = fresh()
+    model(torch.rand(2, 3, 8, 32, 32)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    generator.manual_seed(7)
+    history = [{"epoch": 1, "loss": 1.5, "lr": 0.002}, {"epoch": 2, "loss": 1.2, "lr": 0.002}]
+    checkpoints.save(model, optimizer, scheduler, generator, history)
+    assert run.exists(checkpoint_path("real/random/vpc=1/seed=0"))
+
+    restored = fresh()
+    epoch, saved_history = RunDirCheckpoints(run, "real/random/vpc=1/seed=0").restore(*restored)
+    assert (epoch, saved_history) == (2, history)
+    assert all(torch.equal(value, restored[0].state_dict()[name])
+               for name, value in model.state_dict().items())
+    assert restored[1].state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+    assert torch.equal(restored[3].get_state(), generator.get_state())
+    checkpoints.finish()
+    assert not run.exists(checkpoint_path("real/random/vpc=1/seed=0"))

@@ -6,10 +6,15 @@ and the upper bounds ``eval/full_real/seed={s}`` (every real training clip) and
 ``clips/synthetic/``). Seed ``s`` trains on selection seed ``s`` with training seed ``s``, so a new
 seed re-selects and retrains, as the paper repeats both.
 
-Training: one ``TorchTrainer`` run trains the missing jobs one after the other, data-parallel over
-``evaluate.num_workers`` workers (DDP; each worker holds its share of the job's clips), with
-checkpoints every ``evaluate.checkpoint_every`` epochs; rerunning the stage or a restarted worker
-resumes the job in the checkpoint, and finished jobs are kept as ``eval/…/model.pt``. A full-real
+Training: one ``TorchTrainer`` run trains the missing jobs. With ``evaluate.parallelism: data``
+they go one after the other, data-parallel over ``evaluate.num_workers`` workers (DDP; each worker
+holds its share of the job's clips), with Ray Train checkpoints every
+``evaluate.checkpoint_every`` epochs. With ``jobs`` the driver shares the jobs out (longest
+first, to the least loaded worker: :func:`assign_jobs`) and each worker trains its own alone,
+exactly as a single worker would, checkpointing into ``eval/…/checkpoint.pt`` (the workers
+report nothing to Ray Train, whose reports are a barrier for all of them). Either way, rerunning
+the stage or a restarted worker resumes a job from its checkpoint, and finished jobs are kept as
+``eval/…/model.pt``. A full-real
 job whose classifier the embed stage already trained (its C3D, with this job's recipe) adopts
 that model instead (:func:`adopt_run_classifier`). Testing:
 Ray Data streams the test split's clip-cache shards through actors that hold the trained models
@@ -60,6 +65,11 @@ STAGE = "evaluate"
 def metrics_path(key: str) -> str:
     """Run-relative path of a job's test metrics."""
     return f"eval/{key}/metrics.json"
+
+
+def checkpoint_path(key: str) -> str:
+    """Where a job trained with ``parallelism: jobs`` keeps its last checkpoint until done."""
+    return f"eval/{key}/checkpoint.pt"
 
 
 def model_path(key: str) -> str:
@@ -143,7 +153,7 @@ def adopt_run_classifier(run: RunDir, config: RaydistillConfig, jobs: list[dict]
     trained = run.read_json(f"{folder}/training.json")
     spec, settings = classifier_settings(config.evaluate)
     device = "cuda" if train_on_gpu(config.evaluate.use_gpu) else "cpu"
-    workers = config.evaluate.num_workers
+    workers = job_world_size(config.evaluate)
     videos = _count(run, "train")
     adopted = []
     for job in candidates:
@@ -202,21 +212,111 @@ def _checkpoint_name(key: str) -> str:
     return key.replace("/", "__").replace("=", "-") + ".pt"
 
 
+def job_world_size(evaluate: EvaluateConfig) -> int:
+    """Workers that train each classifier together: ``num_workers`` (DDP) or 1 (``jobs``)."""
+    return 1 if evaluate.parallelism == "jobs" else evaluate.num_workers
+
+
+def assign_jobs(jobs: list[dict], costs: list[float], workers: int) -> list[list[dict]]:
+    """``jobs`` shared out over ``workers``: longest first (ties in job order) to the worker
+    with the least cost so far (ties: the lowest rank). Returns each rank's jobs in the order it
+    trains them."""
+    shares: list[list[dict]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for index in sorted(range(len(jobs)), key=lambda i: (-costs[i], i)):
+        rank = min(range(workers), key=lambda r: (loads[r], r))
+        shares[rank].append(jobs[index])
+        loads[rank] += costs[index]
+    return shares
+
+
+def job_cost(run: RunDir, job: dict, settings: TrainSettings) -> float:
+    """A job's training cost in clip passes: epochs (``min_steps`` applied) × clips."""
+    clips = len(job["ids"]) if job["ids"] else _count(run, job["split"])
+    return float(settings.for_clips(clips).epochs * clips)
+
+
 def train_loop(loop_config: dict) -> None:
-    """Ray Train worker loop: train every job without a saved model, in order."""
+    """Ray Train worker loop: train every job without a saved model, in order — all of them
+    data-parallel, or this worker's share alone (``parallelism: jobs``)."""
     use_assigned_cpus()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     run = RunDir(loop_config["run_url"])
-    checkpoint = ray.train.get_checkpoint()
+    if loop_config["shares"] is not None:
+        for job in loop_config["shares"][rank]:
+            if not run.exists(model_path(job["key"])):
+                train_job(run, job, loop_config, RunDirCheckpoints(run, job["key"]), 0, 1)
+        return
+    checkpoint = RayTrainCheckpoints(ray.train.get_checkpoint(), job_key=None, rank=rank)
     for job in loop_config["jobs"]:
         if not run.exists(model_path(job["key"])):
+            checkpoint.job_key = job["key"]
             train_job(run, job, loop_config, checkpoint, rank, world)
 
 
-def train_job(run: RunDir, job: dict, loop_config: dict, checkpoint, rank: int,
+class RayTrainCheckpoints:
+    """A data-parallel job's checkpoints: Ray Train's (every worker reports; rank 0 saves)."""
+
+    def __init__(self, checkpoint: Checkpoint | None, job_key: str | None, rank: int):
+        self.checkpoint, self.job_key, self.rank = checkpoint, job_key, rank
+
+    def restore(self, model, optimizer, scheduler, generator) -> tuple[int, list[dict]]:
+        """(epochs done, history) restored from the run's last checkpoint of this job, or
+        (0, [])."""
+        if self.checkpoint:
+            with self.checkpoint.as_directory() as folder:
+                saved = os.path.join(folder, _checkpoint_name(self.job_key))
+                if os.path.exists(saved):
+                    return load_state(saved, model, optimizer, scheduler, generator,
+                                      restore_global_rng=True)
+        return 0, []
+
+    def save(self, model, optimizer, scheduler, generator, history) -> None:
+        """Report this epoch (a barrier for every worker), with rank 0's checkpoint."""
+        _report(self.job_key, model, optimizer, scheduler, generator, history, self.rank)
+
+    def finish(self) -> None:
+        """Nothing to clean: Ray Train keeps one checkpoint for the whole run."""
+
+
+class RunDirCheckpoints:
+    """A job trained alone (``parallelism: jobs``): its checkpoint is ``eval/…/checkpoint.pt``
+    in the run, written and read by whichever worker trains it."""
+
+    def __init__(self, run: RunDir, job_key: str):
+        self.run, self.relpath = run, checkpoint_path(job_key)
+
+    def restore(self, model, optimizer, scheduler, generator) -> tuple[int, list[dict]]:
+        """(epochs done, history) from the job's checkpoint in the run, or (0, [])."""
+        if not self.run.exists(self.relpath):
+            return 0, []
+        with tempfile.TemporaryDirectory(prefix="raydistill-eval-") as folder:
+            local = os.path.join(folder, "checkpoint.pt")
+            with open(local, "wb") as file:
+                file.write(self.run.read_bytes(self.relpath))
+            return load_state(local, model, optimizer, scheduler, generator,
+                              restore_global_rng=True)
+
+    def save(self, model, optimizer, scheduler, generator, history) -> None:
+        """Write the job's checkpoint into the run (atomically)."""
+        with tempfile.TemporaryDirectory(prefix="raydistill-eval-") as folder:
+            local = os.path.join(folder, "checkpoint.pt")
+            save_state(local, model, optimizer, scheduler, history[-1]["epoch"], generator,
+                       history)
+            with open(local, "rb") as file:
+                self.run.write_bytes(self.relpath, file.read())
+
+    def finish(self) -> None:
+        """Delete the checkpoint once the job's model is saved."""
+        if self.run.exists(self.relpath):
+            self.run.fs.rm(self.run.path(self.relpath))
+
+
+def train_job(run: RunDir, job: dict, loop_config: dict, checkpoints, rank: int,
               world: int) -> None:
-    """Train one job's classifier; rank 0 saves it to ``eval/…/model.pt``."""
+    """Train one job's classifier (restoring from and saving to ``checkpoints``); rank 0 saves
+    it to ``eval/…/model.pt``."""
     started = time.time()
     device = ray.train.torch.get_device()
     spec = loop_config["classifier"]
@@ -232,13 +332,7 @@ def train_job(run: RunDir, job: dict, loop_config: dict, checkpoint, rank: int,
     generator = torch.Generator().manual_seed(settings.seed + rank)
     optimizer = make_optimizer(model, settings)
     scheduler = make_scheduler(optimizer, settings)
-    start, history = 0, []
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            saved = os.path.join(folder, _checkpoint_name(job["key"]))
-            if os.path.exists(saved):
-                start, history = load_state(saved, model, optimizer, scheduler, generator,
-                                            restore_global_rng=True)
+    start, history = checkpoints.restore(model, optimizer, scheduler, generator)
     parallel = prepare_model(model) if world > 1 else model
     for epoch in range(start, settings.epochs):
         lr = optimizer.param_groups[0]["lr"]
@@ -249,10 +343,11 @@ def train_job(run: RunDir, job: dict, loop_config: dict, checkpoint, rank: int,
         history.append({"epoch": epoch + 1, "loss": loss, "lr": lr})
         # The last epoch needs no checkpoint: the finished model is saved right after.
         if (epoch + 1) % loop_config["checkpoint_every"] == 0 and epoch + 1 < settings.epochs:
-            _report(job["key"], model, optimizer, scheduler, generator, history, rank)
+            checkpoints.save(model, optimizer, scheduler, generator, history)
     if rank == 0:
         save_model(run, job["key"], model.state_dict(), history,
                    len(set(job["ids"])) if job["ids"] else None, round(time.time() - started, 2))
+        checkpoints.finish()
 
 
 def settings_from_dict(values: dict) -> TrainSettings:
@@ -281,10 +376,15 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
     spec, settings = classifier_settings(evaluate)
     use_gpu = train_on_gpu(evaluate.use_gpu)
     path, filesystem = ray_storage(run, "eval", "ray")
+    shares = None
+    if evaluate.parallelism == "jobs":
+        shares = assign_jobs(jobs, [job_cost(run, job, settings) for job in jobs],
+                             evaluate.num_workers)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"run_url": run.url, "jobs": jobs, "classifier": spec,
-                           "training": dataclasses.asdict(settings), "num_classes": num_classes,
+        train_loop_config={"run_url": run.url, "jobs": jobs, "shares": shares,
+                           "classifier": spec, "training": dataclasses.asdict(settings),
+                           "num_classes": num_classes,
                            "checkpoint_every": evaluate.checkpoint_every},
         scaling_config=ScalingConfig(
             num_workers=evaluate.num_workers, use_gpu=use_gpu,
@@ -344,7 +444,9 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
             batch_size=1, num_gpus=1 if use_gpu else 0,
             num_cpus=actor_cpus(None if use_gpu else evaluate.test_cpus_per_actor, use_gpu),
             compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
-        ).sort("video_id").take_all()
+        ).take_all()
+        # 200 rows or 20 000: sorted here, not by a Ray Data sort (a shuffle of its own tasks).
+        rows.sort(key=lambda row: row["video_id"])
         labels = np.asarray([row["label"] for row in rows], np.int64)
         for index, key in enumerate(chunk):
             probabilities[key] = np.stack([row[f"model_{index}"] for row in rows])
