@@ -48,6 +48,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "split": ("ingest.split",),
     "vae": ("latents.vae",),
     "latte": ("finetune.model",),
+    "steps": ("finetune.steps",),
     "videomae": ("embed.model",),
     "vpc": ("select.vpc",),
     "methods": ("select.methods",),
@@ -65,14 +66,24 @@ TRAIN_GPU_FIELDS = ("finetune.use_gpu", "select.use_gpu", "evaluate.use_gpu")
 """Set from ``--gpus-per-actor``: Ray Train workers take one GPU each unless it is 0."""
 
 
+PAPER_FINETUNE_STEPS = {"hmdb51": 500_000, "kinetics400": 1_000_000, "ssv2": 1_000_000,
+                        "ucf101": 0, "miniucf": 0}
+"""Latte fine-tuning steps per dataset (the paper's Table 7). UCF101 and MiniUCF use the public
+UCF101 Latte as it is (0 steps: no training, ``finetune.steps: 0``)."""
+SCRATCH_STEPS = 20_000
+"""Steps of a fresh Latte-XL/2 (``--from-scratch``) where the paper trains none (UCF101)."""
+
+
 def paper_settings(dataset: str) -> dict:
-    """The paper's fixed settings (Table 1, Sec. 4): Latte-XL/2 on 16×256² clips (latents
-    16×4×32×32), C3D on 16×112² clips, selection from the synthetic pool."""
+    """The paper's fixed settings (Table 1, Sec. 4, Table 7): Latte-XL/2 on 16×256² clips
+    (latents 16×4×32×32) fine-tuned for Table 7's steps, C3D on 16×112² clips, selection from
+    the synthetic pool."""
     return {
         "ingest": {"dataset": dataset},
         "decode": {"num_frames": 16, "size": 112},
         "latents": {"num_frames": 16, "size": 256},
-        "finetune": {"architecture": "xl", "cache_latents": dataset not in LARGE_DATASETS},
+        "finetune": {"architecture": "xl", "cache_latents": dataset not in LARGE_DATASETS,
+                     "steps": PAPER_FINETUNE_STEPS[dataset]},
         "embed": {"pools": ["synthetic"]},
         "select": {"pool": "synthetic"},
         "evaluate": {"classifier": "c3d", "preset": "paper"},
@@ -109,8 +120,17 @@ def job_parser(doc: str, dataset: str, with_split: bool) -> argparse.ArgumentPar
                             f"(default: {d['split']})")
     parser.add_argument("--vae", metavar="PATH_OR_ID",
                         help=f"AutoencoderKL for the 256² latents (default: {d['vae']})")
-    parser.add_argument("--latte", metavar="PATH", help="local Latte weights to fine-tune from "
-                        "(a .pt checkpoint or a model folder; default: a fresh Latte-XL/2)")
+    parser.add_argument("--latte", metavar="PATH", help="local pretrained Latte weights to "
+                        "fine-tune from (a .pt checkpoint or a model folder); required unless "
+                        "--from-scratch")
+    parser.add_argument("--from-scratch", action="store_true", default=False,
+                        help="fine-tune a fresh, untrained Latte-XL/2 instead (not the paper's "
+                             f"setting; {SCRATCH_STEPS} steps unless --steps says)")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help="Latte fine-tuning steps (default: the paper's Table 7: "
+                             + ", ".join(f"{name} {steps:,}" for name, steps
+                                         in PAPER_FINETUNE_STEPS.items())
+                             + "; 0 uses the pretrained model as it is)")
     parser.add_argument("--videomae", metavar="PATH_OR_ID",
                         help=f"VideoMAE for the embeddings (default: {d['videomae']})")
     parser.add_argument("--vpc", type=int, nargs="+", metavar="K",
@@ -199,6 +219,7 @@ def build_config(args: argparse.Namespace, dataset: str) -> RunConfig:
     given = {k: v for k, v in vars(args).items() if k in FLAG_FIELDS}
     defaults = {**FLAG_DEFAULTS, "run": f"runs/{dataset}"}
     settings = merged(paper_settings(dataset), flag_settings(defaults))
+    steps_said = "steps" in given
     if args.config:
         from_file = read_config_file(args.config)
         ingest = from_file.get("ingest")
@@ -207,7 +228,35 @@ def build_config(args: argparse.Namespace, dataset: str) -> RunConfig:
             raise ConfigError(f"ingest.dataset: {args.config} is for {named!r}; this job runs "
                               f"{dataset!r}")
         settings = merged(settings, from_file)
-    return from_dict(RunConfig, merged(settings, flag_settings(given)))
+        steps_said |= isinstance(from_file.get("finetune"), dict) and "steps" in from_file[
+            "finetune"]
+    settings = merged(settings, flag_settings(given))
+    return from_dict(RunConfig, latte_source(settings, getattr(args, "from_scratch", False),
+                                             steps_said))
+
+
+def latte_source(settings: dict, from_scratch: bool, steps_said: bool) -> dict:
+    """``settings`` checked for where the Latte comes from: pretrained weights
+    (``finetune.model``, ``--latte``), or a fresh model only with ``--from-scratch`` (then
+    :data:`SCRATCH_STEPS` steps where Table 7 trains none, unless ``--steps`` or the config
+    file said, ``steps_said``). Raises
+    :class:`ConfigError` naming the flag."""
+    finetune = settings.get("finetune", {})
+    if finetune.get("model") and from_scratch:
+        raise ConfigError("--from-scratch: a fresh Latte and --latte / finetune.model "
+                          f"{finetune['model']} exclude each other; give one")
+    if finetune.get("model"):
+        return settings
+    if not from_scratch:
+        raise ConfigError("--latte: no pretrained Latte given; the paper fine-tunes the public "
+                          "Latte (pass --latte PATH), or pass --from-scratch to train a fresh "
+                          "Latte-XL/2 (not the paper's setting)")
+    if finetune.get("steps") == 0:
+        if steps_said:
+            raise ConfigError("--steps: 0 steps keeps a pretrained Latte as it is; a fresh one "
+                              "(--from-scratch) needs steps > 0")
+        settings = merged(settings, {"finetune": {"steps": SCRATCH_STEPS}})
+    return settings
 
 
 def run_job(prog: str, parser: argparse.ArgumentParser,

@@ -183,7 +183,9 @@ class FinetuneConfig:
     ``generation/diffusion.py``). ``model_classes`` names the rows of ``model``'s label table so
     they are matched to the run's classes by name: ``ucf101`` (Latte's public UCF101 model, also
     assumed for any original checkpoint of 101 classes) or a text file of class names, one per
-    line in row order (None: a model saved by this project names its own rows).
+    line in row order (None: a model saved by this project names its own rows). ``steps: 0``
+    uses ``model`` as it is (the paper's UCF101 and MiniUCF runs, Table 7): no training; every
+    tensor and every run class's label row must come from it.
     """
 
     model: Optional[str] = None
@@ -209,8 +211,12 @@ class FinetuneConfig:
         _require_cpus(self.cpus_per_worker, "cpus_per_worker")
         _require(self.architecture in ARCHITECTURES, "architecture",
                  f"must be one of {', '.join(ARCHITECTURES)}")
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "num_workers"):
+        for name in ("batch_size", "checkpoint_every", "log_every", "num_workers"):
             _require(getattr(self, name) >= 1, name, "must be >= 1")
+        _require(self.steps >= 0, "steps", "must be >= 0")
+        _require(self.steps > 0 or self.model is not None, "steps",
+                 "0 uses finetune.model as it is, without training; set finetune.model (a "
+                 "pretrained Latte) or train steps > 0")
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         _require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
         _require(self.grad_clip > 0, "grad_clip", "must be > 0")

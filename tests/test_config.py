@@ -33,6 +33,8 @@ def test_yaml_round_trip_gives_an_equal_config():
     ({"decode": 5}, "decode"),
     ({"seed": 1.5}, "seed"),
     ({"finetune": {"model_classes": "ucf101"}}, "finetune.model_classes"),  # without a model
+    ({"finetune": {"steps": 0}}, "finetune.steps"),  # 0 = a pretrained model as it is: none
+    ({"finetune": {"steps": -1, "model": "/m"}}, "finetune.steps"),
     ({"embed": {"classifier_cpus": 0}}, "embed.classifier_cpus"),
 ])
 def test_bad_value_raises_one_error_naming_the_field(data, field):

@@ -201,7 +201,7 @@ def test_jobs_parallelism_trains_each_classifier_as_one_worker_would(evaluated, 
 def test_jobs_are_shared_longest_first_to_the_least_loaded_worker():
     jobs = [{"key": name} for name in "abcdef"]
     shares = assign_jobs(jobs, [1, 6, 2, 5, 3, 3], 2)
-    # b 6 → rank 0; d 5 → 1; e 3 → 1 (5 < 6); f 3 → 0 (6 < 8); c 2 → 1; a 1 → 0: 10 and 10.
+    # b 6 → rank 0, d 5 → 1, e 3 → 1 (5 < 6), f 3 → 0 (6 < 8), c 2 → 1, a 1 → 0: 10 and 10
     assert [[job["key"] for job in share] for share in shares] == [["b", "f", "a"],
                                                                   ["d", "e", "c"]]
     assert assign_jobs(jobs[:1], [4], 3) == [[jobs[0]], [], []]

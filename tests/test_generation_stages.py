@@ -4,8 +4,11 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
-from raydistill.config import RunConfig, from_dict, with_overrides
+from raydistill.config import ConfigError, RunConfig, from_dict, with_overrides
+from raydistill.generation.latte import ClassConditionalLatte
+from raydistill.runs import RunDir
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.pipeline.run import run_stages
 from raydistill.pipeline.select import selection_path
@@ -103,6 +106,41 @@ def test_finetune_from_a_run_model_keeps_the_label_rows_of_the_shared_classes(ge
     taken = run.stage_summary("finetune")["initialisation"]
     assert taken["class_rows_by_name"] == 2 and taken["class_rows_new"] == 0
     assert taken["tensors_not_in_source"] == 0
+
+
+def test_zero_steps_saves_the_pretrained_model_as_it_is_and_generates_from_it(generated,
+                                                                             tmp_path):
+    _, first = generated
+    config = with_overrides(tiny_run(str(tmp_path / "run")), {
+        "ingest": {"toy": {"num_classes": 2}},
+        "finetune": {"model": first.path("finetune/model"), "architecture": "tiny",
+                     "steps": 0}})
+    run = run_stages(config, ["ingest", "decode", "latents", "finetune", "generate"])
+    summary = run.stage_summary("finetune")
+    assert summary["steps"] == 0 and summary["loss_first"] is None
+    assert summary["initialisation"]["class_rows_by_name"] == 2
+    assert not run.exists("finetune/ray") and not run.exists("finetune/loss.csv")  # no training
+    source = ClassConditionalLatte.from_pretrained(first.path("finetune/model")).state_dict()
+    kept = ClassConditionalLatte.from_pretrained(run.path("finetune/model")).state_dict()
+    table = "class_embedding.embedding_table.weight"
+    assert all(torch.equal(value, source[name]) for name, value in kept.items() if name != table)
+    # rows of the two shared classes (the toy's first two) and the null row
+    assert torch.equal(kept[table], source[table][[0, 1, 3]])
+    assert run.stage_summary("generate")["videos"] == 2 * 2
+
+
+def test_zero_steps_refuses_a_model_without_a_row_for_a_run_class(generated, tmp_path):
+    _, first = generated  # 3 classes; this run has 4
+    config = with_overrides(tiny_run(str(tmp_path / "run")), {
+        "ingest": {"toy": {"num_classes": 4}},
+        "finetune": {"model": first.path("finetune/model"), "architecture": "tiny",
+                     "steps": 0}})
+    run_stages(config, ["ingest", "decode", "latents"])
+    fourth = RunDir(config.run_dir).stage_summary("ingest")["class_names"][3]
+    with pytest.raises(ConfigError, match=rf"^finetune\.steps: 0 uses .* no row for 1 of the "
+                                          rf"run's 4 classes \(e\.g\. '{fourth}'\)"):
+        run_stages(config, ["finetune"])
+    assert not RunDir(config.run_dir).exists("finetune/model/config.json")
 
 
 def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):

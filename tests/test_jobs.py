@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"distill_k400": "kinetics400", "distill_ssv2": "ssv2", "distill_ucf101": "ucf101",
         "distill_hmdb51": "hmdb51"}
 IMAGE = f"rayproject/ray:{ray.__version__}-py311-gpu"
+SCRATCH = "--from-scratch"  # a fresh Latte: the tests that are not about where it comes from
 
 
 def load_job(name: str):
@@ -61,13 +62,15 @@ def files_under(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("name, dataset", JOBS.items())
 def test_defaults_are_the_papers(name, dataset):
-    config = config_of(load_job(name), "--data", "/data/x")
+    config = config_of(load_job(name), "--data", "/data/x", "--latte", "/models/latte.pt")
     assert (config.ingest.dataset, config.ingest.root, config.run_dir) == (
         dataset, "/data/x", f"runs/{dataset}")
     assert (config.decode.num_frames, config.decode.size) == (16, 112)
     assert (config.latents.num_frames, config.latents.size) == (16, 256)
     assert config.latents.vae == "stabilityai/sd-vae-ft-ema"
-    assert (config.finetune.architecture, config.finetune.model) == ("xl", None)
+    assert (config.finetune.architecture, config.finetune.model) == ("xl", "/models/latte.pt")
+    assert config.finetune.steps == {"kinetics400": 1_000_000, "ssv2": 1_000_000,
+                                     "ucf101": 0, "hmdb51": 500_000}[dataset]  # Table 7
     assert config.finetune.cache_latents == (dataset not in ("kinetics400", "ssv2"))
     assert config.generate.per_class == 100
     assert config.embed.model == "MCG-NJU/videomae-base-finetuned-kinetics"
@@ -112,10 +115,10 @@ def test_every_flag_sets_its_fields():
 
 def test_mini_runs_into_its_own_directory_and_gpus_zero_or_auto_reach_ray_train():
     job = load_job("distill_ucf101")
-    assert config_of(job, "--data", "/d", "--mini").run_dir == "runs/miniucf"
-    cpu = config_of(job, "--data", "/d", "--gpus-per-actor", "0")
+    assert config_of(job, "--data", "/d", "--mini", SCRATCH).run_dir == "runs/miniucf"
+    cpu = config_of(job, "--data", "/d", "--gpus-per-actor", "0", SCRATCH)
     assert cpu.generate.gpus_per_actor == 0 and cpu.finetune.use_gpu is False
-    auto = config_of(job, "--data", "/d", "--gpus-per-actor", "auto")
+    auto = config_of(job, "--data", "/d", "--gpus-per-actor", "auto", SCRATCH)
     assert auto.embed.gpus_per_actor is None and auto.evaluate.use_gpu is None
 
 
@@ -126,7 +129,7 @@ def test_a_config_file_is_the_base_and_flags_given_override_it(tmp_path):
         "select": {"seeds": 3, "vpc": [1, 5]},
     }))
     config = config_of(load_job("distill_hmdb51"), "--config", str(tmp_path / "run.yaml"),
-                       "--seeds", "4")
+                       "--seeds", "4", SCRATCH)
     assert config.ingest.root == "/data/from-file"  # no --data: the file's root
     assert (config.generate.per_class, config.generate.guidance) == (50, 2.0)
     assert (config.select.seeds, config.select.vpc) == (4, (1, 5))
@@ -136,7 +139,44 @@ def test_a_config_file_is_the_base_and_flags_given_override_it(tmp_path):
 def test_a_config_file_for_another_dataset_is_refused(tmp_path):
     (tmp_path / "run.yaml").write_text("ingest: {dataset: ssv2, root: /data}\n")
     with pytest.raises(ConfigError, match=r"^ingest\.dataset"):
-        config_of(load_job("distill_k400"), "--config", str(tmp_path / "run.yaml"))
+        config_of(load_job("distill_k400"), "--config", str(tmp_path / "run.yaml"), SCRATCH)
+
+
+def test_a_job_without_pretrained_latte_weights_is_refused_unless_from_scratch():
+    job = load_job("distill_k400")
+    with pytest.raises(ConfigError, match=r"^--latte: no pretrained Latte given.*--from-scratch"):
+        config_of(job, "--data", "/d")
+    with pytest.raises(ConfigError, match=r"^--from-scratch: .*exclude each other"):
+        config_of(job, "--data", "/d", "--latte", "/m/latte.pt", SCRATCH)
+    assert config_of(job, "--data", "/d", SCRATCH).finetune.steps == 1_000_000  # Table 7
+    assert config_of(job, "--data", "/d", SCRATCH, "--steps", "50").finetune.steps == 50
+    ucf = load_job("distill_ucf101")
+    as_is = config_of(ucf, "--data", "/d", "--mini", "--latte", "/m/ucf101.pt")
+    assert (as_is.finetune.steps, as_is.finetune.model) == (0, "/m/ucf101.pt")
+    scratch = config_of(ucf, "--data", "/d", SCRATCH)  # Table 7 trains none; a fresh one must
+    assert (scratch.finetune.steps, scratch.finetune.model) == (20_000, None)
+    with pytest.raises(ConfigError, match=r"^--steps: 0 steps keeps a pretrained Latte"):
+        config_of(ucf, "--data", "/d", SCRATCH, "--steps", "0")
+
+
+def test_no_latte_exits_2_naming_the_flag_and_writes_nothing(tmp_path, capsys):
+    code, _, err = run_job(capsys, load_job("distill_hmdb51"), "--data",
+                           str(dataset_tree(tmp_path / "data", "hmdb51")), "--run",
+                           str(tmp_path / "run"), "--dry-run")
+    assert code == 2 and err.startswith("distill_hmdb51: error: --latte: no pretrained Latte")
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_dry_run_of_ucf101_with_the_public_latte_uses_it_as_it_is(tmp_path, capsys,
+                                                                  ray_cluster):
+    code, out, err = run_job(capsys, load_job("distill_ucf101"), "--data",
+                             str(dataset_tree(tmp_path / "data", "ucf101")), "--run",
+                             str(tmp_path / "run"), "--mini", "--latte",
+                             str(tmp_path / "ucf101.pt"), "--dry-run")
+    assert code == 0, err
+    line = plan_lines(out)["finetune"]
+    assert f"Latte-XL/2 {tmp_path / 'ucf101.pt'}" in line
+    assert line.endswith("used as it is (0 steps: no training)")
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -169,7 +209,8 @@ def test_a_bad_value_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsy
                                                                  field, dry):
     argv = [a.format(tmp=tmp_path) for a in argv]
     code, _, err = run_job(capsys, load_job(name), "--data", str(tmp_path), "--run",
-                           str(tmp_path / "run"), *argv, *(["--dry-run"] if dry else []))
+                           str(tmp_path / "run"), SCRATCH, *argv,
+                           *(["--dry-run"] if dry else []))
     assert code == 2
     assert err.startswith(f"{name}: error: {field}")
     assert not (tmp_path / "run").exists()
@@ -179,7 +220,7 @@ def test_a_bad_value_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsy
 def test_a_missing_data_root_exits_2_naming_ingest_root(tmp_path, capsys, dry):
     job = load_job("distill_k400")
     for argv in (["--data", str(tmp_path / "no-such-dir")], []):
-        code, _, err = run_job(capsys, job, *argv, "--run", str(tmp_path / "run"),
+        code, _, err = run_job(capsys, job, *argv, "--run", str(tmp_path / "run"), SCRATCH,
                                *(["--dry-run"] if dry else []))
         assert code == 2 and err.startswith("distill_k400: error: ingest.root")
     assert not (tmp_path / "run").exists()
@@ -202,7 +243,7 @@ def test_dry_run_plans_every_stage_and_writes_nothing(tmp_path, capsys, ray_clus
     data = dataset_tree(tmp_path / "data", dataset)
     before = files_under(tmp_path)
     code, out, err = run_job(capsys, load_job(name), "--data", str(data), "--run",
-                             str(tmp_path / "run"), *argv, "--dry-run")
+                             str(tmp_path / "run"), SCRATCH, *argv, "--dry-run")
     assert code == 0, err
     assert files_under(tmp_path) == before  # no run directory, no config.yaml
     plan = plan_lines(out)
@@ -211,6 +252,9 @@ def test_dry_run_plans_every_stage_and_writes_nothing(tmp_path, capsys, ray_clus
     assert str(data) in plan["ingest"]
     assert "16×256² clips → 16×4×32×32 latents" in plan["latents"]
     assert "Latte-XL/2 from scratch" in plan["finetune"]
+    steps = {"kinetics400": "1,000,000", "ssv2": "1,000,000", "hmdb51": "500,000",
+             "ucf101": "20,000"}[dataset]  # Table 7; UCF101 trains none, from scratch 20 000
+    assert f"{steps} steps" in plan["finetune"]
     assert "× VPC 1 5 10 × 5 seeds" in plan["select"]
     assert "4 × Latte actor (1 CPU + 1 GPU)" in out
     assert "cluster now: 2 CPU, 0 GPU" in out and "no autoscaler detected" in out
@@ -238,6 +282,7 @@ def test_dry_run_on_cpus_shows_finished_stages_as_done(tmp_path, capsys, ray_clu
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
     missing = tmp_path / "no-latte.pt"
     assert warnings == [f"warning: finetune.model: {missing} does not exist on this node"]
+    assert "500,000 steps" in plan["finetune"]  # Table 7 for HMDB51
     after = {p: (tmp_path / "run" / p).read_bytes() for p in files_under(tmp_path / "run")
              if (tmp_path / "run" / p).is_file()}
     assert after == before
@@ -246,7 +291,7 @@ def test_dry_run_on_cpus_shows_finished_stages_as_done(tmp_path, capsys, ray_clu
 def test_dry_run_refuses_to_change_a_finished_stage(tmp_path, capsys, ray_cluster):
     job = load_job("distill_ucf101")
     argv = ["--data", str(dataset_tree(tmp_path / "data", "ucf101")), "--run",
-            str(tmp_path / "run")]
+            str(tmp_path / "run"), SCRATCH]
     run = RunDir(str(tmp_path / "run"))
     run.save_config(config_of(job, *argv, "--decode-cpus", "0.5", "--per-class", "50"))
     run.mark_done("decode")
@@ -258,7 +303,7 @@ def test_dry_run_refuses_to_change_a_finished_stage(tmp_path, capsys, ray_cluste
 def test_dry_run_fails_a_decode_task_larger_than_any_node(tmp_path, capsys, ray_cluster):
     code, _, err = run_job(capsys, load_job("distill_k400"), "--data",
                            str(dataset_tree(tmp_path / "data", "kinetics400")), "--run",
-                           str(tmp_path / "run"), "--decode-cpus", "4", "--dry-run")
+                           str(tmp_path / "run"), "--decode-cpus", "4", SCRATCH, "--dry-run")
     assert code == 2
     assert err.startswith("distill_k400: error: decode.num_cpus: one decode task asks 4 CPU")
     assert not (tmp_path / "run").exists()
@@ -272,7 +317,7 @@ def test_dry_run_on_a_ray_up_head_checks_against_cluster_yaml_node_types(tmp_pat
     bootstrap.write_text((ROOT / "cluster.yaml").read_text())  # what `ray up` puts on the head
     monkeypatch.setattr(resources, "BOOTSTRAP_CONFIG", str(bootstrap))
     argv = ["--data", str(dataset_tree(tmp_path / "data", "kinetics400")), "--run",
-            str(tmp_path / "run"), "--dry-run"]
+            str(tmp_path / "run"), SCRATCH, "--dry-run"]
     code, out, err = run_job(capsys, job, *argv)
     assert code == 0, err
     assert "(largest node 48 CPU, 4 GPU); autoscaler with known node types" in out
@@ -291,18 +336,19 @@ def test_dry_run_on_s3_checks_the_bucket_and_writes_nothing(s3_bucket, capsys, r
     fs.pipe(f"{s3_bucket}/kinetics400/annotations/train.csv", b"label,youtube_id\n")
     job = load_job("distill_k400")
     code, out, err = run_job(capsys, job, "--data", f"{s3_bucket}/kinetics400", "--run",
-                             f"{s3_bucket}/runs/k400", "--dry-run")
+                             f"{s3_bucket}/runs/k400", SCRATCH, "--dry-run")
     assert code == 0, err
     assert f"report: {s3_bucket}/runs/k400/report/report.md" in out
     fs.invalidate_cache()
     assert fs.find(s3_bucket) == [f"{s3_bucket[5:]}/kinetics400/annotations/train.csv"]
     code, _, err = run_job(capsys, job, "--data", f"{s3_bucket}/kinetics400", "--run",
-                           "s3://no-such-bucket-rd/runs/k400", "--dry-run")
+                           "s3://no-such-bucket-rd/runs/k400", SCRATCH, "--dry-run")
     assert code == 2 and err.startswith("distill_k400: error: run_dir: bucket")
 
 
 def test_resource_findings_warn_where_the_cluster_can_grow_and_fail_where_it_cannot():
-    config = config_of(load_job("distill_k400"), "--data", "/d", "--gpus-per-actor", "8")
+    config = config_of(load_job("distill_k400"), "--data", "/d", "--gpus-per-actor", "8",
+                       SCRATCH)
     empty = resources.Cluster(cpus=0, gpus=0, largest_cpus=0, largest_gpus=0, autoscaler=True,
                          node_types_known=False)
     requests = [r for name in STAGE_NAMES for r in resources.stage_requests(name, config, empty)]
@@ -321,7 +367,7 @@ def test_resource_findings_warn_where_the_cluster_can_grow_and_fail_where_it_can
 
 def test_cpu_workers_ask_their_cpus_per_worker_and_a_too_big_ask_names_that_field():
     config = with_overrides(config_of(load_job("distill_k400"), "--data", "/d",
-                                      "--gpus-per-actor", "0"),
+                                      "--gpus-per-actor", "0", SCRATCH),
                             {"finetune": {"cpus_per_worker": 4},
                              "evaluate": {"cpus_per_worker": 2}})
     small = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,

@@ -81,6 +81,7 @@ class LoadReport:
     not_in_source: list[str] = field(default_factory=list)
     class_rows_by_name: int | None = None
     class_rows_new: int | None = None
+    classes_without_row: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         """Counts for a stage summary: tensors loaded / skipped / missing, label rows by name."""
@@ -179,6 +180,8 @@ def _table_by_name(own: torch.Tensor, source: torch.Tensor, names: list[str],
         if name in row_of:
             table[row] = source[row_of[name]]
             matched += 1
+        else:
+            report.classes_without_row.append(name)
     if len(own) == len(names) + 1 and len(source) == len(source_classes) + 1:
         table[-1] = source[-1]
     report.class_rows_by_name, report.class_rows_new = matched, len(names) - matched

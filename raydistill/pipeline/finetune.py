@@ -7,7 +7,10 @@ Train restarting a dead worker, up to ``max_failures`` times — resumes from th
 Outputs: ``finetune/model/`` (EMA weights, ``from_pretrained``-loadable; its config names the
 label rows), ``finetune/loss.csv``, ``report/finetune_loss.png`` and, when it starts from
 ``finetune.model``, ``finetune/initialisation.json`` (what it took from it: tensors, and label
-rows matched by class name), also in the stage summary.
+rows matched by class name), also in the stage summary. With ``finetune.steps: 0`` (the paper's
+UCF101 / MiniUCF setting) nothing trains: one task where a fine-tuning worker would run loads
+``finetune.model`` for the run's classes and saves it as ``finetune/model/``, and refuses a model
+that lacks a tensor or a run class's label row (they would be untrained).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
-from raydistill.config import FinetuneConfig, from_dict, to_dict
+from raydistill.config import ConfigError, FinetuneConfig, from_dict, to_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
                                              save_checkpoint, step_seed, train_step)
@@ -146,14 +149,70 @@ def _report(state, loss: float, rank: int) -> None:
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
+def untrained_parts(report, num_classes: int) -> str | None:
+    """What a model loaded with ``report`` (:class:`generation.convert.LoadReport`) would have
+    untrained for a run of ``num_classes`` classes, in words; None when everything came from
+    the source."""
+    missing = report.not_in_source + report.skipped_shape
+    if missing:
+        return (f"{len(missing)} of this model's tensors are not in it or have another shape "
+                f"(e.g. {missing[0]})")
+    if report.classes_without_row:
+        return (f"its label table has no row for {len(report.classes_without_row)} of the "
+                f"run's {num_classes} classes (e.g. {report.classes_without_row[0]!r})")
+    return None
+
+
+def keep_pretrained(run_url: str, finetune_settings: dict, class_names: list[str],
+                    shape: tuple) -> dict:
+    """Ray task of ``finetune.steps: 0``: load ``finetune.model`` for the run's classes and save
+    it as the run's ``finetune/model/``. Returns ``{"problem": str}`` (nothing saved) when part
+    of it would be untrained, else the load summary."""
+    finetune = from_dict(FinetuneConfig, finetune_settings)
+    model = build_model(finetune, len(class_names), tuple(shape), list(class_names))
+    problem = untrained_parts(model.load_report, len(class_names))
+    if problem:
+        return {"problem": problem}
+    run = RunDir(run_url)
+    with tempfile.TemporaryDirectory(prefix="raydistill-latte-") as folder:
+        model.eval().save_pretrained(folder)
+        run.put_dir(folder, MODEL_DIR)
+    summary = model.load_report.summary()
+    run.write_json(INITIALISATION, summary)
+    return summary
+
+
+def use_pretrained_as_is(run: RunDir, config: RaydistillConfig, shape: tuple,
+                         class_names: list[str]) -> dict:
+    """``finetune.steps: 0``: the pretrained model becomes the run's model, untrained parts
+    refused (:class:`ConfigError` naming ``finetune.steps``); returns the stage summary."""
+    started = time.time()
+    finetune = config.finetune
+    gpu = train_on_gpu(finetune.use_gpu)
+    task = ray.remote(keep_pretrained).options(
+        num_cpus=1 if gpu else finetune.cpus_per_worker, num_gpus=1 if gpu else 0,
+        max_retries=finetune.max_failures)
+    taken = ray.get(task.remote(run.url, to_dict(finetune), list(class_names), shape))
+    if "problem" in taken:
+        raise ConfigError(f"finetune.steps: 0 uses {finetune.model} as it is, but "
+                          f"{taken['problem']}; fine-tune it (finetune.steps > 0)")
+    return {"steps": 0, "loss_first": None, "loss_last": None, "latent_shape": shape,
+            "num_classes": len(class_names), "seconds": round(time.time() - started, 2),
+            "initialisation": taken}
+
+
 def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
-    """Train (or resume training) and save the EMA model; returns the loss summary."""
+    """Train (or resume training) and save the EMA model — or, with ``finetune.steps: 0``, save
+    the pretrained model as it is; returns the loss summary."""
     started = time.time()
     finetune = config.finetune
     files = latent_files(run)
     if not files:
         raise FileNotFoundError(f"no latent cache in {run.uri('latents/train')}; run the "
                                 "latents stage first")
+    if finetune.steps == 0:
+        return use_pretrained_as_is(run, config, latent_shape(run),
+                                    run.stage_summary("ingest")["class_names"])
     # A cache that fits in memory is read by the workers themselves (a fixed order: exact
     # resumes); a large one streams through Ray Data.
     datasets = None if finetune.cache_latents else {"train": streamed_latents(run)}

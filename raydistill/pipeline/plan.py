@@ -20,12 +20,15 @@ from raydistill.pipeline.resources import (Cluster, Request, cluster_view, resou
 from raydistill.pipeline.run import error_line, is_finished, validate_paths
 from raydistill.runs import RunDir
 
-def model_source(value: str | None, when_none: str) -> str:
-    """How a model path or hub id will be found: ``when_none``, a local path, or a hub id."""
+def model_source(value: str | None, when_none: str, local_only: bool = False) -> str:
+    """How a model path or hub id will be found: ``when_none``, a local path, or a hub id (a
+    ``local_only`` model, as the Latte, is never a hub id: a path this node lacks)."""
     if value is None:
         return when_none
     if os.path.exists(os.path.expanduser(value)):
         return f"{value} (local)"
+    if local_only:
+        return f"{value} (a local path, not on this node)"
     return f"{value} (hub id: downloaded on first use, or read from the HF cache)"
 
 
@@ -65,9 +68,11 @@ def stage_settings(name: str, config: RunConfig) -> str:
                         "tiny": "tiny Latte"}[f.architecture]
         rows = ("" if not f.model else
                 f" (label rows by class name: {f.model_classes or 'where the model names them'})")
-        return (f"{architecture} from {model_source(f.model, 'scratch')}{rows}, {f.steps} "
-                f"steps, batch {f.batch_size}/worker, lr {f.learning_rate:g}, "
-                f"{f.prediction_type}, "
+        source = model_source(f.model, "scratch", local_only=True)
+        if f.steps == 0:
+            return f"{architecture} {source}{rows} used as it is (0 steps: no training)"
+        return (f"{architecture} from {source}{rows}, {f.steps:,} steps, batch "
+                f"{f.batch_size}/worker, lr {f.learning_rate:g}, {f.prediction_type}, "
                 f"cache_latents {f.cache_latents}")
     if name == "generate":
         g = c.generate
