@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import yaml
 
-from raydistill.config import (SELECTION_METHODS, ConfigError, RunConfig, from_dict,
-                               yaml_problem)
+from raydistill.config import (SAMPLER_PRESETS, SELECTION_METHODS, ConfigError, RunConfig,
+                               from_dict, yaml_problem)
 from raydistill.pipeline.plan import dry_run
 from raydistill.pipeline.run import run_command
 
@@ -49,6 +49,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "vae": ("latents.vae",),
     "latte": ("finetune.model",),
     "steps": ("finetune.steps",),
+    "sampler": ("generate.scheduler", "generate.steps", "generate.guidance"),
     "videomae": ("embed.model",),
     "vpc": ("select.vpc",),
     "methods": ("select.methods",),
@@ -76,7 +77,8 @@ SCRATCH_STEPS = 20_000
 
 def paper_settings(dataset: str) -> dict:
     """The paper's fixed settings (Table 1, Sec. 4, Table 7): Latte-XL/2 on 16×256² clips
-    (latents 16×4×32×32) fine-tuned for Table 7's steps, C3D on 16×112² clips, selection from
+    (latents 16×4×32×32) fine-tuned for Table 7's steps, sampled as Latte's own script does
+    (the ``latte`` sampler preset; the paper does not say), C3D on 16×112² clips, selection from
     the synthetic pool."""
     return {
         "ingest": {"dataset": dataset},
@@ -84,6 +86,7 @@ def paper_settings(dataset: str) -> dict:
         "latents": {"num_frames": 16, "size": 256},
         "finetune": {"architecture": "xl", "cache_latents": dataset not in LARGE_DATASETS,
                      "steps": PAPER_FINETUNE_STEPS[dataset]},
+        "generate": dict(SAMPLER_PRESETS["latte"]),
         "embed": {"pools": ["synthetic"]},
         "select": {"pool": "synthetic"},
         "evaluate": {"classifier": "c3d", "preset": "paper"},
@@ -131,6 +134,9 @@ def job_parser(doc: str, dataset: str, with_split: bool) -> argparse.ArgumentPar
                              + ", ".join(f"{name} {steps:,}" for name, steps
                                          in PAPER_FINETUNE_STEPS.items())
                              + "; 0 uses the pretrained model as it is)")
+    parser.add_argument("--sampler", choices=sorted(SAMPLER_PRESETS),
+                        help="sampling preset: latte (DDPM 250 steps, guidance 7, as Latte's "
+                             "sample script; the default) or fast (DDIM 50 steps, guidance 4)")
     parser.add_argument("--videomae", metavar="PATH_OR_ID",
                         help=f"VideoMAE for the embeddings (default: {d['videomae']})")
     parser.add_argument("--vpc", type=int, nargs="+", metavar="K",
@@ -176,7 +182,9 @@ def flag_settings(flags: dict) -> dict:
     settings: dict = {}
     for flag, value in flags.items():
         for path in FLAG_FIELDS.get(flag, ()):
-            put(settings, path, value)
+            # --sampler names a preset: each field takes the preset's value for it
+            put(settings, path, SAMPLER_PRESETS[value][path.split(".")[1]]
+                if flag == "sampler" else value)
         if flag == "gpus_per_actor":
             for path in TRAIN_GPU_FIELDS:
                 put(settings, path, None if value is None else value > 0)

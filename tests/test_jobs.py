@@ -73,6 +73,8 @@ def test_defaults_are_the_papers(name, dataset):
                                      "ucf101": 0, "hmdb51": 500_000}[dataset]  # Table 7
     assert config.finetune.cache_latents == (dataset not in ("kinetics400", "ssv2"))
     assert config.generate.per_class == 100
+    assert (config.generate.scheduler, config.generate.steps, config.generate.guidance) == (
+        "ddpm", 250, 7.0)  # Latte's own sampling (the paper does not say)
     assert config.embed.model == "MCG-NJU/videomae-base-finetuned-kinetics"
     assert config.embed.pools == ("synthetic",)
     assert (config.select.pool, config.select.vpc, config.select.seeds) == (
@@ -157,6 +159,18 @@ def test_a_job_without_pretrained_latte_weights_is_refused_unless_from_scratch()
     assert (scratch.finetune.steps, scratch.finetune.model) == (20_000, None)
     with pytest.raises(ConfigError, match=r"^--steps: 0 steps keeps a pretrained Latte"):
         config_of(ucf, "--data", "/d", SCRATCH, "--steps", "0")
+
+
+def test_the_sampler_flag_picks_a_named_preset_and_single_fields_still_override_it(tmp_path):
+    job = load_job("distill_ssv2")
+    fast = config_of(job, "--data", "/d", SCRATCH, "--sampler", "fast").generate
+    assert (fast.scheduler, fast.steps, fast.guidance) == ("ddim", 50, 4.0)
+    (tmp_path / "run.yaml").write_text("generate: {guidance: 5.0}\n")
+    mixed = config_of(job, "--data", "/d", SCRATCH, "--config", str(tmp_path / "run.yaml"))
+    assert (mixed.generate.scheduler, mixed.generate.steps, mixed.generate.guidance) == (
+        "ddpm", 250, 5.0)
+    with pytest.raises(SystemExit):
+        job.build_parser().parse_args(["--sampler", "slow"])
 
 
 def test_no_latte_exits_2_naming_the_flag_and_writes_nothing(tmp_path, capsys):
@@ -256,6 +270,7 @@ def test_dry_run_plans_every_stage_and_writes_nothing(tmp_path, capsys, ray_clus
              "ucf101": "20,000"}[dataset]  # Table 7; UCF101 trains none, from scratch 20 000
     assert f"{steps} steps" in plan["finetune"]
     assert "× VPC 1 5 10 × 5 seeds" in plan["select"]
+    assert plan["generate"].endswith("ddpm 250 steps, guidance 7 (latte sampler)")
     assert "4 × Latte actor (1 CPU + 1 GPU)" in out
     assert "cluster now: 2 CPU, 0 GPU" in out and "no autoscaler detected" in out
     # the default asks GPUs the test cluster does not have: warnings naming the field

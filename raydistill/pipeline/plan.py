@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 
 
-from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, STAGE_NAMES, ConfigError,
-                               RunConfig, to_dict)
+from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, SAMPLER_PRESETS, STAGE_NAMES,
+                               ConfigError, RunConfig, to_dict)
 from raydistill.datasets.common import DatasetError
 from raydistill.pipeline.resources import (Cluster, Request, cluster_view, resource_findings,
                                            stage_requests)
@@ -76,8 +76,11 @@ def stage_settings(name: str, config: RunConfig) -> str:
                 f"cache_latents {f.cache_latents}")
     if name == "generate":
         g = c.generate
+        named = [f" ({name} sampler)" for name, preset in SAMPLER_PRESETS.items()
+                 if preset == {"scheduler": g.scheduler, "steps": g.steps,
+                               "guidance": g.guidance}]
         return (f"{g.per_class} videos per class, {g.scheduler} {g.steps} steps, "
-                f"guidance {g.guidance:g}")
+                f"guidance {g.guidance:g}{''.join(named)}")
     if name == "embed":
         own = ("C3D, trained on the run's real clips first" if c.embed.run_classifier == "c3d"
                else "VideoMAE, tiny, trained on the run's real clips first")
