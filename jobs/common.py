@@ -82,8 +82,11 @@ def paper_settings(dataset: str) -> dict:
     the synthetic pool."""
     return {
         "ingest": {"dataset": dataset},
-        "decode": {"num_frames": 16, "size": 112},
-        "latents": {"num_frames": 16, "size": 256},
+        # Each model's own frames: C3D takes 16 consecutive frames, Latte's UCF101 model was
+        # trained on 16 frames 3 apart from a random start (its loader's frame_interval).
+        "decode": {"num_frames": 16, "size": 112, "frame_interval": 1},
+        "latents": {"num_frames": 16, "size": 256, "frame_interval": 3,
+                    "frame_start": "random"},
         "finetune": {"architecture": "xl", "cache_latents": dataset not in LARGE_DATASETS,
                      "steps": PAPER_FINETUNE_STEPS[dataset]},
         "generate": dict(SAMPLER_PRESETS["latte"]),

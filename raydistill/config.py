@@ -111,7 +111,10 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Fixed-length clip sampling: ``num_frames`` frames uniformly over the video, ``size``² pixels.
+    """Fixed-length clip sampling: ``num_frames`` frames of ``size``² pixels, spread uniformly
+    over the video, or (``frame_interval`` k) consecutive frames k apart, the span centred in the
+    video or at a random start drawn from the file's name (``frame_start``;
+    ``video.decode.sample_indices``).
 
     ``shard_size`` manifest rows become one clip-cache shard (one Ray task); ``num_cpus`` is what
     each decode task asks Ray for.
@@ -121,12 +124,37 @@ class DecodeConfig:
     size: int = 112
     shard_size: int = 64
     num_cpus: float = 1.0
+    frame_interval: Optional[int] = None
+    frame_start: str = "center"
 
     def __post_init__(self) -> None:
+        _require_frame_sampling(self)
         _require(1 <= self.num_frames <= 512, "num_frames", "must be between 1 and 512")
         _require(8 <= self.size <= 1024, "size", "must be between 8 and 1024")
         _require(self.shard_size >= 1, "shard_size", "must be >= 1")
         _require(0 < self.num_cpus <= 64, "num_cpus", "must be in (0, 64]")
+
+
+FRAME_STARTS = ("center", "random")
+
+
+def _require_frame_sampling(section) -> None:
+    _require(section.frame_interval is None or 1 <= section.frame_interval <= 64,
+             "frame_interval", "must be None (spread over the video) or between 1 and 64")
+    _require(section.frame_start in FRAME_STARTS, "frame_start",
+             f"must be one of {', '.join(FRAME_STARTS)}")
+    _require(section.frame_start == "center" or section.frame_interval is not None,
+             "frame_start", "a random start needs frame_interval (frames spread over the "
+             "whole video have no start to draw)")
+
+
+def frame_sampling(section) -> dict:
+    """The frame-sampling keywords of a ``decode`` or ``latents`` section for the decoders
+    (``frame_interval``, ``frame_start``); {} for frames spread over the whole video, so the
+    caches and stage settings of such runs stay as they were."""
+    if section.frame_interval is None:
+        return {}
+    return {"frame_interval": section.frame_interval, "frame_start": section.frame_start}
 
 
 ARCHITECTURES = ("tiny", "small", "xl")
@@ -148,7 +176,9 @@ class LatentsConfig:
 
     ``vae`` is an AutoencoderKL path or hub id (paper: SD's VAE at 256²); None trains the tiny
     VAE on the run's training clips first (toy runs). Clips are decoded at ``num_frames`` ×
-    ``size``² for the VAE. ``gpus_per_actor`` None means 1 when the cluster has GPUs, else 0.
+    ``size``² for the VAE, sampled as in :class:`DecodeConfig` (``frame_interval``: Latte's UCF101
+    model was trained on frames 3 apart). ``gpus_per_actor`` None means 1 when the cluster has
+    GPUs, else 0.
     The tiny VAE trains in one task of ``vae_cpus`` CPUs (and as many torch threads).
     """
 
@@ -160,8 +190,11 @@ class LatentsConfig:
     shard_size: int = 16
     num_actors: int = 1
     gpus_per_actor: Optional[float] = None
+    frame_interval: Optional[int] = None
+    frame_start: str = "center"
 
     def __post_init__(self) -> None:
+        _require_frame_sampling(self)
         _require(self.vae_steps >= 1, "vae_steps", "must be >= 1")
         _require_cpus(self.vae_cpus, "vae_cpus")
         _require(1 <= self.num_frames <= 512, "num_frames", "must be between 1 and 512")

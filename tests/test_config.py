@@ -34,6 +34,9 @@ def test_yaml_round_trip_gives_an_equal_config():
     ({"seed": 1.5}, "seed"),
     ({"finetune": {"model_classes": "ucf101"}}, "finetune.model_classes"),  # without a model
     ({"finetune": {"steps": 0}}, "finetune.steps"),  # 0 = a pretrained model as it is: none
+    ({"decode": {"frame_interval": 0}}, "decode.frame_interval"),
+    ({"latents": {"frame_start": "middle", "frame_interval": 3}}, "latents.frame_start"),
+    ({"decode": {"frame_start": "random"}}, "decode.frame_start"),  # random needs an interval
     ({"finetune": {"steps": -1, "model": "/m"}}, "finetune.steps"),
     ({"embed": {"classifier_cpus": 0}}, "embed.classifier_cpus"),
 ])

@@ -67,6 +67,9 @@ def test_defaults_are_the_papers(name, dataset):
         dataset, "/data/x", f"runs/{dataset}")
     assert (config.decode.num_frames, config.decode.size) == (16, 112)
     assert (config.latents.num_frames, config.latents.size) == (16, 256)
+    # C3D: 16 consecutive frames; Latte's UCF101 model: 16 frames 3 apart, random start
+    assert (config.decode.frame_interval, config.decode.frame_start) == (1, "center")
+    assert (config.latents.frame_interval, config.latents.frame_start) == (3, "random")
     assert config.latents.vae == "stabilityai/sd-vae-ft-ema"
     assert (config.finetune.architecture, config.finetune.model) == ("xl", "/models/latte.pt")
     assert config.finetune.steps == {"kinetics400": 1_000_000, "ssv2": 1_000_000,
@@ -264,7 +267,9 @@ def test_dry_run_plans_every_stage_and_writes_nothing(tmp_path, capsys, ray_clus
     assert list(plan) == list(STAGE_NAMES)
     assert all(line.split()[1] == "run" for line in plan.values())
     assert str(data) in plan["ingest"]
-    assert "16×256² clips → 16×4×32×32 latents" in plan["latents"]
+    assert ("16×256² clips (frames 3 apart, random start) → 16×4×32×32 latents"
+            in plan["latents"])
+    assert "16×112² clips for the classifier (frames 1 apart, centred)" in plan["decode"]
     assert "Latte-XL/2 from scratch" in plan["finetune"]
     steps = {"kinetics400": "1,000,000", "ssv2": "1,000,000", "hmdb51": "500,000",
              "ucf101": "20,000"}[dataset]  # Table 7; UCF101 trains none, from scratch 20 000

@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from helpers import write_empty, write_random_bytes, write_test_video, write_truncated_video
@@ -11,6 +12,7 @@ from raydistill.pipeline.decode import clip_dataset
 from raydistill.pipeline.shards import shard_path as _shard_path
 from raydistill.pipeline.run import run_stages
 from raydistill.runs import RunDir
+from raydistill.video import decode_clip
 from raydistill.video.clips import clips_from_table
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -260,3 +262,20 @@ def test_changed_settings_after_an_interrupted_decode_drop_the_stale_shards(tmp_
         for index in range(count):
             clips = clips_from_table(run.read_table(shard_path(split, index)))
             assert clips.shape[1:] == (4, 16, 16, 3)
+
+
+def test_a_frame_interval_decodes_consecutive_frames_into_its_own_cache(tmp_path):
+    config = toy_config(str(tmp_path / "run"), num_frames=4)  # of 8: frames 1, 3, 5, 7
+    run = run_stages(config, DATA_STAGES)
+    spread = clips_from_table(run.read_table(shard_path("train", 0)))
+    os.remove(run.path("_stages/decode.json"))  # the decode settings may change before it ends
+    strided = toy_config(str(tmp_path / "run"), num_frames=4, frame_interval=1)  # 2, 3, 4, 5
+    run_stages(strided, DATA_STAGES)
+    table = run.read_table(shard_path("train", 0))
+    first = run.read_table("manifest.parquet").to_pylist()
+    path = next(row["path"] for row in first if row["video_id"] == table["video_id"][0].as_py())
+    clips = clips_from_table(table)
+    assert np.array_equal(clips[0], decode_clip(path, 4, 32, frame_interval=1))
+    assert not np.array_equal(clips, spread)
+    assert run.read_json("clips/settings.json")["frame_interval"] == 1
+    assert run.stage_summary("decode")["frame_interval"] == 1

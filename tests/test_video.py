@@ -35,6 +35,42 @@ def test_sample_indices_repeat_frames_of_a_short_video():
     assert sample_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]
 
 
+def test_a_frame_interval_takes_consecutive_frames_centred_in_the_video():
+    assert sample_indices(32, 4, frame_interval=3).tolist() == [11, 14, 17, 20]  # span 10
+    assert sample_indices(16, 16, frame_interval=1).tolist() == list(range(16))
+    assert sample_indices(20, 4, frame_interval=1).tolist() == [8, 9, 10, 11]
+
+
+def test_a_video_shorter_than_the_span_takes_the_largest_stride_that_fits():
+    assert sample_indices(10, 4, frame_interval=5).tolist() == [0, 3, 6, 9]
+    assert sample_indices(3, 6, frame_interval=2).tolist() == [0, 0, 1, 1, 2, 2]  # uniform
+
+
+def test_a_random_start_is_drawn_from_the_key_and_stays_inside_the_video():
+    starts = {int(sample_indices(100, 16, 3, "random", key=f"v{i}.avi")[0]) for i in range(40)}
+    assert len(starts) > 10 and min(starts) >= 0 and max(starts) <= 100 - 46
+    again = sample_indices(100, 16, 3, "random", key="v7.avi")
+    assert again.tolist() == sample_indices(100, 16, 3, "random", key="v7.avi").tolist()
+    assert np.diff(again).tolist() == [3] * 15
+    with pytest.raises(ValueError, match="frame_start"):
+        sample_indices(100, 16, 3, "middle")
+
+
+@pytest.mark.parametrize("extension", CODECS)
+def test_decode_clip_with_a_frame_interval_reads_those_frames(tmp_path, extension):
+    path = write_counter_video(str(tmp_path / f"c.{extension}"))
+    clip = decode_clip(path, num_frames=4, size=16, frame_interval=2)  # frames 4, 6, 8, 10
+    assert np.allclose(clip.reshape(4, -1).mean(axis=1), [60, 90, 120, 150], atol=8)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    copy = moved / f"c.{extension}"
+    copy.write_bytes((tmp_path / f"c.{extension}").read_bytes())
+    random_start = decode_clip(path, num_frames=4, size=16, frame_interval=2,
+                               frame_start="random")
+    assert np.array_equal(random_start, decode_clip(str(copy), num_frames=4, size=16,
+                                                    frame_interval=2, frame_start="random"))
+
+
 def test_resize_center_crop_keeps_the_centre_of_a_wide_frame():
     frames = np.zeros((2, 40, 80, 3), np.uint8)
     frames[:, :, 20:60] = 200  # the centre 40×40 square

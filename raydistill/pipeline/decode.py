@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from raydistill.config import DecodeConfig, RunConfig
+from raydistill.config import DecodeConfig, RunConfig, frame_sampling
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
                                         missing_shards, prepare_output, shard_path, shard_plan,
                                         source, task_pool, write_rejects_then)
@@ -42,7 +42,8 @@ def clip_dataset(manifest: pa.Table, decode: DecodeConfig, rows_per_block: int =
     blocks = [manifest.slice(i, rows_per_block)
               for i in range(0, manifest.num_rows, rows_per_block)] or [manifest]
     return source(blocks).map_batches(
-        decode_batch, fn_kwargs={"num_frames": decode.num_frames, "size": decode.size},
+        decode_batch, fn_kwargs={"num_frames": decode.num_frames, "size": decode.size,
+                                 **frame_sampling(decode)},
         batch_size=batch_size, batch_format="numpy", compute=task_pool(decode.num_cpus,
                                                                        len(blocks)),
         num_cpus=decode.num_cpus)
@@ -81,7 +82,7 @@ def run_decode(run: RunDir, config: RunConfig, decode_fn=decode_shards) -> dict:
     run.write_table(f"{FOLDER}/rejects.parquet", rejects)
     summary = {"shards": len(plan), "shards_decoded_now": len(todo),
                "clips": manifest.num_rows - rejects.num_rows, "decode_errors": rejects.num_rows,
-               "num_frames": decode.num_frames, "size": decode.size,
+               "num_frames": decode.num_frames, "size": decode.size, **frame_sampling(decode),
                "seconds": round(time.time() - started, 2)}
     print(f"decode: {summary['clips']} clips of {decode.num_frames}×{decode.size}² in "
           f"{len(plan)} shards ({len(todo)} decoded now), {rejects.num_rows} decode errors",
@@ -97,7 +98,7 @@ def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
     Returns the shard plan and the items decoded now.
     """
     prepare_output(run, FOLDER, {"num_frames": decode.num_frames, "size": decode.size,
-                                 "shard_size": decode.shard_size})
+                                 "shard_size": decode.shard_size, **frame_sampling(decode)})
     plan = shard_plan(videos, decode.shard_size)
     todo = missing_shards(run, plan, FOLDER)
     if todo:
@@ -105,7 +106,8 @@ def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
             # One shard per task, decoded and written in plain CPU tasks (the two maps fuse);
             # no retry: a task that died once on a file would die again.
             source(todo).map_batches(
-                decode_fn, fn_kwargs={"num_frames": decode.num_frames, "size": decode.size},
+                decode_fn, fn_kwargs={"num_frames": decode.num_frames, "size": decode.size,
+                                      **frame_sampling(decode)},
                 batch_size=1, compute=task_pool(decode.num_cpus, len(todo)),
                 num_cpus=decode.num_cpus, max_retries=0,
             ).map_batches(write_clip_shards, fn_kwargs={"run_url": run.url}, batch_size=1,
@@ -116,5 +118,6 @@ def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
                   "shards one file per task", flush=True)
             for item in missing_shards(run, plan, FOLDER):
                 write_clip_shards(decode_shard_isolated(item, decode.num_frames, decode.size,
-                                                        decode_fn), run.url)
+                                                        decode_fn, frame_sampling(decode)),
+                                  run.url)
     return plan, todo

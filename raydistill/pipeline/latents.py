@@ -20,7 +20,7 @@ import ray
 import torch
 from ray.data import ActorPoolStrategy
 
-from raydistill.config import RunConfig
+from raydistill.config import RunConfig, frame_sampling
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
 from raydistill.pipeline.resources import actor_cpus
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
@@ -104,7 +104,8 @@ def train_run_vae(run: RunDir, config: RunConfig, max_videos: int = 256) -> dict
     latents = config.latents
     manifest = run.read_table("manifest.parquet")
     train = manifest.filter(pc.equal(manifest["split"], "train")).slice(0, max_videos)
-    decoded = decode_batch(train.to_pydict(), latents.num_frames, latents.size)
+    decoded = decode_batch(train.to_pydict(), latents.num_frames, latents.size,
+                           **frame_sampling(latents))
     clips = decoded["clip"][[not error for error in decoded["error"]]]
     frames = clips.reshape(-1, *clips.shape[2:])
     losses = ray.get(_train_and_save_vae.options(num_cpus=latents.vae_cpus).remote(
@@ -122,7 +123,8 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
         summary.update(train_run_vae(run, config))
     manifest = run.read_table("manifest.parquet")
     prepare_output(run, FOLDER, {"num_frames": latents.num_frames, "size": latents.size,
-                                 "shard_size": latents.shard_size, "vae": latents.vae})
+                                 "shard_size": latents.shard_size, "vae": latents.vae,
+                                 **frame_sampling(latents)})
     plan = shard_plan(manifest, latents.shard_size, splits=("train",))
     todo = missing_shards(run, plan, FOLDER)
     writer_kwargs = {"run_url": run.url, "vae": latents.vae}
@@ -133,7 +135,7 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
         try:
             done = source(todo).map_batches(
                 decode_shards, fn_kwargs={"num_frames": latents.num_frames,
-                                          "size": latents.size},
+                                          "size": latents.size, **frame_sampling(latents)},
                 batch_size=1, compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
             ).map_batches(
                 LatentShardWriter, fn_constructor_kwargs=writer_kwargs,
@@ -147,7 +149,8 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
                   "shards one file per task", flush=True)
             writer = LatentShardWriter(**writer_kwargs)
             for item in missing_shards(run, plan, FOLDER):
-                writer(decode_shard_isolated(item, latents.num_frames, latents.size))
+                writer(decode_shard_isolated(item, latents.num_frames, latents.size,
+                                             sampling=frame_sampling(latents)))
             nodes = [worker_node()]
     rejects = collect_rejects(run, plan, FOLDER)
     listed = sum(len(json.loads(item["rows"])) for item in plan)

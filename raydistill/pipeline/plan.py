@@ -20,6 +20,14 @@ from raydistill.pipeline.resources import (Cluster, Request, cluster_view, resou
 from raydistill.pipeline.run import error_line, is_finished, validate_paths
 from raydistill.runs import RunDir
 
+def frames_said(section) -> str:
+    """How a ``decode`` or ``latents`` section samples a clip's frames, in words."""
+    if section.frame_interval is None:
+        return "frames spread over the video"
+    start = "centred" if section.frame_start == "center" else "random start"
+    return f"frames {section.frame_interval} apart, {start}"
+
+
 def model_source(value: str | None, when_none: str, local_only: bool = False) -> str:
     """How a model path or hub id will be found: ``when_none``, a local path, or a hub id (a
     ``local_only`` model, as the Latte, is never a hub id: a path this node lacks)."""
@@ -55,12 +63,12 @@ def stage_settings(name: str, config: RunConfig) -> str:
         split = f", split {c.ingest.split}" if with_split else ""
         return f"{c.ingest.dataset}{split} from {c.ingest.root}"
     if name == "decode":
-        return (f"{c.decode.num_frames}×{c.decode.size}² clips for the classifier, "
-                f"{c.decode.shard_size} videos per shard")
+        return (f"{c.decode.num_frames}×{c.decode.size}² clips for the classifier "
+                f"({frames_said(c.decode)}), {c.decode.shard_size} videos per shard")
     if name == "latents":
         side = c.latents.size // 8  # the SD VAE downsamples 8×
-        return (f"{c.latents.num_frames}×{c.latents.size}² clips → {c.latents.num_frames}×4×"
-                f"{side}×{side} latents, VAE "
+        return (f"{c.latents.num_frames}×{c.latents.size}² clips ({frames_said(c.latents)}) → "
+                f"{c.latents.num_frames}×4×{side}×{side} latents, VAE "
                 f"{model_source(c.latents.vae, 'tiny, trained on the run first')}")
     if name == "finetune":
         f = c.finetune

@@ -135,8 +135,10 @@ def missing_shards(run: RunDir, plan: list[dict], folder: str) -> list[dict]:
             if shard_path(folder, item["split"], item["index"]) not in written]
 
 
-def decode_shards(batch: dict, num_frames: int, size: int) -> dict:
-    """Ray Data UDF: decode each shard item of ``batch`` into one row of clips.
+def decode_shards(batch: dict, num_frames: int, size: int, frame_interval: int | None = None,
+                  frame_start: str = "center") -> dict:
+    """Ray Data UDF: decode each shard item of ``batch`` into one row of clips (frames sampled
+    as ``frame_interval`` / ``frame_start`` say: :func:`raydistill.video.decode.sample_indices`).
 
     Returns per shard: ``split``, ``index``, ``video_ids`` / ``labels`` (JSON lists of the rows
     that decoded), ``clips`` uint8 (n, T, S, S, 3) and ``rejects`` (JSON list of reject rows,
@@ -147,7 +149,7 @@ def decode_shards(batch: dict, num_frames: int, size: int) -> dict:
         rows = json.loads(rows_json)
         columns = {key: [row[key] for row in rows] for key in ("video_id", "path", "label",
                                                                "split")}
-        decoded = decode_batch(columns, num_frames, size)
+        decoded = decode_batch(columns, num_frames, size, frame_interval, frame_start)
         ok = [i for i, error in enumerate(decoded["error"]) if not error]
         out["split"].append(split)
         out["index"].append(int(index))
@@ -179,21 +181,24 @@ def prepare_output(run: RunDir, folder: str, settings: dict) -> None:
 # Retried: a worker lost to a preempted node must not reject the file; a file that kills the
 # worker on every attempt is rejected.
 @ray.remote(max_retries=2)
-def _decode_alone(item: dict, num_frames: int, size: int, decode_fn) -> dict:
-    return decode_fn({key: [value] for key, value in item.items()}, num_frames, size)
+def _decode_alone(item: dict, num_frames: int, size: int, decode_fn, sampling: dict) -> dict:
+    return decode_fn({key: [value] for key, value in item.items()}, num_frames, size,
+                     **sampling)
 
 
 def decode_shard_isolated(item: dict, num_frames: int, size: int,
-                          decode_fn=None) -> dict:
+                          decode_fn=None, sampling: dict | None = None) -> dict:
     """Decode a shard one row per Ray task, so a row whose decoder kills its worker (decord can
     abort on a damaged file) becomes a ``decode_error`` reject instead of failing the shard.
 
     Returns the same one-shard batch as :func:`decode_shards`. Used after a shard's task died.
+    ``sampling``: the frame-sampling keywords of the stage (:func:`config.frame_sampling`).
     """
     decode_fn = decode_fn or decode_shards
     rows = json.loads(item["rows"])
     singles = [{**item, "rows": json.dumps([row])} for row in rows]
-    futures = [_decode_alone.remote(single, num_frames, size, decode_fn) for single in singles]
+    futures = [_decode_alone.remote(single, num_frames, size, decode_fn, sampling or {})
+               for single in singles]
     ids, labels, clips, rejects = [], [], [], []
     for row, future in zip(rows, futures):
         try:

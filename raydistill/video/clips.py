@@ -11,8 +11,10 @@ from raydistill.schema import clip_schema, tensor_array
 from raydistill.video.decode import DecodeError, decode_clip
 
 
-def decode_batch(batch: Mapping[str, Sequence], num_frames: int, size: int) -> dict:
-    """Decode a batch of manifest rows (columns ``video_id, path, label, split`` at least).
+def decode_batch(batch: Mapping[str, Sequence], num_frames: int, size: int,
+                 frame_interval: int | None = None, frame_start: str = "center") -> dict:
+    """Decode a batch of manifest rows (columns ``video_id, path, label, split`` at least), each
+    clip sampled as :func:`~raydistill.video.decode.decode_clip` says.
 
     Returns columns ``video_id, label, split`` (as given), ``clip`` uint8
     (B, num_frames, size, size, 3) and ``error`` (B,) strings, empty where the row decoded. A
@@ -24,7 +26,7 @@ def decode_batch(batch: Mapping[str, Sequence], num_frames: int, size: int) -> d
     errors = []
     for i, path in enumerate(paths):
         try:
-            clips[i] = decode_clip(str(path), num_frames, size)
+            clips[i] = decode_clip(str(path), num_frames, size, frame_interval, frame_start)
             errors.append("")
         except DecodeError as error:
             errors.append(str(error))

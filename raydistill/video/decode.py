@@ -6,6 +6,8 @@ x86-only) or fails on the file. Either way the result is the same clip up to cod
 
 from __future__ import annotations
 
+import os
+import zlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -31,16 +33,39 @@ class DecodeError(Exception):
         self.path, self.detail = path, detail
 
 
-def sample_indices(total_frames: int, num_frames: int) -> np.ndarray:
-    """Indices of ``num_frames`` frames spread uniformly over ``total_frames``.
+FRAME_STARTS = ("center", "random")
+"""Where a strided clip (``frame_interval``) starts: in the middle of the video, or at an offset
+drawn from the file's name (training clips of a diffusion model, as Latte's loader draws one)."""
 
-    Each index is the centre of one of ``num_frames`` equal segments, so the whole video is
-    covered; when the video is shorter than the clip, frames repeat. Returns int64 (num_frames,).
+
+def sample_indices(total_frames: int, num_frames: int, frame_interval: int | None = None,
+                   frame_start: str = "center", key: str = "") -> np.ndarray:
+    """Indices of the ``num_frames`` frames of a clip out of ``total_frames``.
+
+    ``frame_interval`` None: spread uniformly, each index the centre of one of ``num_frames``
+    equal segments, so the whole video is covered (frames repeat in a video shorter than the
+    clip). ``frame_interval`` k: consecutive frames k apart (how C3D, k = 1, and Latte's UCF101
+    model, k = 3, were trained), the span centred in the video or, ``frame_start="random"``,
+    starting at an offset drawn from ``key`` (the same every time for the same key); a video
+    shorter than the span takes the largest stride that fits, and one shorter than the clip is
+    sampled uniformly. Returns int64 (num_frames,).
     """
     if total_frames <= 0:
         raise ValueError("total_frames must be positive")
-    centres = (np.arange(num_frames) + 0.5) * total_frames / num_frames
-    return np.minimum(centres.astype(np.int64), total_frames - 1)
+    if frame_start not in FRAME_STARTS:
+        raise ValueError(f"frame_start must be one of {', '.join(FRAME_STARTS)}")
+    stride = frame_interval
+    if stride is not None and num_frames > 1:
+        stride = min(stride, (total_frames - 1) // (num_frames - 1))
+    if stride is None or stride < 1:
+        centres = (np.arange(num_frames) + 0.5) * total_frames / num_frames
+        return np.minimum(centres.astype(np.int64), total_frames - 1)
+    slack = total_frames - ((num_frames - 1) * stride + 1)
+    if frame_start == "random":
+        offset = int(np.random.default_rng(zlib.crc32(key.encode())).integers(0, slack + 1))
+    else:
+        offset = slack // 2
+    return offset + stride * np.arange(num_frames, dtype=np.int64)
 
 
 FRAME_BYTES_BUDGET = 32 * 2**20
@@ -93,7 +118,7 @@ def _resize_in_batches(chunks: Iterable[np.ndarray], size: int) -> np.ndarray:
     return np.concatenate(resized) if resized else np.empty((0, size, size, 3), np.uint8)
 
 
-def _decode_with_decord(source: Source, num_frames: int, size: int) -> np.ndarray:
+def _decode_with_decord(source: Source, num_frames: int, size: int, sampling: dict) -> np.ndarray:
     if hasattr(source, "seek"):
         source.seek(0)
     reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
@@ -102,7 +127,8 @@ def _decode_with_decord(source: Source, num_frames: int, size: int) -> np.ndarra
         raise ValueError("no frames")
     # Each distinct frame is read once (a short video repeats frames: copies are made after
     # resizing), the first alone to learn the frame size, then chunks under the budget.
-    distinct, positions = np.unique(sample_indices(total, num_frames), return_inverse=True)
+    distinct, positions = np.unique(sample_indices(total, num_frames, **sampling),
+                                    return_inverse=True)
 
     def chunks():
         start, chunk = 0, 1
@@ -152,12 +178,12 @@ def _pyav_frames_at(source: Source, wanted: set[int], size: int) -> tuple[dict, 
     return dict(zip(kept, frames)), decoded
 
 
-def _decode_with_pyav(source: Source, num_frames: int, size: int) -> np.ndarray:
+def _decode_with_pyav(source: Source, num_frames: int, size: int, sampling: dict) -> np.ndarray:
     total = _count_video_packets(source)
     for _ in range(2):  # again with the true count, if the decoder gave fewer frames than packets
         if total == 0:
             raise ValueError("no frames")
-        indices = sample_indices(total, num_frames).tolist()
+        indices = sample_indices(total, num_frames, **sampling).tolist()
         kept, decoded = _pyav_frames_at(source, set(indices), size)
         if all(index in kept for index in indices):
             return np.stack([kept[index] for index in indices])
@@ -165,14 +191,19 @@ def _decode_with_pyav(source: Source, num_frames: int, size: int) -> np.ndarray:
     raise ValueError(f"decoded {len(kept)} of the {len(set(indices))} frames sampled")
 
 
-def decode_clip(path: str, num_frames: int = 16, size: int = 112) -> np.ndarray:
+def decode_clip(path: str, num_frames: int = 16, size: int = 112,
+                frame_interval: int | None = None, frame_start: str = "center") -> np.ndarray:
     """Decode a clip of ``num_frames`` frames of ``size``×``size`` RGB from ``path``.
 
-    ``path`` is a local path or an fsspec URL. Returns uint8 (num_frames, size, size, 3). A video
-    shorter than the clip (down to a single frame) repeats its frames (:func:`sample_indices`);
-    a video of any resolution is decoded under :data:`FRAME_BYTES_BUDGET` of full-size frames.
-    Raises :class:`DecodeError` naming the file when neither decoder can read it.
+    ``path`` is a local path or an fsspec URL. Returns uint8 (num_frames, size, size, 3). Frames
+    are spread over the whole video, or ``frame_interval`` apart from a centred or random start
+    (:func:`sample_indices`; a random start is drawn from the file's name, so a moved run
+    decodes the same clip). A video shorter than the clip (down to a single frame) repeats its
+    frames; a video of any resolution is decoded under :data:`FRAME_BYTES_BUDGET` of full-size
+    frames. Raises :class:`DecodeError` naming the file when neither decoder can read it.
     """
+    sampling = {"frame_interval": frame_interval, "frame_start": frame_start,
+                "key": os.path.basename(path)}
     try:
         source = open_source(path)
     except Exception as error:
@@ -182,7 +213,7 @@ def decode_clip(path: str, num_frames: int = 16, size: int = 112) -> np.ndarray:
     backends.append(("pyav", _decode_with_pyav))
     for name, decode in backends:
         try:
-            return decode(source, num_frames, size)
+            return decode(source, num_frames, size, sampling)
         except Exception as error:  # decord's DECORDError is not a RuntimeError: catch broadly.
             failures.append(f"{name}: {error}".strip())
     raise DecodeError(path, "; ".join(failures))
