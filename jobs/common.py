@@ -130,8 +130,9 @@ def job_parser(doc: str, dataset: str, with_split: bool) -> argparse.ArgumentPar
                         "fine-tune from (a .pt checkpoint or a model folder); required unless "
                         "--from-scratch")
     parser.add_argument("--from-scratch", action="store_true", default=False,
-                        help="fine-tune a fresh, untrained Latte-XL/2 instead (not the paper's "
-                             f"setting; {SCRATCH_STEPS} steps unless --steps says)")
+                        help="train a fresh, untrained Latte-XL/2 instead (not the paper's "
+                             "setting; Table 7's steps, or "
+                             f"{SCRATCH_STEPS} for UCF101 / MiniUCF, unless --steps says)")
     parser.add_argument("--steps", type=int, metavar="N",
                         help="Latte fine-tuning steps (default: the paper's Table 7: "
                              + ", ".join(f"{name} {steps:,}" for name, steps
@@ -230,7 +231,7 @@ def build_config(args: argparse.Namespace, dataset: str) -> RunConfig:
     given = {k: v for k, v in vars(args).items() if k in FLAG_FIELDS}
     defaults = {**FLAG_DEFAULTS, "run": f"runs/{dataset}"}
     settings = merged(paper_settings(dataset), flag_settings(defaults))
-    steps_said = "steps" in given
+    steps_said = "--steps" if "steps" in given else None
     if args.config:
         from_file = read_config_file(args.config)
         ingest = from_file.get("ingest")
@@ -239,23 +240,28 @@ def build_config(args: argparse.Namespace, dataset: str) -> RunConfig:
             raise ConfigError(f"ingest.dataset: {args.config} is for {named!r}; this job runs "
                               f"{dataset!r}")
         settings = merged(settings, from_file)
-        steps_said |= isinstance(from_file.get("finetune"), dict) and "steps" in from_file[
-            "finetune"]
+        if not steps_said and "steps" in (from_file.get("finetune") or {}):
+            steps_said = f"finetune.steps in {args.config}"
     settings = merged(settings, flag_settings(given))
     return from_dict(RunConfig, latte_source(settings, getattr(args, "from_scratch", False),
-                                             steps_said))
+                                             steps_said, "latte" in given))
 
 
-def latte_source(settings: dict, from_scratch: bool, steps_said: bool) -> dict:
+def latte_source(settings: dict, from_scratch: bool, steps_said: str | None,
+                 latte_given: bool = False) -> dict:
     """``settings`` checked for where the Latte comes from: pretrained weights
     (``finetune.model``, ``--latte``), or a fresh model only with ``--from-scratch`` (then
-    :data:`SCRATCH_STEPS` steps where Table 7 trains none, unless ``--steps`` or the config
-    file said, ``steps_said``). Raises
+    :data:`SCRATCH_STEPS` steps where Table 7 trains none, unless ``steps_said`` names where
+    the steps were set: ``--steps`` or the config file's ``finetune.steps``). ``--from-scratch``
+    clears a config file's model, but not ``--latte`` (``latte_given``). Raises
     :class:`ConfigError` naming the flag."""
     finetune = settings.get("finetune", {})
-    if finetune.get("model") and from_scratch:
-        raise ConfigError("--from-scratch: a fresh Latte and --latte / finetune.model "
-                          f"{finetune['model']} exclude each other; give one")
+    if from_scratch and latte_given:
+        raise ConfigError("--from-scratch: a fresh Latte and --latte exclude each other; give "
+                          "one")
+    if from_scratch:  # the flag wins over a config file's finetune.model
+        finetune = {**finetune, "model": None, "model_classes": None}
+        settings = {**settings, "finetune": finetune}
     if finetune.get("model"):
         return settings
     if not from_scratch:
@@ -264,8 +270,8 @@ def latte_source(settings: dict, from_scratch: bool, steps_said: bool) -> dict:
                           "Latte-XL/2 (not the paper's setting)")
     if finetune.get("steps") == 0:
         if steps_said:
-            raise ConfigError("--steps: 0 steps keeps a pretrained Latte as it is; a fresh one "
-                              "(--from-scratch) needs steps > 0")
+            raise ConfigError(f"{steps_said}: 0 steps keeps a pretrained Latte as it is; a fresh "
+                              "one (--from-scratch) needs steps > 0")
         settings = merged(settings, {"finetune": {"steps": SCRATCH_STEPS}})
     return settings
 

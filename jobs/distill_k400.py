@@ -1,14 +1,16 @@
 """Kinetics-400: the paper's pipeline end to end, resumable, on a local Ray or a cluster.
 
-Ingests the official layout (annotations CSV + {youtube_id}_{start}_{end}.mp4), decodes
-16×112² clips, encodes 16×256² clips into SD-VAE latents, fine-tunes a class-conditional
-Latte-XL/2, generates N_c = 100 videos per class, embeds them with VideoMAE, selects VPC 1/5/10
-with every method over 5 seeds, trains C3D on each selection and tests on `val` (top-5 in the
-report, as the paper), and writes RUN/report/report.md. Rerunning skips finished work.
+Ingests the official layout (annotations CSV + {youtube_id}_{start}_{end}.mp4), decodes 16×112²
+clips, encodes 16×256² clips into SD-VAE latents, fine-tunes the pretrained class-conditional
+Latte-XL/2 (--latte) for 1 000 000 steps (Table 7), generates N_c = 100 videos per class, embeds
+them with VideoMAE, selects VPC 1/5/10 with every method over 5 seeds, trains C3D on each selection
+and tests on `val` (top-5 in the report, as the paper), and writes RUN/report/report.md. Rerunning
+skips finished work.
 
-    python jobs/distill_k400.py --data /data/kinetics400 --dry-run
+    python jobs/distill_k400.py --data /data/kinetics400 --latte /models/latte/ucf101.pt --dry-run
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
-        python jobs/distill_k400.py --data s3://bucket/kinetics400 --run s3://bucket/runs/k400
+        python jobs/distill_k400.py --data s3://bucket/kinetics400 --run s3://bucket/runs/k400 \\
+            --latte /home/ray/models/ucf101.pt
 """
 
 from __future__ import annotations

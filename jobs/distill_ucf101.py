@@ -1,15 +1,17 @@
 """UCF101, or MiniUCF (its 50-class subset) with --mini: the paper's pipeline end to end,
 resumable, on a local Ray or a cluster.
 
-Ingests the official layout (UCF-101/{Class}/*.avi, ucfTrainTestlist/ of split --split),
-decodes 16×112² clips, encodes 16×256² clips into SD-VAE latents, fine-tunes a
-class-conditional Latte-XL/2, generates N_c = 100 videos per class, embeds them with VideoMAE,
-selects VPC 1/5/10 with every method over 5 seeds, trains C3D on each selection and tests on the
-official test list, and writes RUN/report/report.md. Rerunning skips finished work.
+Ingests the official layout (UCF-101/{Class}/*.avi, ucfTrainTestlist/ of split --split), decodes
+16×112² clips, encodes 16×256² clips into SD-VAE latents, uses the public class-conditional UCF101
+Latte-XL/2 (--latte) as it is (0 steps, Table 7), generates N_c = 100 videos per class, embeds them
+with VideoMAE, selects VPC 1/5/10 with every method over 5 seeds, trains C3D on each selection and
+tests on the official test list, and writes RUN/report/report.md. Rerunning skips finished work.
 
-    python jobs/distill_ucf101.py --data /data/UCF101 --mini --dry-run
+    python jobs/distill_ucf101.py --data /data/UCF101 --mini \\
+        --latte /models/latte/ucf101.pt --dry-run
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
-        python jobs/distill_ucf101.py --data s3://bucket/UCF101 --run s3://bucket/runs/ucf101
+        python jobs/distill_ucf101.py --data s3://bucket/UCF101 --run s3://bucket/runs/ucf101 \\
+            --latte /home/ray/models/ucf101.pt
 """
 
 from __future__ import annotations

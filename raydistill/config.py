@@ -409,8 +409,9 @@ class EvaluateConfig:
     torch threads each), checkpointing every ``checkpoint_every`` epochs. ``parallelism``:
     ``data`` trains each classifier on all the workers at once (DDP, for large classifiers);
     ``jobs`` gives each worker classifiers of its own, trained alone as one worker would (many
-    small classifiers: no gradient exchange, and each worker's threads stay busy). The test split (``test``, or ``val`` when the dataset has no
-    test split, as Kinetics-400 and SSv2) is predicted with Ray Data by ``test_actors`` actors
+    small classifiers: no gradient exchange, and each worker's threads stay busy). The test
+    split (``test``, or ``val`` when the dataset has no test split, as Kinetics-400 and SSv2)
+    is predicted with Ray Data by ``test_actors`` actors
     (one GPU each on a cluster with GPUs, else ``test_cpus_per_actor`` CPUs, None: 0.5; torch
     threads follow), ``models_per_pass`` models per pass over it.
     """

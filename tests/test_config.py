@@ -46,6 +46,12 @@ def test_bad_value_raises_one_error_naming_the_field(data, field):
     assert str(error.value).startswith(f"{field}:")
 
 
+def test_zero_finetune_steps_need_a_model_to_use_as_it_is():
+    with pytest.raises(ConfigError, match=r"^finetune\.steps: 0 uses finetune\.model as it is"):
+        from_dict(RunConfig, {"finetune": {"steps": 0}})
+    assert from_dict(RunConfig, {"finetune": {"steps": 0, "model": "/m"}}).finetune.steps == 0
+
+
 def test_number_fields_accept_integers_as_floats():
     assert from_dict(DecodeConfig, {"num_cpus": 1}).num_cpus == 1.0
 

@@ -183,8 +183,10 @@ def test_jobs_parallelism_trains_each_classifier_as_one_worker_would(evaluated, 
     copy.fs.rm(copy.path("eval"), recursive=True)
     copy.fs.rm(copy.path("_stages/evaluate.json"))
     jobs_config = with_overrides(config, {"run_dir": copy.url, "evaluate": {
-        "parallelism": "jobs", "num_workers": 2, "cpus_per_worker": 1}})
+        "parallelism": "jobs", "num_workers": 2, "cpus_per_worker": 1,
+        "vpc": [1, 2, 1]}})  # VPC 1 twice: one job, never two workers on one key
     run_stages(jobs_config, ["evaluate"])
+    assert copy.stage_summary("evaluate")["evaluations"] == 3
 
     keys = ["full_real/seed=0", "real/random/vpc=1/seed=0", "real/random/vpc=2/seed=0"]
     for key in keys:  # the fixture's run: one worker of 1 CPU, data-parallel mode
@@ -238,3 +240,16 @@ def test_a_job_checkpoint_in_the_run_restores_what_was_saved_and_goes_when_done(
     assert torch.equal(restored[3].get_state(), generator.get_state())
     checkpoints.finish()
     assert not run.exists(checkpoint_path("real/random/vpc=1/seed=0"))
+
+
+def test_a_job_checkpoint_written_under_another_recipe_is_not_resumed(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    torch.manual_seed(0)
+    model = build_classifier("c3d", 3, 8, 32, width=1 / 16, batch_norm=True)
+    optimizer = torch.optim.Adam(model.parameters())
+    key = "real/random/vpc=1/seed=0"
+    RunDirCheckpoints(run, key, {"training": {"epochs": 30}}).save(
+        model, optimizer, None, None, [{"epoch": 3, "loss": 1.0, "lr": 0.002}])
+    other = RunDirCheckpoints(run, key, {"training": {"epochs": 60}})
+    assert other.restore(model, optimizer, None, None) == (0, [])
+    assert not run.exists(checkpoint_path(key))  # the stale one is gone

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from raydistill.config import ConfigError, RunConfig, from_dict, with_overrides
+from raydistill.generation.convert import LoadReport
 from raydistill.generation.latte import ClassConditionalLatte
+from raydistill.pipeline.finetune import untrained_parts
 from raydistill.runs import RunDir
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.pipeline.run import run_stages
@@ -141,6 +143,16 @@ def test_zero_steps_refuses_a_model_without_a_row_for_a_run_class(generated, tmp
                                           rf"run's 4 classes \(e\.g\. '{fourth}'\)"):
         run_stages(config, ["finetune"])
     assert not RunDir(config.run_dir).exists("finetune/model/config.json")
+
+
+def test_zero_steps_refuses_label_rows_taken_by_position_or_a_missing_null_row():
+    named = dict(class_rows_by_name=3, class_rows_new=0, null_row_from_source=True)
+    assert untrained_parts(LoadReport(**named), 3) is None
+    assert "matched to the run's classes by name" in untrained_parts(LoadReport(), 3)
+    assert "no null-class row" in untrained_parts(
+        LoadReport(**{**named, "null_row_from_source": False}), 3)
+    assert "(e.g. pos_embed.proj.weight)" in untrained_parts(
+        LoadReport(**named, skipped_shape=["pos_embed.proj.weight"]), 3)
 
 
 def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):

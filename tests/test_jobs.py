@@ -164,6 +164,19 @@ def test_a_job_without_pretrained_latte_weights_is_refused_unless_from_scratch()
         config_of(ucf, "--data", "/d", SCRATCH, "--steps", "0")
 
 
+def test_from_scratch_wins_over_a_config_files_model_and_its_steps_error_names_the_file(
+        tmp_path):
+    job = load_job("distill_ucf101")
+    (tmp_path / "run.yaml").write_text("finetune: {model: /m/latte.pt, steps: 0}\n")
+    from_file = config_of(job, "--data", "/d", "--config", str(tmp_path / "run.yaml"))
+    assert (from_file.finetune.model, from_file.finetune.steps) == ("/m/latte.pt", 0)
+    with pytest.raises(ConfigError, match=rf"^finetune\.steps in {tmp_path}/run\.yaml: 0 steps"):
+        config_of(job, "--data", "/d", "--config", str(tmp_path / "run.yaml"), SCRATCH)
+    (tmp_path / "run.yaml").write_text("finetune: {model: /m/latte.pt, steps: 100}\n")
+    fresh = config_of(job, "--data", "/d", "--config", str(tmp_path / "run.yaml"), SCRATCH)
+    assert (fresh.finetune.model, fresh.finetune.steps) == (None, 100)
+
+
 def test_the_sampler_flag_picks_a_named_preset_and_single_fields_still_override_it(tmp_path):
     job = load_job("distill_ssv2")
     fast = config_of(job, "--data", "/d", SCRATCH, "--sampler", "fast").generate

@@ -82,6 +82,7 @@ class LoadReport:
     class_rows_by_name: int | None = None
     class_rows_new: int | None = None
     classes_without_row: list[str] = field(default_factory=list)
+    null_row_from_source: bool = False
 
     def summary(self) -> dict:
         """Counts for a stage summary: tensors loaded / skipped / missing, label rows by name."""
@@ -160,11 +161,13 @@ def load_matching(model: ClassConditionalLatte, state: dict[str, torch.Tensor],
         elif state[key].shape == target.shape:
             accepted[key] = state[key]
             report.loaded.append(key)
+            report.null_row_from_source |= key == TABLE_KEY  # every row, by position
         else:
             report.skipped_shape.append(key)
     if TABLE_KEY in report.skipped_shape and state[TABLE_KEY].shape[1] == own[TABLE_KEY].shape[1]:
         accepted[TABLE_KEY] = own[TABLE_KEY].clone()
         accepted[TABLE_KEY][-1] = state[TABLE_KEY][-1]
+        report.null_row_from_source = True
     model.load_state_dict(accepted, strict=False)
     return report
 
@@ -184,6 +187,7 @@ def _table_by_name(own: torch.Tensor, source: torch.Tensor, names: list[str],
             report.classes_without_row.append(name)
     if len(own) == len(names) + 1 and len(source) == len(source_classes) + 1:
         table[-1] = source[-1]
+        report.null_row_from_source = True
     report.class_rows_by_name, report.class_rows_new = matched, len(names) - matched
     return table
 

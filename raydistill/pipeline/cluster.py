@@ -28,22 +28,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  runtime_env={"worker_process_setup_hook":
-                              "raydistill.pipeline.cluster.quiet_without_dashboard"})
-
-
-STATE_API_POLLERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
-"""Loggers of Ray components that poll the state API, which a local Ray without its dashboard
-does not serve: Ray Train's placement-group cleaner then warns about it once a second or so
-(hundreds of lines in a quickstart), although nothing is wrong."""
-
-
-def quiet_without_dashboard() -> None:
-    """Worker setup hook of the local Ray :func:`init_ray` starts (no dashboard): the
-    :data:`STATE_API_POLLERS` log errors only."""
-    import logging
-
-    for name in STATE_API_POLLERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+                              "raydistill.quiet_logs.quiet_without_dashboard"})
 
 
 def cluster_cpus() -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import tempfile
 import time
@@ -33,6 +34,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 import ray.train
 import torch
@@ -137,7 +139,8 @@ def evaluation_jobs(run: RunDir, config: RaydistillConfig) -> list[dict]:
                 ids = run.read_table(path).column("video_id").to_pylist()
                 jobs.append({"key": f"{select.pool}/{method}/vpc={vpc}/seed={seed}",
                              "split": split, "ids": ids, "seed": seed})
-    return jobs
+    # A method or VPC listed twice is one job: two workers must never train one key at once.
+    return list({job["key"]: job for job in jobs}.values())
 
 
 def adopt_run_classifier(run: RunDir, config: RaydistillConfig, jobs: list[dict]) -> list[str]:
@@ -230,9 +233,10 @@ def assign_jobs(jobs: list[dict], costs: list[float], workers: int) -> list[list
     return shares
 
 
-def job_cost(run: RunDir, job: dict, settings: TrainSettings) -> float:
-    """A job's training cost in clip passes: epochs (``min_steps`` applied) × clips."""
-    clips = len(job["ids"]) if job["ids"] else _count(run, job["split"])
+def job_cost(job: dict, settings: TrainSettings, split_sizes: dict[str, int]) -> float:
+    """A job's training cost in clip passes: epochs (``min_steps`` applied) × clips (its
+    selection's, or ``split_sizes[split]`` for a whole split)."""
+    clips = len(job["ids"]) if job["ids"] else split_sizes[job["split"]]
     return float(settings.for_clips(clips).epochs * clips)
 
 
@@ -245,8 +249,11 @@ def train_loop(loop_config: dict) -> None:
     run = RunDir(loop_config["run_url"])
     if loop_config["shares"] is not None:
         for job in loop_config["shares"][rank]:
-            if not run.exists(model_path(job["key"])):
-                train_job(run, job, loop_config, RunDirCheckpoints(run, job["key"]), 0, 1)
+            checkpoints = RunDirCheckpoints(run, job["key"], job_recipe(loop_config, job))
+            if run.exists(model_path(job["key"])):
+                checkpoints.finish()  # left by a worker lost between the model and the cleanup
+            else:
+                train_job(run, job, loop_config, checkpoints, 0, 1)
         return
     checkpoint = RayTrainCheckpoints(ray.train.get_checkpoint(), job_key=None, rank=rank)
     for job in loop_config["jobs"]:
@@ -280,16 +287,34 @@ class RayTrainCheckpoints:
         """Nothing to clean: Ray Train keeps one checkpoint for the whole run."""
 
 
+def job_recipe(loop_config: dict, job: dict) -> dict:
+    """What decides a job's training (classifier, settings, seed, clips), JSON-ready: a
+    checkpoint written under another recipe is not resumed."""
+    return json.loads(json.dumps({"classifier": loop_config["classifier"],
+                                  "training": loop_config["training"], "seed": job["seed"],
+                                  "split": job["split"], "ids": job["ids"]}))
+
+
 class RunDirCheckpoints:
     """A job trained alone (``parallelism: jobs``): its checkpoint is ``eval/…/checkpoint.pt``
-    in the run, written and read by whichever worker trains it."""
+    in the run, beside the ``recipe`` it was trained under (``checkpoint.json``), written and
+    read by whichever worker trains it."""
 
-    def __init__(self, run: RunDir, job_key: str):
+    def __init__(self, run: RunDir, job_key: str, recipe: dict | None = None):
         self.run, self.relpath = run, checkpoint_path(job_key)
+        self.recipe_path = self.relpath.removesuffix(".pt") + ".json"
+        self.recipe = recipe or {}
 
     def restore(self, model, optimizer, scheduler, generator) -> tuple[int, list[dict]]:
-        """(epochs done, history) from the job's checkpoint in the run, or (0, [])."""
+        """(epochs done, history) from the job's checkpoint in the run, or (0, []) when there
+        is none or it was written under another recipe (then it is deleted)."""
         if not self.run.exists(self.relpath):
+            return 0, []
+        if (not self.run.exists(self.recipe_path)
+                or self.run.read_json(self.recipe_path) != self.recipe):
+            print(f"evaluate: {self.run.uri(self.relpath)} was written with other settings; "
+                  "training that job from the start", flush=True)
+            self.finish()
             return 0, []
         with tempfile.TemporaryDirectory(prefix="raydistill-eval-") as folder:
             local = os.path.join(folder, "checkpoint.pt")
@@ -305,12 +330,14 @@ class RunDirCheckpoints:
             save_state(local, model, optimizer, scheduler, history[-1]["epoch"], generator,
                        history)
             with open(local, "rb") as file:
+                self.run.write_json(self.recipe_path, self.recipe)
                 self.run.write_bytes(self.relpath, file.read())
 
     def finish(self) -> None:
-        """Delete the checkpoint once the job's model is saved."""
-        if self.run.exists(self.relpath):
-            self.run.fs.rm(self.run.path(self.relpath))
+        """Delete the checkpoint (and its recipe) once the job's model is saved."""
+        for relpath in (self.relpath, self.recipe_path):
+            if self.run.exists(relpath):
+                self.run.fs.rm(self.run.path(relpath))
 
 
 def train_job(run: RunDir, job: dict, loop_config: dict, checkpoints, rank: int,
@@ -378,11 +405,15 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
     path, filesystem = ray_storage(run, "eval", "ray")
     shares = None
     if evaluate.parallelism == "jobs":
-        shares = assign_jobs(jobs, [job_cost(run, job, settings) for job in jobs],
+        # Only the jobs left to train (not adopted, not saved before an interruption) count.
+        untrained = [job for job in jobs if not run.exists(model_path(job["key"]))]
+        counts = {split: _count(run, split) for split in {job["split"] for job in untrained}}
+        shares = assign_jobs(untrained, [job_cost(job, settings, counts) for job in untrained],
                              evaluate.num_workers)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"run_url": run.url, "jobs": jobs, "shares": shares,
+        train_loop_config={"run_url": run.url, "jobs": None if shares is not None else jobs,
+                           "shares": shares,
                            "classifier": spec, "training": dataclasses.asdict(settings),
                            "num_classes": num_classes,
                            "checkpoint_every": evaluate.checkpoint_every},
@@ -493,4 +524,9 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
 
 
 def _count(run: RunDir, split: str) -> int:
-    return sum(run.read_table(path).num_rows for path in shard_files(run, f"clips/{split}"))
+    """Clips in a split of the clip cache, from the shards' Parquet footers (no clip is read)."""
+    total = 0
+    for path in shard_files(run, f"clips/{split}"):
+        with run.fs.open(run.fresh_path(path), "rb") as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total

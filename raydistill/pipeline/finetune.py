@@ -157,9 +157,14 @@ def untrained_parts(report, num_classes: int) -> str | None:
     if missing:
         return (f"{len(missing)} of this model's tensors are not in it or have another shape "
                 f"(e.g. {missing[0]})")
+    if report.class_rows_by_name is None:
+        return ("its label rows could not be matched to the run's classes by name (set "
+                "finetune.model_classes to the file naming them)")
     if report.classes_without_row:
         return (f"its label table has no row for {len(report.classes_without_row)} of the "
                 f"run's {num_classes} classes (e.g. {report.classes_without_row[0]!r})")
+    if not report.null_row_from_source:
+        return "its label table has no null-class row (what classifier-free guidance samples)"
     return None
 
 
