@@ -118,7 +118,9 @@ def _resize_in_batches(chunks: Iterable[np.ndarray], size: int) -> np.ndarray:
     return np.concatenate(resized) if resized else np.empty((0, size, size, 3), np.uint8)
 
 
-def _decode_with_decord(source: Source, num_frames: int, size: int, sampling: dict) -> np.ndarray:
+def _decode_with_decord(source: Source, num_frames: int, size: int,
+                        sampling: dict | None = None) -> np.ndarray:
+    sampling = sampling or {}
     if hasattr(source, "seek"):
         source.seek(0)
     reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
@@ -178,7 +180,9 @@ def _pyav_frames_at(source: Source, wanted: set[int], size: int) -> tuple[dict, 
     return dict(zip(kept, frames)), decoded
 
 
-def _decode_with_pyav(source: Source, num_frames: int, size: int, sampling: dict) -> np.ndarray:
+def _decode_with_pyav(source: Source, num_frames: int, size: int,
+                      sampling: dict | None = None) -> np.ndarray:
+    sampling = sampling or {}
     total = _count_video_packets(source)
     for _ in range(2):  # again with the true count, if the decoder gave fewer frames than packets
         if total == 0:
