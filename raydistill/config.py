@@ -136,6 +136,8 @@ class DecodeConfig:
 
 
 FRAME_STARTS = ("center", "random")
+"""Where a strided clip (``frame_interval``) starts: in the middle of the video, or at an offset
+drawn from the file's name (training clips of a diffusion model, as Latte's loader draws one)."""
 
 
 def _require_frame_sampling(section) -> None:

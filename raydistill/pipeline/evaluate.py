@@ -255,17 +255,17 @@ def train_loop(loop_config: dict) -> None:
             else:
                 train_job(run, job, loop_config, checkpoints, 0, 1)
         return
-    checkpoint = RayTrainCheckpoints(ray.train.get_checkpoint(), job_key=None, rank=rank)
+    checkpoint = ray.train.get_checkpoint()
     for job in loop_config["jobs"]:
         if not run.exists(model_path(job["key"])):
-            checkpoint.job_key = job["key"]
-            train_job(run, job, loop_config, checkpoint, rank, world)
+            train_job(run, job, loop_config, RayTrainCheckpoints(checkpoint, job["key"], rank),
+                      rank, world)
 
 
 class RayTrainCheckpoints:
     """A data-parallel job's checkpoints: Ray Train's (every worker reports; rank 0 saves)."""
 
-    def __init__(self, checkpoint: Checkpoint | None, job_key: str | None, rank: int):
+    def __init__(self, checkpoint: Checkpoint | None, job_key: str, rank: int):
         self.checkpoint, self.job_key, self.rank = checkpoint, job_key, rank
 
     def restore(self, model, optimizer, scheduler, generator) -> tuple[int, list[dict]]:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raydistill.config import FRAME_STARTS
 from raydistill.video.io import Source, open_source
 from raydistill.video.probe import quarter_turns
 
@@ -31,11 +32,6 @@ class DecodeError(Exception):
     def __init__(self, path: str, detail: str):
         super().__init__(f"cannot decode {path}: {detail}")
         self.path, self.detail = path, detail
-
-
-FRAME_STARTS = ("center", "random")
-"""Where a strided clip (``frame_interval``) starts: in the middle of the video, or at an offset
-drawn from the file's name (training clips of a diffusion model, as Latte's loader draws one)."""
 
 
 def sample_indices(total_frames: int, num_frames: int, frame_interval: int | None = None,
