@@ -16,8 +16,9 @@ from raydistill.classify.training import training_recipe
 from raydistill.embedding.c3d import TOY_C3D_SPEC, save_c3d, train_c3d_classifier
 from raydistill.pipeline.embed import run_model_dir
 from raydistill.classify.training import make_optimizer, make_scheduler
-from raydistill.pipeline.evaluate import (RunDirCheckpoints, adopt_run_classifier, assign_jobs,
+from raydistill.pipeline.evaluate import (RunDirCheckpoints, adopt_run_classifier,
                                           checkpoint_path, classifier_settings, load_clips,
+                                          longest_first,
                                           metrics_path, model_path, validate_evaluation)
 from raydistill.runs import RunDir
 from raydistill.pipeline.run import run_stages
@@ -200,13 +201,11 @@ def test_jobs_parallelism_trains_each_classifier_as_one_worker_would(evaluated, 
         assert not copy.exists(checkpoint_path(key))  # deleted once the model is saved
 
 
-def test_jobs_are_shared_longest_first_to_the_least_loaded_worker():
+def test_jobs_start_longest_first_ties_in_job_order():
     jobs = [{"key": name} for name in "abcdef"]
-    shares = assign_jobs(jobs, [1, 6, 2, 5, 3, 3], 2)
-    # b 6 → rank 0, d 5 → 1, e 3 → 1 (5 < 6), f 3 → 0 (6 < 8), c 2 → 1, a 1 → 0: 10 and 10
-    assert [[job["key"] for job in share] for share in shares] == [["b", "f", "a"],
-                                                                  ["d", "e", "c"]]
-    assert assign_jobs(jobs[:1], [4], 3) == [[jobs[0]], [], []]
+    ordered = longest_first(jobs, [1, 6, 2, 5, 3, 3])
+    assert [job["key"] for job in ordered] == ["b", "d", "e", "f", "c", "a"]
+    assert longest_first([], []) == []
 
 
 def test_a_job_checkpoint_in_the_run_restores_what_was_saved_and_goes_when_done(tmp_path):

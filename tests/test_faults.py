@@ -57,9 +57,9 @@ WORKER_KILLS = {
     "embed": ("EmbeddingShardWriter", lambda run: exists(run, "embed/c3d-run/*.json")),
     "select": ("RayTrainWorker",
                lambda run: exists(run, "selection/*/vst_unet/ray/*/checkpoint_*")),
-    # The quickstart trains one classifier per worker (``parallelism: jobs``), each
+    # The quickstart trains each classifier in a Ray task of its own (``parallelism: jobs``),
     # checkpointing into the run.
-    "evaluate": ("RayTrainWorker", lambda run: exists(run, "eval/**/checkpoint.pt")),
+    "evaluate": ("train_alone", lambda run: exists(run, "eval/**/checkpoint.pt")),
 }
 
 

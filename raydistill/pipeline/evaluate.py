@@ -6,14 +6,16 @@ and the upper bounds ``eval/full_real/seed={s}`` (every real training clip) and
 ``clips/synthetic/``). Seed ``s`` trains on selection seed ``s`` with training seed ``s``, so a new
 seed re-selects and retrains, as the paper repeats both.
 
-Training: one ``TorchTrainer`` run trains the missing jobs. With ``evaluate.parallelism: data``
-they go one after the other, data-parallel over ``evaluate.num_workers`` workers (DDP; each worker
-holds its share of the job's clips), with Ray Train checkpoints every
-``evaluate.checkpoint_every`` epochs. With ``jobs`` the driver shares the jobs out (longest
-first, to the least loaded worker: :func:`assign_jobs`) and each worker trains its own alone,
-exactly as a single worker would, checkpointing into ``eval/…/checkpoint.pt`` (the workers
-report nothing to Ray Train, whose reports are a barrier for all of them). Either way, rerunning
-the stage or a restarted worker resumes a job from its checkpoint, and finished jobs are kept as
+Training: with ``evaluate.parallelism: data`` one ``TorchTrainer`` run trains the missing jobs
+one after the other, data-parallel over ``evaluate.num_workers`` workers (DDP; each worker holds
+its share of the job's clips), with Ray Train checkpoints every ``evaluate.checkpoint_every``
+epochs. With ``jobs`` each missing job is one Ray task that trains its classifier alone, exactly
+as a single Ray Train worker would, longest job first and at most ``num_workers`` at a time (a
+laptop's cores, or a cluster's GPUs, each busy with a classifier of its own), checkpointing into
+``eval/…/checkpoint.pt``; a task whose worker dies is retried (``max_failures`` times) and resumes
+there. No Ray Train run is started: a worker group's start costs ≈ 13 s and its reports are a
+barrier for all workers, which jobs of unequal length cannot share. Either way, rerunning the
+stage resumes a job from its checkpoint, and finished jobs are kept as
 ``eval/…/model.pt``. A full-real
 job whose classifier the embed stage already trained (its C3D, with this job's recipe) adopts
 that model instead (:func:`adopt_run_classifier`). Testing:
@@ -220,17 +222,10 @@ def job_world_size(evaluate: EvaluateConfig) -> int:
     return 1 if evaluate.parallelism == "jobs" else evaluate.num_workers
 
 
-def assign_jobs(jobs: list[dict], costs: list[float], workers: int) -> list[list[dict]]:
-    """``jobs`` shared out over ``workers``: longest first (ties in job order) to the worker
-    with the least cost so far (ties: the lowest rank). Returns each rank's jobs in the order it
-    trains them."""
-    shares: list[list[dict]] = [[] for _ in range(workers)]
-    loads = [0.0] * workers
-    for index in sorted(range(len(jobs)), key=lambda i: (-costs[i], i)):
-        rank = min(range(workers), key=lambda r: (loads[r], r))
-        shares[rank].append(jobs[index])
-        loads[rank] += costs[index]
-    return shares
+def longest_first(jobs: list[dict], costs: list[float]) -> list[dict]:
+    """``jobs`` in the order their tasks are started: highest cost first (ties in job order),
+    so that no long job starts last while the other workers idle."""
+    return [jobs[i] for i in sorted(range(len(jobs)), key=lambda i: (-costs[i], i))]
 
 
 def job_cost(job: dict, settings: TrainSettings, split_sizes: dict[str, int]) -> float:
@@ -241,25 +236,34 @@ def job_cost(job: dict, settings: TrainSettings, split_sizes: dict[str, int]) ->
 
 
 def train_loop(loop_config: dict) -> None:
-    """Ray Train worker loop: train every job without a saved model, in order — all of them
-    data-parallel, or this worker's share alone (``parallelism: jobs``)."""
+    """Ray Train worker loop (``parallelism: data``): train every job without a saved model, in
+    order, data-parallel over the workers."""
     use_assigned_cpus()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     run = RunDir(loop_config["run_url"])
-    if loop_config["shares"] is not None:
-        for job in loop_config["shares"][rank]:
-            checkpoints = RunDirCheckpoints(run, job["key"], job_recipe(loop_config, job))
-            if run.exists(model_path(job["key"])):
-                checkpoints.finish()  # left by a worker lost between the model and the cleanup
-            else:
-                train_job(run, job, loop_config, checkpoints, 0, 1)
-        return
     checkpoint = ray.train.get_checkpoint()
+    device = ray.train.torch.get_device()
     for job in loop_config["jobs"]:
         if not run.exists(model_path(job["key"])):
             train_job(run, job, loop_config, RayTrainCheckpoints(checkpoint, job["key"], rank),
-                      rank, world)
+                      rank, world, device)
+
+
+@ray.remote
+def train_alone(run_url: str, job: dict, loop_config: dict) -> str:
+    """Ray task (``parallelism: jobs``): train one job's classifier alone, resuming from its
+    checkpoint in the run; returns the job's key. A model saved before a lost worker could
+    delete its checkpoint only has the checkpoint deleted."""
+    use_assigned_cpus()
+    run = RunDir(run_url)
+    checkpoints = RunDirCheckpoints(run, job["key"], job_recipe(loop_config, job))
+    if run.exists(model_path(job["key"])):
+        checkpoints.finish()
+    else:
+        device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
+        train_job(run, job, loop_config, checkpoints, 0, 1, device)
+    return job["key"]
 
 
 class RayTrainCheckpoints:
@@ -341,11 +345,10 @@ class RunDirCheckpoints:
 
 
 def train_job(run: RunDir, job: dict, loop_config: dict, checkpoints, rank: int,
-              world: int) -> None:
-    """Train one job's classifier (restoring from and saving to ``checkpoints``); rank 0 saves
-    it to ``eval/…/model.pt``."""
+              world: int, device: torch.device) -> None:
+    """Train one job's classifier on ``device`` (restoring from and saving to ``checkpoints``);
+    rank 0 saves it to ``eval/…/model.pt``."""
     started = time.time()
-    device = ray.train.torch.get_device()
     spec = loop_config["classifier"]
     settings = dataclasses.replace(settings_from_dict(loop_config["training"]), seed=job["seed"])
     clips, labels = load_clips(run, job["split"], job["ids"], rank, world)
@@ -398,25 +401,21 @@ def _report(key, model, optimizer, scheduler, generator, history, rank) -> None:
 
 def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
                       num_classes: int) -> None:
-    """Train the jobs' classifiers with one Ray Train run (resuming an interrupted one)."""
+    """Train the jobs' classifiers that have no saved model: one Ray Train run (``data``,
+    resuming an interrupted one) or one Ray task each (``jobs``)."""
     evaluate = config.evaluate
     spec, settings = classifier_settings(evaluate)
     use_gpu = train_on_gpu(evaluate.use_gpu)
-    path, filesystem = ray_storage(run, "eval", "ray")
-    shares = None
+    loop_config = {"run_url": run.url, "classifier": spec,
+                   "training": dataclasses.asdict(settings), "num_classes": num_classes,
+                   "checkpoint_every": evaluate.checkpoint_every}
     if evaluate.parallelism == "jobs":
-        # Only the jobs left to train (not adopted, not saved before an interruption) count.
-        untrained = [job for job in jobs if not run.exists(model_path(job["key"]))]
-        counts = {split: _count(run, split) for split in {job["split"] for job in untrained}}
-        shares = assign_jobs(untrained, [job_cost(job, settings, counts) for job in untrained],
-                             evaluate.num_workers)
+        train_jobs_alone(run, evaluate, jobs, loop_config, settings, use_gpu)
+        return
+    path, filesystem = ray_storage(run, "eval", "ray")
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"run_url": run.url, "jobs": None if shares is not None else jobs,
-                           "shares": shares,
-                           "classifier": spec, "training": dataclasses.asdict(settings),
-                           "num_classes": num_classes,
-                           "checkpoint_every": evaluate.checkpoint_every},
+        train_loop_config={**loop_config, "jobs": jobs},
         scaling_config=ScalingConfig(
             num_workers=evaluate.num_workers, use_gpu=use_gpu,
             resources_per_worker=None if use_gpu else {"CPU": evaluate.cpus_per_worker}),
@@ -425,6 +424,26 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
     fit_resuming(trainer, evaluate.max_failures)
+
+
+def train_jobs_alone(run: RunDir, evaluate: EvaluateConfig, jobs: list[dict], loop_config: dict,
+                     settings: TrainSettings, use_gpu: bool) -> None:
+    """``parallelism: jobs``: a :func:`train_alone` task per job left to train (adopted or
+    saved models do not count), longest first, at most ``evaluate.num_workers`` in flight, each
+    on one GPU (and a CPU, as a Ray Train worker) or ``cpus_per_worker`` CPUs, retried ``max_failures`` times. Raises the first
+    task's error once its retries are spent."""
+    untrained = [job for job in jobs if not run.exists(model_path(job["key"]))]
+    counts = {split: _count(run, split) for split in {job["split"] for job in untrained}}
+    queue = longest_first(untrained, [job_cost(job, settings, counts) for job in untrained])
+    task = train_alone.options(num_cpus=1 if use_gpu else evaluate.cpus_per_worker,
+                               num_gpus=1 if use_gpu else 0,
+                               max_retries=evaluate.max_failures)
+    in_flight: list = []
+    while queue or in_flight:
+        while queue and len(in_flight) < evaluate.num_workers:
+            in_flight.append(task.remote(run.url, queue.pop(0), loop_config))
+        finished, in_flight = ray.wait(in_flight, num_returns=1)
+        ray.get(finished)
 
 
 class TestPredictor:

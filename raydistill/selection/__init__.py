@@ -9,6 +9,8 @@ for ``vst_unet``) and keeps
 
 from __future__ import annotations
 
+from raydistill.config import RENAMED_METHODS
+from raydistill.selection.attention_topk import AttentionTopKSelector
 from raydistill.selection.base import (
     ClassSelector,
     check_selection_input,
@@ -16,7 +18,6 @@ from raydistill.selection.base import (
     merge_class_selections,
     select_class,
 )
-from raydistill.selection.csta import CSTASelector, knapsack
 from raydistill.selection.dm_mmd import DMMMDSelector
 from raydistill.selection.herding import HerdingSelector
 from raydistill.selection.kcenter import KCenterSelector
@@ -38,7 +39,7 @@ SELECTORS: dict[str, type[ClassSelector]] = {
     "herding": HerdingSelector,
     "dm_mmd": DMMMDSelector,
     "mae_score": MAEScoreSelector,
-    "csta": CSTASelector,
+    "attention_topk": AttentionTopKSelector,
     "vst_unet": VSTUNetSelector,
 }
 PER_CLASS_METHODS = tuple(name for name, cls in SELECTORS.items()
@@ -47,7 +48,11 @@ PER_CLASS_METHODS = tuple(name for name, cls in SELECTORS.items()
 
 
 def make_selector(name: str, **params) -> ClassSelector:
-    """The selector ``SELECTORS[name](**params)``; ValueError naming the valid methods otherwise."""
+    """The selector ``SELECTORS[name](**params)``; ValueError naming the valid methods otherwise
+    (and the new name of a renamed method, ``config.RENAMED_METHODS``)."""
+    if name in RENAMED_METHODS:
+        new_name, why = RENAMED_METHODS[name]
+        raise ValueError(f"selection method {name!r} was renamed to {new_name!r}: {why}")
     if name not in SELECTORS:
         raise ValueError(f"unknown selection method {name!r}; choose from "
                          f"{', '.join(sorted(SELECTORS))}")
@@ -56,7 +61,7 @@ def make_selector(name: str, **params) -> ClassSelector:
 
 __all__ = [
     "SELECTORS",
-    "CSTASelector",
+    "AttentionTopKSelector",
     "ClassSelector",
     "DMMMDSelector",
     "HerdingSelector",
@@ -71,7 +76,6 @@ __all__ = [
     "class_rng",
     "coverage",
     "diversity",
-    "knapsack",
     "make_selector",
     "merge_class_selections",
     "out_of_fold_confidence",

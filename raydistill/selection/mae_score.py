@@ -12,6 +12,10 @@ from sklearn.preprocessing import StandardScaler
 
 from raydistill.selection.base import ClassSelector
 
+OUT_OF_FOLD_SCORER = ("logistic regression on the embeddings, out-of-fold (no classifier head "
+                      "names the run's classes)")
+"""What ``mae_score`` ranks by when the pool has no classifier scores (said in the report)."""
+
 
 class MAEScoreSelector(ClassSelector):
     """Rank each class's videos by the classifier's probability of their true class; keep the top.
