@@ -24,7 +24,9 @@ LARGE_DATASETS = ("kinetics400", "ssv2")
 workers' memory, so ``finetune.cache_latents`` is off for them."""
 
 PAPER_METHODS = ("tac_dt", "vst_unet", "random", "kcenter", "herding", "dm_mmd", "mae_score",
-                 "csta")
+                 "attention_topk")
+"""Every selector. ``attention_topk`` stands where the paper's CSTA row stands without being
+CSTA (``config.RENAMED_METHODS``): the report labels it as what it is."""
 FLAG_DEFAULTS: dict[str, Any] = {
     "split": 1,
     "vae": "stabilityai/sd-vae-ft-ema",
@@ -51,6 +53,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "steps": ("finetune.steps",),
     "sampler": ("generate.scheduler", "generate.steps", "generate.guidance"),
     "videomae": ("embed.model",),
+    "score_model": ("embed.score_model",),
     "vpc": ("select.vpc",),
     "methods": ("select.methods",),
     "seeds": ("select.seeds",),
@@ -143,6 +146,11 @@ def job_parser(doc: str, dataset: str, with_split: bool) -> argparse.ArgumentPar
                              "sample script; the default) or fast (DDIM 50 steps, guidance 4)")
     parser.add_argument("--videomae", metavar="PATH_OR_ID",
                         help=f"VideoMAE for the embeddings (default: {d['videomae']})")
+    parser.add_argument("--score-model", metavar="PATH_OR_ID",
+                        help="classifier of this dataset's classes whose probabilities mae_score "
+                             "ranks by (a VideoMAE fine-tuned on it, or 'run' for a classifier "
+                             "trained on the run's real clips); default: the --videomae head, "
+                             "which names Kinetics' classes only")
     parser.add_argument("--vpc", type=int, nargs="+", metavar="K",
                         help="videos per class to select (default: 1 5 10)")
     parser.add_argument("--methods", nargs="+", metavar="METHOD",

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     select = commands.add_parser("select", help="select videos per class, every (method, VPC, "
                                                 "seed), classes fanned out over Ray tasks")
     select.add_argument("--run", required=True, help="run directory")
-    select.add_argument("--method", nargs="+", choices=SELECTION_METHODS)
+    select.add_argument("--method", nargs="+", metavar="METHOD",
+                        help=f"selectors, out of {', '.join(SELECTION_METHODS)}")
     select.add_argument("--vpc", nargs="+", type=int, help="videos per class, e.g. 1 5 10")
     select.add_argument("--seeds", type=int, help="seeds 0..N-1 per (method, VPC)")
     select.add_argument("--pool", choices=POOLS)
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(Ray Train) and test it on the real test "
                                                     "split")
     evaluate.add_argument("--run", required=True, help="run directory")
-    evaluate.add_argument("--method", nargs="+", choices=SELECTION_METHODS)
+    evaluate.add_argument("--method", nargs="+", metavar="METHOD",
+                          help=f"selectors, out of {', '.join(SELECTION_METHODS)}")
     evaluate.add_argument("--vpc", nargs="+", type=int, help="videos per class, e.g. 1 5 10")
     evaluate.add_argument("--seeds", type=int, help="seeds 0..N-1 (selection and training)")
     evaluate.add_argument("--classifier", choices=CLASSIFIER_NAMES)

@@ -37,10 +37,20 @@ whatever exists)."""
 CLASSIFIER_NAMES = ("c3d", "convnet3d", "transformer")
 POOLS = ("synthetic", "real")
 RUN_CLASSIFIERS = ("videomae", "c3d")
-SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_score", "csta",
-                     "vst_unet")
+SCORE_RUN = "run"
+"""``embed.score_model`` value naming the classifier the run trains on its real clips."""
+SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_score",
+                     "attention_topk", "vst_unet")
 """The selectors (``raydistill.selection.SELECTORS``): the training-free ones fan out per class;
 ``vst_unet`` trains one model over all classes of the pool's latents with Ray Train."""
+RENAMED_METHODS = {
+    "csta": ("attention_topk", "it is not the CSTA model of the paper's Table 4 (a CNN trained "
+                               "for video summarisation, Son et al. CVPR 2024, whose weights do "
+                               "not exist here) but a training-free attention score whose top VPC "
+                               "videos are kept"),
+}
+"""Method names that were renamed: old name → (new name, why). A config or command line naming
+the old one is refused with that reason, so no result is filed under a name it does not earn."""
 
 
 class ConfigError(ValueError):
@@ -50,6 +60,18 @@ class ConfigError(ValueError):
 def _require(condition: bool, name: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{name}: {message}")
+
+
+def _require_methods(methods, name: str) -> None:
+    """Every entry of ``methods`` names a selector; a renamed one is refused with its new name."""
+    for method in methods:
+        if method in RENAMED_METHODS:
+            new_name, why = RENAMED_METHODS[method]
+            raise ConfigError(f"{name}: method {method!r} was renamed to {new_name!r}: {why}; "
+                              f"write {new_name!r}")
+    unknown = [m for m in methods if m not in SELECTION_METHODS]
+    _require(not unknown, name, f"unknown method {unknown[0]!r}; choose from "
+             f"{', '.join(SELECTION_METHODS)}" if unknown else "")
 
 
 def _require_cpus(value: float | None, name: str) -> None:
@@ -316,17 +338,27 @@ class EmbedConfig:
 
     ``model`` is a transformers VideoMAE folder or hub id (``VideoMAEModel`` or a
     ``VideoMAEForVideoClassification`` action classifier; the paper uses one fine-tuned on
-    Kinetics); None trains a tiny VideoMAE classifier on the run's real training clips first
-    (``classifier_steps`` steps; toy runs, where no pretrained weights exist offline), or, with
-    ``run_classifier: c3d``, a small C3D (the toy evaluation preset, ``classifier_epochs``
-    epochs), whose features separate motions far better on the toy; the task training it asks
-    Ray for ``classifier_cpus`` CPUs (its torch threads). Clips are
+    Kinetics), or an original VideoMAE V2 checkpoint file (``.pth``, e.g. the paper's ViT-g;
+    ``raydistill/embedding/videomae_v2.py``); None trains a tiny VideoMAE classifier on the
+    run's real training clips first (``classifier_steps`` steps; toy runs, where no pretrained
+    weights exist offline), or, with ``run_classifier: c3d``, a small C3D (the toy evaluation
+    preset, ``classifier_epochs`` epochs), whose features separate motions far better on the
+    toy; the task training it asks Ray for ``classifier_cpus`` CPUs (its torch threads). Clips are
     decoded at the model's own frame count and image size. ``features``: ``mean`` (mean-pooled
     last hidden state), ``fc_norm`` (a classifier's normalised pooled features) or ``auto``
     (``fc_norm`` for a classifier, else ``mean``).
+
+    ``score_model`` gives each video's own-class probability (``score``: what ``mae_score`` ranks
+    by and TAC-DT's ``min_score`` filters on) and the class it is filed under, while ``model``
+    still gives the features: a ``VideoMAEForVideoClassification`` folder or hub id whose labels
+    name the run's classes (e.g. VideoMAE fine-tuned on UCF101 or HMDB51, whose classes a
+    Kinetics head does not name), or ``run`` for the classifier trained on the run's real
+    clips (``run_classifier``). None: ``model``'s own head, when it names the run's classes;
+    else ``mae_score`` falls back to an out-of-fold logistic regression on the embeddings.
     """
 
     model: Optional[str] = None
+    score_model: Optional[str] = None
     pools: tuple[str, ...] = ("synthetic",)
     features: str = "auto"
     shard_size: int = 64
@@ -341,6 +373,11 @@ class EmbedConfig:
     def __post_init__(self) -> None:
         _require(self.run_classifier in RUN_CLASSIFIERS, "run_classifier",
                  f"must be one of {', '.join(RUN_CLASSIFIERS)}")
+        _require(self.score_model is None or bool(self.score_model.strip()), "score_model",
+                 "must name a classifier, or be unset")
+        _require(not (self.score_model == SCORE_RUN and self.model is None), "score_model",
+                 f"{SCORE_RUN!r} is the run's own classifier, which already scores when "
+                 "embed.model is unset; leave score_model unset")
         _require(len(self.pools) >= 1 and all(p in POOLS for p in self.pools), "pools",
                  f"must list pools out of {', '.join(POOLS)}")
         _require(self.features in ("auto", "mean", "fc_norm"), "features",
@@ -379,14 +416,14 @@ class SelectConfig:
 
     def __post_init__(self) -> None:
         _require(self.pool in POOLS, "pool", f"must be one of {', '.join(POOLS)}")
-        unknown = [m for m in self.methods if m not in SELECTION_METHODS]
-        _require(len(self.methods) >= 1 and not unknown, "methods",
-                 f"unknown method {unknown[0]!r}; choose from {', '.join(SELECTION_METHODS)}"
-                 if unknown else "must name at least one method")
+        _require(len(self.methods) >= 1, "methods", "must name at least one method")
+        _require_methods(self.methods, "methods")
         _require(len(self.vpc) >= 1 and all(k >= 1 for k in self.vpc), "vpc",
                  "must list videos-per-class counts >= 1")
         _require(self.seeds >= 1, "seeds", "must be >= 1")
         for method, params in self.params.items():
+            if method in RENAMED_METHODS:
+                _require_methods([method], f"params.{method}")
             _require(method in SELECTION_METHODS, f"params.{method}", "is not a method")
             _require(isinstance(params, dict), f"params.{method}", "must be a mapping")
         _require(self.classes_per_task is None or self.classes_per_task >= 1,
@@ -410,8 +447,9 @@ class EvaluateConfig:
     ``use_gpu``, None = when the cluster has them; on CPU ``cpus_per_worker`` CPUs and as many
     torch threads each), checkpointing every ``checkpoint_every`` epochs. ``parallelism``:
     ``data`` trains each classifier on all the workers at once (DDP, for large classifiers);
-    ``jobs`` gives each worker classifiers of its own, trained alone as one worker would (many
-    small classifiers: no gradient exchange, and each worker's threads stay busy). The test
+    ``jobs`` trains each classifier in a Ray task of its own, alone as one worker would, at most
+    ``num_workers`` at a time with the same resources each (many small classifiers: no gradient
+    exchange, no Ray Train start, and each task's threads stay busy). The test
     split (``test``, or ``val`` when the dataset has no test split, as Kinetics-400 and SSv2)
     is predicted with Ray Data by ``test_actors`` actors
     (one GPU each on a cluster with GPUs, else ``test_cpus_per_actor`` CPUs, None: 0.5; torch
@@ -446,10 +484,7 @@ class EvaluateConfig:
         _require(self.preset in ("paper", "toy"), "preset", "must be paper or toy")
         _require(self.parallelism in EVALUATE_PARALLELISM, "parallelism",
                  f"must be one of {', '.join(EVALUATE_PARALLELISM)}")
-        unknown = [m for m in self.methods or () if m not in SELECTION_METHODS]
-        _require(not unknown, "methods",
-                 f"unknown method {unknown[0]!r}; choose from {', '.join(SELECTION_METHODS)}"
-                 if unknown else "")
+        _require_methods(self.methods or (), "methods")
         _require(self.vpc is None or (len(self.vpc) >= 1 and min(self.vpc) >= 1), "vpc",
                  "must list videos-per-class counts >= 1")
         for name in ("seeds", "upper_bound_seeds"):

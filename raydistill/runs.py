@@ -248,10 +248,15 @@ class RunDir:
 
     def is_done_with(self, stage: str, settings: dict) -> bool:
         """Whether ``stage`` finished with exactly these settings (additive stages rerun for
-        new ones)."""
+        new ones). A field added to the section since it finished, at None (a new field's
+        default keeps the old behaviour), counts as the same settings."""
         if not self.is_done(stage):
             return False
-        return self.read_json(f"_stages/{stage}.json").get("settings") == settings
+        saved = self.read_json(f"_stages/{stage}.json").get("settings")
+        if not isinstance(saved, dict):
+            return saved == settings
+        return saved == {key: value for key, value in settings.items()
+                         if key in saved or value is not None}
 
     def stage_summary(self, stage: str) -> dict:
         """The summary saved with a finished stage."""

@@ -162,6 +162,36 @@ def test_a_vpc_larger_than_the_real_pool_is_refused_before_selecting(tmp_path, c
     assert files_under(tmp_path / "run") == before  # config.yaml kept, no selection
 
 
+RENAMED = "method 'csta' was renamed to 'attention_topk': it is not the CSTA model"
+
+
+@pytest.mark.parametrize("yaml_text, field", [
+    ("select: {methods: [random, csta]}\n", "select.methods"),
+    ("evaluate: {methods: [csta]}\n", "evaluate.methods"),
+    ("select: {params: {csta: {temperature: 0.2}}}\n", "select.params.csta"),
+])
+def test_the_old_csta_name_in_a_config_is_refused_saying_it_was_renamed_and_why(
+        tmp_path, capsys, yaml_text, field):
+    (tmp_path / "run.yaml").write_text(yaml_text)
+    code, _, err = run_cli(capsys, "run", "--config", str(tmp_path / "run.yaml"), "--run",
+                           str(tmp_path / "run"))
+    assert_refused(code, err, field)
+    assert RENAMED in err and "write 'attention_topk'" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["select", "evaluate"])
+def test_the_old_csta_name_on_the_command_line_is_refused_the_same_way(tmp_path, capsys,
+                                                                        command):
+    run = RunDir(str(tmp_path / "run"))
+    run.save_config(RunConfig(run_dir=run.url))
+    before = files_under(tmp_path / "run")
+    code, _, err = run_cli(capsys, command, "--run", run.url, "--method", "random", "csta")
+    assert_refused(code, err, f"{command}.methods")
+    assert RENAMED in err
+    assert files_under(tmp_path / "run") == before
+
+
 @pytest.mark.usefixtures("ray_cluster")
 def test_a_worker_larger_than_any_node_fails_before_any_work(tmp_path, capsys):
     (tmp_path / "run.yaml").write_text("decode: {num_cpus: 4}\n")

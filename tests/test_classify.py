@@ -59,11 +59,68 @@ def test_c3d_fc_input_follows_frames_size_and_width():
     assert any(isinstance(m, torch.nn.BatchNorm3d) for m in bn.modules())
 
 
-def test_convnet3d_uses_instance_norm_by_default():
-    model = ConvNet3D(4, frames=8, size=32, width=16)
+class ReferenceConvNet3D(torch.nn.Module):
+    """Wang et al.'s ConvNet3D (CVPR 2024, github.com/yuz1wan/video_distillation), as its
+    ``utils.get_network`` builds it: width 128, depth 3, ReLU, no norm, max pooling; written here
+    from the structure of its ``networks.py``. Takes (B, T, C, H, W) clips, as the original."""
+
+    def __init__(self, num_classes: int, size: int):
+        super().__init__()
+        layers, channels = [], 3
+        for block, out in enumerate((64, 128, 128)):
+            layers.append(torch.nn.Conv3d(channels, out, kernel_size=(3, 7, 7),
+                                          stride=(1, 2, 2), padding=(1, 3, 3)))
+            layers.append(torch.nn.ReLU(inplace=True))
+            layers.append(torch.nn.MaxPool3d((1, 2, 2), (1, 2, 2)) if block == 0
+                          else torch.nn.MaxPool3d(2, 2))
+            channels = out
+        self.features = torch.nn.Sequential(*layers)
+        self.avg_pool = torch.nn.AvgPool3d((2, 2, 2) if size > 64 else (2, 1, 1), stride=1)
+        self.dropout = torch.nn.Dropout(0.5)
+        self.logit = torch.nn.Conv3d(128, num_classes, kernel_size=1)
+
+    def forward(self, x):
+        out = self.logit(self.dropout(self.avg_pool(self.features(x.permute(0, 2, 1, 3, 4)))))
+        return out.squeeze(3).squeeze(3).max(dim=2).values  # (B, classes, T', 1, 1) → (B, classes)
+
+
+def layer_signature(module: torch.nn.Module) -> list:
+    """Each layer's type with its kernel, stride and padding (where it has them)."""
+    def pair(value):
+        return tuple(value) if isinstance(value, (tuple, list)) else (value,) * 3
+    return [(type(layer).__name__,) + tuple(pair(getattr(layer, name)) for name in
+                                           ("kernel_size", "stride", "padding")
+                                           if hasattr(layer, name))
+            for layer in module.modules() if not list(layer.children())]
+
+
+@pytest.mark.parametrize("frames, size", [(16, 112), (16, 64)])
+def test_convnet3d_is_the_video_distillation_benchmarks_convnet3d(frames, size):
+    torch.manual_seed(0)
+    reference = ReferenceConvNet3D(50, size).eval()
+    ours = build_classifier("convnet3d", 50, frames, size,
+                            **PAPER_CLASSIFIERS.options("convnet3d")).eval()
+    assert layer_signature(ours) == layer_signature(reference)
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in reference.parameters()]
+    ours.load_state_dict(dict(zip(ours.state_dict(), reference.state_dict().values())))
+    clips = torch.randn(2, frames, 3, size, size)  # the original's (B, T, C, H, W)
+    with torch.no_grad():
+        expected = reference(clips)
+        got = ours(clips.transpose(1, 2))  # ours takes (B, C, T, H, W), as every classifier here
+    assert got.shape == (2, 50)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    if size == 112:  # 28.3 k + 1.20 M + 2.41 M conv weights and biases + 6.45 k head
+        assert n_parameters(ours) == 3_647_666
+
+
+def test_convnet3d_options_norm_and_a_geometry_it_cannot_classify():
+    model = ConvNet3D(4, frames=8, size=32, width=16, stem_width=8, norm="instancenorm")
     norms = [m for m in model.features if isinstance(m, torch.nn.GroupNorm)]
-    assert len(norms) == 3 and all(m.num_groups == m.num_channels == 16 for m in norms)
-    assert model.classifier.in_features == 16 * 1 * 4 * 4
+    assert [m.num_channels for m in norms] == [8, 16, 16]
+    assert all(m.num_groups == m.num_channels for m in norms)
+    assert model(torch.randn(2, 3, 8, 32, 32)).shape == (2, 4)  # the toy size: pools skipped
+    with pytest.raises(ValueError, match="classifies a 1×1 map; 224² frames leave 2×2"):
+        ConvNet3D(4, frames=16, size=224)
 
 
 def test_unknown_names_and_invalid_sizes_raise_value_errors():

@@ -39,6 +39,8 @@ def test_yaml_round_trip_gives_an_equal_config():
     ({"decode": {"frame_start": "random"}}, "decode.frame_start"),  # random needs an interval
     ({"finetune": {"steps": -1, "model": "/m"}}, "finetune.steps"),
     ({"embed": {"classifier_cpus": 0}}, "embed.classifier_cpus"),
+    ({"embed": {"score_model": "run"}}, "embed.score_model"),  # the run's model already scores
+    ({"embed": {"score_model": " ", "model": "/m"}}, "embed.score_model"),
 ])
 def test_bad_value_raises_one_error_naming_the_field(data, field):
     with pytest.raises(ConfigError) as error:

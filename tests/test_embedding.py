@@ -10,7 +10,10 @@ import torch
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
 
 from raydistill.classify.training import TOY_TRAINING
+from raydistill.config import EmbedConfig
 from raydistill.embedding.c3d import C3DEmbedder, save_c3d, train_c3d_classifier
+from raydistill.embedding.scorer import (ClassScorer, embeddings_name, resample_clips,
+                                         score_model_problem, scorer_description)
 from raydistill.embedding.videomae import (VideoMAEEmbedder, class_index_map, embedding_name,
                                            pixel_values, tiny_videomae_config,
                                            train_videomae_classifier)
@@ -137,3 +140,77 @@ def test_a_c3d_trained_on_the_run_embeds_scores_and_predicts_its_classes(tmp_pat
     assert (out["score"] > 0.5).all()
     with pytest.raises(ValueError, match="trained on classes"):
         C3DEmbedder(str(tmp_path / "c3d"), ["bright", "dark"])
+
+
+# --- a separate scorer (embed.score_model) -------------------------------------------------------
+
+def kinetics_like_classifier(folder) -> str:
+    """A tiny VideoMAE classifier whose labels are Kinetics classes, not the run's: its head can
+    score nothing here (as a Kinetics VideoMAE on UCF101)."""
+    torch.manual_seed(1)
+    VideoMAEForVideoClassification(tiny_videomae_config(["abseiling", "zumba", "yoga"], 4, 16)
+                                   ).save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_score_model_naming_the_run_classes_scores_where_the_embedding_head_cannot(
+        classifier_dir, tmp_path):
+    features = kinetics_like_classifier(tmp_path / "kinetics")
+    clips, labels = coloured_clips(per_class=2, seed=2)
+    embedded = VideoMAEEmbedder(features, CLASSES)(clips, labels)
+    assert np.isnan(embedded["score"]).all() and (embedded["predicted"] == -1).all()
+    scorer = ClassScorer(classifier_dir[0], CLASSES, batch_size=4)
+    scored = scorer(clips, labels)
+    model = VideoMAEForVideoClassification.from_pretrained(classifier_dir[0]).eval()
+    with torch.no_grad():
+        pixels = pixel_values(clips, scorer.model.mean, scorer.model.std)
+        probabilities = model(pixel_values=pixels).logits.softmax(-1).numpy()
+    np.testing.assert_allclose(scored["score"], probabilities[np.arange(6), labels], atol=1e-5)
+    np.testing.assert_array_equal(scored["predicted"], probabilities.argmax(axis=1))
+    # Clips decoded at the embedding model's geometry (here 8 frames of 32²) are resampled to
+    # the scorer's own (4 frames of 16²) first.
+    bigger = clips.repeat(2, axis=1).repeat(2, axis=2).repeat(2, axis=3)
+    rescored = scorer(bigger, labels)
+    assert rescored["score"].shape == (6,) and np.isfinite(rescored["score"]).all()
+    assert rescored["score"].mean() > 0.6  # still its colours
+
+
+def test_resample_clips_picks_frames_uniformly_and_resizes_the_centre_square():
+    clips = np.zeros((2, 8, 20, 30, 3), np.uint8)
+    clips[:] = (np.arange(8) * 30).astype(np.uint8)[None, :, None, None, None]
+    out = resample_clips(clips, 4, 10)
+    assert out.shape == (2, 4, 10, 10, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0, :, 5, 5, 0], [30, 90, 150, 210])  # frames 1, 3, 5, 7
+    assert resample_clips(clips, 8, 20).shape == (2, 8, 20, 20, 3)  # the centre square only
+
+
+def test_a_score_model_that_cannot_score_the_run_classes_is_refused_naming_the_problem(
+        classifier_dir, tmp_path):
+    assert score_model_problem(classifier_dir[0], CLASSES) is None
+    problem = score_model_problem(classifier_dir[0], ["move_left", "wave", "jump"])
+    assert f"the labels of {classifier_dir[0]} do not name the run's classes: 2 of 3 " \
+           "missing ('wave', 'jump')" in problem
+    with pytest.raises(ValueError, match="do not name the run's classes"):
+        ClassScorer(kinetics_like_classifier(tmp_path / "kinetics"), CLASSES)
+    config = tiny_videomae_config(CLASSES, 4, 16)
+    VideoMAEModel(VideoMAEConfig(**{**config.to_dict(), "architectures": None})).save_pretrained(
+        tmp_path / "no-head")
+    assert "is not a VideoMAEForVideoClassification" in score_model_problem(
+        str(tmp_path / "no-head"), CLASSES)
+    assert score_model_problem(str(tmp_path / "missing"), CLASSES).startswith(
+        f"cannot read {tmp_path / 'missing'} as a VideoMAE")
+
+
+def test_the_embeddings_folder_and_the_recorded_scorer_follow_the_score_model():
+    kinetics = "MCG-NJU/videomae-base-finetuned-kinetics"
+    plain = EmbedConfig(model=kinetics)
+    separate = EmbedConfig(model=kinetics, score_model="/models/videomae-ucf101/")
+    own = EmbedConfig(model=kinetics, score_model="run", run_classifier="c3d")
+    assert embeddings_name(plain) == "videomae-base-finetuned-kinetics"
+    assert embeddings_name(separate) == "videomae-base-finetuned-kinetics+score-videomae-ucf101"
+    assert embeddings_name(own) == "videomae-base-finetuned-kinetics+score-c3d-run"
+    assert embeddings_name(EmbedConfig()) == "videomae-run"
+    assert scorer_description(plain) == f"the classifier head of embed.model {kinetics}"
+    assert scorer_description(separate) == "embed.score_model /models/videomae-ucf101/"
+    assert scorer_description(own) == ("embed.score_model: the run's own c3d classifier "
+                                       "(embed/c3d-run), trained on the real training clips")

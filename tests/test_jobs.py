@@ -83,7 +83,7 @@ def test_defaults_are_the_papers(name, dataset):
     assert (config.select.pool, config.select.vpc, config.select.seeds) == (
         "synthetic", (1, 5, 10), 5)
     assert config.select.methods == ("tac_dt", "vst_unet", "random", "kcenter", "herding",
-                                     "dm_mmd", "mae_score", "csta")
+                                     "dm_mmd", "mae_score", "attention_topk")
     assert (config.evaluate.classifier, config.evaluate.preset) == ("c3d", "paper")
     assert config.evaluate.methods is None and config.evaluate.seeds is None  # = select's
     for section in (config.latents, config.generate, config.embed):
@@ -99,7 +99,8 @@ def test_every_flag_sets_its_fields():
     config = config_of(
         load_job("distill_ucf101"), "--data", "s3://b/UCF101", "--run", "s3://b/runs/mini",
         "--mini", "--split", "2", "--vae", "/models/vae", "--latte", "/models/ucf101.pt",
-        "--videomae", "/models/videomae", "--vpc", "1", "5", "--methods", "tac_dt", "random",
+        "--videomae", "/models/videomae", "--score-model", "/models/videomae-ucf101",
+        "--vpc", "1", "5", "--methods", "tac_dt", "random",
         "--seeds", "2", "--per-class", "20", "--gpus-per-actor", "0.5", "--generate-actors", "8",
         "--embed-actors", "2", "--train-workers", "3", "--decode-cpus", "2")
     assert (config.ingest.dataset, config.ingest.root, config.ingest.split) == (
@@ -107,6 +108,7 @@ def test_every_flag_sets_its_fields():
     assert config.run_dir == "s3://b/runs/mini"
     assert (config.latents.vae, config.finetune.model, config.embed.model) == (
         "/models/vae", "/models/ucf101.pt", "/models/videomae")
+    assert config.embed.score_model == "/models/videomae-ucf101"
     assert (config.select.vpc, config.select.methods, config.select.seeds) == (
         (1, 5), ("tac_dt", "random"), 2)
     assert config.generate.per_class == 20

@@ -322,6 +322,32 @@ def test_fidelity_says_why_when_the_embedding_model_cannot_classify(tmp_path):
     assert "before the embed stage recorded predictions" in read_report(run)
 
 
+def test_the_report_says_what_mae_score_ranked_by(tmp_path, full_report):
+    assert "MAE-Score ranks by" not in full_report[2]  # no mae_score selection: no line
+    run = make_run(tmp_path, evaluations=False)
+    picks = pa.table({"video_id": [video_id(label, 0) for label in range(3)],
+                      "label": pa.array(range(3), pa.int32()),
+                      "rank": pa.array([0] * 3, pa.int32()), "score": [0.5] * 3})
+    run.write_table("selection/synthetic/mae_score/vpc=1/seed=0.parquet", picks)
+    write_report(run)  # embedded before the embed stage recorded its scorer: every score is set
+    assert ("- MAE-Score ranks by: the classifier head of the embedding model (tiny)"
+            in read_report(run))
+    path = "embeddings/synthetic/tiny/shard-00000.parquet"
+    table = run.read_table(path)
+    run.write_table(path, table.set_column(table.column_names.index("score"), "score",
+                                           pa.array([float("nan")] * 12, pa.float32())))
+    write_report(run)
+    assert ("- MAE-Score ranks by: logistic regression on the embeddings, out-of-fold (no "
+            "classifier head names the run's classes)") in read_report(run)
+    run.write_json("embeddings/synthetic/tiny/scorer.json",
+                   {"scorer": "embed.score_model /models/videomae-ucf101", "videos": 12,
+                    "scored": 12, "mae_score": "embed.score_model /models/videomae-ucf101"})
+    write_report(run)
+    text = read_report(run)
+    assert "- MAE-Score ranks by: embed.score_model /models/videomae-ucf101" in text
+    assert "Classifier: embed.score_model /models/videomae-ucf101." in text  # class fidelity
+
+
 def test_report_compares_each_method_with_random_over_paired_seeds(full_report):
     _, _, text = full_report
     section = text.split("## Difference from random")[1].split("\n## ")[0]

@@ -14,7 +14,7 @@ from unittest import mock
 import pyarrow as pa
 import pytest
 
-from raydistill.config import ConfigError, RunConfig, with_overrides
+from raydistill.config import ConfigError, RunConfig, to_dict, with_overrides
 from raydistill.lease import LEASE_FILE, RunInUse, _process_space
 from raydistill.runs import RunDir, storage_options
 
@@ -60,6 +60,20 @@ def test_placement_fields_of_a_finished_stage_may_change_and_the_rest_may_not(tm
     assert run.load_config().generate.cpus_per_actor == 2
     with pytest.raises(ConfigError, match=r"^generate\.steps:"):
         run.save_config(with_overrides(moved, {"generate": {"steps": 10}}))
+
+
+def test_an_additive_stage_finished_before_a_new_field_existed_stays_finished(tmp_path):
+    # embed.score_model came later (default None: the old behaviour): a run embedded before it
+    # must not embed again, while setting the new field is new work.
+    run = RunDir(str(tmp_path))
+    config = RunConfig(run_dir=str(tmp_path))
+    old_settings = {key: value for key, value in to_dict(config.embed).items()
+                    if key != "score_model"}
+    run.mark_done("embed", settings=old_settings)
+    assert run.is_done_with("embed", to_dict(config.embed))
+    scored = with_overrides(config, {"embed": {"model": "/m", "score_model": "/s"}})
+    assert not run.is_done_with("embed", to_dict(scored.embed))
+    assert not run.is_done_with("embed", {**to_dict(config.embed), "features": "mean"})
 
 
 def test_config_of_a_finished_stage_is_refused_naming_the_field(tmp_path):

@@ -20,13 +20,12 @@ from raydistill.config import SELECTION_METHODS
 from raydistill.selection import (
     PER_CLASS_METHODS,
     SELECTORS,
-    CSTASelector,
+    AttentionTopKSelector,
     HerdingSelector,
     KCenterSelector,
     MAEScoreSelector,
     RandomSelector,
     TACDTSelector,
-    knapsack,
     make_selector,
     merge_class_selections,
     select_class,
@@ -212,7 +211,7 @@ def mean_coverage(method: str, seeds=range(5), n_per_class: int = 6) -> float:
     return float(np.mean(coverages))
 
 
-@pytest.mark.parametrize("method", ["tac_dt", "kcenter", "herding", "dm_mmd", "csta"])
+@pytest.mark.parametrize("method", ["tac_dt", "kcenter", "herding", "dm_mmd", "attention_topk"])
 def test_diverse_selectors_cover_the_clusters_better_than_random(method):
     assert mean_coverage(method) < 0.85 * mean_coverage("random")
 
@@ -366,52 +365,49 @@ def test_mae_score_without_scores_uses_out_of_fold_confidence(pool):
     assert_same_selection(selector.fit(X, y), clone(selector).fit(X, y, confidence))
 
 
-def test_csta_redundancy_penalty_spreads_the_picks_over_the_blobs():
+def test_attention_topk_redundancy_penalty_spreads_the_picks_over_the_blobs():
     X, y, blob = single_class_blobs()
-    attention_only = CSTASelector(n_per_class=4, redundancy=0.0).fit(X, y)
-    penalised = CSTASelector(n_per_class=4, redundancy=0.5).fit(X, y)
+    attention_only = AttentionTopKSelector(n_per_class=4, redundancy=0.0).fit(X, y)
+    penalised = AttentionTopKSelector(n_per_class=4, redundancy=0.5).fit(X, y)
     assert len(set(blob[attention_only.selected_indices_])) == 1  # the densest blob only
     assert set(blob[penalised.selected_indices_]) == {0, 1, 2, 3}
     assert np.all(np.diff(penalised.selected_scores_) <= 0)
 
 
-# --- knapsack ------------------------------------------------------------------------------------
-
-def brute_force_best_value(values, weights, capacity) -> float:
-    best = 0.0
-    for size in range(1, len(values) + 1):
-        for subset in itertools.combinations(range(len(values)), size):
-            if sum(weights[i] for i in subset) <= capacity:
-                best = max(best, sum(values[i] for i in subset))
-    return best
+def best_unit_weight_value(values: np.ndarray, capacity: int) -> float:
+    """The 0/1 knapsack by brute force: the highest total value of a subset of at most
+    ``capacity`` items, each of weight 1."""
+    return max(float(values[list(subset)].sum())
+               for size in range(min(capacity, len(values)) + 1)
+               for subset in itertools.combinations(range(len(values)), size))
 
 
-def test_knapsack_matches_brute_force_on_small_cases():
+def test_a_unit_weight_knapsack_over_the_attention_values_is_exactly_top_k():
+    # Why the selector has no knapsack (it had one when it was called csta): each video weighs
+    # 1, so the knapsack of capacity VPC over positive values is worth exactly the VPC best.
+    from sklearn.preprocessing import normalize
+
+    from raydistill.selection.attention_topk import attention_values
+
     rng = np.random.default_rng(0)
-    for _ in range(150):
-        n = int(rng.integers(0, 8))
-        values = np.round(rng.uniform(-1, 5, size=n), 2)
-        weights = rng.integers(0, 5, size=n)
-        capacity = int(rng.integers(0, 10))
-        chosen = knapsack(values, weights, capacity)
-        assert len(np.unique(chosen)) == len(chosen) and np.all(np.diff(chosen) > 0)
-        assert weights[chosen].sum() <= capacity
-        assert values[chosen].sum() == pytest.approx(
-            brute_force_best_value(values, weights, capacity))
+    for _ in range(40):
+        n, k = int(rng.integers(1, 10)), int(rng.integers(1, 5))
+        X = rng.normal(size=(n, 8))
+        selector = AttentionTopKSelector(n_per_class=k).fit(X, np.zeros(n, dtype=int))
+        values = attention_values(normalize(X - X.mean(axis=0)), 0.1, 0.5)
+        shifted = values - values.min() + 1.0  # positive, as a knapsack's values would be
+        picked = selector.selected_indices_
+        assert len(picked) == min(k, n)
+        np.testing.assert_allclose(selector.selected_scores_, values[picked])
+        assert shifted[picked].sum() == pytest.approx(best_unit_weight_value(shifted, k),
+                                                      abs=1e-9)
 
 
-def test_knapsack_with_unit_weights_takes_the_top_values_and_prefers_earlier_ties():
-    np.testing.assert_array_equal(knapsack([3.0, 1.0, 3.0, 2.0], [1, 1, 1, 1], 2), [0, 2])
-    np.testing.assert_array_equal(knapsack([2.0, 2.0, 2.0], [1, 1, 1], 2), [0, 1])
-    np.testing.assert_array_equal(knapsack([5.0, 4.0, 4.0], [2, 1, 1], 2), [1, 2])
-
-
-@pytest.mark.parametrize("values, weights, capacity", [
-    ([1.0, 2.0], [1], 1), ([1.0], [-1], 1), ([1.0], [0.5], 1), ([1.0], [1], -1),
-    ([np.nan], [1], 1)])
-def test_knapsack_rejects_bad_input(values, weights, capacity):
-    with pytest.raises(ValueError):
-        knapsack(values, np.asarray(weights), capacity)
+def test_the_old_csta_name_is_refused_with_its_new_name():
+    assert "csta" not in SELECTORS and "csta" not in SELECTION_METHODS
+    with pytest.raises(ValueError, match="'csta' was renamed to 'attention_topk': it is not the "
+                                         "CSTA model"):
+        make_selector("csta", n_per_class=2)
 
 
 # --- estimator contract and registry -------------------------------------------------------------

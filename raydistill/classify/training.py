@@ -11,7 +11,9 @@ evaluation protocol of the video-distillation benchmarks it compares against (Wa
 scripts, after DC/DM's ``evaluate_synset``: train from scratch for 500 epochs, SGD momentum 0.9,
 weight decay 5e-4, lr × 0.1 at half the epochs) with C3D's own learning rate and batch
 (Tran et al. 2015: lr 0.003, batch ≈ 30); the benchmarks' lr 0.01 was tuned for their
-instance-normed ConvNet3D, so pass ``lr=0.01`` when evaluating that one.
+ConvNet3D (``classify.models.ConvNet3D``). To evaluate that one as they did (batch 256, no
+augmentation), set ``evaluate: {classifier: convnet3d, training: {lr: 0.01, batch_size: 256,
+augmentation: {crop: none, flip: false, temporal_jitter: false}}}``.
 """
 
 from __future__ import annotations

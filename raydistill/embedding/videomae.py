@@ -76,12 +76,15 @@ def pixel_values(clips: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.
 
 def _normalisation(source: str) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std from the model's ``preprocessor_config.json``, ImageNet's when it has none
-    (VideoMAE checkpoints use ImageNet's)."""
+    (VideoMAE checkpoints use ImageNet's, as does VideoMAE V2's fine-tuning data pipeline)."""
     from transformers.image_processing_base import ImageProcessingMixin
     from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+    from raydistill.embedding.videomae_v2 import is_original_checkpoint
+
     try:
-        settings, _ = ImageProcessingMixin.get_image_processor_dict(source)
+        settings = ({} if is_original_checkpoint(source)
+                    else ImageProcessingMixin.get_image_processor_dict(source)[0])
     except (OSError, ValueError):
         settings = {}
     return (np.asarray(settings.get("image_mean", IMAGENET_DEFAULT_MEAN)),
@@ -89,13 +92,35 @@ def _normalisation(source: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_videomae(source: str) -> VideoMAEModel | VideoMAEForVideoClassification:
-    """A VideoMAE from a folder or hub id: the classifier when the checkpoint is one."""
+    """A VideoMAE from a folder or hub id (the classifier when the checkpoint is one), or from an
+    original VideoMAE V2 checkpoint file (:mod:`raydistill.embedding.videomae_v2`: a classifier
+    of 16×224² clips whose head names no classes)."""
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
 
+    from raydistill.embedding.videomae_v2 import (is_original_checkpoint, load_original_videomae,
+                                                  set_fc_norm_eps)
+
+    if is_original_checkpoint(source):
+        return load_original_videomae(source)
     config = VideoMAEConfig.from_pretrained(source)
     is_classifier = any("ForVideoClassification" in name for name in config.architectures or [])
-    cls = VideoMAEForVideoClassification if is_classifier else VideoMAEModel
-    return cls.from_pretrained(source)
+    if not is_classifier:
+        return VideoMAEModel.from_pretrained(source)
+    return set_fc_norm_eps(VideoMAEForVideoClassification.from_pretrained(source))
+
+
+def videomae_input_shape(source: str) -> tuple[int, int]:
+    """(frames, size) of the clips a VideoMAE takes, from its saved config alone (an original
+    V2 checkpoint: 16×224², as :func:`load_videomae` builds it)."""
+    from raydistill.embedding.videomae_v2 import (DEFAULT_FRAMES, DEFAULT_SIZE,
+                                                  is_original_checkpoint)
+
+    if is_original_checkpoint(source):
+        return DEFAULT_FRAMES, DEFAULT_SIZE
+    from transformers import VideoMAEConfig
+
+    config = VideoMAEConfig.from_pretrained(source)
+    return int(config.num_frames), int(config.image_size)
 
 
 class VideoMAEEmbedder:

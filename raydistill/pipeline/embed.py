@@ -10,6 +10,11 @@ head; ``predicted``: the run class the classifier ranks first, -1 without one). 
 ``embed.model`` unset, an action classifier is first trained on the run's real training clips
 (``embed.run_classifier``: a tiny VideoMAE or a small C3D) and saved to ``embed/videomae-run/`` or
 ``embed/c3d-run/``.
+
+``embed.score_model`` takes ``score`` and ``predicted`` from another classifier of the run's
+classes (``embedding/scorer.py``); the folder is then ``{model}+score-{scorer}``. Beside the
+shards, ``scorer.json`` says which model gave the scores and what ``mae_score`` ranks by (that
+model, or the out-of-fold logistic regression when the pool has no scores).
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import torch
 from ray.data import ActorPoolStrategy
 
 from raydistill.classify.training import TOY_TRAINING, training_recipe
-from raydistill.config import RunConfig
+from raydistill.config import SCORE_RUN, ConfigError, EmbedConfig, RunConfig
 from raydistill.embedding.c3d import (TOY_C3D_SPEC, C3DEmbedder, c3d_input_shape, save_c3d,
                                       train_c3d_classifier)
+from raydistill.embedding.scorer import (FALLBACK_SCORER, ClassScorer, embeddings_name,
+                                         score_model_problem, scorer_description)
 from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
-                                           train_videomae_classifier)
+                                           train_videomae_classifier, videomae_input_shape)
 from raydistill.pipeline.resources import actor_cpus
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated,
                                         decode_shards, gpus_per_actor, missing_shards,
@@ -96,7 +103,8 @@ class EmbeddingShardWriter:
     shards done and the node that did them."""
 
     def __init__(self, run_url: str, pool: str, model: str | None, class_names: list[str],
-                 features: str, batch_size: int, run_classifier: str = "videomae"):
+                 features: str, batch_size: int, run_classifier: str = "videomae",
+                 score_model: str | None = None):
         use_assigned_cpus()
         self.run = RunDir(run_url)
         self.pool = pool
@@ -106,6 +114,12 @@ class EmbeddingShardWriter:
             self.embedder = C3DEmbedder(source_dir, class_names, batch_size)
         else:
             self.embedder = VideoMAEEmbedder(source_dir, class_names, features, batch_size)
+        self.scorer = None
+        if score_model == SCORE_RUN:
+            self.scorer = ClassScorer(self.run.local_dir(run_model_dir(run_classifier)),
+                                      class_names, batch_size, kind=run_classifier)
+        elif score_model is not None:
+            self.scorer = ClassScorer(score_model, class_names, batch_size)
 
     def __call__(self, batch: dict) -> dict:
         for model_name, index, ids, labels, clips, rejects in zip(
@@ -113,6 +127,8 @@ class EmbeddingShardWriter:
                 batch["clips"], batch["rejects"]):
             ids, labels = json.loads(ids), json.loads(labels)
             embedded = self.embedder(np.asarray(clips), np.asarray(labels, np.int64))
+            if self.scorer is not None:
+                embedded.update(self.scorer(np.asarray(clips), np.asarray(labels, np.int64)))
             write_rejects_then(self.run, shard_path(f"embeddings/{self.pool}", model_name,
                                                     int(index)),
                                rejects, embedding_table(ids, labels, embedded))
@@ -166,27 +182,60 @@ def model_input_shape(run: RunDir, model: str | None,
     """(frames, size) the embedding model takes, from its saved config alone."""
     if model is None and run_classifier == "c3d":
         return c3d_input_shape(run.local_dir(run_model_dir(run_classifier)))
-    from transformers import VideoMAEConfig
+    return videomae_input_shape(model or run.local_dir(run_model_dir(run_classifier)))
 
-    config = VideoMAEConfig.from_pretrained(model or run.local_dir(run_model_dir(run_classifier)))
-    return int(config.num_frames), int(config.image_size)
+
+def uses_run_classifier(embed: EmbedConfig) -> bool:
+    """Whether the embed stage needs the classifier trained on the run's real clips (for the
+    features, or for the scores with ``score_model: run``)."""
+    return embed.model is None or embed.score_model == SCORE_RUN
+
+
+def check_score_model(embed: EmbedConfig, class_names: list[str]) -> None:
+    """Refuse an ``embed.score_model`` whose head does not name the run's classes
+    (:class:`ConfigError` naming the field and the model), before any video is embedded."""
+    if embed.score_model in (None, SCORE_RUN):
+        return
+    problem = score_model_problem(embed.score_model, class_names)
+    if problem:
+        raise ConfigError(f"embed.score_model: {problem}")
+
+
+def write_scorer_record(run: RunDir, folder: str, embed: EmbedConfig) -> dict:
+    """Write ``{folder}/scorer.json``: which model gave the pool's scores (``scorer``), how many
+    videos it scored, and what ``mae_score`` ranks by (``mae_score``: the scorer when every
+    video has a score, else the out-of-fold logistic regression). Returns the record."""
+    scores = [run.read_table(path, columns=["score"]).column("score").to_numpy(
+        zero_copy_only=False) for path in shard_files(run, folder)]
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    scored = int(np.isfinite(scores).sum())
+    described = scorer_description(embed)
+    record = {"scorer": described if scored else None, "videos": int(len(scores)),
+              "scored": scored,
+              "mae_score": described if scored and scored == len(scores) else FALLBACK_SCORER}
+    run.write_json(f"{folder}/scorer.json", record)
+    return record
 
 
 def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]) -> dict:
     """Write every missing embeddings shard of ``pool``; returns counts."""
     embed = config.embed
-    model_name = embedding_name(embed.model, embed.run_classifier)
+    model_name = embeddings_name(embed)
     folder = embeddings_folder(pool, model_name)
     frames, size = model_input_shape(run, embed.model, embed.run_classifier)
+    # score_model only when set: the folders of runs from before the field stay valid.
+    scoring = {} if embed.score_model is None else {"score_model": embed.score_model}
     prepare_output(run, folder, {"model": embed.model, "features": embed.features,
-                                 "shard_size": embed.shard_size, "frames": frames, "size": size})
+                                 "shard_size": embed.shard_size, "frames": frames, "size": size,
+                                 **scoring})
     plan = shard_plan(pool_videos(run, pool), embed.shard_size)
     for item in plan:  # shard_path(f"embeddings/{pool}", model, i) is the folder's shard i
         item["split"] = model_name
     todo = missing_shards(run, plan, f"embeddings/{pool}")
     writer_kwargs = {"run_url": run.url, "pool": pool, "model": embed.model,
                      "class_names": class_names, "features": embed.features,
-                     "batch_size": embed.batch_size, "run_classifier": embed.run_classifier}
+                     "batch_size": embed.batch_size, "run_classifier": embed.run_classifier,
+                     "score_model": embed.score_model}
     nodes: list[str] = []  # the nodes that embedded shards now (the driver's after a failure)
     if todo:
         gpus = gpus_per_actor(embed.gpus_per_actor)
@@ -211,9 +260,11 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
             nodes = [worker_node()]
     rejects = collect_rejects(run, plan, f"embeddings/{pool}")
     videos = sum(len(json.loads(item["rows"])) for item in plan)
+    scorer = write_scorer_record(run, folder, embed)
     return {"folder": folder, "videos": videos - rejects.num_rows, "shards": len(plan),
             "shards_embedded_now": len(todo), "nodes": nodes, "decode_errors": rejects.num_rows,
-            "frames": frames, "size": size}
+            "frames": frames, "size": size, "scorer": scorer["scorer"],
+            "mae_score": scorer["mae_score"]}
 
 
 def run_embed(run: RunDir, config: RunConfig) -> dict:
@@ -222,7 +273,8 @@ def run_embed(run: RunDir, config: RunConfig) -> dict:
     class_names = run.stage_summary("ingest")["class_names"]
     summary: dict = {}
     embed = config.embed
-    if embed.model is None and not run.exists(
+    check_score_model(embed, class_names)
+    if uses_run_classifier(embed) and not run.exists(
             f"{run_model_dir(embed.run_classifier)}/training.json"):
         summary["classifier"] = ray.get(_train_and_save_classifier.options(
             num_cpus=embed.classifier_cpus).remote(
@@ -231,6 +283,6 @@ def run_embed(run: RunDir, config: RunConfig) -> dict:
         summary[pool] = embed_pool(run, config, pool, class_names)
         print(f"embed: {summary[pool]['videos']} {pool} videos embedded into "
               f"{run.uri(summary[pool]['folder'])} ({summary[pool]['shards_embedded_now']} "
-              "shards now)", flush=True)
+              f"shards now); mae_score ranks by {summary[pool]['mae_score']}", flush=True)
     summary["seconds"] = round(time.time() - started, 2)
     return summary

@@ -12,9 +12,10 @@ import sys
 from collections.abc import Callable
 
 
-from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, SAMPLER_PRESETS, STAGE_NAMES,
-                               ConfigError, RunConfig, to_dict)
+from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, SAMPLER_PRESETS, SCORE_RUN,
+                               STAGE_NAMES, ConfigError, RunConfig, to_dict)
 from raydistill.datasets.common import DatasetError
+from raydistill.embedding.videomae_v2 import CHECKPOINT_SUFFIXES
 from raydistill.pipeline.resources import (Cluster, Request, cluster_view, resource_findings,
                                            stage_requests)
 from raydistill.pipeline.run import error_line, is_finished, validate_paths
@@ -30,12 +31,13 @@ def frames_said(section) -> str:
 
 def model_source(value: str | None, when_none: str, local_only: bool = False) -> str:
     """How a model path or hub id will be found: ``when_none``, a local path, or a hub id (a
-    ``local_only`` model, as the Latte, is never a hub id: a path this node lacks)."""
+    ``local_only`` model, as the Latte, or a checkpoint file such as an original VideoMAE V2
+    ``.pth``, is never a hub id: a path this node lacks)."""
     if value is None:
         return when_none
     if os.path.exists(os.path.expanduser(value)):
         return f"{value} (local)"
-    if local_only:
+    if local_only or value.lower().endswith(CHECKPOINT_SUFFIXES):
         return f"{value} (a local path, not on this node)"
     return f"{value} (hub id: downloaded on first use, or read from the HF cache)"
 
@@ -46,13 +48,16 @@ def model_warnings(config: RunConfig) -> list[str]:
     them may see paths this node does not."""
     models = {"latents.vae": config.latents.vae, "finetune.model": config.finetune.model,
               "embed.model": config.embed.model}
+    if config.embed.score_model != SCORE_RUN:
+        models["embed.score_model"] = config.embed.score_model
     local_only = ("finetune.model", "finetune.model_classes")
     if config.finetune.model_classes != "ucf101":
         models["finetune.model_classes"] = config.finetune.model_classes
     return [f"{field}: {value} does not exist on this node"
             for field, value in models.items()
             if value and not os.path.exists(os.path.expanduser(value))
-            and (field in local_only or value.startswith(("/", ".", "~")))]
+            and (field in local_only or value.startswith(("/", ".", "~"))
+                 or value.lower().endswith(CHECKPOINT_SUFFIXES))]
 
 
 def stage_settings(name: str, config: RunConfig) -> str:
@@ -92,8 +97,13 @@ def stage_settings(name: str, config: RunConfig) -> str:
     if name == "embed":
         own = ("C3D, trained on the run's real clips first" if c.embed.run_classifier == "c3d"
                else "VideoMAE, tiny, trained on the run's real clips first")
+        scores = ("" if c.embed.score_model is None
+                  else ", scores from the run's own classifier (trained first)"
+                  if c.embed.score_model == SCORE_RUN
+                  else f", scores from {model_source(c.embed.score_model, '')}")
         return (f"pools {', '.join(c.embed.pools)}, "
-                f"{'VideoMAE ' + model_source(c.embed.model, own) if c.embed.model else own}")
+                f"{'VideoMAE ' + model_source(c.embed.model, own) if c.embed.model else own}"
+                f"{scores}")
     if name == "select":
         s = c.select
         return (f"{' '.join(s.methods)} × VPC {' '.join(map(str, s.vpc))} × {s.seeds} seeds "

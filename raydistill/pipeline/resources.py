@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from raydistill.config import ConfigError, RunConfig
+from raydistill.config import SCORE_RUN, ConfigError, RunConfig
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Reque
         if name == "latents" and c.latents.vae is None:
             requests.append(Request("VAE training task", 1, c.latents.vae_cpus, 0.0,
                                     "latents.vae", "latents.vae_cpus"))
-        if name == "embed" and c.embed.model is None:
+        if name == "embed" and (c.embed.model is None or c.embed.score_model == SCORE_RUN):
             requests.append(Request("embedding classifier task", 1, c.embed.classifier_cpus,
                                     0.0, "embed.model", "embed.classifier_cpus"))
         return requests

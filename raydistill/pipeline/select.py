@@ -21,7 +21,7 @@ import pyarrow as pa
 import ray
 
 from raydistill.config import ConfigError, RunConfig, SelectConfig
-from raydistill.embedding.videomae import embedding_name
+from raydistill.embedding.scorer import embeddings_name
 from raydistill.pipeline import vst
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.runs import RunDir
@@ -198,8 +198,7 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
     """Write every missing selection of ``config.select``; returns counts and timings."""
     started = time.time()
     select = config.select
-    model_name = select.embedding or embedding_name(config.embed.model,
-                                                    config.embed.run_classifier)
+    model_name = select.embedding or embeddings_name(config.embed)
     check_method_params(run, select, model_name)
     jobs = selection_jobs(select)
     done = set(run.list(f"selection/{select.pool}", ".parquet"))

@@ -39,7 +39,7 @@ from raydistill.classify import build_classifier, classification_metrics, fit_cl
 from raydistill.classify.training import predict
 from raydistill.config import ConfigError, from_dict
 from raydistill.config import RunConfig as RaydistillConfig
-from raydistill.embedding.videomae import embedding_name
+from raydistill.embedding.scorer import embeddings_name
 from raydistill.pipeline import vst
 from raydistill.pipeline.cluster import ray_storage
 from raydistill.pipeline.embed import read_embeddings
@@ -215,8 +215,7 @@ def sweep_data(run: RunDir, config: SweepConfig, run_config: RaydistillConfig) -
         X, y, ids = vst.pool_latents(run, pool)
         scores = None
     else:
-        model_name = run_config.select.embedding or embedding_name(
-            run_config.embed.model, run_config.embed.run_classifier)
+        model_name = run_config.select.embedding or embeddings_name(run_config.embed)
         table = read_embeddings(run, pool, model_name)
         X, y, scores = pool_arrays(table)
         ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
@@ -334,8 +333,7 @@ def run_sweep(run: RunDir, run_config: RaydistillConfig, config: SweepConfig) ->
     epochs = config.epochs or training.epochs
     config = dataclasses.replace(config, epochs=epochs)
     sweep = dataclasses.asdict(config)
-    embedding = run_config.select.embedding or embedding_name(
-        run_config.embed.model, run_config.embed.run_classifier)
+    embedding = run_config.select.embedding or embeddings_name(run_config.embed)
     check_settings(run, folder, {"sweep": sweep, "classifier": spec,
                                  "training": dataclasses.asdict(training),
                                  "fixed": fixed_params(config, run_config),

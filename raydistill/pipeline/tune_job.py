@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from raydistill.config import ConfigError, from_dict, with_overrides
 from raydistill.config import RunConfig as RaydistillConfig
-from raydistill.embedding.videomae import embedding_name
+from raydistill.embedding.scorer import embeddings_name
 from raydistill.pipeline import vst
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.embed import embeddings_folder
@@ -36,8 +36,7 @@ def sweep_run_config(run: RunDir, method: str, pool: str | None) -> RaydistillCo
                               f"first (`raydistill run --run {run.url} --stages {stage}`)")
     if method != vst.METHOD:
         pool = run_config.select.pool
-        model = run_config.select.embedding or embedding_name(
-            run_config.embed.model, run_config.embed.run_classifier)
+        model = run_config.select.embedding or embeddings_name(run_config.embed)
         if not shard_files(run, embeddings_folder(pool, model)):
             raise ConfigError(f"pool: {run.url} holds no {model} embeddings of the {pool} pool; "
                               f"run `raydistill embed --run {run.url} --pool {pool}` first")

@@ -21,7 +21,7 @@ from raydistill.report.tables import METRIC_LABELS, ResultRow, method_label, met
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 # The paper's two methods in the strongest colours; tab10's gray (C7) is left to the bounds.
-METHOD_COLORS = {"random": "C0", "mae_score": "C1", "csta": "C2", "dm_mmd": "C4",
+METHOD_COLORS = {"random": "C0", "mae_score": "C1", "attention_topk": "C2", "dm_mmd": "C4",
                  "kcenter": "C6", "herding": "C8", "vst_unet": "C9", "tac_dt": "C3"}
 BOUND_COLORS = {"full_real": "black", "full_synthetic": "tab:gray"}
 

@@ -22,6 +22,7 @@ from raydistill.report.tables import (METRIC_LABELS, ResultRow, compare_with_ran
                                       quality_table, result_rows, results_table, seed_values,
                                       stage_markers, stage_time_table, upper_bound_rows)
 from raydistill.runs import RunDir, open_fs
+from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.video import decode_clip
 
 REPORT_DIR = "report"
@@ -106,8 +107,29 @@ def run_info_section(run: RunDir, markers: dict, pool: str, rows: list[ResultRow
              f"- Classifier: {', '.join(classifiers) or 'no evaluation yet'}"]
     if embedding:
         lines.append(f"- Selection embedding: {embedding}")
+    if any(row.method == "mae_score" for row in rows) or any(
+            method == "mae_score" for method, _, _ in selection_files(run, pool)):
+        lines.append(f"- MAE-Score ranks by: {markdown_text(mae_score_scorer(run, pool, markers))}")
     lines.append(f"- Written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     return "\n".join(lines)
+
+
+def mae_score_scorer(run: RunDir, pool: str, markers: dict) -> str:
+    """What ``mae_score`` ranked the pool's videos by: the record the embed stage wrote beside
+    the embeddings the selections used (``scorer.json``); for embeddings written before that
+    record, the embedding model's head when every video has a score, else the out-of-fold
+    logistic regression (what the select stage does)."""
+    folder = embedding_folder(run, pool, markers)
+    if folder is None:
+        return "unknown (no embeddings of the pool)"
+    if run.exists(f"{folder}/scorer.json"):
+        return str(run.read_json(f"{folder}/scorer.json").get("mae_score"))
+    scores = [pq.read_table(run.path(path), filesystem=run.fs, columns=["score"])
+              .column("score").to_numpy(zero_copy_only=False)
+              for path in embedding_shards(run, folder)]
+    if scores and np.isfinite(np.concatenate(scores)).all():
+        return f"the classifier head of the embedding model ({folder.split('/')[-1]})"
+    return OUT_OF_FOLD_SCORER
 
 
 def results_section(rows: list[ResultRow], bounds: list[ResultRow], full_syn_vpc: int | None,
@@ -173,7 +195,10 @@ def fidelity_section(run: RunDir, markers: dict, class_names: list[str],
                 "run's classes; set `embed.model` to a classifier of these classes (or leave it "
                 "unset to train one on the real training clips) to measure fidelity._")
     full_syn = next((b for b in bounds if b.method == "full_synthetic"), None)
-    note = (f"Classifier: the embedding model of `{folder}`, trained on the real training clips "
+    scorer = (run.read_json(f"{folder}/scorer.json").get("scorer")
+              if run.exists(f"{folder}/scorer.json") else None)
+    note = (f"Classifier: {markdown_text(scorer)}." if scorer else
+            f"Classifier: the embedding model of `{folder}`, trained on the real training clips "
             "or a classifier whose labels name the run's classes.")
     if full_syn and "top1" in full_syn.summary:
         note += (f" Beside it, full synthetic (a classifier trained on the whole pool, tested on "

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from raydistill.classify.metrics import METRIC_NAMES, summarize_seeds
 from raydistill.runs import RunDir
 
-METHOD_ORDER = ("random", "mae_score", "csta", "dm_mmd", "kcenter", "herding", "vst_unet",
-                "tac_dt")
-METHOD_LABELS = {"random": "Random", "mae_score": "MAE-Score", "csta": "CSTA",
-                 "dm_mmd": "DM-MMD", "kcenter": "k-Center", "herding": "Herding",
+METHOD_ORDER = ("random", "mae_score", "attention_topk", "dm_mmd", "kcenter", "herding",
+                "vst_unet", "tac_dt")
+METHOD_LABELS = {"random": "Random", "mae_score": "MAE-Score",
+                 "attention_topk": "Attention top-k", "dm_mmd": "DM-MMD", "kcenter": "k-Center",
+                 "herding": "Herding",
                  "vst_unet": "VST-UNet", "tac_dt": "TAC-DT",
                  "full_real": "Full real", "full_synthetic": "Full syn"}
 METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "auc": "AUC", "f1": "F1"}
