@@ -44,7 +44,7 @@ from killing import ray_workers, run_until, session_raylet_pid  # noqa: E402
 
 SIZE = {"classes": 4, "train_per_class": 8, "test_per_class": 4, "steps": 60, "per_class": 6,
         "seeds": 1, "eval_epochs": 4}
-KILLABLE = ("RayTrainWorker", "MapWorker", "MapBatches", "select_classes")
+KILLABLE = ("RayTrainWorker", "MapWorker", "MapBatches", "select_classes", "train_alone")
 STAGES = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select", "evaluate",
           "report")
 

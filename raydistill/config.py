@@ -633,14 +633,38 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(text: str, cls: type = RunConfig, source: str = "config") -> Any:
+def load_yaml(text: str, cls: type = RunConfig, source: str = "config",
+              saved: bool = False) -> Any:
     """Parse YAML text into the config dataclass ``cls`` (validated); ``source`` names the text
-    in the one-line :class:`ConfigError` of a file that is not YAML or names a key twice."""
+    in the one-line :class:`ConfigError` of a file that is not YAML or names a key twice.
+    ``saved``: a run's own ``config.yaml``, written before some methods were renamed, so they
+    are read under their new names (:func:`with_renamed_methods`) instead of refused."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML ({yaml_problem(error)})") from None
-    return from_dict(cls, data)
+    return from_dict(cls, with_renamed_methods(data) if saved else data)
+
+
+def with_renamed_methods(data: dict) -> dict:
+    """Config values (as parsed) with every method of :data:`RENAMED_METHODS` in
+    ``select.methods``, ``select.params`` and ``evaluate.methods`` under its new name."""
+    def rename(method):
+        return RENAMED_METHODS[method][0] if method in RENAMED_METHODS else method
+
+    data = dict(data)
+    for section in ("select", "evaluate"):
+        values = data.get(section)
+        if not isinstance(values, dict):
+            continue
+        values = dict(values)
+        if isinstance(values.get("methods"), list):
+            values["methods"] = [rename(method) for method in values["methods"]]
+        if isinstance(values.get("params"), dict):
+            values["params"] = {rename(method): params
+                                for method, params in values["params"].items()}
+        data[section] = values
+    return data
 
 
 def with_overrides(config: Any, overrides: dict) -> Any:

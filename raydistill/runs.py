@@ -301,7 +301,8 @@ class RunDir:
         if not self.exists("config.yaml"):
             raise ConfigError(f"run_dir: {self.url} has no config.yaml; run `raydistill ingest` "
                               "first")
-        return dataclasses.replace(load_yaml(self.read_bytes("config.yaml").decode()),
+        return dataclasses.replace(load_yaml(self.read_bytes("config.yaml").decode(),
+                                             source=self.uri("config.yaml"), saved=True),
                                    run_dir=self.url)
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from raydistill.runs import RunDir
 from raydistill.config import (ConfigError, DecodeConfig, RunConfig, dump_yaml, from_dict,
                                load_yaml, with_overrides)
 
@@ -68,3 +69,17 @@ def test_overrides_merge_nested_sections_and_validate():
     assert config.decode.size == 64 and config.decode.num_frames == 16
     with pytest.raises(ConfigError, match="^decode.size:"):
         with_overrides(config, {"decode": {"size": 2}})
+
+
+def test_a_runs_saved_config_reads_renamed_methods_under_their_new_names(tmp_path):
+    text = ("select: {methods: [random, csta], params: {csta: {redundancy: 0.5}}}\n"
+            "evaluate: {methods: [csta]}\n")
+    with pytest.raises(ConfigError, match="renamed to 'attention_topk'"):
+        load_yaml(text)  # what a user writes is refused with the new name
+    config = load_yaml(text, saved=True)
+    assert config.select.methods == ["random", "attention_topk"]
+    assert "attention_topk" in config.select.params and "csta" not in config.select.params
+    assert config.evaluate.methods == ["attention_topk"]
+    run = RunDir(str(tmp_path / "old"))
+    run.write_bytes("config.yaml", text.encode())
+    assert run.load_config().select.methods == ["random", "attention_topk"]

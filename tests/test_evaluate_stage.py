@@ -252,3 +252,19 @@ def test_a_job_checkpoint_written_under_another_recipe_is_not_resumed(tmp_path):
     other = RunDirCheckpoints(run, key, {"training": {"epochs": 60}})
     assert other.restore(model, optimizer, None, None) == (0, [])
     assert not run.exists(checkpoint_path(key))  # the stale one is gone
+
+
+def test_a_classifier_task_that_keeps_failing_stops_the_stage_naming_its_job(evaluated,
+                                                                              tmp_path):
+    config, run = evaluated
+    shutil.copytree(run.root, tmp_path / "run")
+    copy = RunDir(str(tmp_path / "run"))
+    copy.fs.rm(copy.path("eval"), recursive=True)
+    copy.fs.rm(copy.path("_stages/evaluate.json"))
+    copy.fs.rm(copy.path("clips/train"), recursive=True)  # every job's clips are gone
+    jobs_config = with_overrides(config, {"run_dir": copy.url, "evaluate": {
+        "parallelism": "jobs", "num_workers": 1, "cpus_per_worker": 1, "max_failures": 1}})
+    with pytest.raises(RuntimeError, match=r"eval/.*seed=0.* failed 2 times \(evaluate\."
+                                           r"max_failures: 1\).*no clip shards in .*clips/train"):
+        run_stages(jobs_config, ["evaluate"])
+    assert not copy.list("eval", "model.pt")

@@ -144,8 +144,9 @@ class ConvNet3D(nn.Module):
                                          (0, 0, 0))
             layers.append(nn.Conv3d(channels, out, (3, 7, 7), stride=(1, 2, 2),
                                     padding=(1, 3, 3)))
-            if not isinstance(_norm(norm, out), nn.Identity):  # "none": no layer at all
-                layers.append(_norm(norm, out))
+            norm_layer = _norm(norm, out)
+            if not isinstance(norm_layer, nn.Identity):  # "none": no layer at all
+                layers.append(norm_layer)
             layers += [nn.ReLU(inplace=True), nn.MaxPool3d(kernel, kernel)]
             channels = out
         self.features = nn.Sequential(*layers)

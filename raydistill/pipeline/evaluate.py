@@ -178,6 +178,8 @@ def save_model(run: RunDir, key: str, weights: dict, history: list[dict],
     """Write a job's ``eval/{key}/model.pt``: weights, per-epoch history, training videos
     (None: the whole split) and seconds, plus ``extra`` fields."""
     buffer = io.BytesIO()
+    # CPU tensors: the driver that tests the models may have no GPU.
+    weights = {name: value.detach().cpu() for name, value in weights.items()}
     torch.save({"model": weights, "history": history, "train_videos": train_videos,
                 "seconds": seconds, **extra}, buffer)
     run.write_bytes(model_path(key), buffer.getvalue())
@@ -202,6 +204,8 @@ def load_clips(run: RunDir, split: str, ids: list[str] | None = None, rank: int 
     # Filtered shard by shard: a few selected clips out of a large cache never hold it all.
     parts = [part if wanted is None else part.filter(pc.is_in(part["video_id"], wanted))
              for part in map(run.read_table, shard_files(run, f"clips/{split}"))]
+    if not parts:
+        raise ValueError(f"no clip shards in {run.uri('clips', split)}; run the decode stage")
     table = pa.concat_tables(parts).sort_by("video_id")
     if table.num_rows == 0:
         raise ValueError(f"no clips of split {split!r} in {run.uri('clips')} for this job")
@@ -250,10 +254,9 @@ def train_loop(loop_config: dict) -> None:
                       rank, world, device)
 
 
-@ray.remote
 def train_alone(run_url: str, job: dict, loop_config: dict) -> str:
-    """Ray task (``parallelism: jobs``): train one job's classifier alone, resuming from its
-    checkpoint in the run; returns the job's key. A model saved before a lost worker could
+    """Ray task body (``parallelism: jobs``): train one job's classifier alone, resuming from
+    its checkpoint in the run; returns the job's key. A model saved before a lost worker could
     delete its checkpoint only has the checkpoint deleted."""
     use_assigned_cpus()
     run = RunDir(run_url)
@@ -264,6 +267,13 @@ def train_alone(run_url: str, job: dict, loop_config: dict) -> str:
         device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
         train_job(run, job, loop_config, checkpoints, 0, 1, device)
     return job["key"]
+
+
+# A CPU task's worker process is reused by the next (torch already imported); a GPU task's is
+# not (max_calls=1): a reused process keeps the CUDA device it first saw, whatever GPU Ray
+# assigns the next task.
+train_alone_on_cpu = ray.remote(train_alone)
+train_alone_on_gpu = ray.remote(num_gpus=1, max_calls=1)(train_alone)
 
 
 class RayTrainCheckpoints:
@@ -430,20 +440,33 @@ def train_jobs_alone(run: RunDir, evaluate: EvaluateConfig, jobs: list[dict], lo
                      settings: TrainSettings, use_gpu: bool) -> None:
     """``parallelism: jobs``: a :func:`train_alone` task per job left to train (adopted or
     saved models do not count), longest first, at most ``evaluate.num_workers`` in flight, each
-    on one GPU (and a CPU, as a Ray Train worker) or ``cpus_per_worker`` CPUs, retried ``max_failures`` times. Raises the first
-    task's error once its retries are spent."""
+    on one GPU (and a CPU, as a Ray Train worker) or ``cpus_per_worker`` CPUs. A task that
+    fails (its worker lost, or an error such as a storage fault) is retried ``max_failures``
+    times, resuming from its checkpoint; then the others are cancelled and a RuntimeError names
+    the job."""
     untrained = [job for job in jobs if not run.exists(model_path(job["key"]))]
     counts = {split: _count(run, split) for split in {job["split"] for job in untrained}}
     queue = longest_first(untrained, [job_cost(job, settings, counts) for job in untrained])
-    task = train_alone.options(num_cpus=1 if use_gpu else evaluate.cpus_per_worker,
-                               num_gpus=1 if use_gpu else 0,
-                               max_retries=evaluate.max_failures)
-    in_flight: list = []
+    retries = {"max_retries": evaluate.max_failures, "retry_exceptions": True}
+    task = (train_alone_on_gpu.options(num_cpus=1, **retries) if use_gpu
+            else train_alone_on_cpu.options(num_cpus=evaluate.cpus_per_worker, **retries))
+    in_flight: dict = {}
     while queue or in_flight:
         while queue and len(in_flight) < evaluate.num_workers:
-            in_flight.append(task.remote(run.url, queue.pop(0), loop_config))
-        finished, in_flight = ray.wait(in_flight, num_returns=1)
-        ray.get(finished)
+            job = queue.pop(0)
+            in_flight[task.remote(run.url, job, loop_config)] = job["key"]
+        [finished], _ = ray.wait(list(in_flight), num_returns=1)
+        key = in_flight.pop(finished)
+        try:
+            ray.get(finished)
+        except Exception as error:
+            for other in in_flight:
+                ray.cancel(other, force=True)
+            cause = getattr(error, "cause", None) or error  # a task's own exception, no trace
+            raise RuntimeError(f"evaluate: training the classifier of {run.uri('eval', key)} "
+                               f"failed {evaluate.max_failures + 1} times (evaluate."
+                               f"max_failures: {evaluate.max_failures}): "
+                               f"{type(cause).__name__}: {cause}") from error
 
 
 class TestPredictor:
@@ -456,7 +479,7 @@ class TestPredictor:
         self.models = []
         for key in keys:
             state = torch.load(io.BytesIO(self.run.read_bytes(model_path(key))),
-                               weights_only=True)
+                               map_location="cpu", weights_only=True)
             model = build_classifier(classifier["name"], num_classes, classifier["frames"],
                                      classifier["size"], **classifier["options"])
             model.load_state_dict(state["model"])
@@ -524,7 +547,7 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
         spec, _ = classifier_settings(config.evaluate)
         for job in todo:
             state = torch.load(io.BytesIO(run.read_bytes(model_path(job["key"]))),
-                               weights_only=True)
+                               map_location="cpu", weights_only=True)
             metrics = classification_metrics(labels, probabilities[job["key"]],
                                              labels=np.arange(num_classes))
             if state.get("adopted_from") and job["key"] not in adopted:  # adopted, then cut
