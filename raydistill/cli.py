@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--pool", nargs="+", choices=POOLS, help="pools to embed")
     embed.add_argument("--model", help="VideoMAE folder or hub id (default: the run's own tiny "
                                        "classifier, trained first)")
+    embed.add_argument("--score-model", metavar="PATH_OR_ID",
+                       help="classifier whose own-class probabilities score the videos "
+                            "(mae_score, TAC-DT's min_score): a VideoMAE classifier naming the "
+                            "run's classes, or 'run' for the run's own (default: the embedding "
+                            "model's head)")
     _add_common(embed)
 
     select = commands.add_parser("select", help="select videos per class, every (method, VPC, "
@@ -115,7 +120,7 @@ STAGE_FLAGS = {
     "finetune": {"steps": "steps", "num_workers": "num_workers"},
     "generate": {"per_class": "per_class", "guidance": "guidance", "steps": "steps",
                  "scheduler": "scheduler", "num_actors": "num_actors"},
-    "embed": {"pool": "pools", "model": "model"},
+    "embed": {"pool": "pools", "model": "model", "score_model": "score_model"},
     "select": {"method": "methods", "vpc": "vpc", "seeds": "seeds", "pool": "pool"},
     "evaluate": {"method": "methods", "vpc": "vpc", "seeds": "seeds",
                  "classifier": "classifier"},

@@ -443,7 +443,7 @@ class EvaluateConfig:
     (None: ``seeds``). ``preset`` picks the classifier geometry and training defaults (``paper``:
     C3D on 16×112², SGD 500 epochs; ``toy``: 8×32², Adam 30 epochs; see ``classify/``);
     ``classifier_options`` and ``training`` override single fields (e.g.
-    ``training: {epochs: 100, lr: 0.01}``). Ray Train runs ``num_workers`` workers (GPUs when
+    ``training: {epochs: 100, lr: 0.01}``). Training uses ``num_workers`` workers (GPUs when
     ``use_gpu``, None = when the cluster has them; on CPU ``cpus_per_worker`` CPUs and as many
     torch threads each), checkpointing every ``checkpoint_every`` epochs. ``parallelism``:
     ``data`` trains each classifier on all the workers at once (DDP, for large classifiers);

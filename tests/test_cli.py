@@ -2,7 +2,9 @@
 
 import pytest
 
-from raydistill.cli import main
+from raydistill.cli import build_parser, config_from_args, main
+from raydistill.config import RunConfig, from_dict
+from raydistill.runs import RunDir
 
 
 def run_cli(capsys, *argv):
@@ -123,3 +125,13 @@ def test_a_stage_command_on_a_copied_run_works_in_the_copy(tmp_path, capsys, ray
     assert (copy / "_stages" / "decode.json").exists() and list((copy / "clips").iterdir())
     assert not (original / "clips").exists()
     assert not (original / "_stages" / "decode.json").exists()
+
+
+def test_embed_score_model_flag_sets_the_field_of_the_run_copy(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    run.save_config(from_dict(RunConfig, {"run_dir": run.url}))
+    scorer = str(tmp_path / "scorer")
+    args = build_parser().parse_args(["embed", "--run", run.url, "--score-model", scorer])
+    config, stages = config_from_args(args)
+    assert config.embed.score_model == scorer and stages == ["embed"]
+    assert config.run_dir == run.url

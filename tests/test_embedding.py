@@ -199,6 +199,8 @@ def test_a_score_model_that_cannot_score_the_run_classes_is_refused_naming_the_p
         str(tmp_path / "no-head"), CLASSES)
     assert score_model_problem(str(tmp_path / "missing"), CLASSES).startswith(
         f"cannot read {tmp_path / 'missing'} as a VideoMAE")
+    assert "convert it with its class names (python -m raydistill.embedding.videomae_v2" in \
+        score_model_problem(str(tmp_path / "vit_g_k710_ft.pth"), CLASSES)
 
 
 def test_the_embeddings_folder_and_the_recorded_scorer_follow_the_score_model():

@@ -58,6 +58,12 @@ def score_model_problem(source: str, class_names: list[str]) -> str | None:
     that miss some of ``class_names``), or None when it can. Reads its config only."""
     from transformers import VideoMAEConfig
 
+    from raydistill.embedding.videomae_v2 import is_original_checkpoint
+
+    if is_original_checkpoint(source):
+        return (f"{source} is an original VideoMAE V2 checkpoint, whose file names no classes: "
+                "convert it with its class names (python -m raydistill.embedding.videomae_v2 "
+                f"{source} OUT_DIR --classes FILE) and give OUT_DIR")
     try:
         config = VideoMAEConfig.from_pretrained(source)
     except (OSError, ValueError) as error:

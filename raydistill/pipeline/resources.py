@@ -198,7 +198,7 @@ def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Reque
         return requests
     if name == "evaluate":
         test_gpus = 1.0 if cluster.gpus > 0 else 0.0  # the stage decides this from the cluster
-        return [train_request("C3D worker", "evaluate", c.evaluate.use_gpu,
+        return [train_request("classifier worker", "evaluate", c.evaluate.use_gpu,
                               c.evaluate.num_workers, cluster, c.evaluate.cpus_per_worker),
                 Request("test actor", c.evaluate.test_actors,
                         actor_cpus(None if test_gpus else c.evaluate.test_cpus_per_actor,
