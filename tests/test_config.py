@@ -77,9 +77,9 @@ def test_a_runs_saved_config_reads_renamed_methods_under_their_new_names(tmp_pat
     with pytest.raises(ConfigError, match="renamed to 'attention_topk'"):
         load_yaml(text)  # what a user writes is refused with the new name
     config = load_yaml(text, saved=True)
-    assert config.select.methods == ["random", "attention_topk"]
+    assert list(config.select.methods) == ["random", "attention_topk"]
     assert "attention_topk" in config.select.params and "csta" not in config.select.params
-    assert config.evaluate.methods == ["attention_topk"]
+    assert list(config.evaluate.methods) == ["attention_topk"]
     run = RunDir(str(tmp_path / "old"))
     run.write_bytes("config.yaml", text.encode())
-    assert run.load_config().select.methods == ["random", "attention_topk"]
+    assert list(run.load_config().select.methods) == ["random", "attention_topk"]
