@@ -21,11 +21,7 @@ import torch.nn.functional as F
 
 from raydistill.config import SCORE_RUN, EmbedConfig
 from raydistill.embedding.videomae import _normalised_name, class_index_map, embedding_name
-from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.video.decode import sample_indices
-
-FALLBACK_SCORER = OUT_OF_FOLD_SCORER
-"""What ``mae_score`` ranks by when the pool has no classifier scores."""
 
 
 def embeddings_name(embed: EmbedConfig) -> str:

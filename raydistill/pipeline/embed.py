@@ -35,7 +35,7 @@ from raydistill.classify.training import TOY_TRAINING, training_recipe
 from raydistill.config import SCORE_RUN, ConfigError, EmbedConfig, RunConfig
 from raydistill.embedding.c3d import (TOY_C3D_SPEC, C3DEmbedder, c3d_input_shape, save_c3d,
                                       train_c3d_classifier)
-from raydistill.embedding.scorer import (FALLBACK_SCORER, ClassScorer, embeddings_name,
+from raydistill.embedding.scorer import (ClassScorer, embeddings_name,
                                          score_model_problem, scorer_description)
 from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
                                            train_videomae_classifier, videomae_input_shape)
@@ -46,6 +46,7 @@ from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated,
                                         source, task_pool, use_assigned_cpus, worker_node,
                                         worker_nodes, write_rejects_then)
 from raydistill.runs import RunDir
+from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.schema import tensor_array
 from raydistill.video.clips import clips_from_table
 
@@ -212,7 +213,8 @@ def write_scorer_record(run: RunDir, folder: str, embed: EmbedConfig) -> dict:
     described = scorer_description(embed)
     record = {"scorer": described if scored else None, "videos": int(len(scores)),
               "scored": scored,
-              "mae_score": described if scored and scored == len(scores) else FALLBACK_SCORER}
+              "mae_score": (described if scored and scored == len(scores)
+                            else OUT_OF_FOLD_SCORER)}
     run.write_json(f"{folder}/scorer.json", record)
     return record
 

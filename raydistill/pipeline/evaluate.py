@@ -438,15 +438,14 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
 
 def train_jobs_alone(run: RunDir, evaluate: EvaluateConfig, jobs: list[dict], loop_config: dict,
                      settings: TrainSettings, use_gpu: bool) -> None:
-    """``parallelism: jobs``: a :func:`train_alone` task per job left to train (adopted or
-    saved models do not count), longest first, at most ``evaluate.num_workers`` in flight, each
+    """``parallelism: jobs``: a :func:`train_alone` task per job (those without a saved model),
+    longest first, at most ``evaluate.num_workers`` in flight, each
     on one GPU (and a CPU, as a Ray Train worker) or ``cpus_per_worker`` CPUs. A task that
     fails (its worker lost, or an error such as a storage fault) is retried ``max_failures``
     times, resuming from its checkpoint; then the others are cancelled and a RuntimeError names
     the job."""
-    untrained = [job for job in jobs if not run.exists(model_path(job["key"]))]
-    counts = {split: _count(run, split) for split in {job["split"] for job in untrained}}
-    queue = longest_first(untrained, [job_cost(job, settings, counts) for job in untrained])
+    counts = {split: _count(run, split) for split in {job["split"] for job in jobs}}
+    queue = longest_first(jobs, [job_cost(job, settings, counts) for job in jobs])
     retries = {"max_retries": evaluate.max_failures, "retry_exceptions": True}
     task = (train_alone_on_gpu.options(num_cpus=1, **retries) if use_gpu
             else train_alone_on_cpu.options(num_cpus=evaluate.cpus_per_worker, **retries))
@@ -540,8 +539,9 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
             ensure_synthetic_clips(run, config)
         untrained = [job for job in todo if not run.exists(model_path(job["key"]))]
         adopted = adopt_run_classifier(run, config, untrained)
-        if any(job["key"] not in adopted for job in untrained):
-            train_classifiers(run, config, todo, num_classes)  # skips the models that exist
+        to_train = [job for job in untrained if job["key"] not in adopted]
+        if to_train:
+            train_classifiers(run, config, to_train, num_classes)
         labels, probabilities = predict_test_split(run, config, [j["key"] for j in todo],
                                                    num_classes)
         spec, _ = classifier_settings(config.evaluate)
