@@ -112,7 +112,8 @@ def run_embeddings(train_clips: np.ndarray, train_labels: np.ndarray, num_classe
 
 def selector_variants(features: np.ndarray, scores: np.ndarray, latents: np.ndarray | None,
                       fences: list, group_factors: list[float], min_scores: list,
-                      vst_forms: list[str], vst_epochs: int):
+                      vst_forms: list[str], vst_epochs: int,
+                      representatives: tuple[str, ...] = ("centre",)):
     """name → pick(labels, vpc, seed) → row indices: random, TAC-DT per outlier fence (None:
     every video a candidate) × group factor × min score (None: scores ignored), and
     VST-UNet per form (``earlier``: whitened score input, rewards on latents, L2;
@@ -126,10 +127,11 @@ def selector_variants(features: np.ndarray, scores: np.ndarray, latents: np.ndar
         return np.concatenate([rng.choice(np.flatnonzero(labels == c), vpc, replace=False)
                                for c in np.unique(labels)])
 
-    def tac_dt(fence, factor, min_score):
+    def tac_dt(fence, factor, min_score, representative):
         return lambda labels, vpc, seed: TACDTSelector(
             n_per_class=vpc, random_state=seed, outlier_fence=fence, group_factor=factor,
-            min_score=min_score).fit(features, labels, scores).selected_indices_
+            min_score=min_score, representative=representative,
+        ).fit(features, labels, scores).selected_indices_
 
     forms = {"earlier": {"score_input": "whitened", "reward_space": "latents",
                          "rep_distance": "l2"},
@@ -142,9 +144,10 @@ def selector_variants(features: np.ndarray, scores: np.ndarray, latents: np.ndar
             feature_dim=32, norm_groups=4, **forms[form]).fit(latents, labels).selected_indices_
 
     variants = {"random": random_pick}
-    variants.update({f"tac_dt (fence {fence}, groups {factor:g}×VPC, min score {floor})":
-                     tac_dt(fence, factor, floor)
-                     for fence in fences for factor in group_factors for floor in min_scores})
+    variants.update({f"tac_dt (fence {fence}, groups {factor:g}×VPC, min score {floor}, "
+                     f"{representative})": tac_dt(fence, factor, floor, representative)
+                     for fence in fences for factor in group_factors for floor in min_scores
+                     for representative in representatives})
     variants.update({f"vst_unet ({form})": vst(form) for form in vst_forms})
     return variants
 
@@ -193,6 +196,36 @@ def split_validation(clips: np.ndarray, labels: np.ndarray, per_class: int, seed
                            for c in np.unique(labels)])
     kept = np.setdiff1d(np.arange(len(labels)), held)
     return (clips[kept], labels[kept]), (clips[held], labels[held]), kept
+
+
+def fresh_clips(run: RunDir, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """(clips (N, T, H, W, 3) uint8, labels (N,)): ``per_class`` new toy videos of every class,
+    drawn as the run's training videos are drawn (train split, the indices after its
+    ``train_per_class``: seeds no stage of the run has seen), written through the codec and
+    decoded with the run's decode settings. A held-out set as large as wanted that is neither
+    the test split nor any clip the run trained on."""
+    import tempfile
+
+    from raydistill.datasets.toy import class_names, render_video, video_id, video_seed
+    from raydistill.video.decode import decode_clip
+    from raydistill.video.io import encode_video
+
+    config = run.load_config()
+    toy, decode = config.ingest.toy, config.decode
+    clips, labels = [], []
+    names = class_names(toy)
+    with tempfile.TemporaryDirectory() as folder:
+        for label in range(toy.num_classes):
+            for index in range(toy.train_per_class, toy.train_per_class + per_class):
+                rng = np.random.default_rng(video_seed(toy, "train", label, index))
+                frames = render_video(label, toy.num_frames, toy.size, rng, toy.seed)
+                path = os.path.join(folder, f"{video_id(names[label], 'train', index)}.mp4")
+                with open(path, "wb") as handle:
+                    handle.write(encode_video(frames, toy.fps, "mp4"))
+                clips.append(decode_clip(path, decode.num_frames, decode.size,
+                                         decode.frame_interval, decode.frame_start))
+                labels.append(label)
+    return np.stack(clips), np.asarray(labels)
 
 
 def clip_ids(run: RunDir, split: str) -> np.ndarray:
@@ -304,7 +337,8 @@ def generator_then_selectors(run: RunDir, args, train, test, num_classes: int,
     def on_pool(videos, labels):
         features, scores = run_embeddings(*fitted, num_classes, videos, labels)
         variants = selector_variants(features, scores, None, fences, args.tac_group_factors,
-                                     floors, [], args.vst_epochs)
+                                     floors, [], args.vst_epochs,
+                                     tuple(args.tac_representatives))
         print("| VPC | method | top-1 (%) | vs random, paired (points, 95 % CI) | seeds |")
         print("|---|---|---|---|---|")
         print("\n".join(selection_rows((videos, labels), held_out, variants, num_classes,
@@ -324,6 +358,8 @@ def compare_selectors(run: RunDir, args, train, test, num_classes: int,
     fitted, held_out, kept = train, test, np.arange(len(train[1]))
     if args.validation:
         fitted, held_out, kept = split_validation(*train, args.validation, args.seed)
+    elif args.fresh_validation:
+        held_out = fresh_clips(run, args.fresh_validation)
     latents = None
     if args.pool == "real":
         pool = fitted
@@ -339,14 +375,17 @@ def compare_selectors(run: RunDir, args, train, test, num_classes: int,
             latents, _, ids = pool_latents(run, "synthetic")
             same_videos(ids, clip_ids(run, "synthetic"))
     where = (f"{args.validation} training clips per class held out (validation)"
-             if args.validation else "the test split")
+             if args.validation else
+             f"{args.fresh_validation} fresh toy clips per class (validation)"
+             if args.fresh_validation else "the test split")
     print(f"selecting from the {args.pool} pool ({len(pool[1])} videos), read on {where} "
           f"({len(held_out[1])} clips)")
     print("| VPC | method | top-1 (%) | vs random, paired (points, 95 % CI) | seeds |")
     print("|---|---|---|---|---|")
     fences, floors = optional_floats(args.tac_fences), optional_floats(args.tac_min_scores)
     variants = selector_variants(features, scores, latents, fences, args.tac_group_factors,
-                                 floors, args.vst_forms, args.vst_epochs)
+                                 floors, args.vst_forms, args.vst_epochs,
+                                 tuple(args.tac_representatives))
     print("\n".join(selection_rows(pool, held_out, variants, num_classes, evaluation,
                                    args.vpc, args.seeds)))
 
@@ -362,6 +401,10 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=0, metavar="PER_CLASS",
                         help="with --pool: hold out this many training clips per class and read "
                              "the selections on them instead of the test split")
+    parser.add_argument("--fresh-validation", type=int, default=0, metavar="PER_CLASS",
+                        help="with --pool: read the selections on this many new toy clips per "
+                             "class, drawn as training clips the run never saw (the embedding "
+                             "C3D and the pool stay the run's), instead of the test split")
     parser.add_argument("--tac-fences", nargs="+", default=["1.5"],
                         help="with --pool: TAC-DT's outlier_fence values to compare ('none': "
                              "every video a candidate)")
@@ -370,6 +413,9 @@ def main() -> None:
     parser.add_argument("--tac-min-scores", nargs="+", default=["none"],
                         help="with --pool: TAC-DT's min_score values to compare ('none': "
                              "scores ignored)")
+    parser.add_argument("--tac-representatives", nargs="+", default=["centre"],
+                        choices=["centre", "sample", "score"],
+                        help="with --pool: TAC-DT's representative values to compare")
     parser.add_argument("--vst-forms", nargs="*", default=[], choices=["earlier", "paper"],
                         help="with --pool: VST-UNet forms to compare")
     parser.add_argument("--vst-epochs", type=int, default=10)

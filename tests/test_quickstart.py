@@ -13,6 +13,7 @@ from raydistill.config import SELECTION_METHODS, STAGE_NAMES
 from raydistill.embedding.c3d import TOY_C3D_SPEC
 from raydistill.pipeline.evaluate import classifier_settings
 from raydistill.runs import RunDir
+from raydistill.selection.tac_dt import TACDTSelector
 
 sys.path.insert(0, os.path.dirname(__file__))
 from small_quickstart import FLAGS, RUN_NAME, SIZE, load_job  # noqa: E402
@@ -56,6 +57,10 @@ def test_the_default_quickstart_has_a_pool_worth_selecting_from_and_200_test_vid
     assert config.select.seeds >= 5
     assert list(config.select.methods) == ["random", "tac_dt"]
     assert config.embed.run_classifier == "c3d"  # the fidelity table's classifier
+    # TAC-DT filters and ranks by that classifier's own-class scores: valid selector settings
+    tac_dt = TACDTSelector(n_per_class=5, **config.select.params["tac_dt"])
+    tac_dt._check_tac_params()
+    assert tac_dt.min_score is not None and tac_dt.representative == "score"
     assert (config.latents.vae_cpus, config.generate.cpus_per_actor,
             config.evaluate.test_cpus_per_actor) == (job.WORKER_CPUS,) * 3
 

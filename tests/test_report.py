@@ -391,3 +391,17 @@ def test_class_names_from_a_dataset_cannot_change_the_reports_markup(tmp_path):
     assert len(rows) == 2 + len(HOSTILE_CLASSES) + 1  # header, rule, one per class, all
     assert "&lt;script&gt;" in rows[3] and r"\!\[x\]" in rows[4]
     assert run.read_bytes("report/pca_class_0.png").startswith(PNG_SIGNATURE)  # "$" drawn
+
+
+def test_the_report_names_the_selector_settings_the_select_stage_ran_with(tmp_path):
+    run = make_run(tmp_path)
+    write_report(run)
+    assert "Selector settings" not in read_report(run)  # every selector at its defaults
+    run.mark_done("select", {"pool": "synthetic", "embedding": "tiny", "wall_seconds": 4.5},
+                  {"pool": "synthetic",
+                   "params": {"tac_dt": {"min_score": 0.8, "representative": "score"},
+                              "vst_unet": {"epochs": 10}, "herding": {}}})
+    write_report(run)
+    line = next(line for line in read_report(run).splitlines() if "Selector settings" in line)
+    assert line == ("- Selector settings (others at their defaults): TAC-DT: `min_score` 0.8, "
+                    "`representative` score")  # VST-UNet did not run here: not named

@@ -306,7 +306,50 @@ def test_tac_dt_keeps_the_best_scored_when_too_few_videos_reach_min_score():
     assert sorted(picks.tolist()) == sorted([5, 40, len(X) - 1, len(X) - 2])
 
 
+def test_tac_dt_sampling_draws_one_member_of_every_group_and_varies_with_the_seed():
+    X, y, blob = single_class_blobs()  # blobs of 30, 15, 8 and 4 videos
+    draws = [TACDTSelector(n_per_class=4, representative="sample", random_state=seed)
+             .fit(X, y).selected_indices_ for seed in range(6)]
+    for picks in draws:  # one pick per blob, largest blob first, as the centres are
+        np.testing.assert_array_equal(blob[picks], [0, 1, 2, 3])
+    assert len({tuple(picks.tolist()) for picks in draws}) > 1
+    np.testing.assert_array_equal(  # a seed gives the same draw again
+        TACDTSelector(n_per_class=4, representative="sample", random_state=3)
+        .fit(X, y).selected_indices_, draws[3])
+    centres = TACDTSelector(n_per_class=4).fit(X, y).selected_indices_
+    np.testing.assert_array_equal(  # the default picks each group's centre, whatever the seed
+        TACDTSelector(n_per_class=4, random_state=5).fit(X, y).selected_indices_, centres)
+
+
+def test_tac_dt_by_score_picks_the_best_scored_member_of_every_group():
+    X, y, blob = single_class_blobs()  # blobs of 30, 15, 8 and 4 videos
+    scores = np.random.default_rng(0).uniform(0.6, 0.9, len(X))
+    picks = TACDTSelector(n_per_class=4, representative="score", min_score=0.5,
+                          outlier_fence=None).fit(X, y, scores).selected_indices_
+    np.testing.assert_array_equal(blob[picks], [0, 1, 2, 3])
+    for pick in picks:  # every video is a candidate here (no fence)
+        assert scores[pick] == scores[blob == blob[pick]].max()
+    centres = TACDTSelector(n_per_class=4).fit(X, y).selected_indices_
+    np.testing.assert_array_equal(  # without scores: the centres
+        TACDTSelector(n_per_class=4, representative="score").fit(X, y).selected_indices_,
+        centres)
+    low = np.where(blob == 0, 0.1, scores)  # blob 0 fails min_score: its best is not picked
+    kept = TACDTSelector(n_per_class=3, representative="score", min_score=0.5).fit(
+        X, y, low).selected_indices_
+    assert 0 not in blob[kept] and all(low[kept] >= 0.5)
+
+
+def test_tac_dt_sampling_never_draws_an_isolated_video():
+    X, _, blob = blob_pool(0, labels=(0,), n_outliers=3)
+    y = np.zeros(len(X), dtype=int)
+    for seed in range(10):
+        picks = TACDTSelector(n_per_class=1, representative="sample",
+                              random_state=seed).fit(X, y).selected_indices_
+        assert blob[picks[0]] != -1
+
+
 @pytest.mark.parametrize("params, message", [
+    ({"representative": "medoid"}, "representative must be one of centre, sample, score"),
     ({"group_factor": 0.5}, "group_factor must be >= 1"),
     ({"outlier_fence": -1.0}, "outlier_fence must be >= 0 or None"),
     ({"outlier_neighbours": 0}, "outlier_neighbours must be >= 1"),

@@ -107,11 +107,26 @@ def run_info_section(run: RunDir, markers: dict, pool: str, rows: list[ResultRow
              f"- Classifier: {', '.join(classifiers) or 'no evaluation yet'}"]
     if embedding:
         lines.append(f"- Selection embedding: {embedding}")
+    settings = selector_settings(markers, {row.method for row in rows}
+                                 | {method for method, _, _ in selection_files(run, pool)})
+    if settings:
+        lines.append(f"- Selector settings (others at their defaults): {settings}")
     if any(row.method == "mae_score" for row in rows) or any(
             method == "mae_score" for method, _, _ in selection_files(run, pool)):
         lines.append(f"- MAE-Score ranks by: {markdown_text(mae_score_scorer(run, pool, markers))}")
     lines.append(f"- Written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     return "\n".join(lines)
+
+
+def selector_settings(markers: dict, methods: set[str]) -> str:
+    """The ``select.params`` the select stage ran with, for the ``methods`` this report shows,
+    as one Markdown line ("TAC-DT: min_score 0.8, representative score; …"); "" when none."""
+    params = _settings(markers, "select").get("params") or {}
+    parts = [f"{method_label(method)}: " + ", ".join(
+                 f"`{key}` {markdown_text(str(value))}" for key, value in sorted(values.items()))
+             for method, values in sorted(params.items(), key=lambda item: method_sort_key(item[0]))
+             if values and method in methods]
+    return "; ".join(parts)
 
 
 def mae_score_scorer(run: RunDir, pool: str, markers: dict) -> str:

@@ -20,6 +20,10 @@ from raydistill.selection.base import ClassSelector, sklearn_seed
 from raydistill.selection.kcenter import extend_farthest_first
 
 
+REPRESENTATIVES = ("centre", "sample", "score")
+"""Which member of a group TAC-DT picks (see :class:`TACDTSelector`)."""
+
+
 class TACDTSelector(ClassSelector):
     """TAC-DT: one representative video per BIRCH-derived group, VPC groups per class.
 
@@ -43,6 +47,12 @@ class TACDTSelector(ClassSelector):
       groups, or ``ceil(group_factor × VPC)`` groups of which the VPC largest give a
       representative (VPC > 1; see :func:`group_count`); each video belongs to the group of its
       nearest subcluster.
+    - Each group gives the member nearest its centre (``representative="centre"``, the paper's
+      representative), or a member drawn at random with the selector's seed
+      (``representative="sample"``: cluster-stratified sampling, which keeps the spread within
+      a group that a classifier trained on the picks needs; at VPC 1 it is a random
+      non-isolated video), or the member with the highest own-class score
+      (``representative="score"``; the centre's where there are no scores).
     - Representatives are ranked by group size, largest first (ties: lower row index).
       ``selected_scores_`` is the fraction of the candidates in the pick's group. If fewer than
       VPC non-empty groups exist (duplicate embeddings), the remaining picks are filled by
@@ -87,6 +97,9 @@ class TACDTSelector(ClassSelector):
     min_score : float or None
         Videos whose own-class score is below this are not candidates (see above; None: scores
         are not used).
+    representative : str
+        Which member of a group is picked: ``centre`` (nearest its centre; default) or
+        ``sample`` (drawn at random with the seed) or ``score`` (the best scored).
     """
 
     defaults_version = 2
@@ -98,7 +111,7 @@ class TACDTSelector(ClassSelector):
                  threshold_factor: float = 0.5, branching_factor: int = 50,
                  linkage: str = "ward", max_halvings: int = 8, group_factor: float = 1.0,
                  outlier_fence: float | None = 1.5, outlier_neighbours: int = 3,
-                 min_score: float | None = None):
+                 min_score: float | None = None, representative: str = "centre"):
         self.n_per_class = n_per_class
         self.random_state = random_state
         self.n_components = n_components
@@ -111,6 +124,7 @@ class TACDTSelector(ClassSelector):
         self.outlier_fence = outlier_fence
         self.outlier_neighbours = outlier_neighbours
         self.min_score = min_score
+        self.representative = representative
 
     def _select_class(self, X_c, k, rng, scores_c):
         self._check_tac_params()
@@ -118,13 +132,21 @@ class TACDTSelector(ClassSelector):
             return _keep_all(X_c)
         recognised = self.recognised(scores_c, k)
         if recognised is not None:
-            picks, scores = self._select_class(X_c[recognised], k, rng, None)
+            kept = X_c[recognised]
+            picks, scores = (_keep_all(kept) if k >= len(kept) else
+                             self._pick(kept, k, rng, np.asarray(scores_c)[recognised]))
             return recognised[picks], scores
+        return self._pick(X_c, k, rng, scores_c)
+
+    def _pick(self, X_c, k, rng, scores_c):
         Z = self.reduce(X_c, rng)
         candidates = self.candidates(Z, k)
         groups = self.group(Z[candidates],
                             group_count(k, len(candidates), float(self.group_factor)))
-        picks, scores = _representatives(Z[candidates], groups, k)
+        draw = rng if self.representative == "sample" else None
+        preference = (None if self.representative != "score" or scores_c is None
+                      else np.asarray(scores_c, dtype=np.float64)[candidates])
+        picks, scores = _representatives(Z[candidates], groups, k, draw, preference)
         return candidates[picks], scores
 
     def recognised(self, scores_c: np.ndarray | None, k: int) -> np.ndarray | None:
@@ -193,6 +215,9 @@ class TACDTSelector(ClassSelector):
             raise ValueError(f"group_factor must be >= 1, got {self.group_factor!r}")
         if self.min_score is not None and not 0 <= float(self.min_score) <= 1:
             raise ValueError(f"min_score must be in [0, 1] or None, got {self.min_score!r}")
+        if self.representative not in REPRESENTATIVES:
+            raise ValueError(f"representative must be one of {', '.join(REPRESENTATIVES)}, "
+                             f"got {self.representative!r}")
         if int(self.max_halvings) < 0:
             raise ValueError(f"max_halvings must be >= 0, got {self.max_halvings!r}")
 
@@ -229,15 +254,23 @@ def median_nearest_neighbour_distance(Z: np.ndarray) -> float:
     return float(np.median(distances[:, 1]))
 
 
-def _representatives(Z: np.ndarray, groups: np.ndarray, k: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """One member per group (nearest its centre), groups ranked by size, filled up to k picks."""
+def _representatives(Z: np.ndarray, groups: np.ndarray, k: int,
+                     draw: np.random.Generator | None = None,
+                     preference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One member per group (nearest its centre; drawn with ``draw``, or the highest
+    ``preference`` (n,), when given), groups ranked by size, filled up to k picks."""
     picks, sizes = [], []
     for group in np.unique(groups):
         members = np.flatnonzero(groups == group)
-        centre = Z[members].mean(axis=0)
-        nearest = members[np.argmin(np.linalg.norm(Z[members] - centre, axis=1))]
-        picks.append(int(nearest))
+        if draw is not None:
+            picks.append(int(draw.choice(members)))
+            sizes.append(len(members))
+            continue
+        distance = np.linalg.norm(Z[members] - Z[members].mean(axis=0), axis=1)
+        # lexsort: the last key sorts first (highest preference), ties go to the centre's.
+        order = (np.argsort(distance, kind="stable") if preference is None
+                 else np.lexsort((distance, -preference[members])))
+        picks.append(int(members[order[0]]))
         sizes.append(len(members))
     order = sorted(range(len(picks)), key=lambda i: (-sizes[i], picks[i]))[:k]
     picks = [picks[i] for i in order]
