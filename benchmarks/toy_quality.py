@@ -211,6 +211,9 @@ def fresh_clips(run: RunDir, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     from raydistill.video.io import encode_video
 
     config = run.load_config()
+    if config.ingest.dataset != "toy":
+        raise SystemExit(f"--fresh-validation draws new toy clips; {run.url} is a "
+                         f"{config.ingest.dataset} run")
     toy, decode = config.ingest.toy, config.decode
     clips, labels = [], []
     names = class_names(toy)
@@ -434,6 +437,8 @@ def main() -> None:
                         "a tiny VAE this many steps for the latents instead of the run's")
     parser.add_argument("--vpc", type=int, nargs="+", default=[1, 5], help="VPCs of --pool")
     args = parser.parse_args()
+    if args.fresh_validation and (args.validation or not args.pool):
+        parser.error("--fresh-validation reads a --pool comparison; it replaces --validation")
     torch.set_num_threads(os.cpu_count() or 1)
     run = RunDir(args.run)
     train, test = load_clips(run, "train"), load_clips(run, "test")

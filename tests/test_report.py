@@ -393,15 +393,22 @@ def test_class_names_from_a_dataset_cannot_change_the_reports_markup(tmp_path):
     assert run.read_bytes("report/pca_class_0.png").startswith(PNG_SIGNATURE)  # "$" drawn
 
 
-def test_the_report_names_the_selector_settings_the_select_stage_ran_with(tmp_path):
+def test_the_report_names_the_selector_settings_each_selection_was_made_with(tmp_path):
     run = make_run(tmp_path)
     write_report(run)
-    assert "Selector settings" not in read_report(run)  # every selector at its defaults
-    run.mark_done("select", {"pool": "synthetic", "embedding": "tiny", "wall_seconds": 4.5},
-                  {"pool": "synthetic",
-                   "params": {"tac_dt": {"min_score": 0.8, "representative": "score"},
-                              "vst_unet": {"epochs": 10}, "herding": {}}})
+    assert "Selector settings" not in read_report(run)  # no record: nothing to name
+    run.write_json("selection/synthetic/kcenter/settings.json",
+                   {"defaults_version": 1, "embedding": "tiny", "params": {}})
+    run.write_json("selection/synthetic/tac_dt/settings.json",
+                   {"defaults_version": 2, "embedding": "tiny",
+                    "params": {"min_score": 0.8, "representative": "score",
+                               "outlier_fence": None}})
+    run.write_json("selection/synthetic/vst_unet/settings.json",  # no VST-UNet selections here
+                   {"defaults_version": 1, "embedding": "tiny", "params": {"epochs": 10}})
+    # a later select run of other methods, without params, does not hide TAC-DT's
+    run.mark_done("select", {"pool": "synthetic", "embedding": "tiny", "wall_seconds": 1.0},
+                  {"pool": "synthetic", "methods": ["random"], "params": {}})
     write_report(run)
     line = next(line for line in read_report(run).splitlines() if "Selector settings" in line)
     assert line == ("- Selector settings (others at their defaults): TAC-DT: `min_score` 0.8, "
-                    "`representative` score")  # VST-UNet did not run here: not named
+                    "`outlier_fence` null, `representative` score")

@@ -333,10 +333,12 @@ def test_tac_dt_by_score_picks_the_best_scored_member_of_every_group():
     np.testing.assert_array_equal(  # without scores: the centres
         TACDTSelector(n_per_class=4, representative="score").fit(X, y).selected_indices_,
         centres)
-    low = np.where(blob == 0, 0.1, scores)  # blob 0 fails min_score: its best is not picked
-    kept = TACDTSelector(n_per_class=3, representative="score", min_score=0.5).fit(
-        X, y, low).selected_indices_
-    assert 0 not in blob[kept] and all(low[kept] >= 0.5)
+    low = np.where(blob == 0, 0.1, scores)  # blob 0 fails min_score: the other three remain
+    kept = TACDTSelector(n_per_class=3, representative="score", min_score=0.5,
+                         outlier_fence=None).fit(X, y, low).selected_indices_
+    np.testing.assert_array_equal(blob[kept], [1, 2, 3])
+    for pick in kept:  # still the best scored of its blob, not the centre
+        assert low[pick] == low[blob == blob[pick]].max()
 
 
 def test_tac_dt_sampling_never_draws_an_isolated_video():

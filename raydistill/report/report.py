@@ -7,6 +7,7 @@ in the report, never an exception.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -107,7 +108,7 @@ def run_info_section(run: RunDir, markers: dict, pool: str, rows: list[ResultRow
              f"- Classifier: {', '.join(classifiers) or 'no evaluation yet'}"]
     if embedding:
         lines.append(f"- Selection embedding: {embedding}")
-    settings = selector_settings(markers, {row.method for row in rows}
+    settings = selector_settings(run, pool, {row.method for row in rows}
                                  | {method for method, _, _ in selection_files(run, pool)})
     if settings:
         lines.append(f"- Selector settings (others at their defaults): {settings}")
@@ -118,14 +119,20 @@ def run_info_section(run: RunDir, markers: dict, pool: str, rows: list[ResultRow
     return "\n".join(lines)
 
 
-def selector_settings(markers: dict, methods: set[str]) -> str:
-    """The ``select.params`` the select stage ran with, for the ``methods`` this report shows,
-    as one Markdown line ("TAC-DT: min_score 0.8, representative score; …"); "" when none."""
-    params = _settings(markers, "select").get("params") or {}
-    parts = [f"{method_label(method)}: " + ", ".join(
-                 f"`{key}` {markdown_text(str(value))}" for key, value in sorted(values.items()))
-             for method, values in sorted(params.items(), key=lambda item: method_sort_key(item[0]))
-             if values and method in methods]
+def selector_settings(run: RunDir, pool: str, methods: set[str]) -> str:
+    """The parameters each of ``methods`` selected the pool with, beside its defaults, from
+    the record the select stage keeps per method (``selection/{pool}/{method}/settings.json``),
+    as one Markdown line ("TAC-DT: `min_score` 0.8, `representative` score; …"); "" when
+    every method ran at its defaults."""
+    parts = []
+    for method in sorted(methods, key=method_sort_key):
+        record = f"selection/{pool}/{method}/settings.json"
+        params = run.read_json(record).get("params") if run.exists(record) else None
+        if isinstance(params, dict) and params:
+            parts.append(f"{markdown_text(method_label(method))}: " + ", ".join(
+                f"{markdown_code(key)} "
+                f"{markdown_text(value if isinstance(value, str) else json.dumps(value))}"
+                for key, value in sorted(params.items())))
     return "; ".join(parts)
 
 

@@ -3,7 +3,8 @@
 Per class: the class's VideoMAE embeddings ``f_c`` (n_c, D) → (optional standardisation) → PCA →
 isolated videos set aside → BIRCH subclusters → a global agglomerative step that merges the
 subclusters into VPC groups (as TAC-SUM does through ``Birch(n_clusters=int)``) → one
-representative per group, the member closest to its group's centre.
+representative per group: the member closest to its group's centre (the paper), or optionally
+the best-scored member or one drawn at random (``representative``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class TACDTSelector(ClassSelector):
     n_per_class : int
         Videos per class (VPC).
     random_state : int or None
-        Seeds PCA's randomized solver when scikit-learn picks it.
+        Seeds PCA's randomized solver when scikit-learn picks it, and the draws of
+        ``representative="sample"``.
     n_components : int
         PCA dimensions before capping (default 32).
     standardize : bool
@@ -95,8 +97,8 @@ class TACDTSelector(ClassSelector):
     max_halvings : int
         How often the threshold may be halved to reach VPC subclusters (default 8).
     min_score : float or None
-        Videos whose own-class score is below this are not candidates (see above; None: scores
-        are not used).
+        Videos whose own-class score is below this are not candidates (see above; None: no
+        video is set aside for its score, though ``representative="score"`` still ranks by it).
     representative : str
         Which member of a group is picked: ``centre`` (nearest its centre; default) or
         ``sample`` (drawn at random with the seed) or ``score`` (the best scored).
