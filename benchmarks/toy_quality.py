@@ -266,7 +266,7 @@ def generator_rows(run: RunDir, seeds: list[int], steps: int | None, test, num_c
     from raydistill.embedding.c3d import load_c3d
     from raydistill.generation.diffusion import sample_latents
     from raydistill.generation.training import build_model, ema_model, new_state, train_step
-    from raydistill.pipeline.embed import run_model_dir
+    from raydistill.layout import run_model_dir
     from raydistill.pipeline.vst import pool_latents
 
     config = run.load_config()

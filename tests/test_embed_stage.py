@@ -13,7 +13,7 @@ from raydistill.datasets.toy import class_names as toy_class_names
 from raydistill.embedding.videomae import tiny_videomae_config
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.pipeline.run import run_stages
-from raydistill.pipeline.select import selection_path
+from raydistill.layout import selection_path
 from raydistill.runs import RunDir
 from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 

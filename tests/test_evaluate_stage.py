@@ -14,15 +14,14 @@ from raydistill.classify.metrics import classification_metrics
 from raydistill.config import ConfigError, RunConfig, from_dict, with_overrides
 from raydistill.classify.training import training_recipe
 from raydistill.embedding.c3d import TOY_C3D_SPEC, save_c3d, train_c3d_classifier
-from raydistill.pipeline.embed import run_model_dir
 from raydistill.classify.training import make_optimizer, make_scheduler
+from raydistill.layout import (eval_checkpoint_path, eval_metrics_path, eval_model_path,
+                               run_model_dir, selection_path)
 from raydistill.pipeline.evaluate import (RunDirCheckpoints, adopt_run_classifier,
-                                          checkpoint_path, classifier_settings, load_clips,
-                                          longest_first,
-                                          metrics_path, model_path, validate_evaluation)
+                                          classifier_settings, load_clips, longest_first,
+                                          validate_evaluation)
 from raydistill.runs import RunDir
 from raydistill.pipeline.run import run_stages
-from raydistill.pipeline.select import selection_path
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]
 
@@ -75,7 +74,7 @@ def test_every_selection_and_the_full_real_bound_get_test_metrics(evaluated):
     _, run = evaluated
     for key, videos in [("full_real/seed=0", 12), ("real/random/vpc=1/seed=0", 3),
                         ("real/random/vpc=2/seed=0", 6)]:
-        metrics = run.read_json(metrics_path(key))
+        metrics = run.read_json(eval_metrics_path(key))
         assert metrics["train_videos"] == videos and metrics["test_videos"] == 6
         assert all(0 <= metrics[name] <= 1 for name in ("top1", "top5", "auc", "f1"))
         assert metrics["top5"] == 1.0  # 3 classes: top-5 holds every class
@@ -92,7 +91,7 @@ def test_ray_train_and_ray_data_give_what_an_in_process_fit_gives(evaluated):
     test_clips, test_labels = load_clips(run, "test")
     expected = classification_metrics(test_labels, predict(model, test_clips),
                                       labels=np.arange(3))
-    metrics = run.read_json(metrics_path("full_real/seed=0"))
+    metrics = run.read_json(eval_metrics_path("full_real/seed=0"))
     for name in ("top1", "auc", "f1"):
         assert metrics[name] == pytest.approx(expected[name], abs=1e-6)
 
@@ -117,7 +116,7 @@ def test_evaluate_adopts_the_embedding_c3d_only_where_its_recipe_is_the_jobs(eva
             {"key": "real/random/vpc=1/seed=0", "split": "train", "ids": some_ids, "seed": 0}]
 
     assert adopt_run_classifier(copy, config, jobs) == ["full_real/seed=0"]
-    adopted = torch.load(io.BytesIO(copy.read_bytes(model_path("full_real/seed=0"))),
+    adopted = torch.load(io.BytesIO(copy.read_bytes(eval_model_path("full_real/seed=0"))),
                          weights_only=True)
     assert adopted["history"] == history and adopted["seconds"] == 1.5
     assert all(torch.equal(adopted["model"][name], value)
@@ -132,11 +131,11 @@ def test_evaluate_adopts_the_embedding_c3d_only_where_its_recipe_is_the_jobs(eva
 
 def test_rerun_trains_only_the_new_seed(evaluated):
     config, run = evaluated
-    before = run.read_bytes(metrics_path("real/random/vpc=1/seed=0"))
+    before = run.read_bytes(eval_metrics_path("real/random/vpc=1/seed=0"))
     run_stages(with_overrides(config, {"evaluate": {"seeds": 2}}), ["evaluate"])
     assert run.stage_summary("evaluate")["trained_now"] == 2  # vpc 1 and 2 of seed 1
-    assert run.read_bytes(metrics_path("real/random/vpc=1/seed=0")) == before
-    assert run.exists(metrics_path("real/random/vpc=2/seed=1"))
+    assert run.read_bytes(eval_metrics_path("real/random/vpc=1/seed=0")) == before
+    assert run.exists(eval_metrics_path("real/random/vpc=2/seed=1"))
 
 
 def test_report_shows_the_results_table_and_its_figures(evaluated):
@@ -173,8 +172,8 @@ def test_two_data_parallel_workers_train_a_classifier(tmp_path):
     run = run_stages(config, ["ingest", "decode"])
     fake_selections(run, seeds=1)
     run_stages(config, ["evaluate"])
-    assert run.read_json(metrics_path("real/random/vpc=2/seed=0"))["train_videos"] == 6
-    assert run.read_json(metrics_path("full_real/seed=0"))["test_videos"] == 6
+    assert run.read_json(eval_metrics_path("real/random/vpc=2/seed=0"))["train_videos"] == 6
+    assert run.read_json(eval_metrics_path("full_real/seed=0"))["test_videos"] == 6
 
 
 def test_jobs_parallelism_trains_each_classifier_as_one_worker_would(evaluated, tmp_path):
@@ -191,14 +190,14 @@ def test_jobs_parallelism_trains_each_classifier_as_one_worker_would(evaluated, 
 
     keys = ["full_real/seed=0", "real/random/vpc=1/seed=0", "real/random/vpc=2/seed=0"]
     for key in keys:  # the fixture's run: one worker of 1 CPU, data-parallel mode
-        mine = torch.load(io.BytesIO(copy.read_bytes(model_path(key))), weights_only=True)
-        theirs = torch.load(io.BytesIO(run.read_bytes(model_path(key))), weights_only=True)
+        mine = torch.load(io.BytesIO(copy.read_bytes(eval_model_path(key))), weights_only=True)
+        theirs = torch.load(io.BytesIO(run.read_bytes(eval_model_path(key))), weights_only=True)
         assert mine["history"] == theirs["history"], key
         assert all(torch.equal(value, theirs["model"][name])
                    for name, value in mine["model"].items()), key
-        assert copy.read_json(metrics_path(key))["top1"] == run.read_json(
-            metrics_path(key))["top1"]
-        assert not copy.exists(checkpoint_path(key))  # deleted once the model is saved
+        assert copy.read_json(eval_metrics_path(key))["top1"] == run.read_json(
+            eval_metrics_path(key))["top1"]
+        assert not copy.exists(eval_checkpoint_path(key))  # deleted once the model is saved
 
 
 def test_jobs_start_longest_first_ties_in_job_order():
@@ -228,7 +227,7 @@ def test_a_job_checkpoint_in_the_run_restores_what_was_saved_and_goes_when_done(
     generator.manual_seed(7)
     history = [{"epoch": 1, "loss": 1.5, "lr": 0.002}, {"epoch": 2, "loss": 1.2, "lr": 0.002}]
     checkpoints.save(model, optimizer, scheduler, generator, history)
-    assert run.exists(checkpoint_path("real/random/vpc=1/seed=0"))
+    assert run.exists(eval_checkpoint_path("real/random/vpc=1/seed=0"))
 
     restored = fresh()
     epoch, saved_history = RunDirCheckpoints(run, "real/random/vpc=1/seed=0").restore(*restored)
@@ -238,7 +237,7 @@ def test_a_job_checkpoint_in_the_run_restores_what_was_saved_and_goes_when_done(
     assert restored[1].state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
     assert torch.equal(restored[3].get_state(), generator.get_state())
     checkpoints.finish()
-    assert not run.exists(checkpoint_path("real/random/vpc=1/seed=0"))
+    assert not run.exists(eval_checkpoint_path("real/random/vpc=1/seed=0"))
 
 
 def test_a_job_checkpoint_written_under_another_recipe_is_not_resumed(tmp_path):
@@ -251,7 +250,7 @@ def test_a_job_checkpoint_written_under_another_recipe_is_not_resumed(tmp_path):
         model, optimizer, None, None, [{"epoch": 3, "loss": 1.0, "lr": 0.002}])
     other = RunDirCheckpoints(run, key, {"training": {"epochs": 60}})
     assert other.restore(model, optimizer, None, None) == (0, [])
-    assert not run.exists(checkpoint_path(key))  # the stale one is gone
+    assert not run.exists(eval_checkpoint_path(key))  # the stale one is gone
 
 
 def test_a_classifier_task_that_keeps_failing_stops_the_stage_naming_its_job(evaluated,

@@ -13,7 +13,7 @@ from raydistill.pipeline.finetune import untrained_parts
 from raydistill.runs import RunDir
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.pipeline.run import run_stages
-from raydistill.pipeline.select import selection_path
+from raydistill.layout import selection_path
 from raydistill.video import decode_clip, probe_video
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]

@@ -6,8 +6,8 @@ import pytest
 from raydistill.config import ConfigError, RunConfig, from_dict, with_overrides
 from raydistill.pipeline.embed import embedding_table
 from raydistill.pipeline.run import run_stages
-from raydistill.pipeline.select import (fan_out, prepared_scores, select_classes,
-                                        selection_jobs, selection_path)
+from raydistill.layout import selection_path
+from raydistill.pipeline.select import fan_out, prepared_scores, select_classes, selection_jobs
 from raydistill.runs import RunDir
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 from raydistill.config import ConfigError, RunConfig, from_dict
-from raydistill.pipeline.embed import embedding_table, embeddings_folder
+from raydistill.layout import embeddings_folder, sweep_folder
+from raydistill.pipeline.embed import embedding_table
 from raydistill.pipeline.latents import latent_table
 from raydistill.pipeline.run import run_stages
 from raydistill.pipeline.tune import (METRIC, SweepConfig, carve_validation, check_sweep,
-                                      search_space, sweep_data, sweep_folder)
+                                      search_space, sweep_data)
 from raydistill.pipeline.tune_job import tune_command
 from raydistill.runs import RunDir
 

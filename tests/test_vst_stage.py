@@ -11,10 +11,9 @@ import torch
 from raydistill.config import RunConfig, from_dict, with_overrides
 from raydistill.pipeline.latents import latent_table
 from raydistill.pipeline.run import requirements, run_stages
-from raydistill.pipeline.select import selection_path
+from raydistill.layout import selection_path, vst_model_path
 from raydistill.pipeline import vst
-from raydistill.pipeline.vst import (model_path, rank_classes, select_with_models,
-                                     selector_for)
+from raydistill.pipeline.vst import rank_classes, select_with_models, selector_for
 from raydistill.runs import RunDir
 from raydistill.selection import VSTUNetSelector
 from raydistill.selection.vst_selector import build_model
@@ -79,7 +78,7 @@ def test_stage_selects_like_the_in_process_selector(tmp_path):
     latents, labels, ids = planted_latents()
     for vpc in (1, 2):
         for seed in (0, 1):
-            assert run.exists(model_path("real", vpc, seed))
+            assert run.exists(vst_model_path("real", vpc, seed))
             selector = VSTUNetSelector(n_per_class=vpc, random_state=seed, **TINY)
             expected = [ids[i] for i in selector.fit(latents, labels).selected_indices_]
             assert picked_ids(run, vpc, seed) == expected
@@ -94,13 +93,13 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     run = run_with_latents(config)
     run_stages(config, ["select"])
     # As if the job died after the epoch-2 checkpoint of a 4-epoch training.
-    os.remove(run.path(model_path("real", 2, 0)))
+    os.remove(run.path(vst_model_path("real", 2, 0)))
     os.remove(run.path(selection_path("real", "vst_unet", 2, 0)))
     os.remove(run.path("selection/real/vst_unet/settings.json"))
     longer = with_overrides(config, {"select": {"params": {"vst_unet": {"epochs": 4}}}})
     run_stages(longer, ["select"])
     import torch
-    history = torch.load(run.path(model_path("real", 2, 0)))["history"]
+    history = torch.load(run.path(vst_model_path("real", 2, 0)))["history"]
     assert len(history) == 4
     latents, labels, ids = planted_latents()
     selector = VSTUNetSelector(n_per_class=2, random_state=0, **{**TINY, "epochs": 4})
@@ -127,7 +126,7 @@ def test_two_data_parallel_workers_train_and_select_vpc_per_class(tmp_path):
     run = run_with_latents(config)
     run_stages(config, ["select"])
     import torch
-    assert len(torch.load(run.path(model_path("real", 2, 0)))["history"]) == 2
+    assert len(torch.load(run.path(vst_model_path("real", 2, 0)))["history"]) == 2
     picked = run.read_table(selection_path("real", "vst_unet", 2, 0)).to_pylist()
     assert sorted(row["label"] for row in picked) == [0, 0, 1, 1, 2, 2]
 
@@ -148,7 +147,7 @@ def test_scores_do_not_depend_on_the_drivers_thread_count(tmp_path, monkeypatch)
     model = build_model(config, seed=0)
     buffer = io.BytesIO()
     torch.save({"config": dataclasses.asdict(config), "model": model.state_dict()}, buffer)
-    run.write_bytes(model_path("real", 2, 0), buffer.getvalue())
+    run.write_bytes(vst_model_path("real", 2, 0), buffer.getvalue())
     scored_with = []
     original = vst.score_classes
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from raydistill.layout import run_model_name
+
 if TYPE_CHECKING:
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
 
@@ -33,7 +35,7 @@ def embedding_name(model_source: str | None, run_classifier: str = "videomae") -
     ``{run_classifier}-run`` (``videomae-run``, ``c3d-run``) for the classifier trained inside
     the run (``model_source`` None)."""
     if model_source is None:
-        return f"{run_classifier}-run"
+        return run_model_name(run_classifier)
     last = model_source.rstrip("/").split("/")[-1]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", last) or "model"
 

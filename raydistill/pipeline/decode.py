@@ -21,6 +21,7 @@ import pyarrow as pa
 import ray
 
 from raydistill.config import DecodeConfig, RunConfig, frame_sampling
+from raydistill.layout import CLIPS_FOLDER, MANIFEST
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
                                         missing_shards, prepare_output, shard_path, shard_plan,
                                         source, task_pool, write_rejects_then)
@@ -28,7 +29,6 @@ from raydistill.runs import RunDir
 from raydistill.video.clips import clips_table, decode_batch
 
 STAGE = "decode"
-FOLDER = "clips"
 
 
 def clip_dataset(manifest: pa.Table, decode: DecodeConfig, rows_per_block: int = 8,
@@ -62,7 +62,7 @@ def write_clip_shards(batch: dict, run_url: str) -> dict:
         table = clips_table({"video_id": ids, "label": np.asarray(labels, np.int32),
                              "split": [split] * len(ids), "clip": np.asarray(clips),
                              "error": [""] * len(ids)})
-        write_rejects_then(run, shard_path(FOLDER, split, int(index)), rejects, table)
+        write_rejects_then(run, shard_path(CLIPS_FOLDER, split, int(index)), rejects, table)
     return {"split": batch["split"], "index": batch["index"]}
 
 
@@ -76,10 +76,10 @@ def run_decode(run: RunDir, config: RunConfig, decode_fn=decode_shards) -> dict:
     """
     started = time.time()
     decode = config.decode
-    manifest = run.read_table("manifest.parquet")
+    manifest = run.read_table(MANIFEST)
     plan, todo = write_clip_cache(run, manifest, decode, decode_fn)
-    rejects = collect_rejects(run, plan, FOLDER)
-    run.write_table(f"{FOLDER}/rejects.parquet", rejects)
+    rejects = collect_rejects(run, plan, CLIPS_FOLDER)
+    run.write_table(f"{CLIPS_FOLDER}/rejects.parquet", rejects)
     summary = {"shards": len(plan), "shards_decoded_now": len(todo),
                "clips": manifest.num_rows - rejects.num_rows, "decode_errors": rejects.num_rows,
                "num_frames": decode.num_frames, "size": decode.size, **frame_sampling(decode),
@@ -97,10 +97,10 @@ def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
 
     Returns the shard plan and the items decoded now.
     """
-    prepare_output(run, FOLDER, {"num_frames": decode.num_frames, "size": decode.size,
+    prepare_output(run, CLIPS_FOLDER, {"num_frames": decode.num_frames, "size": decode.size,
                                  "shard_size": decode.shard_size, **frame_sampling(decode)})
     plan = shard_plan(videos, decode.shard_size)
-    todo = missing_shards(run, plan, FOLDER)
+    todo = missing_shards(run, plan, CLIPS_FOLDER)
     if todo:
         try:
             # One shard per task, decoded and written in plain CPU tasks (the two maps fuse);
@@ -116,7 +116,7 @@ def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
         except Exception as error:  # Ray Data wraps the worker's death in its own errors
             print(f"decode: a task failed ({type(error).__name__}); decoding the remaining "
                   "shards one file per task", flush=True)
-            for item in missing_shards(run, plan, FOLDER):
+            for item in missing_shards(run, plan, CLIPS_FOLDER):
                 write_clip_shards(decode_shard_isolated(item, decode.num_frames, decode.size,
                                                         decode_fn, frame_sampling(decode)),
                                   run.url)

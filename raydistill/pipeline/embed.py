@@ -37,8 +37,10 @@ from raydistill.embedding.c3d import (TOY_C3D_SPEC, C3DEmbedder, c3d_input_shape
                                       train_c3d_classifier)
 from raydistill.embedding.scorer import (ClassScorer, embeddings_name,
                                          score_model_problem, scorer_description)
-from raydistill.embedding.videomae import (VideoMAEEmbedder, embedding_name,
-                                           train_videomae_classifier, videomae_input_shape)
+from raydistill.embedding.videomae import (VideoMAEEmbedder, train_videomae_classifier,
+                                           videomae_input_shape)
+from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, clips_folder, embeddings_folder,
+                               run_model_dir)
 from raydistill.pipeline.resources import actor_cpus
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated,
                                         decode_shards, gpus_per_actor, missing_shards,
@@ -53,24 +55,13 @@ from raydistill.video.clips import clips_from_table
 STAGE = "embed"
 
 
-def run_model_dir(run_classifier: str) -> str:
-    """Run-relative folder of the classifier trained inside the run (``embed/videomae-run``,
-    ``embed/c3d-run``)."""
-    return f"embed/{embedding_name(None, run_classifier)}"
-
-
-def embeddings_folder(pool: str, model_name: str) -> str:
-    """Run-relative folder of a pool's embeddings by one model."""
-    return f"embeddings/{pool}/{model_name}"
-
-
 def pool_videos(run: RunDir, pool: str) -> pa.Table:
     """The videos of a pool (``video_id, path, label, split``), sorted by id."""
     if pool == "real":
-        manifest = run.read_table("manifest.parquet")
+        manifest = run.read_table(MANIFEST)
         table = manifest.filter(pc.equal(manifest["split"], "train"))
     else:
-        table = run.read_table("synthetic/manifest.parquet")
+        table = run.read_table(SYNTHETIC_MANIFEST)
         table = table.append_column("split", pa.array(["synthetic"] * table.num_rows))
     return table.select(["video_id", "path", "label", "split"]).sort_by("video_id")
 
@@ -130,7 +121,7 @@ class EmbeddingShardWriter:
             embedded = self.embedder(np.asarray(clips), np.asarray(labels, np.int64))
             if self.scorer is not None:
                 embedded.update(self.scorer(np.asarray(clips), np.asarray(labels, np.int64)))
-            write_rejects_then(self.run, shard_path(f"embeddings/{self.pool}", model_name,
+            write_rejects_then(self.run, shard_path(embeddings_folder(self.pool), model_name,
                                                     int(index)),
                                rejects, embedding_table(ids, labels, embedded))
         return {"index": batch["index"], "node_id": [worker_node()] * len(batch["index"])}
@@ -147,7 +138,7 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict
     run = RunDir(run_url)
     # In video-id order, as the evaluate stage loads them: a full-real classifier with the same
     # recipe is then this very model, and evaluate adopts it instead of training it again.
-    table = pa.concat_tables([run.read_table(path) for path in shard_files(run, "clips/train")]
+    table = pa.concat_tables([run.read_table(path) for path in shard_files(run, clips_folder("train"))]
                              ).sort_by("video_id")
     clips = clips_from_table(table)
     labels = np.asarray(table.column("label").to_pylist(), np.int64)
@@ -231,9 +222,9 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
                                  "shard_size": embed.shard_size, "frames": frames, "size": size,
                                  **scoring})
     plan = shard_plan(pool_videos(run, pool), embed.shard_size)
-    for item in plan:  # shard_path(f"embeddings/{pool}", model, i) is the folder's shard i
+    for item in plan:  # shard_path(embeddings_folder(pool), model, i) is the folder's shard i
         item["split"] = model_name
-    todo = missing_shards(run, plan, f"embeddings/{pool}")
+    todo = missing_shards(run, plan, embeddings_folder(pool))
     writer_kwargs = {"run_url": run.url, "pool": pool, "model": embed.model,
                      "class_names": class_names, "features": embed.features,
                      "batch_size": embed.batch_size, "run_classifier": embed.run_classifier,
@@ -257,10 +248,10 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
             print(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
                   "shards one file per task", flush=True)
             writer = EmbeddingShardWriter(**writer_kwargs)
-            for item in missing_shards(run, plan, f"embeddings/{pool}"):
+            for item in missing_shards(run, plan, embeddings_folder(pool)):
                 writer(decode_shard_isolated(item, frames, size))
             nodes = [worker_node()]
-    rejects = collect_rejects(run, plan, f"embeddings/{pool}")
+    rejects = collect_rejects(run, plan, embeddings_folder(pool))
     videos = sum(len(json.loads(item["rows"])) for item in plan)
     scorer = write_scorer_record(run, folder, embed)
     return {"folder": folder, "videos": videos - rejects.num_rows, "shards": len(plan),

@@ -54,9 +54,11 @@ from raydistill.config import ConfigError, EvaluateConfig
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.c3d import MODEL_FILE as C3D_MODEL_FILE
 from raydistill.embedding.c3d import read_c3d_state
+from raydistill.layout import (EVAL_FOLDER, MANIFEST, SYNTHETIC_MANIFEST, BoundKey,
+                               SelectionKey, clips_folder, eval_checkpoint_path,
+                               eval_metrics_path, eval_model_path, run_model_dir,
+                               selection_path)
 from raydistill.pipeline.decode import write_clip_cache
-from raydistill.pipeline.embed import run_model_dir
-from raydistill.pipeline.select import selection_path
 from raydistill.pipeline.resources import actor_cpus
 from raydistill.pipeline.shards import shard_files, source, use_assigned_cpus
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
@@ -64,21 +66,6 @@ from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
 
 STAGE = "evaluate"
-
-
-def metrics_path(key: str) -> str:
-    """Run-relative path of a job's test metrics."""
-    return f"eval/{key}/metrics.json"
-
-
-def checkpoint_path(key: str) -> str:
-    """Where a job trained with ``parallelism: jobs`` keeps its last checkpoint until done."""
-    return f"eval/{key}/checkpoint.pt"
-
-
-def model_path(key: str) -> str:
-    """Run-relative path of a job's trained classifier."""
-    return f"eval/{key}/model.pt"
 
 
 def classifier_settings(evaluate: EvaluateConfig) -> tuple[dict, TrainSettings]:
@@ -113,7 +100,7 @@ def validate_evaluation(config: RaydistillConfig) -> None:
 
 def test_split(run: RunDir) -> str:
     """``test``, or ``val`` for datasets without a test split (Kinetics-400, SSv2)."""
-    splits = set(run.read_table("manifest.parquet").column("split").to_pylist())
+    splits = set(run.read_table(MANIFEST).column("split").to_pylist())
     return "test" if "test" in splits else "val"
 
 
@@ -125,10 +112,12 @@ def evaluation_jobs(run: RunDir, config: RaydistillConfig) -> list[dict]:
     bound_seeds = evaluate.upper_bound_seeds or seeds
     jobs = []
     if evaluate.full_real:
-        jobs += [{"key": f"full_real/seed={s}", "split": "train", "ids": None, "seed": s}
+        jobs += [{"key": BoundKey("full_real", s).name, "split": "train", "ids": None,
+                  "seed": s}
                  for s in range(bound_seeds)]
     if evaluate.full_synthetic:
-        jobs += [{"key": f"full_synthetic/seed={s}", "split": "synthetic", "ids": None, "seed": s}
+        jobs += [{"key": BoundKey("full_synthetic", s).name, "split": "synthetic",
+                  "ids": None, "seed": s}
                  for s in range(bound_seeds)]
     split = "train" if select.pool == "real" else "synthetic"
     for method in evaluate.methods or select.methods:
@@ -139,7 +128,7 @@ def evaluation_jobs(run: RunDir, config: RaydistillConfig) -> list[dict]:
                     raise ConfigError(f"evaluate: no selection {run.uri(path)}; add {method}, "
                                       f"VPC {vpc} and {seeds} seeds to the select stage first")
                 ids = run.read_table(path).column("video_id").to_pylist()
-                jobs.append({"key": f"{select.pool}/{method}/vpc={vpc}/seed={seed}",
+                jobs.append({"key": SelectionKey(select.pool, method, vpc, seed).name,
                              "split": split, "ids": ids, "seed": seed})
     # A method or VPC listed twice is one job: two workers must never train one key at once.
     return list({job["key"]: job for job in jobs}.values())
@@ -182,13 +171,13 @@ def save_model(run: RunDir, key: str, weights: dict, history: list[dict],
     weights = {name: value.detach().cpu() for name, value in weights.items()}
     torch.save({"model": weights, "history": history, "train_videos": train_videos,
                 "seconds": seconds, **extra}, buffer)
-    run.write_bytes(model_path(key), buffer.getvalue())
+    run.write_bytes(eval_model_path(key), buffer.getvalue())
 
 
 def ensure_synthetic_clips(run: RunDir, config: RaydistillConfig) -> None:
     """Decode the synthetic videos into ``clips/synthetic/`` once (same settings as the real
     clips, so classifiers see both alike)."""
-    table = run.read_table("synthetic/manifest.parquet").select(["video_id", "path", "label"])
+    table = run.read_table(SYNTHETIC_MANIFEST).select(["video_id", "path", "label"])
     table = table.append_column("split", pa.array(["synthetic"] * table.num_rows))
     write_clip_cache(run, table, config.decode)
 
@@ -203,7 +192,7 @@ def load_clips(run: RunDir, split: str, ids: list[str] | None = None, rank: int 
     wanted = None if ids is None else pa.array(ids, pa.string())
     # Filtered shard by shard: a few selected clips out of a large cache never hold it all.
     parts = [part if wanted is None else part.filter(pc.is_in(part["video_id"], wanted))
-             for part in map(run.read_table, shard_files(run, f"clips/{split}"))]
+             for part in map(run.read_table, shard_files(run, clips_folder(split)))]
     if not parts:
         raise ValueError(f"no clip shards in {run.uri('clips', split)}; run the decode stage")
     table = pa.concat_tables(parts).sort_by("video_id")
@@ -249,7 +238,7 @@ def train_loop(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     device = ray.train.torch.get_device()
     for job in loop_config["jobs"]:
-        if not run.exists(model_path(job["key"])):
+        if not run.exists(eval_model_path(job["key"])):
             train_job(run, job, loop_config, RayTrainCheckpoints(checkpoint, job["key"], rank),
                       rank, world, device)
 
@@ -261,7 +250,7 @@ def train_alone(run_url: str, job: dict, loop_config: dict) -> str:
     use_assigned_cpus()
     run = RunDir(run_url)
     checkpoints = RunDirCheckpoints(run, job["key"], job_recipe(loop_config, job))
-    if run.exists(model_path(job["key"])):
+    if run.exists(eval_model_path(job["key"])):
         checkpoints.finish()
     else:
         device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
@@ -315,7 +304,7 @@ class RunDirCheckpoints:
     read by whichever worker trains it."""
 
     def __init__(self, run: RunDir, job_key: str, recipe: dict | None = None):
-        self.run, self.relpath = run, checkpoint_path(job_key)
+        self.run, self.relpath = run, eval_checkpoint_path(job_key)
         self.recipe_path = self.relpath.removesuffix(".pt") + ".json"
         self.recipe = recipe or {}
 
@@ -422,7 +411,7 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
     if evaluate.parallelism == "jobs":
         train_jobs_alone(run, evaluate, jobs, loop_config, settings, use_gpu)
         return
-    path, filesystem = ray_storage(run, "eval", "ray")
+    path, filesystem = ray_storage(run, EVAL_FOLDER, "ray")
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={**loop_config, "jobs": jobs},
@@ -462,7 +451,7 @@ def train_jobs_alone(run: RunDir, evaluate: EvaluateConfig, jobs: list[dict], lo
             for other in in_flight:
                 ray.cancel(other, force=True)
             cause = getattr(error, "cause", None) or error  # a task's own exception, no trace
-            raise RuntimeError(f"evaluate: training the classifier of {run.uri('eval', key)} "
+            raise RuntimeError(f"evaluate: training the classifier of {run.uri(EVAL_FOLDER, key)} "
                                f"failed {evaluate.max_failures + 1} times (evaluate."
                                f"max_failures: {evaluate.max_failures}): "
                                f"{type(cause).__name__}: {cause}") from error
@@ -477,7 +466,7 @@ class TestPredictor:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.models = []
         for key in keys:
-            state = torch.load(io.BytesIO(self.run.read_bytes(model_path(key))),
+            state = torch.load(io.BytesIO(self.run.read_bytes(eval_model_path(key))),
                                map_location="cpu", weights_only=True)
             model = build_classifier(classifier["name"], num_classes, classifier["frames"],
                                      classifier["size"], **classifier["options"])
@@ -502,7 +491,7 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
     evaluate = config.evaluate
     spec, _ = classifier_settings(evaluate)
     split = test_split(run)
-    shards = [{"path": p} for p in shard_files(run, f"clips/{split}")]
+    shards = [{"path": p} for p in shard_files(run, clips_folder(split))]
     probabilities: dict[str, np.ndarray] = {}
     labels = np.zeros(0, np.int64)
     use_gpu = torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) > 0
@@ -530,14 +519,14 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
     started = time.time()
     validate_evaluation(config)
     jobs = evaluation_jobs(run, config)
-    done = set(run.list("eval", "metrics.json"))
-    todo = [job for job in jobs if metrics_path(job["key"]) not in done]
+    done = set(run.list(EVAL_FOLDER, "metrics.json"))
+    todo = [job for job in jobs if eval_metrics_path(job["key"]) not in done]
     adopted: list[str] = []
     num_classes = len(run.stage_summary("ingest")["class_names"])
     if todo:
         if any(job["split"] == "synthetic" for job in todo):
             ensure_synthetic_clips(run, config)
-        untrained = [job for job in todo if not run.exists(model_path(job["key"]))]
+        untrained = [job for job in todo if not run.exists(eval_model_path(job["key"]))]
         adopted = adopt_run_classifier(run, config, untrained)
         to_train = [job for job in untrained if job["key"] not in adopted]
         if to_train:
@@ -546,13 +535,13 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
                                                    num_classes)
         spec, _ = classifier_settings(config.evaluate)
         for job in todo:
-            state = torch.load(io.BytesIO(run.read_bytes(model_path(job["key"]))),
+            state = torch.load(io.BytesIO(run.read_bytes(eval_model_path(job["key"]))),
                                map_location="cpu", weights_only=True)
             metrics = classification_metrics(labels, probabilities[job["key"]],
                                              labels=np.arange(num_classes))
             if state.get("adopted_from") and job["key"] not in adopted:  # adopted, then cut
                 adopted.append(job["key"])
-            run.write_json(metrics_path(job["key"]), {
+            run.write_json(eval_metrics_path(job["key"]), {
                 **metrics, "classifier": spec["name"], "epochs": len(state["history"]),
                 "train_videos": state["train_videos"] or _count(run, job["split"]),
                 "test_videos": int(len(labels)), "seconds": state["seconds"],
@@ -560,7 +549,7 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
     seconds = time.time() - started
     reused = f", {len(adopted)} the embed stage's" if adopted else ""
     print(f"evaluate: {len(jobs)} classifiers ({len(todo) - len(adopted)} trained now{reused}) "
-          f"in {seconds:.1f} s, under {run.uri('eval')}", flush=True)
+          f"in {seconds:.1f} s, under {run.uri(EVAL_FOLDER)}", flush=True)
     return {"evaluations": len(jobs), "trained_now": len(todo) - len(adopted),
             "adopted": adopted, "seconds": round(seconds, 2)}
 
@@ -568,7 +557,7 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
 def _count(run: RunDir, split: str) -> int:
     """Clips in a split of the clip cache, from the shards' Parquet footers (no clip is read)."""
     total = 0
-    for path in shard_files(run, f"clips/{split}"):
+    for path in shard_files(run, clips_folder(split)):
         with run.fs.open(run.fresh_path(path), "rb") as handle:
             total += pq.ParquetFile(handle).metadata.num_rows
     return total

@@ -33,6 +33,7 @@ from raydistill.config import ConfigError, FinetuneConfig, from_dict, to_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
                                              save_checkpoint, step_seed, train_step)
+from raydistill.layout import FINETUNE_MODEL_DIR, REPORT_FOLDER, latents_folder
 from raydistill.pipeline.latents import latent_shape
 from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.cluster import (arrow_filesystem, failure_config, fit_resuming,
@@ -40,20 +41,19 @@ from raydistill.pipeline.cluster import (arrow_filesystem, failure_config, fit_r
 from raydistill.runs import RunDir
 
 STAGE = "finetune"
-MODEL_DIR = "finetune/model"
 INITIALISATION = "finetune/initialisation.json"
 """What the model took from ``finetune.model``: tensor counts and label rows matched by name."""
 
 
 def latent_files(run: RunDir) -> list[str]:
     """URIs of the latent-cache shards of the training split."""
-    return [run.uri(path) for path in shard_files(run, "latents/train")]
+    return [run.uri(path) for path in shard_files(run, latents_folder("train"))]
 
 
 def streamed_latents(run: RunDir) -> ray.data.Dataset:
     """The latent cache as a Ray Data dataset (``latent``, ``label``), read through the run's
     own filesystem (on S3: its retry settings)."""
-    paths = [run.path(path) for path in shard_files(run, "latents/train")]
+    paths = [run.path(path) for path in shard_files(run, latents_folder("train"))]
     return ray.data.read_parquet(paths, filesystem=arrow_filesystem(run)).select_columns(["latent",
                                                                               "label"])
 
@@ -97,12 +97,12 @@ def latent_share(run: RunDir, rank: int, world: int) -> tuple[torch.Tensor, torc
     """This worker's share of the latent cache in memory: (latents (n, T, C, h, w), labels
     (n,)), every ``world``-th row in video-id order — the same rows in the same order on every
     attempt, so a restarted worker trains on exactly what the lost one did."""
-    ids = sorted(video_id for path in shard_files(run, "latents/train")
+    ids = sorted(video_id for path in shard_files(run, latents_folder("train"))
                  for video_id in run.read_table(path, columns=["video_id"])
                  .column("video_id").to_pylist())
     mine = pa.array(ids[rank::world] or ids[:1], pa.string())
     parts = [table.filter(pc.is_in(table["video_id"], mine))
-             for table in map(run.read_table, shard_files(run, "latents/train"))]
+             for table in map(run.read_table, shard_files(run, latents_folder("train")))]
     table = pa.concat_tables(parts).sort_by("video_id")
     latents = table.column("latent").combine_chunks().to_numpy_ndarray().astype(np.float32)
     return (torch.from_numpy(latents),
@@ -181,7 +181,7 @@ def keep_pretrained(run_url: str, finetune_settings: dict, class_names: list[str
     run = RunDir(run_url)
     with tempfile.TemporaryDirectory(prefix="raydistill-latte-") as folder:
         model.eval().save_pretrained(folder)
-        run.put_dir(folder, MODEL_DIR)
+        run.put_dir(folder, FINETUNE_MODEL_DIR)
     summary = model.load_report.summary()
     run.write_json(INITIALISATION, summary)
     return summary
@@ -240,7 +240,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     )
     result = fit_resuming(trainer, finetune.max_failures)
     with result.checkpoint.as_directory() as folder:
-        run.put_dir(os.path.join(folder, "ema"), MODEL_DIR)
+        run.put_dir(os.path.join(folder, "ema"), FINETUNE_MODEL_DIR)
         saved = torch.load(os.path.join(folder, "state.pt"), map_location="cpu",
                            weights_only=True)
     losses = saved["losses"]
@@ -273,4 +273,4 @@ def write_loss_curve(run: RunDir, losses: list[tuple[int, float]]) -> None:
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    run.write_bytes("report/finetune_loss.png", buffer.getvalue())
+    run.write_bytes(f"{REPORT_FOLDER}/finetune_loss.png", buffer.getvalue())

@@ -23,7 +23,8 @@ from raydistill.config import GenerateConfig, RunConfig, to_dict
 from raydistill.datasets.common import folder_name
 from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
-from raydistill.pipeline.finetune import MODEL_DIR
+from raydistill.layout import (FINETUNE_MODEL_DIR, REPORT_FOLDER, SYNTHETIC_MANIFEST,
+                               synthetic_latent_path, synthetic_video_path)
 from raydistill.pipeline.latents import open_vae
 from raydistill.pipeline.resources import actor_cpus
 from raydistill.pipeline.shards import (gpus_per_actor, source, use_assigned_cpus,
@@ -41,12 +42,12 @@ SYNTHETIC_SCHEMA = pa.schema([("video_id", pa.string()), ("path", pa.string()),
 
 def video_relpath(item: dict) -> str:
     """Run-relative mp4 path of a work item."""
-    return f"synthetic/videos/{folder_name(item['class_name'])}/{item['video_id']}.mp4"
+    return synthetic_video_path(folder_name(item["class_name"]), item["video_id"])
 
 
 def latent_relpath(item: dict) -> str:
     """Run-relative latent path of a work item."""
-    return f"synthetic/latents/{item['video_id']}.npy"
+    return synthetic_latent_path(item["video_id"])
 
 
 def work_items(class_names: list[str], per_class: int, run_seed: int) -> list[dict]:
@@ -124,7 +125,7 @@ def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list
         chosen = [item for item in items if item["class_name"] == name][:per_class]
         videos = [decode_clip(run.uri(video_relpath(item)), num_frames=8, size=64)
                   for item in chosen]
-        path = f"report/filmstrips/{folder_name(name)}.png"
+        path = f"{REPORT_FOLDER}/filmstrips/{folder_name(name)}.png"
         run.write_bytes(path, png_bytes(filmstrip(videos), scale=2))
         written.append(path)
     return written
@@ -160,10 +161,10 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     todo = [item for item in items if video_relpath(item) not in written]
     groups = [group for group in sampling_batches(items, generate.batch_size)
               if any(video_relpath(item) not in written for item in group)]
-    nodes = generate_videos(run, groups, MODEL_DIR, config.latents.vae, generate)
+    nodes = generate_videos(run, groups, FINETUNE_MODEL_DIR, config.latents.vae, generate)
     rows = [{**item, "path": run.uri(video_relpath(item)),
              "latent_path": run.uri(latent_relpath(item))} for item in items]
-    run.write_table("synthetic/manifest.parquet", pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
+    run.write_table(SYNTHETIC_MANIFEST, pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
     strips = write_filmstrips(run, items)
     seconds = time.time() - started
     print(f"generate: {len(items)} synthetic videos ({len(todo)} generated now) in "

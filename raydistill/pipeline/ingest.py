@@ -16,6 +16,7 @@ from raydistill.datasets import LAYOUTS, toy
 from raydistill.datasets.common import DatasetError, check_class_names
 from raydistill.datasets.manifest import (build_tables, format_summary, label_set_warnings,
                                          probe_rows, summarize)
+from raydistill.layout import MANIFEST
 from raydistill.runs import RunDir, open_fs
 from raydistill.schema import reject
 
@@ -127,7 +128,7 @@ def run_ingest(run: RunDir, config: RunConfig) -> dict:
                                               max_pixels=ingest.max_frame_pixels)
     manifest, rejects = build_tables(videos, listing.rejects + probe_rejects)
     run.write_table("rejects.parquet", rejects)
-    run.write_table("manifest.parquet", manifest)
+    run.write_table(MANIFEST, manifest)
     summary = summarize(manifest, rejects)
     summary["class_names"] = listing.class_names
     summary["warnings"] = label_set_warnings(listing.class_names, manifest)

@@ -22,6 +22,7 @@ from ray.data import ActorPoolStrategy
 
 from raydistill.config import RunConfig, frame_sampling
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
+from raydistill.layout import LATENTS_FOLDER, MANIFEST
 from raydistill.pipeline.resources import actor_cpus
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
                                         gpus_per_actor, missing_shards, prepare_output,
@@ -33,7 +34,6 @@ from raydistill.schema import tensor_array
 from raydistill.video.clips import decode_batch
 
 STAGE = "latents"
-FOLDER = "latents"
 VAE_DIR = "vae"
 
 
@@ -47,7 +47,7 @@ def open_vae(run: RunDir, source: str | None):
 
 def latent_shape(run: RunDir) -> list[int]:
     """(T, C, h, w) of the cached latents, from the first shard's schema; [] if none."""
-    first = shard_path(FOLDER, "train", 0)
+    first = shard_path(LATENTS_FOLDER, "train", 0)
     if not run.exists(first):
         return []
     return list(run.read_schema(first).field("latent").type.shape)
@@ -80,7 +80,7 @@ class LatentShardWriter:
                 latents = encode_clips(self.vae, clips)
             else:  # every row failed: an empty shard, with the latent shape of the others
                 latents = encode_clips(self.vae, np.zeros((1, *clips.shape[1:]), np.uint8))[:0]
-            write_rejects_then(self.run, shard_path(FOLDER, split, int(index)), rejects,
+            write_rejects_then(self.run, shard_path(LATENTS_FOLDER, split, int(index)), rejects,
                                latent_table(ids, labels, latents))
         return {"split": batch["split"], "index": batch["index"],
                 "node_id": [worker_node()] * len(batch["index"])}
@@ -102,7 +102,7 @@ def _train_and_save_vae(run_url: str, frames: np.ndarray, steps: int, seed: int)
 def train_run_vae(run: RunDir, config: RunConfig, max_videos: int = 256) -> dict:
     """Train the tiny VAE on (up to ``max_videos``) training clips and save it to ``RUN/vae``."""
     latents = config.latents
-    manifest = run.read_table("manifest.parquet")
+    manifest = run.read_table(MANIFEST)
     train = manifest.filter(pc.equal(manifest["split"], "train")).slice(0, max_videos)
     decoded = decode_batch(train.to_pydict(), latents.num_frames, latents.size,
                            **frame_sampling(latents))
@@ -121,12 +121,12 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
     summary = {}
     if latents.vae is None and not run.exists(f"{VAE_DIR}/losses.json"):
         summary.update(train_run_vae(run, config))
-    manifest = run.read_table("manifest.parquet")
-    prepare_output(run, FOLDER, {"num_frames": latents.num_frames, "size": latents.size,
+    manifest = run.read_table(MANIFEST)
+    prepare_output(run, LATENTS_FOLDER, {"num_frames": latents.num_frames, "size": latents.size,
                                  "shard_size": latents.shard_size, "vae": latents.vae,
                                  **frame_sampling(latents)})
     plan = shard_plan(manifest, latents.shard_size, splits=("train",))
-    todo = missing_shards(run, plan, FOLDER)
+    todo = missing_shards(run, plan, LATENTS_FOLDER)
     writer_kwargs = {"run_url": run.url, "vae": latents.vae}
     nodes: list[str] = []  # the nodes that encoded shards now (the driver's after a failure)
     if todo:
@@ -148,11 +148,11 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
             print(f"latents: a task failed ({type(error).__name__}); decoding the remaining "
                   "shards one file per task", flush=True)
             writer = LatentShardWriter(**writer_kwargs)
-            for item in missing_shards(run, plan, FOLDER):
+            for item in missing_shards(run, plan, LATENTS_FOLDER):
                 writer(decode_shard_isolated(item, latents.num_frames, latents.size,
                                              sampling=frame_sampling(latents)))
             nodes = [worker_node()]
-    rejects = collect_rejects(run, plan, FOLDER)
+    rejects = collect_rejects(run, plan, LATENTS_FOLDER)
     listed = sum(len(json.loads(item["rows"])) for item in plan)
     summary.update({
         "shards": len(plan), "shards_encoded_now": len(todo),

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from raydistill.config import ADDITIVE_STAGES, STAGE_NAMES, ConfigError, RunConfig, to_dict
 from raydistill.datasets.common import DatasetError
+from raydistill.layout import MANIFEST
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.decode import run_decode
 from raydistill.pipeline.embed import run_embed
@@ -94,9 +95,9 @@ def validate_real_pool_size(run: RunDir, config: RunConfig) -> None:
     of some class: every method would keep that whole class, and the comparison means nothing.
     """
     if (config.select.pool != "real" or not run.is_done("ingest")
-            or not run.exists("manifest.parquet")):
+            or not run.exists(MANIFEST)):
         return
-    manifest = run.read_table("manifest.parquet")
+    manifest = run.read_table(MANIFEST)
     per_class = Counter(name for name, split in zip(manifest.column("class_name").to_pylist(),
                                                     manifest.column("split").to_pylist())
                         if split == "train")
@@ -110,7 +111,7 @@ def validate_real_pool_size(run: RunDir, config: RunConfig) -> None:
     if largest_vpc > count:
         raise ConfigError(f"select.vpc: {largest_vpc} videos per class is more than the {count} "
                           f"training videos of class {smallest!r} in the real pool "
-                          f"({run.uri('manifest.parquet')})")
+                          f"({run.uri(MANIFEST)})")
 
 
 RESOURCE_TIMEOUT_ENV = "RAYDISTILL_RESOURCE_TIMEOUT_S"

@@ -22,6 +22,8 @@ import ray
 
 from raydistill.config import ConfigError, RunConfig, SelectConfig
 from raydistill.embedding.scorer import embeddings_name
+from raydistill.layout import (method_settings_path, quality_path, selection_folder,
+                               selection_path)
 from raydistill.pipeline import vst
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.runs import RunDir
@@ -32,16 +34,6 @@ STAGE = "select"
 SELECTION_SCHEMA = pa.schema([("video_id", pa.string()), ("label", pa.int32()),
                               ("rank", pa.int32()), ("score", pa.float64())])
 Job = tuple[str, int, int]  # (method, vpc, seed)
-
-
-def selection_path(pool: str, method: str, vpc: int, seed: int) -> str:
-    """Run-relative path of one selection."""
-    return f"selection/{pool}/{method}/vpc={vpc}/seed={seed}.parquet"
-
-
-def quality_path(pool: str, method: str, vpc: int, seed: int) -> str:
-    """Run-relative path of a selection's quality metrics."""
-    return selection_path(pool, method, vpc, seed).replace(".parquet", ".quality.json")
 
 
 def selection_jobs(select: SelectConfig) -> list[Job]:
@@ -185,7 +177,7 @@ def check_method_params(run: RunDir, select: SelectConfig, model_name: str) -> N
         version = getattr(SELECTORS.get(method), "defaults_version", None)
         if version is not None:
             settings["defaults_version"] = version
-        path = f"selection/{select.pool}/{method}/settings.json"
+        path = method_settings_path(select.pool, method)
         if not run.exists(path):
             run.write_json(path, settings)
         elif run.read_json(path) != settings:
@@ -201,7 +193,7 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
     model_name = select.embedding or embeddings_name(config.embed)
     check_method_params(run, select, model_name)
     jobs = selection_jobs(select)
-    done = set(run.list(f"selection/{select.pool}", ".parquet"))
+    done = set(run.list(selection_folder(select.pool), ".parquet"))
     todo = [job for job in jobs if selection_path(select.pool, *job) not in done]
     per_class = [job for job in todo if job[0] in PER_CLASS_METHODS]
     learned = [job for job in todo if job[0] == vst.METHOD]

@@ -40,6 +40,7 @@ from raydistill.classify.training import predict
 from raydistill.config import ConfigError, from_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.scorer import embeddings_name
+from raydistill.layout import MANIFEST, sweep_folder
 from raydistill.pipeline import vst
 from raydistill.pipeline.cluster import ray_storage
 from raydistill.pipeline.embed import read_embeddings
@@ -126,11 +127,6 @@ def _is_range(values: list) -> tuple[float, float] | None:
     return None
 
 
-def sweep_folder(pool: str, method: str, vpc: int) -> str:
-    """Run-relative folder of one sweep's outputs."""
-    return f"tune/{pool}/{method}/vpc={vpc}"
-
-
 def carve_validation(video_ids: list[str], labels: np.ndarray, per_class: int,
                      seed: int) -> np.ndarray:
     """Mask (n,) bool of the validation videos: ``per_class`` of each class (at most all but one,
@@ -205,7 +201,7 @@ def sweep_data(run: RunDir, config: SweepConfig, run_config: RaydistillConfig) -
     """The pool (X, y, scores, ids, clip split) without the validation videos, and the validation
     clips and labels."""
     pool = run_config.select.pool
-    manifest = run.read_table("manifest.parquet")
+    manifest = run.read_table(MANIFEST)
     train = manifest.filter(pc.equal(manifest["split"], "train"))
     train_ids = train.column("video_id").to_pylist()
     val_mask = carve_validation(train_ids, np.asarray(train.column("label").to_pylist()),

@@ -11,13 +11,12 @@ import pyarrow.compute as pc
 from raydistill.config import ConfigError, from_dict, with_overrides
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.scorer import embeddings_name
+from raydistill.layout import MANIFEST, SYNTHETIC_MANIFEST, embeddings_folder, sweep_folder
 from raydistill.pipeline import vst
 from raydistill.pipeline.cluster import init_ray
-from raydistill.pipeline.embed import embeddings_folder
 from raydistill.pipeline.run import requirements
 from raydistill.pipeline.shards import shard_files
-from raydistill.pipeline.tune import (SweepConfig, carve_validation, check_sweep, run_sweep,
-                                      sweep_folder)
+from raydistill.pipeline.tune import SweepConfig, carve_validation, check_sweep, run_sweep
 from raydistill.runs import RunDir
 
 
@@ -48,9 +47,9 @@ def pool_class_counts(run: RunDir, run_config: RaydistillConfig,
     """Videos per class of the pool a sweep selects from (the real pool without its
     validation videos), from the manifests alone."""
     if run_config.select.pool == "synthetic":
-        labels = run.read_table("synthetic/manifest.parquet").column("label").to_pylist()
+        labels = run.read_table(SYNTHETIC_MANIFEST).column("label").to_pylist()
     else:
-        manifest = run.read_table("manifest.parquet")
+        manifest = run.read_table(MANIFEST)
         train = manifest.filter(pc.equal(manifest["split"], "train"))
         labels = np.asarray(train.column("label").to_pylist())
         held = carve_validation(train.column("video_id").to_pylist(), labels, val_per_class,

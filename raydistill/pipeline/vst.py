@@ -28,6 +28,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
+from raydistill.layout import SYNTHETIC_MANIFEST, latents_folder, selection_folder, vst_model_path
 from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.runs import RunDir, is_local
@@ -39,17 +40,12 @@ from raydistill.selection.vst_unet import VSTUNetConfig
 METHOD = "vst_unet"
 
 
-def model_path(pool: str, vpc: int, seed: int) -> str:
-    """Run-relative path of a trained VST-UNet's final state."""
-    return f"selection/{pool}/{METHOD}/vpc={vpc}/seed={seed}.model.pt"
-
-
 def pool_latents(run: RunDir, pool: str, labels: list[int] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(latents (n, T, C, h, w) float32, labels (n,), video ids (n,)) of a pool, sorted by id,
     restricted to ``labels`` when given (a worker loads only its classes)."""
     if pool == "synthetic":
-        table = run.read_table("synthetic/manifest.parquet").sort_by("video_id")
+        table = run.read_table(SYNTHETIC_MANIFEST).sort_by("video_id")
         if labels is not None:
             table = table.filter(pc.is_in(table["label"], pa.array(labels, pa.int32())))
         latents = [np.load(io.BytesIO(run.fs.cat_file(_strip(run, path))))
@@ -57,7 +53,7 @@ def pool_latents(run: RunDir, pool: str, labels: list[int] | None = None
         stacked = np.stack(latents).astype(np.float32) if latents else np.zeros((0,), np.float32)
     else:
         parts = []
-        for shard in shard_files(run, "latents/train"):
+        for shard in shard_files(run, latents_folder("train")):
             part = run.read_table(shard)
             if labels is not None:
                 part = part.filter(pc.is_in(part["label"], pa.array(labels, pa.int32())))
@@ -108,7 +104,7 @@ def train_loop(loop_config: dict) -> None:
     batches = class_batches(latents, labels, classes, mine)
     checkpoint = ray.train.get_checkpoint()
     for job in map(tuple, loop_config["jobs"]):
-        if run.exists(model_path(pool, *job)):
+        if run.exists(vst_model_path(pool, *job)):
             continue
         train_job(run, job, loop_config, batches, checkpoint, device, rank, world)
 
@@ -144,7 +140,7 @@ def train_job(run: RunDir, job: tuple[int, int], loop_config: dict, batches, che
         buffer = io.BytesIO()
         torch.save({"config": dataclasses.asdict(config), "model": model.state_dict(),
                     "history": history}, buffer)
-        run.write_bytes(model_path(loop_config["pool"], *job), buffer.getvalue())
+        run.write_bytes(vst_model_path(loop_config["pool"], *job), buffer.getvalue())
 
 
 def _report(job, model, optimizer, epoch, history, rank) -> None:
@@ -162,7 +158,7 @@ def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, 
     """Train the missing (VPC, seed) VST-UNets with Ray Train (resuming an interrupted run)."""
     params = dict(select.params.get(METHOD, {}))
     use_gpu = train_on_gpu(select.use_gpu)
-    path, filesystem = ray_storage(run, "selection", select.pool, METHOD, "ray")
+    path, filesystem = ray_storage(run, selection_folder(select.pool), METHOD, "ray")
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "pool": select.pool, "classes": classes,
@@ -189,7 +185,7 @@ def select_with_models(run: RunDir, pool: str, jobs: list[tuple[int, int]]
     batches = class_batches(latents, labels, classes, classes)
     results = {}
     for job in jobs:
-        state = torch.load(io.BytesIO(run.read_bytes(model_path(pool, *job))),
+        state = torch.load(io.BytesIO(run.read_bytes(vst_model_path(pool, *job))),
                            weights_only=True)
         config = VSTUNetConfig(**{key: tuple(value) if isinstance(value, list) else value
                                   for key, value in state["config"].items()})

@@ -8,13 +8,16 @@ in the report, never an exception.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from raydistill.layout import (EVAL_FOLDER, MANIFEST, REPORT_FOLDER, SELECTION_FOLDER,
+                               SYNTHETIC_MANIFEST, SelectionKey, embeddings_folder,
+                               method_settings_path, parse_eval_path, parse_selection_path,
+                               selection_folder)
 from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
 from raydistill.report.tables import (METRIC_LABELS, ResultRow, compare_with_random,
                                       comparison_table, fidelity_table, format_percent,
@@ -26,7 +29,6 @@ from raydistill.runs import RunDir, open_fs
 from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.video import decode_clip
 
-REPORT_DIR = "report"
 TOP5_DATASETS = ("kinetics400", "ssv2")  # the paper's Table 2 reports top-5 for these
 FILMSTRIP_FRAMES, FILMSTRIP_SIZE = 8, 64
 HOW_TO_READ = (
@@ -35,8 +37,6 @@ HOW_TO_READ = (
     "one-vs-rest AUC, macro F1). Bold marks the best selection method of each VPC block; "
     "*Full real* and *Full syn* train on every real or every synthetic video and bound what a "
     "selection can reach. Coverage is lower-is-better, diversity higher-is-better.")
-_SELECTION = re.compile(r"^selection/(?P<pool>[^/]+)/(?P<method>[^/]+)/vpc=(?P<vpc>\d+)/"
-                        r"seed=(?P<seed>\d+)\.parquet$")
 Selections = dict[tuple[str, int, int], str]  # (method, vpc, seed) → run-relative path
 
 
@@ -68,8 +68,8 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
                                         "_No stage has finished yet._"),
         HOW_TO_READ,
     ]
-    run.write_bytes(f"{REPORT_DIR}/report.md", ("\n\n".join(sections) + "\n").encode())
-    return run.uri(f"{REPORT_DIR}/report.md")
+    run.write_bytes(f"{REPORT_FOLDER}/report.md", ("\n\n".join(sections) + "\n").encode())
+    return run.uri(f"{REPORT_FOLDER}/report.md")
 
 
 def _summary(markers: dict, stage: str) -> dict:
@@ -85,9 +85,10 @@ def choose_pool(run: RunDir, markers: dict) -> str:
     ``synthetic`` (the paper's)."""
     if _settings(markers, "select").get("pool"):
         return _settings(markers, "select")["pool"]
-    for folder in ("eval", "selection"):
-        pools = {p.split("/")[1] for p in run.list(folder) if p.count("/") >= 3}
-        pools -= {"full_real", "full_synthetic"}
+    parsers = ((EVAL_FOLDER, parse_eval_path), (SELECTION_FOLDER, parse_selection_path))
+    for folder, parse in parsers:
+        keys = [parsed[0] for parsed in map(parse, run.list(folder)) if parsed is not None]
+        pools = {key.pool for key in keys if isinstance(key, SelectionKey)}
         if pools:
             return "synthetic" if "synthetic" in pools else min(pools)
     return "synthetic"
@@ -126,7 +127,7 @@ def selector_settings(run: RunDir, pool: str, methods: set[str]) -> str:
     every method ran at its defaults."""
     parts = []
     for method in sorted(methods, key=method_sort_key):
-        record = f"selection/{pool}/{method}/settings.json"
+        record = method_settings_path(pool, method)
         params = run.read_json(record).get("params") if run.exists(record) else None
         if isinstance(params, dict) and params:
             parts.append(f"{markdown_text(method_label(method))}: " + ", ".join(
@@ -265,16 +266,17 @@ def figures_section(run: RunDir, pool: str, rows: list[ResultRow], bounds: list[
 
 
 def _save_png(run: RunDir, name: str, data: bytes) -> None:
-    run.write_bytes(f"{REPORT_DIR}/{name}", data)
+    run.write_bytes(f"{REPORT_FOLDER}/{name}", data)
 
 
 def selection_files(run: RunDir, pool: str) -> Selections:
     """Every selection file of ``pool``, keyed by (method, VPC, seed)."""
     found = {}
-    for path in run.list(f"selection/{pool}", ".parquet"):
-        match = _SELECTION.match(path)
-        if match:
-            found[(match["method"], int(match["vpc"]), int(match["seed"]))] = path
+    for path in run.list(selection_folder(pool), ".parquet"):
+        parsed = parse_selection_path(path)
+        if parsed is not None and parsed[1] == "selection":
+            key = parsed[0]
+            found[(key.method, key.vpc, key.seed)] = path
     return found
 
 
@@ -293,11 +295,11 @@ def embedding_shards(run: RunDir, folder: str) -> list[str]:
 
 def embedding_folder(run: RunDir, pool: str, markers: dict) -> str | None:
     """The embeddings folder of ``pool`` the selections used (else the first one), or None."""
-    models = {p.split("/")[2] for p in embedding_shards(run, f"embeddings/{pool}")}
+    models = {p.split("/")[2] for p in embedding_shards(run, embeddings_folder(pool))}
     if not models:
         return None
     preferred = _summary(markers, "select").get("embedding")
-    return f"embeddings/{pool}/{preferred if preferred in models else min(models)}"
+    return embeddings_folder(pool, preferred if preferred in models else min(models))
 
 
 def class_embeddings(run: RunDir, folder: str, label: int) -> tuple[list[str], np.ndarray]:
@@ -351,7 +353,7 @@ def _figure_text(text: str) -> str:
 
 def pool_videos(run: RunDir, pool: str) -> dict[str, str]:
     """``{video_id: path}`` of the pool's manifest (empty when it is missing)."""
-    relpath = "manifest.parquet" if pool == "real" else "synthetic/manifest.parquet"
+    relpath = MANIFEST if pool == "real" else SYNTHETIC_MANIFEST
     if not run.exists(relpath):
         return {}
     table = run.read_table(relpath)

@@ -2,7 +2,8 @@
 wall time per stage.
 
 Results are read from ``eval/{pool}/{method}/vpc={k}/seed={s}/metrics.json`` and the upper
-bounds from ``eval/full_{real,synthetic}/seed={s}/metrics.json``; every value is shown in percent
+bounds from ``eval/full_{real,synthetic}/seed={s}/metrics.json`` (parsed by
+:mod:`raydistill.layout`); every value is shown in percent
 as ``mean ± std`` over seeds (:func:`raydistill.classify.metrics.summarize_seeds`).
 """
 
@@ -15,6 +16,8 @@ import time
 from dataclasses import dataclass
 
 from raydistill.classify.metrics import METRIC_NAMES, summarize_seeds
+from raydistill.layout import (BOUNDS, EVAL_FOLDER, BoundKey, SelectionKey, parse_eval_path,
+                               parse_selection_path, selection_folder)
 from raydistill.runs import RunDir
 
 METHOD_ORDER = ("random", "mae_score", "attention_topk", "dm_mmd", "kcenter", "herding",
@@ -25,16 +28,9 @@ METHOD_LABELS = {"random": "Random", "mae_score": "MAE-Score",
                  "vst_unet": "VST-UNet", "tac_dt": "TAC-DT",
                  "full_real": "Full real", "full_synthetic": "Full syn"}
 METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "auc": "AUC", "f1": "F1"}
-BOUNDS = ("full_real", "full_synthetic")
 STAGE_ORDER = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select",
                "evaluate")
 
-_EVAL = re.compile(r"^eval/(?P<pool>[^/]+)/(?P<method>[^/]+)/vpc=(?P<vpc>\d+)/"
-                   r"seed=(?P<seed>\d+)/metrics\.json$")
-_BOUND = re.compile(r"^eval/(?P<bound>full_real|full_synthetic)/seed=(?P<seed>\d+)/"
-                    r"metrics\.json$")
-_QUALITY = re.compile(r"^selection/(?P<pool>[^/]+)/(?P<method>[^/]+)/vpc=(?P<vpc>\d+)/"
-                      r"seed=(?P<seed>\d+)\.quality\.json$")
 
 
 @dataclass(frozen=True)
@@ -91,28 +87,33 @@ def summarize_runs(method: str, vpc: int | None, runs: list[dict]) -> ResultRow:
     return ResultRow(method, vpc, summary, len(runs), max(train) if train else None, classifier)
 
 
-def _read_grouped(run: RunDir, pattern: re.Pattern, key) -> dict:
-    """``{key(match): [json, ...]}`` over the run's files under ``eval/`` matching ``pattern``
-    (a key of None skips the file)."""
-    grouped: dict = {}
-    for path in run.list("eval", "metrics.json"):
-        match = pattern.match(path)
-        if match and key(match) is not None:
-            grouped.setdefault(key(match), []).append(run.read_json(path))
-    return grouped
+def evaluated_metrics(run: RunDir) -> list[tuple[SelectionKey | BoundKey, str]]:
+    """``(key, run-relative path)`` of every test metrics file under ``eval/``, of a selection or
+    an upper bound (see :mod:`raydistill.layout`)."""
+    found = []
+    for path in run.list(EVAL_FOLDER, "metrics.json"):
+        parsed = parse_eval_path(path)
+        if parsed is not None and parsed[1] == "metrics.json":
+            found.append((parsed[0], path))
+    return found
 
 
 def result_rows(run: RunDir, pool: str) -> list[ResultRow]:
     """Rows of every evaluated (method, VPC) of ``pool``, by VPC then in paper order."""
-    grouped = _read_grouped(run, _EVAL, lambda m: (m["method"], int(m["vpc"]))
-                            if m["pool"] == pool else None)
+    grouped: dict[tuple[str, int], list[dict]] = {}
+    for key, path in evaluated_metrics(run):
+        if isinstance(key, SelectionKey) and key.pool == pool:
+            grouped.setdefault((key.method, key.vpc), []).append(run.read_json(path))
     keys = sorted(grouped, key=lambda k: (k[1], method_sort_key(k[0])))
     return [summarize_runs(method, vpc, grouped[(method, vpc)]) for method, vpc in keys]
 
 
 def upper_bound_rows(run: RunDir) -> list[ResultRow]:
     """Rows of the upper bounds present: full real, then full synthetic."""
-    grouped = _read_grouped(run, _BOUND, lambda m: m["bound"])
+    grouped: dict[str, list[dict]] = {}
+    for key, path in evaluated_metrics(run):
+        if isinstance(key, BoundKey):
+            grouped.setdefault(key.bound, []).append(run.read_json(path))
     return [summarize_runs(bound, None, grouped[bound]) for bound in BOUNDS if bound in grouped]
 
 
@@ -120,10 +121,10 @@ def quality_rows(run: RunDir, pool: str) -> list[QualityRow]:
     """Selection quality of every (method, VPC) of ``pool``: coverage and diversity averaged over
     seeds (undefined values skipped), ``balanced`` = how many seeds were balanced."""
     grouped: dict[tuple[str, int], list[dict]] = {}
-    for path in run.list(f"selection/{pool}", ".quality.json"):
-        match = _QUALITY.match(path)
-        if match:
-            key = (match["method"], int(match["vpc"]))
+    for path in run.list(selection_folder(pool), ".quality.json"):
+        parsed = parse_selection_path(path)
+        if parsed is not None and parsed[1] == "quality":
+            key = (parsed[0].method, parsed[0].vpc)
             grouped.setdefault(key, []).append(run.read_json(path))
     rows = []
     for method, vpc in sorted(grouped, key=lambda k: (k[1], method_sort_key(k[0]))):
@@ -153,14 +154,12 @@ def seed_values(run: RunDir, pool: str, metric: str = "top1") -> dict[tuple[str,
     """``{(method, vpc): {seed: value}}`` of ``metric`` over every evaluated selection of
     ``pool`` (a seed whose metric is missing or null is left out)."""
     values: dict[tuple[str, int], dict[int, float]] = {}
-    for path in run.list("eval", "metrics.json"):
-        match = _EVAL.match(path)
-        if not match or match["pool"] != pool:
+    for key, path in evaluated_metrics(run):
+        if not isinstance(key, SelectionKey) or key.pool != pool:
             continue
         value = run.read_json(path).get(metric)
         if value is not None and not math.isnan(float(value)):
-            key = (match["method"], int(match["vpc"]))
-            values.setdefault(key, {})[int(match["seed"])] = float(value)
+            values.setdefault((key.method, key.vpc), {})[key.seed] = float(value)
     return values
 
 

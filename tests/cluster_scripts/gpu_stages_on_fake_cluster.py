@@ -51,11 +51,11 @@ def tiny_config(run_dir: str):
 def plant_untrained_latte(run, config) -> None:
     """Save an untrained tiny Latte where the finetune stage saves its model; mark it done."""
     from raydistill.generation.training import build_model
-    from raydistill.pipeline.finetune import MODEL_DIR
+    from raydistill.layout import FINETUNE_MODEL_DIR
 
     classes = len(run.stage_summary("ingest")["class_names"])
     shape = tuple(run.stage_summary("latents")["latent_shape"])
-    build_model(config.finetune, classes, shape).save_pretrained(run.path(MODEL_DIR))
+    build_model(config.finetune, classes, shape).save_pretrained(run.path(FINETUNE_MODEL_DIR))
     run.mark_done("finetune")
 
 
