@@ -1,6 +1,8 @@
-"""The run directory's layout: every run-relative path of the selection, evaluation, embedding
-and tuning outputs is built here, and the report parses them back here, so that no stage
-imports another to find its files.
+"""The run directory's layout: the run-relative paths that stages hand to each other and the
+report reads (the manifests and caches, the fine-tuned model, the synthetic pool, selections,
+evaluations, embeddings, sweeps) are built here, and selection and evaluation paths are parsed
+back here, so that no stage imports another to find its files. Files a stage keeps to itself
+(its Ray Train storage, ``loss.csv``, ``training.json``, …) are named in that stage.
 
     manifest.parquet                                          the ingested videos
     clips/{split}/shard-NNNNN.parquet                         decoded clips
@@ -32,6 +34,7 @@ CLIPS_FOLDER = "clips"
 LATENTS_FOLDER = "latents"
 FINETUNE_MODEL_DIR = "finetune/model"
 SYNTHETIC_MANIFEST = "synthetic/manifest.parquet"
+SYNTHETIC_VIDEOS_FOLDER = "synthetic/videos"
 REPORT_FOLDER = "report"
 SELECTION_FOLDER = "selection"
 EVAL_FOLDER = "eval"
@@ -85,7 +88,7 @@ def latents_folder(split: str) -> str:
 
 def synthetic_video_path(class_folder: str, video_id: str) -> str:
     """Run-relative path of one generated video, in its class's folder."""
-    return f"synthetic/videos/{class_folder}/{video_id}.mp4"
+    return f"{SYNTHETIC_VIDEOS_FOLDER}/{class_folder}/{video_id}.mp4"
 
 
 def synthetic_latent_path(video_id: str) -> str:

@@ -98,7 +98,8 @@ def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
     Returns the shard plan and the items decoded now.
     """
     prepare_output(run, CLIPS_FOLDER, {"num_frames": decode.num_frames, "size": decode.size,
-                                 "shard_size": decode.shard_size, **frame_sampling(decode)})
+                                       "shard_size": decode.shard_size,
+                                       **frame_sampling(decode)})
     plan = shard_plan(videos, decode.shard_size)
     todo = missing_shards(run, plan, CLIPS_FOLDER)
     if todo:

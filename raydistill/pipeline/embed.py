@@ -138,8 +138,8 @@ def _train_and_save_classifier(run_url: str, class_names: list[str], embed: dict
     run = RunDir(run_url)
     # In video-id order, as the evaluate stage loads them: a full-real classifier with the same
     # recipe is then this very model, and evaluate adopts it instead of training it again.
-    table = pa.concat_tables([run.read_table(path) for path in shard_files(run, clips_folder("train"))]
-                             ).sort_by("video_id")
+    shards = shard_files(run, clips_folder("train"))
+    table = pa.concat_tables([run.read_table(path) for path in shards]).sort_by("video_id")
     clips = clips_from_table(table)
     labels = np.asarray(table.column("label").to_pylist(), np.int64)
     folder_in_run = run_model_dir(embed["run_classifier"])

@@ -54,7 +54,7 @@ from raydistill.config import ConfigError, EvaluateConfig
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.c3d import MODEL_FILE as C3D_MODEL_FILE
 from raydistill.embedding.c3d import read_c3d_state
-from raydistill.layout import (EVAL_FOLDER, MANIFEST, SYNTHETIC_MANIFEST, BoundKey,
+from raydistill.layout import (CLIPS_FOLDER, EVAL_FOLDER, MANIFEST, SYNTHETIC_MANIFEST, BoundKey,
                                SelectionKey, clips_folder, eval_checkpoint_path,
                                eval_metrics_path, eval_model_path, run_model_dir,
                                selection_path)
@@ -194,10 +194,10 @@ def load_clips(run: RunDir, split: str, ids: list[str] | None = None, rank: int 
     parts = [part if wanted is None else part.filter(pc.is_in(part["video_id"], wanted))
              for part in map(run.read_table, shard_files(run, clips_folder(split)))]
     if not parts:
-        raise ValueError(f"no clip shards in {run.uri('clips', split)}; run the decode stage")
+        raise ValueError(f"no clip shards in {run.uri(clips_folder(split))}; run the decode stage")
     table = pa.concat_tables(parts).sort_by("video_id")
     if table.num_rows == 0:
-        raise ValueError(f"no clips of split {split!r} in {run.uri('clips')} for this job")
+        raise ValueError(f"no clips of split {split!r} in {run.uri(CLIPS_FOLDER)} for this job")
     order = np.arange(table.num_rows)
     per_rank = -(-len(order) // world)
     mine = order[rank::world] if len(order) >= world else order

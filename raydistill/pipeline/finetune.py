@@ -213,7 +213,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     finetune = config.finetune
     files = latent_files(run)
     if not files:
-        raise FileNotFoundError(f"no latent cache in {run.uri('latents/train')}; run the "
+        raise FileNotFoundError(f"no latent cache in {run.uri(latents_folder('train'))}; run the "
                                 "latents stage first")
     if finetune.steps == 0:
         return use_pretrained_as_is(run, config, latent_shape(run),

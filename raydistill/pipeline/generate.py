@@ -24,6 +24,7 @@ from raydistill.datasets.common import folder_name
 from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.layout import (FINETUNE_MODEL_DIR, REPORT_FOLDER, SYNTHETIC_MANIFEST,
+                               SYNTHETIC_VIDEOS_FOLDER,
                                synthetic_latent_path, synthetic_video_path)
 from raydistill.pipeline.latents import open_vae
 from raydistill.pipeline.resources import actor_cpus
@@ -157,7 +158,7 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     generate = config.generate
     class_names = run.stage_summary("ingest")["class_names"]
     items = work_items(class_names, generate.per_class, config.seed)
-    written = set(run.list("synthetic/videos", ".mp4"))  # one listing, not a request per video
+    written = set(run.list(SYNTHETIC_VIDEOS_FOLDER, ".mp4"))  # one listing, not a request per video
     todo = [item for item in items if video_relpath(item) not in written]
     groups = [group for group in sampling_batches(items, generate.batch_size)
               if any(video_relpath(item) not in written for item in group)]
@@ -168,7 +169,7 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     strips = write_filmstrips(run, items)
     seconds = time.time() - started
     print(f"generate: {len(items)} synthetic videos ({len(todo)} generated now) in "
-          f"{seconds:.1f} s; filmstrips in {run.uri('report/filmstrips')}", flush=True)
+          f"{seconds:.1f} s; filmstrips in {run.uri(REPORT_FOLDER, 'filmstrips')}", flush=True)
     return {"videos": len(items), "generated_now": len(todo), "per_class": generate.per_class,
             "filmstrips": strips, "nodes": nodes, "seconds": round(seconds, 2),
             "videos_per_minute": round(60 * len(todo) / seconds, 1) if todo else None}

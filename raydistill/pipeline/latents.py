@@ -122,9 +122,10 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
     if latents.vae is None and not run.exists(f"{VAE_DIR}/losses.json"):
         summary.update(train_run_vae(run, config))
     manifest = run.read_table(MANIFEST)
-    prepare_output(run, LATENTS_FOLDER, {"num_frames": latents.num_frames, "size": latents.size,
-                                 "shard_size": latents.shard_size, "vae": latents.vae,
-                                 **frame_sampling(latents)})
+    prepare_output(run, LATENTS_FOLDER, {"num_frames": latents.num_frames,
+                                         "size": latents.size,
+                                         "shard_size": latents.shard_size, "vae": latents.vae,
+                                         **frame_sampling(latents)})
     plan = shard_plan(manifest, latents.shard_size, splits=("train",))
     todo = missing_shards(run, plan, LATENTS_FOLDER)
     writer_kwargs = {"run_url": run.url, "vae": latents.vae}

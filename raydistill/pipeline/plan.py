@@ -16,6 +16,7 @@ from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, SAMPLER_PRESET
                                STAGE_NAMES, ConfigError, RunConfig, to_dict)
 from raydistill.datasets.common import DatasetError
 from raydistill.embedding.videomae_v2 import CHECKPOINT_SUFFIXES
+from raydistill.layout import REPORT_FOLDER
 from raydistill.pipeline.resources import (Cluster, Request, cluster_view, resource_findings,
                                            stage_requests)
 from raydistill.pipeline.run import error_line, is_finished, validate_paths
@@ -195,5 +196,5 @@ def plan_text(prog: str, config: RunConfig, run: RunDir, cluster: Cluster,
         lines.append(f"  {name:<9} {stage_status(run, config, name):<5} "
                      f"{stage_settings(name, config)}")
         lines.append(f"  {'':<15} asks: {asks}")
-    lines.append(f"report: {run.uri('report', 'report.md')}")
+    lines.append(f"report: {run.uri(REPORT_FOLDER, 'report.md')}")
     return "\n".join(lines)

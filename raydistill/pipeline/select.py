@@ -203,6 +203,6 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
         select_vst_unet(run, select, model_name, learned)
     seconds = time.time() - started
     print(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed now) "
-          f"in {seconds:.1f} s, under {run.uri('selection', select.pool)}", flush=True)
+          f"in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}", flush=True)
     return {"pool": select.pool, "embedding": model_name, "selections": len(jobs),
             "computed_now": len(todo), "seconds": round(seconds, 2)}
