@@ -12,10 +12,12 @@ from raydistill.layout import (BoundKey, SelectionKey, embeddings_folder, eval_c
 def test_selection_paths_are_the_documented_ones():
     assert selection_path("synthetic", "tac_dt", 5, 2) == (
         "selection/synthetic/tac_dt/vpc=5/seed=2.parquet")
-    assert quality_path("real", "random", 1, 0) == "selection/real/random/vpc=1/seed=0.quality.json"
+    assert quality_path("real", "random", 1, 0) == (
+        "selection/real/random/vpc=1/seed=0.quality.json")
     assert vst_model_path("synthetic", 10, 3) == (
         "selection/synthetic/vst_unet/vpc=10/seed=3.model.pt")
-    assert method_settings_path("synthetic", "tac_dt") == "selection/synthetic/tac_dt/settings.json"
+    assert method_settings_path("synthetic", "tac_dt") == (
+        "selection/synthetic/tac_dt/settings.json")
     assert selection_folder("real") == "selection/real"
 
 

@@ -158,7 +158,8 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     generate = config.generate
     class_names = run.stage_summary("ingest")["class_names"]
     items = work_items(class_names, generate.per_class, config.seed)
-    written = set(run.list(SYNTHETIC_VIDEOS_FOLDER, ".mp4"))  # one listing, not a request per video
+    # One listing, not a request per video.
+    written = set(run.list(SYNTHETIC_VIDEOS_FOLDER, ".mp4"))
     todo = [item for item in items if video_relpath(item) not in written]
     groups = [group for group in sampling_batches(items, generate.batch_size)
               if any(video_relpath(item) not in written for item in group)]

@@ -109,12 +109,12 @@ def run_info_section(run: RunDir, markers: dict, pool: str, rows: list[ResultRow
              f"- Classifier: {', '.join(classifiers) or 'no evaluation yet'}"]
     if embedding:
         lines.append(f"- Selection embedding: {embedding}")
-    settings = selector_settings(run, pool, {row.method for row in rows}
-                                 | {method for method, _, _ in selection_files(run, pool)})
+    selected = {method for method, _, _ in selection_files(run, pool)}
+    methods = {row.method for row in rows} | selected
+    settings = selector_settings(run, pool, methods)
     if settings:
         lines.append(f"- Selector settings (others at their defaults): {settings}")
-    if any(row.method == "mae_score" for row in rows) or any(
-            method == "mae_score" for method, _, _ in selection_files(run, pool)):
+    if "mae_score" in methods:
         lines.append(f"- MAE-Score ranks by: {markdown_text(mae_score_scorer(run, pool, markers))}")
     lines.append(f"- Written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     return "\n".join(lines)

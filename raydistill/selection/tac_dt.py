@@ -265,14 +265,14 @@ def _representatives(Z: np.ndarray, groups: np.ndarray, k: int,
     for group in np.unique(groups):
         members = np.flatnonzero(groups == group)
         if draw is not None:
-            picks.append(int(draw.choice(members)))
-            sizes.append(len(members))
-            continue
-        distance = np.linalg.norm(Z[members] - Z[members].mean(axis=0), axis=1)
-        # lexsort: the last key sorts first (highest preference), ties go to the centre's.
-        order = (np.argsort(distance, kind="stable") if preference is None
-                 else np.lexsort((distance, -preference[members])))
-        picks.append(int(members[order[0]]))
+            pick = draw.choice(members)
+        else:
+            distance = np.linalg.norm(Z[members] - Z[members].mean(axis=0), axis=1)
+            # lexsort: the last key sorts first (highest preference), ties go to the centre's.
+            order = (np.argsort(distance, kind="stable") if preference is None
+                     else np.lexsort((distance, -preference[members])))
+            pick = members[order[0]]
+        picks.append(int(pick))
         sizes.append(len(members))
     order = sorted(range(len(picks)), key=lambda i: (-sizes[i], picks[i]))[:k]
     picks = [picks[i] for i in order]
