@@ -15,18 +15,15 @@ import yaml
 
 from raydistill.config import (SAMPLER_PRESETS, SELECTION_METHODS, ConfigError, RunConfig,
                                from_dict, yaml_problem)
+from raydistill.dataset_info import dataset_info
 from raydistill.pipeline.plan import dry_run
 from raydistill.pipeline.run import run_command
+from raydistill.selection import SELECTORS
 
-SPLIT_DATASETS = ("ucf101", "miniucf", "hmdb51")
-LARGE_DATASETS = ("kinetics400", "ssv2")
-"""Their latent caches (~60 GB and ~45 GB at 16×4×32×32 float32) do not fit in the fine-tuning
-workers' memory, so ``finetune.cache_latents`` is off for them."""
-
-PAPER_METHODS = ("tac_dt", "vst_unet", "random", "kcenter", "herding", "dm_mmd", "mae_score",
-                 "attention_topk")
-"""Every selector. ``attention_topk`` stands where the paper's CSTA row stands without being
-CSTA (``config.RENAMED_METHODS``): the report labels it as what it is."""
+PAPER_METHODS = tuple(sorted(SELECTORS, key=lambda name: not SELECTORS[name].proposed))
+"""Every selector, the paper's own (``proposed``) first, each group in ``SELECTORS`` order.
+``attention_topk`` stands where the paper's CSTA row stands without being CSTA
+(``config.RENAMED_METHODS``): the report labels it as what it is."""
 FLAG_DEFAULTS: dict[str, Any] = {
     "split": 1,
     "vae": "stabilityai/sd-vae-ft-ema",
@@ -90,7 +87,7 @@ def paper_settings(dataset: str) -> dict:
         "decode": {"num_frames": 16, "size": 112, "frame_interval": 1},
         "latents": {"num_frames": 16, "size": 256, "frame_interval": 3,
                     "frame_start": "random"},
-        "finetune": {"architecture": "xl", "cache_latents": dataset not in LARGE_DATASETS,
+        "finetune": {"architecture": "xl", "cache_latents": not dataset_info(dataset).large,
                      "steps": PAPER_FINETUNE_STEPS[dataset]},
         "generate": dict(SAMPLER_PRESETS["latte"]),
         "embed": {"pools": ["synthetic"]},

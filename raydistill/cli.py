@@ -13,10 +13,8 @@ from typing import Sequence
 from raydistill.config import (CLASSIFIER_NAMES, DATASETS, POOLS, SCHEDULER_NAMES,
                                SELECTION_METHODS, STAGE_NAMES, ConfigError, RunConfig, load_yaml,
                                with_overrides)
+from raydistill.dataset_info import SPLIT_DATASETS, dataset_info
 from raydistill.runs import RunDir
-
-
-SPLIT_DATASETS = ("ucf101", "miniucf", "hmdb51")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -147,7 +145,7 @@ def _read_config(path: str) -> RunConfig:
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | None]:
     """The validated run config and the stages a parsed command line asks for."""
     if args.command == "ingest":
-        if args.split is not None and args.dataset not in SPLIT_DATASETS:
+        if args.split is not None and not dataset_info(args.dataset).official_splits:
             raise ConfigError(f"--split: applies to {', '.join(SPLIT_DATASETS)} only")
         run = RunDir(args.out)
         if args.config:

@@ -16,7 +16,10 @@ from typing import Any, Optional
 
 import yaml
 
-DATASETS = ("toy", "kinetics400", "ssv2", "ucf101", "miniucf", "hmdb51")
+from raydistill.dataset_info import DATASET_NAMES
+
+DATASETS = DATASET_NAMES
+"""The dataset layouts ``ingest.dataset`` names (``raydistill.dataset_info``)."""
 STAGE_NAMES = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select",
                "evaluate", "report")
 """The pipeline's stages in order; each has a config section of the same name."""
@@ -41,8 +44,9 @@ SCORE_RUN = "run"
 """``embed.score_model`` value naming the classifier the run trains on its real clips."""
 SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_score",
                      "attention_topk", "vst_unet")
-"""The selectors (``raydistill.selection.SELECTORS``): the training-free ones fan out per class;
-``vst_unet`` trains one model over all classes of the pool's latents with Ray Train."""
+"""The selectors' names, in the order of ``raydistill.selection.SELECTORS`` (a test keeps the two
+equal; config cannot import the selectors, which import torch): the training-free ones fan out
+per class; ``vst_unet`` trains one model over all classes of the pool's latents with Ray Train."""
 RENAMED_METHODS = {
     "csta": ("attention_topk", "it is not the CSTA model of the paper's Table 4 (a CNN trained "
                                "for video summarisation, Son et al. CVPR 2024, whose weights do "

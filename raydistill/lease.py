@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Iterator
 import fsspec
 
 from raydistill.config import ConfigError
-from raydistill.runs import is_local
 
 if TYPE_CHECKING:
     from raydistill.runs import RunDir
@@ -66,7 +65,7 @@ class RunLease:
         self.token = uuid.uuid4().hex
         self.uri = run.uri(LEASE_FILE)
         path = run.path(LEASE_FILE)
-        self._file = (_LocalLeaseFile(path) if is_local(run.fs)
+        self._file = (_LocalLeaseFile(path) if run.on_local_disk
                       else _ObjectLeaseFile(run.fs, path))
         self._started_at = time.time()
         self._lost: str | None = None

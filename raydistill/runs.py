@@ -129,6 +129,11 @@ class RunDir:
         # other working directories, and must find the same run from the URL they are given.
         self.url = self.root if is_local(self.fs) else url.rstrip("/")
 
+    @property
+    def on_local_disk(self) -> bool:
+        """Whether the run lives on the local filesystem (not in an object store)."""
+        return is_local(self.fs)
+
     def path(self, *parts: str) -> str:
         """Filesystem path (no protocol) of a file inside the run."""
         return join(self.root, *parts)
@@ -265,26 +270,35 @@ class RunDir:
     # -- config --------------------------------------------------------------------------------
 
     def save_config(self, config: RunConfig) -> None:
-        """Write ``config.yaml``; refuse changes that would mix outputs of two configs.
-
-        A section (``ingest``, ``decode``, …) may change only while its stage is unfinished,
-        except its placement fields (``config.PLACEMENT_FIELDS``: CPUs, GPUs, actors); a
-        top-level field (``seed``) only while no stage has finished. Raises
-        :class:`ConfigError` naming the fields that may not change.
-        """
+        """Write ``config.yaml`` (unchanged: not rewritten); first refuse, as
+        :meth:`check_unfrozen` does, changes that would mix outputs of two configs."""
         if self.exists("config.yaml"):
-            saved = to_dict(self.load_config())
-            # The same run may be reached by another path (relative, absolute, mounted).
-            changed = [name for name in _changed_fields(saved, to_dict(config))
-                       if name != "run_dir"]
-            frozen = [name for name in changed if self._is_frozen(name)]
-            if frozen:
-                raise ConfigError(
-                    f"{frozen[0]}: {self.url} already holds finished work made with a different "
-                    f"value (changed: {', '.join(frozen)}); use a new run directory")
-            if not changed:
+            if not self.check_unfrozen(config):
                 return
         self.write_bytes("config.yaml", dump_yaml(config).encode())
+
+    def check_unfrozen(self, config: RunConfig) -> list[str]:
+        """The fields in which ``config`` differs from the saved ``config.yaml`` (none without
+        one), after refusing a change that would mix outputs of two configs.
+
+        The rule, in this one place: a section (``ingest``, ``decode``, …) may change only while
+        its stage is unfinished, except its placement fields (``config.PLACEMENT_FIELDS``:
+        CPUs, GPUs, actors) and the sections of additive stages (``config.ADDITIVE_STAGES``:
+        new settings add outputs); a top-level field (``seed``) only while no stage has
+        finished. Raises :class:`ConfigError` naming the fields that may not change.
+        """
+        if not self.exists("config.yaml"):
+            return []
+        saved = to_dict(self.load_config())
+        # The same run may be reached by another path (relative, absolute, mounted).
+        changed = [name for name in _changed_fields(saved, to_dict(config))
+                   if name != "run_dir"]
+        frozen = [name for name in changed if self._is_frozen(name)]
+        if frozen:
+            raise ConfigError(
+                f"{frozen[0]}: {self.url} already holds finished work made with a different "
+                f"value (changed: {', '.join(frozen)}); use a new run directory")
+        return changed
 
     def _is_frozen(self, field_name: str) -> bool:
         section = field_name.split(".")[0]

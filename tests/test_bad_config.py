@@ -18,6 +18,7 @@ from raydistill.cli import main
 from raydistill.config import RunConfig, from_dict
 from raydistill.pipeline import resources
 from raydistill.pipeline.run import RESOURCE_TIMEOUT_ENV
+from raydistill.pipeline.stages import named
 from raydistill.runs import RunDir
 from raydistill.schema import MANIFEST_SCHEMA, table_from_rows
 
@@ -251,7 +252,7 @@ def test_a_stage_waits_for_the_autoscaler_to_add_a_gpu_node_then_runs(monkeypatc
     config = from_dict(RunConfig, {"generate": {"gpus_per_actor": 1, "num_actors": 2}})
     asks = fake_cluster(monkeypatch, [[{"CPU": 0}], [{"CPU": 0}],
                                       [{"CPU": 0}, {"CPU": 8, "GPU": 1}]])
-    resources.wait_for_resources("generate", config, timeout_s=600)
+    resources.wait_for_resources(named(["generate"])[0], config, timeout_s=600)
     out = capsys.readouterr().out
     assert ("generate: waiting up to 600 s for a node that can hold it: generate.gpus_per_actor:"
             " one Latte actor asks 1 GPU, no node has a GPU; the autoscaler must add them") in out
@@ -264,9 +265,9 @@ def test_a_gpu_ask_larger_than_every_known_node_type_fails_at_once(monkeypatch):
     asks = fake_cluster(monkeypatch, [[{"CPU": 0}]], largest_gpus=4, node_types_known=True)
     with pytest.raises(resources.ResourceError, match="^generate.gpus_per_actor: one Latte actor "
                                                  "asks 8 GPU, no node has more than 4$"):
-        resources.check_resources(["ingest", "decode", "generate"], config)
+        resources.check_resources(named(["ingest", "decode", "generate"]), config)
     with pytest.raises(resources.ResourceError, match="^generate.gpus_per_actor"):
-        resources.wait_for_resources("generate", config, timeout_s=600)
+        resources.wait_for_resources(named(["generate"])[0], config, timeout_s=600)
     assert asks == []  # nothing to wait for: no node is asked for
 
 
@@ -274,7 +275,7 @@ def test_a_class_without_training_videos_stops_real_pool_selection_naming_it(tmp
     import pyarrow as pa
 
     from raydistill.config import ConfigError
-    from raydistill.pipeline.run import validate_real_pool_size
+    from raydistill.pipeline.select import validate_real_pool_size
 
     run = RunDir(str(tmp_path / "run"))
     run.write_table("manifest.parquet", pa.table({"class_name": ["a", "a", "b", "b"],

@@ -3,7 +3,8 @@
 import pytest
 
 from raydistill.cli import build_parser, config_from_args, main
-from raydistill.config import RunConfig, from_dict
+from raydistill.config import ConfigError, RunConfig, from_dict
+from raydistill.dataset_info import DATASET_INFO, DatasetInfo
 from raydistill.runs import RunDir
 
 
@@ -30,6 +31,15 @@ def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys,
     assert code == 2
     assert err.startswith(f"raydistill: error: {field}")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_dataset_record_says_which_datasets_take_split(tmp_path, monkeypatch):
+    argv = ["ingest", "--dataset", "toy", "--split", "2", "--out", str(tmp_path / "run")]
+    with pytest.raises(ConfigError, match=r"^--split: applies to ucf101, miniucf, hmdb51 only$"):
+        config_from_args(build_parser().parse_args(argv))
+    monkeypatch.setitem(DATASET_INFO, "toy", DatasetInfo("toy", official_splits=True))
+    config, _ = config_from_args(build_parser().parse_args(argv))
+    assert (config.ingest.dataset, config.ingest.split) == ("toy", 2)
 
 
 def test_unknown_field_in_a_config_file_is_named(tmp_path, capsys):

@@ -15,6 +15,7 @@ import yaml
 
 from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, from_dict, with_overrides
 from raydistill.pipeline import resources
+from raydistill.pipeline.stages import named
 from raydistill.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,12 @@ JOBS = {"distill_k400": "kinetics400", "distill_ssv2": "ssv2", "distill_ucf101":
         "distill_hmdb51": "hmdb51"}
 IMAGE = f"rayproject/ray:{ray.__version__}-py311-gpu"
 SCRATCH = "--from-scratch"  # a fresh Latte: the tests that are not about where it comes from
+
+
+def stage_requests(name: str, config: RunConfig, cluster: resources.Cluster
+                   ) -> list[resources.Request]:
+    """What stage ``name`` asks of ``cluster``."""
+    return named([name])[0].requests(config, cluster)
 
 
 def load_job(name: str):
@@ -386,7 +393,7 @@ def test_resource_findings_warn_where_the_cluster_can_grow_and_fail_where_it_can
                        SCRATCH)
     empty = resources.Cluster(cpus=0, gpus=0, largest_cpus=0, largest_gpus=0, autoscaler=True,
                          node_types_known=False)
-    requests = [r for name in STAGE_NAMES for r in resources.stage_requests(name, config, empty)]
+    requests = [r for name in STAGE_NAMES for r in stage_requests(name, config, empty)]
     errors, warnings = resources.resource_findings(requests, empty)
     assert errors == [] and any(w.startswith("generate.gpus_per_actor") for w in warnings)
     typed = resources.Cluster(cpus=0, gpus=0, largest_cpus=48, largest_gpus=4, autoscaler=True,
@@ -407,8 +414,8 @@ def test_cpu_workers_ask_their_cpus_per_worker_and_a_too_big_ask_names_that_fiel
                              "evaluate": {"cpus_per_worker": 2}})
     small = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
                               node_types_known=False)
-    latte = resources.stage_requests("finetune", config, small)[0]
-    c3d = resources.stage_requests("evaluate", config, small)[0]
+    latte = stage_requests("finetune", config, small)[0]
+    c3d = stage_requests("evaluate", config, small)[0]
     assert (latte.cpus, c3d.cpus) == (4, 2)
     errors, _ = resources.resource_findings([latte, c3d], small)
     assert [e.split(":")[0] for e in errors] == ["finetune.cpus_per_worker"]
@@ -418,12 +425,12 @@ def test_the_embedding_classifier_tasks_cpus_are_checked_before_the_run():
     config = from_dict(RunConfig, {"embed": {"run_classifier": "c3d", "classifier_cpus": 4}})
     small = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
                               node_types_known=False)
-    requests = resources.stage_requests("embed", config, small)
+    requests = stage_requests("embed", config, small)
     assert [r.what for r in requests] == ["embedding actor", "embedding classifier task"]
     errors, _ = resources.resource_findings(requests, small)
     assert [e.split(":")[0] for e in errors] == ["embed.classifier_cpus"]
     with_model = with_overrides(config, {"embed": {"model": "/weights/videomae"}})
-    assert len(resources.stage_requests("embed", with_model, small)) == 1
+    assert len(stage_requests("embed", with_model, small)) == 1
 
 
 def test_single_cpu_tasks_and_actors_ask_their_configured_cpus_and_a_too_big_ask_names_it():
@@ -432,32 +439,32 @@ def test_single_cpu_tasks_and_actors_ask_their_configured_cpus_and_a_too_big_ask
                                    "evaluate": {"test_cpus_per_actor": 3}})
     small = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0, autoscaler=False,
                               node_types_known=False)
-    asks = {name: [(r.what, r.cpus) for r in resources.stage_requests(name, config, small)]
+    asks = {name: [(r.what, r.cpus) for r in stage_requests(name, config, small)]
             for name in ("latents", "generate", "evaluate")}
     assert asks["latents"] == [("VAE actor", 0.5), ("VAE training task", 4)]
     assert asks["generate"] == [("Latte actor", 2)]
     assert asks["evaluate"][1] == ("test actor", 3)
-    requests = [r for name in asks for r in resources.stage_requests(name, config, small)]
+    requests = [r for name in asks for r in stage_requests(name, config, small)]
     errors, _ = resources.resource_findings(requests, small)
     assert [e.split(":")[0] for e in errors] == ["latents.vae_cpus",
                                                  "evaluate.test_cpus_per_actor"]
     too_big = with_overrides(config, {"generate": {"cpus_per_actor": 4}})
-    errors, _ = resources.resource_findings(resources.stage_requests("generate", too_big, small),
+    errors, _ = resources.resource_findings(stage_requests("generate", too_big, small),
                                             small)
     assert [e.split(":")[0] for e in errors] == ["generate.cpus_per_actor"]
     gpu_node = resources.Cluster(cpus=4, gpus=1, largest_cpus=4, largest_gpus=1,
                                  autoscaler=False, node_types_known=False)
     beside_a_gpu = with_overrides(too_big, {"generate": {"cpus_per_actor": 8,
                                                          "gpus_per_actor": 1}})
-    latte = resources.stage_requests("generate", beside_a_gpu, gpu_node)[0]
+    latte = stage_requests("generate", beside_a_gpu, gpu_node)[0]
     assert (latte.cpus, latte.gpus) == (8, 1)
     errors, _ = resources.resource_findings([latte], gpu_node)
     assert [e.split(":")[0] for e in errors] == ["generate.cpus_per_actor"]
-    assert resources.stage_requests("evaluate", config, gpu_node)[1].cpus == 1  # GPU: 1 CPU
+    assert stage_requests("evaluate", config, gpu_node)[1].cpus == 1  # GPU: 1 CPU
     defaults = from_dict(RunConfig, {"latents": {"vae": "/weights/vae"}})
-    assert [(r.what, r.cpus) for r in resources.stage_requests("latents", defaults, small)] == [
+    assert [(r.what, r.cpus) for r in stage_requests("latents", defaults, small)] == [
         ("VAE actor", 0.5)]
-    assert resources.stage_requests("evaluate", defaults, small)[1].cpus == 0.5
+    assert stage_requests("evaluate", defaults, small)[1].cpus == 0.5
 
 
 @pytest.mark.parametrize("section, field", [("latents", "vae_cpus"),

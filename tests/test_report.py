@@ -8,12 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from raydistill.dataset_info import DATASET_INFO, DatasetInfo
 from raydistill.report import report as report_module
+from raydistill.report.plots import method_color
 from raydistill.report.report import write_report
 from raydistill.report.tables import (compare_with_random, format_duration, format_percent,
-                                      headline_table, result_rows, upper_bound_rows)
+                                      headline_table, method_label, method_sort_key, result_rows,
+                                      upper_bound_rows)
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
+from raydistill.selection import SELECTORS, TACDTSelector
 from raydistill.video import encode_video
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -412,3 +416,36 @@ def test_the_report_names_the_selector_settings_each_selection_was_made_with(tmp
     line = next(line for line in read_report(run).splitlines() if "Selector settings" in line)
     assert line == ("- Selector settings (others at their defaults): TAC-DT: `min_score` 0.8, "
                     "`outlier_fence` null, `representative` score")
+
+
+def test_methods_are_named_ordered_and_coloured_as_in_the_paper():
+    ordered = sorted([*SELECTORS, "full_real", "kmeans", "full_synthetic"], key=method_sort_key)
+    assert ordered == ["random", "mae_score", "attention_topk", "dm_mmd", "kcenter", "herding",
+                       "vst_unet", "tac_dt", "full_real", "full_synthetic", "kmeans"]
+    assert [method_label(m) for m in ordered] == [
+        "Random", "MAE-Score", "Attention top-k", "DM-MMD", "k-Center", "Herding", "VST-UNet",
+        "TAC-DT", "Full real", "Full syn", "kmeans"]
+    assert [method_color(m) for m in ordered[:8]] == ["C0", "C1", "C2", "C4", "C6", "C8", "C9",
+                                                      "C3"]
+    assert method_color("kmeans") == "C5"
+
+
+def test_the_report_reads_names_order_and_colour_from_the_selector_classes(monkeypatch):
+    monkeypatch.setattr(TACDTSelector, "label", "TAC-DT (new)")
+    monkeypatch.setattr(TACDTSelector, "report_order", -1)
+    monkeypatch.setattr(TACDTSelector, "color", "C9")
+    assert method_label("tac_dt") == "TAC-DT (new)" and method_color("tac_dt") == "C9"
+    assert sorted(SELECTORS, key=method_sort_key)[0] == "tac_dt"
+
+
+def test_the_dataset_record_chooses_the_reports_headline_metric(tmp_path, monkeypatch):
+    run = make_run(tmp_path, embeddings=False)
+    write_report(run)
+    assert "### Top-1 accuracy per VPC" in read_report(run)  # the toy: top-1
+    run.mark_done("ingest", {"class_names": CLASSES, "wall_seconds": 1.0},
+                  {"dataset": "kinetics400"})
+    write_report(run)
+    assert "### Top-5 accuracy per VPC" in read_report(run)  # the paper's Table 2
+    monkeypatch.setitem(DATASET_INFO, "kinetics400", DatasetInfo("kinetics400"))
+    write_report(run)
+    assert "### Top-1 accuracy per VPC" in read_report(run)

@@ -480,6 +480,24 @@ def test_every_configured_method_has_a_selector():
     assert all(isinstance(make_selector(name), SELECTORS[name]) for name in SELECTION_METHODS)
 
 
+def test_the_configs_method_names_are_the_selectors_in_their_order():
+    # config.py keeps its own copy because it may not import the selectors (torch).
+    assert SELECTION_METHODS == tuple(SELECTORS)
+
+
+def test_every_selector_carries_its_report_label_order_and_colour():
+    classes = list(SELECTORS.values())
+    for cls in classes:
+        assert isinstance(cls.label, str) and cls.label, cls
+        assert isinstance(cls.report_order, int) and isinstance(cls.color, str), cls
+        assert isinstance(cls.proposed, bool), cls
+    for attribute in ("label", "report_order", "color"):
+        assert len({getattr(cls, attribute) for cls in classes}) == len(classes), attribute
+    # C7 (gray) marks the upper bounds and C5 a method without a selector.
+    assert not {cls.color for cls in classes} & {"C5", "C7"}
+    assert {name for name, cls in SELECTORS.items() if cls.proposed} == {"tac_dt", "vst_unet"}
+
+
 def test_make_selector_passes_params_and_names_the_methods_for_an_unknown_one():
     selector = make_selector("tac_dt", n_per_class=5, n_components=8)
     assert (selector.n_per_class, selector.n_components) == (5, 8)

@@ -4,6 +4,7 @@ S3 faults come from :class:`faulty_s3.FaultyS3`, a proxy in front of the session
 that answers a share of the requests with ``503 SlowDown`` / ``500 InternalError``.
 """
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import s3fs
 
 from faulty_s3 import FaultyS3
 from raydistill.config import RunConfig, dump_yaml, from_dict
-from raydistill.pipeline import run as pipeline_run
+from raydistill.pipeline import stages
 from raydistill.pipeline.run import run_command, run_stages
 from raydistill.pipeline.shards import shard_files
 from raydistill.lease import LEASE_FILE, RunInUse
@@ -211,7 +212,8 @@ def test_the_lease_is_released_when_a_stage_fails(s3_bucket, ray_cluster, monkey
         assert run.read_json(LEASE_FILE)["pid"] == os.getpid()  # held while the stage runs
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setitem(pipeline_run.STAGES, "ingest", failing_ingest)
+    failing = dataclasses.replace(stages.STAGES[0], run=failing_ingest)
+    monkeypatch.setattr(stages, "STAGES", (failing,) + stages.STAGES[1:])
     run = RunDir(f"{s3_bucket}/runs/failing")
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_stages(toy_config(run.url), ["ingest"])

@@ -10,7 +10,8 @@ import torch
 
 from raydistill.config import RunConfig, from_dict, with_overrides
 from raydistill.pipeline.latents import latent_table
-from raydistill.pipeline.run import requirements, run_stages
+from raydistill.pipeline.run import run_stages
+from raydistill.pipeline.stages import requirements
 from raydistill.layout import selection_path, vst_model_path
 from raydistill.pipeline import vst
 from raydistill.pipeline.vst import rank_classes, select_with_models, selector_for

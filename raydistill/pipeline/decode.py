@@ -27,8 +27,9 @@ from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, 
                                         source, task_pool, write_rejects_then)
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_table, decode_batch
+from raydistill.pipeline.resources import Cluster, Request
+from raydistill.pipeline.stage import Stage, frames_said
 
-STAGE = "decode"
 
 
 def clip_dataset(manifest: pa.Table, decode: DecodeConfig, rows_per_block: int = 8,
@@ -122,3 +123,19 @@ def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
                                                         decode_fn, frame_sampling(decode)),
                                   run.url)
     return plan, todo
+
+
+def describe(config: RunConfig) -> str:
+    """The plan's line: the classifier's clips and how they are sampled and sharded."""
+    decode = config.decode
+    return (f"{decode.num_frames}×{decode.size}² clips for the classifier "
+            f"({frames_said(decode)}), {decode.shard_size} videos per shard")
+
+
+def requests(config: RunConfig, cluster: Cluster) -> list[Request]:
+    """Decode tasks of ``decode.num_cpus`` CPUs, as many at once as the cluster holds."""
+    return [Request("decode task", None, config.decode.num_cpus, 0.0, "decode.shard_size",
+                    "decode.num_cpus")]
+
+
+STAGE = Stage("decode", run_decode, describe, requests)

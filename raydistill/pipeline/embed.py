@@ -28,7 +28,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-import torch
 from ray.data import ActorPoolStrategy
 
 from raydistill.classify.training import TOY_TRAINING, training_recipe
@@ -51,8 +50,9 @@ from raydistill.runs import RunDir
 from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.schema import tensor_array
 from raydistill.video.clips import clips_from_table
+from raydistill.pipeline.resources import Cluster, Request, inference_actors
+from raydistill.pipeline.stage import Stage, model_source
 
-STAGE = "embed"
 
 
 def pool_videos(run: RunDir, pool: str) -> pa.Table:
@@ -279,3 +279,36 @@ def run_embed(run: RunDir, config: RunConfig) -> dict:
               f"shards now); mae_score ranks by {summary[pool]['mae_score']}", flush=True)
     summary["seconds"] = round(time.time() - started, 2)
     return summary
+
+
+def describe(config: RunConfig) -> str:
+    """The plan's line: the pools, the embedding model and where class scores come from."""
+    embed = config.embed
+    own = ("C3D, trained on the run's real clips first" if embed.run_classifier == "c3d"
+           else "VideoMAE, tiny, trained on the run's real clips first")
+    scores = ("" if embed.score_model is None
+              else ", scores from the run's own classifier (trained first)"
+              if embed.score_model == SCORE_RUN
+              else f", scores from {model_source(embed.score_model, '')}")
+    model = "VideoMAE " + model_source(embed.model, own) if embed.model else own
+    return f"pools {', '.join(embed.pools)}, {model}{scores}"
+
+
+def requests(config: RunConfig, cluster: Cluster) -> list[Request]:
+    """The embedding actors, and the task that trains the run's own classifier when it is
+    used (no ``embed.model``, or scores from the run's classifier)."""
+    embed = config.embed
+    asks = [inference_actors("embedding actor", "embed", embed, cluster)]
+    if embed.model is None or embed.score_model == SCORE_RUN:
+        asks.append(Request("embedding classifier task", 1, embed.classifier_cpus, 0.0,
+                            "embed.model", "embed.classifier_cpus"))
+    return asks
+
+
+def needs(config: RunConfig) -> tuple[str, ...]:
+    """The synthetic pool needs the generated videos; real videos alone (coreset selection) need
+    only their clips (toy runs train the embedding classifier on the clip cache)."""
+    return ("generate",) if "synthetic" in config.embed.pools else ("decode",)
+
+
+STAGE = Stage("embed", run_embed, describe, requests, needs)

@@ -59,14 +59,12 @@ from raydistill.layout import (CLIPS_FOLDER, EVAL_FOLDER, MANIFEST, SYNTHETIC_MA
                                eval_metrics_path, eval_model_path, run_model_dir,
                                selection_path)
 from raydistill.pipeline.decode import write_clip_cache
-from raydistill.pipeline.resources import actor_cpus
+from raydistill.pipeline.resources import Cluster, Request, actor_cpus, train_request
 from raydistill.pipeline.shards import shard_files, source, use_assigned_cpus
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
+from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
-
-STAGE = "evaluate"
-
 
 def classifier_settings(evaluate: EvaluateConfig) -> tuple[dict, TrainSettings]:
     """(classifier spec ``name, frames, size, options``, training settings) of the config: the
@@ -484,6 +482,12 @@ class TestPredictor:
         return out
 
 
+def test_actor_cpus(evaluate: EvaluateConfig, use_gpu: bool) -> float:
+    """CPUs of one test actor: 1 beside a GPU, else ``evaluate.test_cpus_per_actor`` (None:
+    half a core, so that two share one)."""
+    return actor_cpus(None if use_gpu else evaluate.test_cpus_per_actor, 1.0 if use_gpu else 0.0)
+
+
 def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
                        num_classes: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(test labels (n,), key → probabilities (n, C)) with Ray Data batch inference over the
@@ -503,7 +507,7 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
                                                   "classifier": spec,
                                                   "num_classes": num_classes},
             batch_size=1, num_gpus=1 if use_gpu else 0,
-            num_cpus=actor_cpus(None if use_gpu else evaluate.test_cpus_per_actor, use_gpu),
+            num_cpus=test_actor_cpus(evaluate, use_gpu),
             compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
         ).take_all()
         # 200 rows or 20 000: sorted here, not by a Ray Data sort (a shuffle of its own tasks).
@@ -561,3 +565,36 @@ def _count(run: RunDir, split: str) -> int:
         with run.fs.open(run.fresh_path(path), "rb") as handle:
             total += pq.ParquetFile(handle).metadata.num_rows
     return total
+
+
+def describe(config: RaydistillConfig) -> str:
+    """The plan's line: the classifier, the upper bounds and the test split."""
+    e = config.evaluate
+    bounds = [b for b, on in (("full real", e.full_real), ("full synthetic", e.full_synthetic))
+              if on]
+    return (f"{e.classifier} ({e.preset} preset) per selection"
+            f"{' + ' + ', '.join(bounds) if bounds else ''}, tested on the real test "
+            "split (val where there is none)")
+
+
+def requests(config: RaydistillConfig, cluster: Cluster) -> list[Request]:
+    """The Ray Train workers that train the classifiers, and the test actors (on GPUs when the
+    cluster has any, as :func:`predict_test_split` decides)."""
+    e = config.evaluate
+    use_gpu = cluster.gpus > 0
+    cpu_field = (None if use_gpu or e.test_cpus_per_actor is None
+                 else "evaluate.test_cpus_per_actor")
+    return [train_request("classifier worker", "evaluate", e.use_gpu, e.num_workers, cluster,
+                          e.cpus_per_worker),
+            Request("test actor", e.test_actors, test_actor_cpus(e, use_gpu),
+                    1.0 if use_gpu else 0.0, "evaluate.test_actors", "evaluate.test_actors",
+                    cpu_field)]
+
+
+def needs(config: RaydistillConfig) -> tuple[str, ...]:
+    """The clip cache (the test split, the real videos it trains on) and the selections; the
+    generated videos too when it trains on all of them."""
+    return ("decode", "select") + (("generate",) if config.evaluate.full_synthetic else ())
+
+
+STAGE = Stage("evaluate", run_evaluate, describe, requests, needs, validate=validate_evaluation)

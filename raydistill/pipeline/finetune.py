@@ -39,8 +39,9 @@ from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.cluster import (arrow_filesystem, failure_config, fit_resuming,
                                          ray_storage, train_on_gpu)
 from raydistill.runs import RunDir
+from raydistill.pipeline.resources import Cluster, Request, train_request
+from raydistill.pipeline.stage import Stage, model_source
 
-STAGE = "finetune"
 INITIALISATION = "finetune/initialisation.json"
 """What the model took from ``finetune.model``: tensor counts and label rows matched by name."""
 
@@ -274,3 +275,30 @@ def write_loss_curve(run: RunDir, losses: list[tuple[int, float]]) -> None:
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     run.write_bytes(f"{REPORT_FOLDER}/finetune_loss.png", buffer.getvalue())
+
+
+ARCHITECTURE_NAMES = {"xl": "Latte-XL/2", "small": "small Latte", "tiny": "tiny Latte"}
+
+
+def describe(config: RaydistillConfig) -> str:
+    """The plan's line: the Latte, where it starts from and how it is trained."""
+    f = config.finetune
+    architecture = ARCHITECTURE_NAMES[f.architecture]
+    rows = ("" if not f.model else
+            f" (label rows by class name: {f.model_classes or 'where the model names them'})")
+    source = model_source(f.model, "scratch", local_only=True)
+    if f.steps == 0:
+        return f"{architecture} {source}{rows} used as it is (0 steps: no training)"
+    return (f"{architecture} from {source}{rows}, {f.steps:,} steps, batch "
+            f"{f.batch_size}/worker, lr {f.learning_rate:g}, {f.prediction_type}, "
+            f"cache_latents {f.cache_latents}")
+
+
+def requests(config: RaydistillConfig, cluster: Cluster) -> list[Request]:
+    """The Ray Train workers of the fine-tuning."""
+    f = config.finetune
+    return [train_request("Latte worker", "finetune", f.use_gpu, f.num_workers, cluster,
+                          f.cpus_per_worker)]
+
+
+STAGE = Stage("finetune", run_finetune, describe, requests)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from ray.data import ActorPoolStrategy
 
-from raydistill.config import GenerateConfig, RunConfig, to_dict
+from raydistill.config import SAMPLER_PRESETS, GenerateConfig, RunConfig, to_dict
 from raydistill.datasets.common import folder_name
 from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
@@ -34,8 +34,9 @@ from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
 from raydistill.video import decode_clip
 from raydistill.video.io import encode_video
+from raydistill.pipeline.resources import Cluster, Request, inference_actors
+from raydistill.pipeline.stage import Stage
 
-STAGE = "generate"
 SYNTHETIC_SCHEMA = pa.schema([("video_id", pa.string()), ("path", pa.string()),
                               ("label", pa.int32()), ("class_name", pa.string()),
                               ("seed", pa.int64()), ("latent_path", pa.string())])
@@ -174,3 +175,20 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     return {"videos": len(items), "generated_now": len(todo), "per_class": generate.per_class,
             "filmstrips": strips, "nodes": nodes, "seconds": round(seconds, 2),
             "videos_per_minute": round(60 * len(todo) / seconds, 1) if todo else None}
+
+
+def describe(config: RunConfig) -> str:
+    """The plan's line: videos per class and the sampler (named when it is a preset)."""
+    g = config.generate
+    named = [f" ({name} sampler)" for name, preset in SAMPLER_PRESETS.items()
+             if preset == {"scheduler": g.scheduler, "steps": g.steps, "guidance": g.guidance}]
+    return (f"{g.per_class} videos per class, {g.scheduler} {g.steps} steps, "
+            f"guidance {g.guidance:g}{''.join(named)}")
+
+
+def requests(config: RunConfig, cluster: Cluster) -> list[Request]:
+    """The Latte actors that sample the videos."""
+    return [inference_actors("Latte actor", "generate", config.generate, cluster)]
+
+
+STAGE = Stage("generate", run_generate, describe, requests)

@@ -12,6 +12,7 @@ import time
 import ray
 
 from raydistill.config import ConfigError, RunConfig
+from raydistill.dataset_info import dataset_info
 from raydistill.datasets import LAYOUTS, toy
 from raydistill.datasets.common import DatasetError, check_class_names
 from raydistill.datasets.manifest import (build_tables, format_summary, label_set_warnings,
@@ -19,8 +20,9 @@ from raydistill.datasets.manifest import (build_tables, format_summary, label_se
 from raydistill.layout import MANIFEST
 from raydistill.runs import RunDir, open_fs
 from raydistill.schema import reject
+from raydistill.pipeline.resources import Cluster, Request
+from raydistill.pipeline.stage import Stage
 
-STAGE = "ingest"
 
 
 def dataset_root(run: RunDir, config: RunConfig) -> str:
@@ -135,3 +137,18 @@ def run_ingest(run: RunDir, config: RunConfig) -> dict:
     summary["seconds"] = round(time.time() - started, 2)
     print(format_summary(summary, ingest.dataset, run.url), flush=True)
     return summary
+
+
+def describe(config: RunConfig) -> str:
+    """The plan's line: the dataset, its split and where it is read from."""
+    ingest = config.ingest
+    split = f", split {ingest.split}" if dataset_info(ingest.dataset).official_splits else ""
+    return f"{ingest.dataset}{split} from {ingest.root}"
+
+
+def requests(config: RunConfig, cluster: Cluster) -> list[Request]:
+    """Probe tasks of 1 CPU, as many at once as the cluster holds."""
+    return [Request("probe task", None, 1.0, 0.0, "ingest", "ingest")]
+
+
+STAGE = Stage("ingest", run_ingest, describe, requests, needs=lambda config: ())

@@ -32,8 +32,9 @@ from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, 
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import decode_batch
+from raydistill.pipeline.resources import Cluster, Request, inference_actors
+from raydistill.pipeline.stage import Stage, frames_said, model_source
 
-STAGE = "latents"
 VAE_DIR = "vae"
 
 
@@ -164,3 +165,25 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
           f"{'×'.join(map(str, summary['latent_shape']))} latents ({len(todo)} shards now)",
           flush=True)
     return summary
+
+
+def describe(config: RunConfig) -> str:
+    """The plan's line: the VAE's clips, the latent shape and the VAE."""
+    latents = config.latents
+    side = latents.size // 8  # the SD VAE downsamples 8×
+    return (f"{latents.num_frames}×{latents.size}² clips ({frames_said(latents)}) → "
+            f"{latents.num_frames}×4×{side}×{side} latents, VAE "
+            f"{model_source(latents.vae, 'tiny, trained on the run first')}")
+
+
+def requests(config: RunConfig, cluster: Cluster) -> list[Request]:
+    """The VAE actors, and the task that trains the run's tiny VAE when none is given."""
+    latents = config.latents
+    asks = [inference_actors("VAE actor", "latents", latents, cluster)]
+    if latents.vae is None:
+        asks.append(Request("VAE training task", 1, latents.vae_cpus, 0.0, "latents.vae",
+                            "latents.vae_cpus"))
+    return asks
+
+
+STAGE = Stage("latents", run_latents, describe, requests)

@@ -8,8 +8,8 @@ import time
 from raydistill.config import RunConfig
 from raydistill.report.report import write_report
 from raydistill.runs import RunDir
+from raydistill.pipeline.stage import Stage
 
-STAGE = "report"
 
 
 def run_report(run: RunDir, config: RunConfig) -> dict:
@@ -19,3 +19,11 @@ def run_report(run: RunDir, config: RunConfig) -> dict:
                        max_filmstrip_classes=config.report.max_filmstrip_classes)
     print(f"report: {uri}", flush=True)
     return {"report": uri, "seconds": round(time.time() - started, 2)}
+
+
+def describe(config: RunConfig) -> str:
+    """The plan's line: where the report goes."""
+    return f"report.md of {config.run_dir}"
+
+
+STAGE = Stage("report", run_report, describe, needs=lambda config: ("ingest",), redrawn=True)

@@ -14,10 +14,14 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import yaml
 
-from raydistill.config import SCORE_RUN, ConfigError, RunConfig
+from raydistill.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:
+    from raydistill.pipeline.stage import Stage
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,15 @@ def actor_request(what: str, section: str, count: int, gpus: float,
                    f"{section}.gpus_per_actor", cpu_field)
 
 
+def inference_actors(what: str, section_name: str, section, cluster: Cluster) -> Request:
+    """The actor pool of an inference stage's config ``section`` (``num_actors``,
+    ``gpus_per_actor``, and ``cpus_per_actor`` where the section has it)."""
+    cpus = getattr(section, "cpus_per_actor", None)
+    return actor_request(what, section_name, section.num_actors,
+                         resolved_gpus(section.gpus_per_actor, cluster), cpus,
+                         f"{section_name}.cpus_per_actor" if cpus is not None else None)
+
+
 def train_request(what: str, section: str, use_gpu: bool | None, count: int, cluster: Cluster,
                   cpus: float | None = None, count_name: str = "num_workers") -> Request:
     """Ray Train workers of config ``section``: ``cpus`` CPUs each on CPU (None: 1, a section
@@ -160,53 +173,6 @@ def train_request(what: str, section: str, use_gpu: bool | None, count: int, clu
     unit = (f"{section}.use_gpu" if gpu or cpus is None else f"{section}.cpus_per_worker")
     return Request(what, count, 1.0 if gpu or cpus is None else cpus, 1.0 if gpu else 0.0,
                    f"{section}.{count_name}", unit)
-
-
-def stage_requests(name: str, config: RunConfig, cluster: Cluster) -> list[Request]:
-    """The Ray workers stage ``name`` asks for, as the pipeline's stages size them."""
-    c = config
-    if name == "ingest":
-        return [Request("probe task", None, 1.0, 0.0, "ingest", "ingest")]
-    if name == "decode":
-        return [Request("decode task", None, c.decode.num_cpus, 0.0, "decode.shard_size",
-                        "decode.num_cpus")]
-    if name in ("latents", "generate", "embed"):
-        section = getattr(c, name)
-        what = {"latents": "VAE actor", "generate": "Latte actor",
-                "embed": "embedding actor"}[name]
-        cpus = getattr(section, "cpus_per_actor", None)
-        requests = [actor_request(what, name, section.num_actors,
-                                  resolved_gpus(section.gpus_per_actor, cluster), cpus,
-                                  f"{name}.cpus_per_actor" if cpus is not None else None)]
-        if name == "latents" and c.latents.vae is None:
-            requests.append(Request("VAE training task", 1, c.latents.vae_cpus, 0.0,
-                                    "latents.vae", "latents.vae_cpus"))
-        if name == "embed" and (c.embed.model is None or c.embed.score_model == SCORE_RUN):
-            requests.append(Request("embedding classifier task", 1, c.embed.classifier_cpus,
-                                    0.0, "embed.model", "embed.classifier_cpus"))
-        return requests
-    if name == "finetune":
-        return [train_request("Latte worker", "finetune", c.finetune.use_gpu,
-                              c.finetune.num_workers, cluster, c.finetune.cpus_per_worker)]
-    if name == "select":
-        requests = [Request("selection task", None, 1.0, 0.0, "select.classes_per_task",
-                            "select")]
-        if "vst_unet" in c.select.methods:
-            requests.append(train_request("VST-UNet worker", "select", c.select.use_gpu,
-                                          c.select.train_workers, cluster,
-                                          count_name="train_workers"))
-        return requests
-    if name == "evaluate":
-        test_gpus = 1.0 if cluster.gpus > 0 else 0.0  # the stage decides this from the cluster
-        return [train_request("classifier worker", "evaluate", c.evaluate.use_gpu,
-                              c.evaluate.num_workers, cluster, c.evaluate.cpus_per_worker),
-                Request("test actor", c.evaluate.test_actors,
-                        actor_cpus(None if test_gpus else c.evaluate.test_cpus_per_actor,
-                                   test_gpus),
-                        test_gpus, "evaluate.test_actors", "evaluate.test_actors",
-                        None if test_gpus or c.evaluate.test_cpus_per_actor is None
-                        else "evaluate.test_cpus_per_actor")]
-    return []  # report: the driver alone
 
 
 def resource_findings(requests: list[Request], cluster: Cluster) -> tuple[list[str], list[str]]:
@@ -279,15 +245,15 @@ def fits_a_node(r: Request, nodes: list[dict]) -> bool:
                for node in nodes)
 
 
-def check_resources(names: list[str], config: RunConfig) -> None:
+def check_resources(stages: list[Stage], config: RunConfig) -> None:
     """Before a run starts: raise :class:`ResourceError` (naming the field) for the first
-    worker of stages ``names`` that the cluster can never hold (the dry run's errors). Asks
-    that nodes joining may satisfy pass: :func:`wait_for_resources` handles them when their
-    stage starts."""
+    worker of ``stages`` that the cluster can never hold (the dry run's errors). Asks that nodes
+    joining may satisfy pass: :func:`wait_for_resources` handles them when their stage
+    starts."""
     nodes = alive_nodes()
     cluster = cluster_view()
-    for name in names:
-        for request in stage_requests(name, config, cluster):
+    for stage in stages:
+        for request in stage.requests(config, cluster):
             finding = None if fits_a_node(request, nodes) else unit_finding(request, cluster)
             if finding and finding[0]:
                 raise ResourceError(finding[1])
@@ -304,9 +270,9 @@ def ask_autoscaler(requests: list[Request]) -> None:
     request_resources(bundles=[bundle for bundle in bundles if bundle])
 
 
-def wait_for_resources(name: str, config: RunConfig, timeout_s: float,
+def wait_for_resources(stage: Stage, config: RunConfig, timeout_s: float,
                        poll_s: float = 5.0) -> None:
-    """Return once every kind of worker stage ``name`` starts fits on some node of the cluster.
+    """Return once every kind of worker ``stage`` starts fits on some node of the cluster.
 
     Each worker the cluster cannot hold now: :class:`ResourceError` at once if it never can
     (:func:`unit_finding`); else one line says what the stage waits for, the autoscaler (if
@@ -316,7 +282,7 @@ def wait_for_resources(name: str, config: RunConfig, timeout_s: float,
     """
     nodes = alive_nodes()
     cluster = cluster_view()
-    waiting = [r for r in stage_requests(name, config, cluster) if not fits_a_node(r, nodes)]
+    waiting = [r for r in stage.requests(config, cluster) if not fits_a_node(r, nodes)]
     if not waiting:
         return
     findings = [unit_finding(r, cluster) or (False, (
@@ -327,7 +293,7 @@ def wait_for_resources(name: str, config: RunConfig, timeout_s: float,
         if never:
             raise ResourceError(line)
     finding = findings[0]
-    print(f"{name}: waiting up to {timeout_s:g} s for a node that can hold it: {finding[1]}",
+    print(f"{stage.name}: waiting up to {timeout_s:g} s for a node that can hold it: {finding[1]}",
           flush=True)
     ask_autoscaler(waiting)  # also where none was detected: without one, the ask does nothing
     deadline = time.monotonic() + timeout_s
@@ -341,4 +307,4 @@ def wait_for_resources(name: str, config: RunConfig, timeout_s: float,
             nodes = alive_nodes()
     finally:
         ask_autoscaler([])
-    print(f"{name}: the cluster can hold it now", flush=True)
+    print(f"{stage.name}: the cluster can hold it now", flush=True)

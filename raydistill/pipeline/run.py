@@ -1,4 +1,5 @@
-"""Chain the stages of a run: validate first, then run each unfinished stage in order.
+"""Chain the stages of a run: check first (:mod:`~raydistill.pipeline.preflight`), then run
+each unfinished stage of :data:`~raydistill.pipeline.stages.STAGES` in order.
 
 A stage's completion marker is written after all of its outputs, so a run interrupted anywhere
 reruns exactly the unfinished stages (and, inside a stage, only the unfinished work items).
@@ -10,109 +11,17 @@ import os
 import re
 import sys
 import time
-from collections import Counter
 from typing import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from raydistill.config import ADDITIVE_STAGES, STAGE_NAMES, ConfigError, RunConfig, to_dict
+from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, to_dict
 from raydistill.datasets.common import DatasetError
-from raydistill.layout import MANIFEST
+from raydistill.pipeline import resources
 from raydistill.pipeline.cluster import init_ray
-from raydistill.pipeline.decode import run_decode
-from raydistill.pipeline.embed import run_embed
-from raydistill.pipeline.evaluate import run_evaluate, validate_evaluation
-from raydistill.pipeline.finetune import run_finetune
-from raydistill.pipeline.generate import run_generate
-from raydistill.pipeline.ingest import run_ingest
-from raydistill.pipeline.latents import run_latents
-from raydistill.pipeline.report import run_report
-from raydistill.pipeline.select import run_select
-from raydistill.runs import RunDir, is_local, open_fs
-
-# The stages in order (config.STAGE_NAMES): name → function(run, config) -> summary dict.
-STAGES: dict[str, Callable[[RunDir, RunConfig], dict]] = {
-    "ingest": run_ingest,
-    "decode": run_decode,
-    "latents": run_latents,
-    "finetune": run_finetune,
-    "generate": run_generate,
-    "embed": run_embed,
-    "select": run_select,
-    "evaluate": run_evaluate,
-    "report": run_report,
-}
-assert tuple(STAGES) == STAGE_NAMES
-
-
-def validate_paths(config: RunConfig) -> None:
-    """Check that the dataset root exists, and the bucket of a remote run directory.
-
-    Raises :class:`ConfigError` naming the field, before any work starts.
-    """
-    root = config.ingest.root
-    if root is not None and config.ingest.dataset != "toy":  # toy: where it will be generated
-        fs, path = _open(root, "ingest.root")
-        if not _exists(fs, path, "ingest.root", root):
-            raise ConfigError(f"ingest.root: {root} does not exist")
-    fs, path = _open(config.run_dir, "run_dir")
-    if not is_local(fs):  # a local run directory is created; a bucket must exist already
-        bucket = path.split("/")[0]
-        if not _exists(fs, bucket, "run_dir", config.run_dir):
-            raise ConfigError(f"run_dir: bucket {bucket!r} of {config.run_dir} does not exist")
-    elif fs.exists(path) and not fs.isdir(path):
-        raise ConfigError(f"run_dir: {config.run_dir} is a file, not a directory")
-
-
-def _exists(fs, path: str, field_name: str, url: str) -> bool:
-    """``fs.exists(path)``; ConfigError naming the field when the storage cannot be asked (wrong
-    credentials, an endpoint that does not answer)."""
-    try:
-        return fs.exists(path)
-    except Exception as error:  # s3fs / botocore raise many types; each means "cannot reach"
-        raise ConfigError(f"{field_name}: cannot reach {url}: {type(error).__name__}: "
-                          f"{error}") from None
-
-
-def validate_selection_params(config: RunConfig) -> None:
-    """Build every selector of ``select.params`` once, so a parameter the method does not have
-    stops the run before any work (:class:`ConfigError` naming it)."""
-    from raydistill.selection import SELECTORS
-
-    for method, params in config.select.params.items():
-        known = sorted(set(SELECTORS[method]().get_params()) - {"n_per_class", "random_state"})
-        for name in params:
-            if name not in known:
-                raise ConfigError(f"select.params.{method}.{name}: not a parameter of "
-                                  f"{method} (known: {', '.join(known) or 'none'})")
-
-
-def validate_real_pool_size(run: RunDir, config: RunConfig) -> None:
-    """Check ``select.vpc`` against the real pool once the run's manifest exists (the synthetic
-    pool's size, ``generate.per_class``, is checked with the config itself).
-
-    Raises :class:`ConfigError` naming ``select.vpc`` when a VPC is more than the training videos
-    of some class: every method would keep that whole class, and the comparison means nothing.
-    """
-    if (config.select.pool != "real" or not run.is_done("ingest")
-            or not run.exists(MANIFEST)):
-        return
-    manifest = run.read_table(MANIFEST)
-    per_class = Counter(name for name, split in zip(manifest.column("class_name").to_pylist(),
-                                                    manifest.column("split").to_pylist())
-                        if split == "train")
-    # A class of the class list without a single training video counts too (as 0).
-    for name in run.stage_summary("ingest").get("class_names") or []:
-        per_class.setdefault(name, 0)
-    if not per_class:
-        return
-    smallest, count = min(per_class.items(), key=lambda item: (item[1], item[0]))
-    largest_vpc = max(config.select.vpc)
-    if largest_vpc > count:
-        raise ConfigError(f"select.vpc: {largest_vpc} videos per class is more than the {count} "
-                          f"training videos of class {smallest!r} in the real pool "
-                          f"({run.uri(MANIFEST)})")
-
+from raydistill.pipeline.preflight import preflight
+from raydistill.pipeline.stages import is_finished, named
+from raydistill.runs import RunDir
 
 RESOURCE_TIMEOUT_ENV = "RAYDISTILL_RESOURCE_TIMEOUT_S"
 DEFAULT_RESOURCE_TIMEOUT_S = 1800.0
@@ -140,116 +49,44 @@ def resource_timeout(seconds: float | None = None) -> float:
     return float(seconds)
 
 
-def _open(url: str, field: str):
-    try:
-        return open_fs(url)
-    except (ValueError, ImportError) as error:
-        raise ConfigError(f"{field}: cannot open {url} ({error})") from None
-
-
-def requirements(name: str, config: RunConfig) -> list[str]:
-    """The stages that must have finished before stage ``name`` can run.
-
-    Each stage needs the one before it, except that embedding and selecting real videos only
-    (coreset selection) needs no diffusion model: ``embed`` of the ``real`` pool needs ``decode``
-    (toy runs train their embedding classifier on the clip cache); ``select`` needs ``embed``,
-    and for ``vst_unet`` the pool's latents (``latents`` for real videos, ``generate`` for
-    synthetic ones).
-    """
-    order = list(STAGES)
-    if name == "embed" and "synthetic" not in config.embed.pools:
-        return ["ingest", "decode"]
-    if name == "select":
-        needs = [] if config.select.methods == ("vst_unet",) else ["embed"]
-        if "vst_unet" in config.select.methods:  # it selects from the pool's VAE latents
-            needs.append("latents" if config.select.pool == "real" else "generate")
-        return _with_requirements(needs, config)
-    if name == "evaluate":
-        needs = ["decode", "select"] + (["generate"] if config.evaluate.full_synthetic else [])
-        return _with_requirements(needs, config)
-    if name == "report":
-        return ["ingest"]  # it draws whatever the run holds
-    return order[:order.index(name)]
-
-
-def _with_requirements(needs: list[str], config: RunConfig) -> list[str]:
-    """``needs`` and everything they need, in stage order."""
-    order = list(STAGES)
-    return sorted({earlier for need in needs for earlier in requirements(need, config)}
-                  | set(needs), key=order.index)
-
-
-def _check_order(run: RunDir, config: RunConfig, names: list[str]) -> None:
-    """Refuse a stage whose required stages are neither finished nor run before it now."""
-    for position, name in enumerate(names):
-        for earlier in requirements(name, config):
-            if earlier not in names[:position] and not run.is_done(earlier):
-                raise ConfigError(f"stages: {name} needs the {earlier} stage of {run.url} "
-                                  f"first (`raydistill run --run {run.url}` runs what is "
-                                  "missing)")
-
-
-def is_finished(run: RunDir, config: RunConfig, name: str) -> bool:
-    """Whether stage ``name`` has nothing left to do: finished, and, for an additive stage
-    (``embed``, ``select``, ``evaluate``), finished with the settings asked for now. The report
-    is never finished: it is redrawn from whatever the run holds."""
-    if name == "report":
-        return False
-    if name in ADDITIVE_STAGES:
-        return run.is_done_with(name, to_dict(getattr(config, name)))
-    return run.is_done(name)
-
-
 def run_stages(config: RunConfig, stages: list[str] | None = None,
                address: str | None = None, resource_timeout_s: float | None = None) -> RunDir:
     """Run ``stages`` (default: all, in order) of the run described by ``config``.
 
-    Validates paths, takes the run directory's lease (:class:`~raydistill.lease.RunLease`: a run
-    another job works in is refused with :class:`~raydistill.lease.RunInUse`), saves
+    Makes every check of :func:`~raydistill.pipeline.preflight.preflight`, takes the run
+    directory's lease (:class:`~raydistill.lease.RunLease`: a run another job works in is
+    refused with :class:`~raydistill.lease.RunInUse`), saves
     ``config.yaml``, starts or joins Ray, then runs each stage that has no completion marker yet,
     printing what it skips; releases the lease at the end, also on errors. Returns the run
     directory.
 
-    Before anything is written, it also refuses a changed section of a finished stage, a VPC
-    larger than the real pool, and a worker no node of the cluster can ever hold
-    (:func:`~raydistill.pipeline.resources.check_resources`); a worker that nodes joining could hold
-    is waited for when its stage starts, at most ``resource_timeout_s`` seconds
+    Before anything is written, it also refuses a worker no node of the cluster can ever hold
+    (:func:`~raydistill.pipeline.resources.check_resources`); a worker that nodes joining could
+    hold is waited for when its stage starts, at most ``resource_timeout_s`` seconds
     (:func:`resource_timeout`).
     """
-    names = list(STAGES) if stages is None else stages
-    unknown = [name for name in names if name not in STAGES]
-    if unknown:
-        raise ConfigError(f"stages: unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}")
-    validate_paths(config)
-    validate_selection_params(config)
-    validate_evaluation(config)  # every stage's settings, whichever stages run now
-    run = RunDir(config.run_dir)
-    _check_order(run, config, names)
-    from raydistill.pipeline import plan, resources  # plan imports this module
-
-    plan.check_frozen_sections(run, config)
-    if "select" in names:
-        validate_real_pool_size(run, config)
+    to_run = named(STAGE_NAMES if stages is None else stages)
+    run = preflight(config, [stage.name for stage in to_run])
     timeout_s = resource_timeout(resource_timeout_s)
     lease = run.lease()
     lease.refuse_if_held()  # a busy run is refused before Ray's start-up, not after it
     init_ray(address)
     # Before the lease, which creates the run directory: an impossible ask writes nothing.
-    resources.check_resources([n for n in names if not is_finished(run, config, n)], config)
+    resources.check_resources([s for s in to_run if not is_finished(run, config, s)], config)
     with lease:
         run.save_config(config)
-        for name in names:
+        for stage in to_run:
             lease.check()
-            if is_finished(run, config, name):
-                print(f"{name}: already done, skipped", flush=True)
+            if is_finished(run, config, stage):
+                print(f"{stage.name}: already done, skipped", flush=True)
                 continue
-            if name == "select":  # the manifest may be new
-                validate_real_pool_size(run, config)
-            resources.wait_for_resources(name, config, timeout_s)
+            if stage.check_inputs is not None:  # earlier stages may have added to the run
+                stage.check_inputs(run, config)
+            resources.wait_for_resources(stage, config, timeout_s)
             started = time.time()
-            summary = STAGES[name](run, config)
+            summary = stage.run(run, config)
             summary["wall_seconds"] = round(time.time() - started, 2)
-            run.mark_done(name, summary, to_dict(getattr(config, name)))
+            run.mark_done(stage.name, summary, to_dict(getattr(config, stage.name)))
     return run
 
 

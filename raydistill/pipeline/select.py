@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -22,15 +23,16 @@ import ray
 
 from raydistill.config import ConfigError, RunConfig, SelectConfig
 from raydistill.embedding.scorer import embeddings_name
-from raydistill.layout import (method_settings_path, quality_path, selection_folder,
+from raydistill.layout import (MANIFEST, method_settings_path, quality_path, selection_folder,
                                selection_path)
 from raydistill.pipeline import vst
 from raydistill.pipeline.embed import read_embeddings
+from raydistill.pipeline.resources import Cluster, Request, train_request
+from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
 from raydistill.selection import (PER_CLASS_METHODS, SELECTORS, make_selector,
                                   merge_class_selections, selection_quality)
 
-STAGE = "select"
 SELECTION_SCHEMA = pa.schema([("video_id", pa.string()), ("label", pa.int32()),
                               ("rank", pa.int32()), ("score", pa.float64())])
 Job = tuple[str, int, int]  # (method, vpc, seed)
@@ -206,3 +208,72 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
           f"in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}", flush=True)
     return {"pool": select.pool, "embedding": model_name, "selections": len(jobs),
             "computed_now": len(todo), "seconds": round(seconds, 2)}
+
+
+def describe(config: RunConfig) -> str:
+    """The plan's line: methods × VPCs × seeds, and the pool."""
+    s = config.select
+    return (f"{' '.join(s.methods)} × VPC {' '.join(map(str, s.vpc))} × {s.seeds} seeds "
+            f"from the {s.pool} pool")
+
+
+def requests(config: RunConfig, cluster: Cluster) -> list[Request]:
+    """Selection tasks of 1 CPU, and VST-UNet's Ray Train workers when it is selected."""
+    s = config.select
+    asks = [Request("selection task", None, 1.0, 0.0, "select.classes_per_task", "select")]
+    if vst.METHOD in s.methods:
+        asks.append(train_request("VST-UNet worker", "select", s.use_gpu, s.train_workers,
+                                  cluster, count_name="train_workers"))
+    return asks
+
+
+def needs(config: RunConfig) -> tuple[str, ...]:
+    """The pool's embeddings, and for VST-UNet, which selects from the pool's VAE latents, the
+    latents of real videos or the generated ones (VST-UNet alone needs no embeddings)."""
+    s = config.select
+    embeddings = () if s.methods == (vst.METHOD,) else ("embed",)
+    if vst.METHOD not in s.methods:
+        return embeddings
+    return embeddings + ("latents" if s.pool == "real" else "generate",)
+
+
+def validate_selection_params(config: RunConfig) -> None:
+    """Build every selector of ``select.params`` once, so a parameter the method does not have
+    stops the run before any work (:class:`ConfigError` naming it)."""
+    for method, params in config.select.params.items():
+        known = sorted(set(SELECTORS[method]().get_params()) - {"n_per_class", "random_state"})
+        for name in params:
+            if name not in known:
+                raise ConfigError(f"select.params.{method}.{name}: not a parameter of "
+                                  f"{method} (known: {', '.join(known) or 'none'})")
+
+
+def validate_real_pool_size(run: RunDir, config: RunConfig) -> None:
+    """Check ``select.vpc`` against the real pool once the run's manifest exists (the synthetic
+    pool's size, ``generate.per_class``, is checked with the config itself).
+
+    Raises :class:`ConfigError` naming ``select.vpc`` when a VPC is more than the training videos
+    of some class: every method would keep that whole class, and the comparison means nothing.
+    """
+    if (config.select.pool != "real" or not run.is_done("ingest")
+            or not run.exists(MANIFEST)):
+        return
+    manifest = run.read_table(MANIFEST)
+    per_class = Counter(name for name, split in zip(manifest.column("class_name").to_pylist(),
+                                                    manifest.column("split").to_pylist())
+                        if split == "train")
+    # A class of the class list without a single training video counts too (as 0).
+    for name in run.stage_summary("ingest").get("class_names") or []:
+        per_class.setdefault(name, 0)
+    if not per_class:
+        return
+    smallest, count = min(per_class.items(), key=lambda item: (item[1], item[0]))
+    largest_vpc = max(config.select.vpc)
+    if largest_vpc > count:
+        raise ConfigError(f"select.vpc: {largest_vpc} videos per class is more than the {count} "
+                          f"training videos of class {smallest!r} in the real pool "
+                          f"({run.uri(MANIFEST)})")
+
+
+STAGE = Stage("select", run_select, describe, requests, needs,
+              validate=validate_selection_params, check_inputs=validate_real_pool_size)

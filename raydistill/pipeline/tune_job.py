@@ -14,8 +14,8 @@ from raydistill.embedding.scorer import embeddings_name
 from raydistill.layout import MANIFEST, SYNTHETIC_MANIFEST, embeddings_folder, sweep_folder
 from raydistill.pipeline import vst
 from raydistill.pipeline.cluster import init_ray
-from raydistill.pipeline.run import requirements
 from raydistill.pipeline.shards import shard_files
+from raydistill.pipeline.stages import requirements
 from raydistill.pipeline.tune import SweepConfig, carve_validation, check_sweep, run_sweep
 from raydistill.runs import RunDir
 

@@ -18,17 +18,17 @@ from sklearn.decomposition import PCA
 
 from raydistill.report.filmstrip import filmstrip
 from raydistill.report.tables import METRIC_LABELS, ResultRow, method_label, method_sort_key
+from raydistill.selection import SELECTORS
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-# The paper's two methods in the strongest colours; tab10's gray (C7) is left to the bounds.
-METHOD_COLORS = {"random": "C0", "mae_score": "C1", "attention_topk": "C2", "dm_mmd": "C4",
-                 "kcenter": "C6", "herding": "C8", "vst_unet": "C9", "tac_dt": "C3"}
 BOUND_COLORS = {"full_real": "black", "full_synthetic": "tab:gray"}
 
 
 def method_color(method: str) -> str:
-    """A fixed colour per method, the same in every figure (gray is kept for the bounds)."""
-    return METHOD_COLORS.get(method, "C5")
+    """A fixed colour per method, its selector's ``color``, the same in every figure (gray is
+    kept for the bounds); C5 for an unknown method."""
+    selector = SELECTORS.get(method)
+    return selector.color if selector else "C5"
 
 
 def figure_png(figure: Figure, dpi: int = 110) -> bytes:

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from raydistill.dataset_info import dataset_info
 from raydistill.layout import (EVAL_FOLDER, MANIFEST, REPORT_FOLDER, SELECTION_FOLDER,
                                SYNTHETIC_MANIFEST, SelectionKey, embeddings_folder,
                                method_settings_path, parse_eval_path, parse_selection_path,
@@ -29,7 +30,6 @@ from raydistill.runs import RunDir, open_fs
 from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.video import decode_clip
 
-TOP5_DATASETS = ("kinetics400", "ssv2")  # the paper's Table 2 reports top-5 for these
 FILMSTRIP_FRAMES, FILMSTRIP_SIZE = 8, 64
 HOW_TO_READ = (
     "**How to read.** Values are mean ± std over seeds, in percent, of a classifier trained on "
@@ -53,7 +53,7 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
     pool = pool or choose_pool(run, markers)
     class_names = _summary(markers, "ingest").get("class_names") or []
     dataset = _settings(markers, "ingest").get("dataset")
-    metric = "top5" if dataset in TOP5_DATASETS else "top1"
+    metric = "top5" if dataset_info(dataset).reports_top5 else "top1"
     rows, bounds = result_rows(run, pool), upper_bound_rows(run)
     sections = [
         run_info_section(run, markers, pool, rows + bounds, dataset, class_names),

@@ -19,14 +19,9 @@ from raydistill.classify.metrics import METRIC_NAMES, summarize_seeds
 from raydistill.layout import (BOUNDS, EVAL_FOLDER, BoundKey, SelectionKey, parse_eval_path,
                                parse_selection_path, selection_folder)
 from raydistill.runs import RunDir
+from raydistill.selection import SELECTORS
 
-METHOD_ORDER = ("random", "mae_score", "attention_topk", "dm_mmd", "kcenter", "herding",
-                "vst_unet", "tac_dt")
-METHOD_LABELS = {"random": "Random", "mae_score": "MAE-Score",
-                 "attention_topk": "Attention top-k", "dm_mmd": "DM-MMD", "kcenter": "k-Center",
-                 "herding": "Herding",
-                 "vst_unet": "VST-UNet", "tac_dt": "TAC-DT",
-                 "full_real": "Full real", "full_synthetic": "Full syn"}
+BOUND_LABELS = {"full_real": "Full real", "full_synthetic": "Full syn"}
 METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "auc": "AUC", "f1": "F1"}
 STAGE_ORDER = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select",
                "evaluate")
@@ -59,13 +54,18 @@ class QualityRow:
 
 
 def method_label(method: str) -> str:
-    """The paper's name of a method (``tac_dt`` → ``TAC-DT``); unknown names pass through."""
-    return METHOD_LABELS.get(method, method)
+    """The paper's name of a method, its selector's ``label`` (``tac_dt`` → ``TAC-DT``), or of an
+    upper bound (``full_real`` → ``Full real``); unknown names pass through."""
+    if method in SELECTORS:
+        return SELECTORS[method].label
+    return BOUND_LABELS.get(method, method)
 
 
-def method_sort_key(method: str) -> tuple[int, str]:
-    """Paper order (baselines first, the paper's methods last), unknown methods after."""
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+def method_sort_key(method: str) -> tuple[float, str]:
+    """Paper order, the selectors' ``report_order`` (baselines first, the paper's methods last);
+    other names (upper bounds, unknown methods) after, by name."""
+    selector = SELECTORS.get(method)
+    return (selector.report_order if selector else math.inf, method)
 
 
 # -- gathering ---------------------------------------------------------------------------------

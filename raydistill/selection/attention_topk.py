@@ -49,6 +49,10 @@ class AttentionTopKSelector(ClassSelector):
         Weight of the redundancy penalty (default 0.5; 0 ranks by attention alone).
     """
 
+    label = "Attention top-k"
+    report_order = 30
+    color = "C2"
+
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0,
                  temperature: float = 0.1, redundancy: float = 0.5):
         self.n_per_class = n_per_class

@@ -39,7 +39,24 @@ class ClassSelector(BaseEstimator):
         order within a class.
     selected_scores_ : (m,) float64, the method's score of each pick (see the subclass).
     selected_labels_ : (m,) the label of each pick.
+
+    Class attributes
+    ----------------
+    Every selector of ``SELECTORS`` sets them; the report and the jobs read them from the class.
+
+    label : str
+        The paper's name of the method, shown in the report (``TAC-DT``).
+    report_order : int
+        Its place in the report's tables and figures, lowest first: the baselines, then the
+        paper's own methods. Spaced by 10, so that a new selector slots in without renumbering.
+    color : str
+        Its matplotlib colour in every figure; the paper's own methods take the strongest ones
+        and tab10's gray (C7) is left to the upper bounds.
+    proposed : bool
+        True for the paper's own methods (TAC-DT, VST-UNet), which the jobs list first.
     """
+
+    proposed = False
 
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0):
         self.n_per_class = n_per_class

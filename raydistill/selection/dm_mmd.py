@@ -49,6 +49,10 @@ class DMMMDSelector(ClassSelector):
         Coordinate-descent sweeps at most (default 10).
     """
 
+    label = "DM-MMD"
+    report_order = 40
+    color = "C4"
+
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0, n_init: int = 4,
                  n_candidates: int = 5, max_sweeps: int = 10):
         self.n_per_class = n_per_class

@@ -26,6 +26,10 @@ class HerdingSelector(ClassSelector):
         Unused (herding is deterministic); kept for the common selector interface.
     """
 
+    label = "Herding"
+    report_order = 60
+    color = "C8"
+
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0):
         self.n_per_class = n_per_class
         self.random_state = random_state

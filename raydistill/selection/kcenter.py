@@ -26,6 +26,10 @@ class KCenterSelector(ClassSelector):
         Unused (the traversal is deterministic); kept for the common selector interface.
     """
 
+    label = "k-Center"
+    report_order = 50
+    color = "C6"
+
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0):
         self.n_per_class = n_per_class
         self.random_state = random_state

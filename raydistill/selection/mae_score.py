@@ -44,6 +44,10 @@ class MAEScoreSelector(ClassSelector):
         Solver iterations of the logistic regression (default 1000).
     """
 
+    label = "MAE-Score"
+    report_order = 20
+    color = "C1"
+
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0, cv: int = 5,
                  C: float = 1.0, max_iter: int = 1000):
         self.n_per_class = n_per_class

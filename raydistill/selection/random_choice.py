@@ -21,6 +21,10 @@ class RandomSelector(ClassSelector):
         Seed; the draw of a class depends on (random_state, label) only.
     """
 
+    label = "Random"
+    report_order = 10
+    color = "C0"
+
     def __init__(self, n_per_class: int = 1, random_state: int | None = 0):
         self.n_per_class = n_per_class
         self.random_state = random_state

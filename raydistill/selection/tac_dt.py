@@ -104,6 +104,11 @@ class TACDTSelector(ClassSelector):
         ``sample`` (drawn at random with the seed) or ``score`` (the best scored).
     """
 
+    label = "TAC-DT"
+    report_order = 80
+    color = "C3"
+    proposed = True
+
     defaults_version = 2
     """2: isolated videos set aside by default (``outlier_fence`` 1.5); a run's selections made
     with version 1's defaults are not mixed with these (``pipeline/select.py``)."""

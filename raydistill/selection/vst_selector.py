@@ -199,7 +199,14 @@ class VSTUNetSelector(BaseEstimator):
     ascending label order, by descending p_c within a class, min(VPC, n_c) per class;
     ``selected_scores_`` (m,) their p_c; ``selected_labels_`` (m,); ``classes_`` (C,);
     ``model_`` the trained VSTUNet; ``loss_history_`` one dict of mean loss parts per epoch.
+    Class attributes ``label``, ``report_order``, ``color``, ``proposed``: as
+    :class:`~raydistill.selection.base.ClassSelector`'s.
     """
+
+    label = "VST-UNet"
+    report_order = 70
+    color = "C9"
+    proposed = True
 
     def __init__(self, n_per_class: int = 1, lambda_div: float | None = None,
                  lambda_rep: float | None = None, epochs: int = 100, lr: float = 3e-3,

@@ -1,0 +1,71 @@
+"""What makes up a stage of a run: one plain :class:`Stage` record per stage module.
+
+Each ``pipeline/<stage>.py`` ends with ``STAGE = Stage(...)``; :mod:`raydistill.pipeline.stages`
+holds them in order, and the run (:mod:`~raydistill.pipeline.run`), the dry run
+(:mod:`~raydistill.pipeline.plan`) and the cluster checks (:mod:`~raydistill.pipeline.resources`)
+loop over them. The record holds data and functions only, no logic of its own; the helpers below
+are the words stages describe themselves with in the plan.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from raydistill.embedding.videomae_v2 import CHECKPOINT_SUFFIXES
+
+if TYPE_CHECKING:
+    from raydistill.config import RunConfig
+    from raydistill.pipeline.resources import Cluster, Request
+    from raydistill.runs import RunDir
+
+
+def no_workers(config: RunConfig, cluster: Cluster) -> list[Request]:
+    """The ``requests`` of a stage that runs on the driver alone: none."""
+    return []
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its name (also its config section and its ``_stages/{name}.json`` marker) and
+    what the run, the plan and the cluster checks ask of it."""
+
+    name: str
+    run: Callable[[RunDir, RunConfig], dict]
+    """Run the stage's unfinished work in the run directory; returns its summary (JSON)."""
+    describe: Callable[[RunConfig], str]
+    """The stage's main settings in one line, for the dry run's plan."""
+    requests: Callable[[RunConfig, Cluster], list[Request]] = no_workers
+    """The kinds of Ray workers it starts, sized as the stage sizes them."""
+    needs: Callable[[RunConfig], tuple[str, ...]] | None = None
+    """The stages it reads the outputs of (their own needs follow); None: the stage before."""
+    validate: Callable[[RunConfig], None] | None = None
+    """Checks of its config section that need more than the config's own types (building a
+    model or a selector once): ConfigError naming the field, before any stage runs."""
+    check_inputs: Callable[[RunDir, RunConfig], None] | None = None
+    """Checks of its settings against what the run holds (ConfigError naming the field): before
+    the run starts, and again as the stage starts (earlier stages may have added to the run)."""
+    redrawn: bool = False
+    """Never finished: rerun on every run (the report, drawn from whatever the run holds)."""
+
+
+def frames_said(section) -> str:
+    """How a ``decode`` or ``latents`` section samples a clip's frames, in words."""
+    if section.frame_interval is None:
+        return "frames spread over the video"
+    start = "centred" if section.frame_start == "center" else "random start"
+    return f"frames {section.frame_interval} apart, {start}"
+
+
+def model_source(value: str | None, when_none: str, local_only: bool = False) -> str:
+    """How a model path or hub id will be found: ``when_none``, a local path, or a hub id (a
+    ``local_only`` model, as the Latte, or a checkpoint file such as an original VideoMAE V2
+    ``.pth``, is never a hub id: a path this node lacks)."""
+    if value is None:
+        return when_none
+    if os.path.exists(os.path.expanduser(value)):
+        return f"{value} (local)"
+    if local_only or value.lower().endswith(CHECKPOINT_SUFFIXES):
+        return f"{value} (a local path, not on this node)"
+    return f"{value} (hub id: downloaded on first use, or read from the HF cache)"
