@@ -1,9 +1,9 @@
 """Training and inference of a classifier on uint8 clips: settings, one epoch, predict, fit, resume.
 
-Pure torch: the Ray Train loop of the evaluate stage calls :func:`make_optimizer`,
-:func:`make_scheduler`, :func:`train_one_epoch` (on its dataset shard's batches, with a generator
-seeded per rank), :func:`predict` and :func:`save_state` / :func:`load_state`; tests and small runs
-call :func:`fit_classifier`, the same loop in-process.
+Pure torch. One training loop, :func:`fit_classifier`: tests, small runs and the embedding
+classifier call it in-process; the evaluate stage's Ray Train workers call it on their share of
+the clips with their own checkpoints (:class:`Checkpoints`) and the DistributedDataParallel
+wrapper.
 
 Defaults (:data:`PAPER_TRAINING`). The paper names the classifier (C3D) and the protocol (train on
 the selected set, test on the real test split, 5 runs) but no optimiser settings. We follow the
@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -260,37 +260,93 @@ def load_state(path: str | os.PathLike, model: nn.Module,
     return SavedState(int(state["epoch"]), list(state["history"]))
 
 
+class Checkpoints(Protocol):
+    """Where :func:`fit_classifier` keeps its state between epochs: a local file
+    (:class:`FileCheckpoint`), or the evaluate stage's Ray Train reports and run-directory files
+    (``pipeline/evaluate.py``)."""
+
+    save_final: bool
+    """Whether the state after the last epoch is saved too (not where the caller saves the
+    finished model right after)."""
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler,
+                generator: torch.Generator) -> tuple[int, list[dict]]:
+        """Load the saved state into the objects; returns (epochs done, history), (0, [])
+        when there is none."""
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
+             history: list[dict]) -> None:
+        """Keep the state after epoch ``history[-1]["epoch"]``."""
+
+
+class FileCheckpoint:
+    """A checkpoint in one local file (:func:`save_state`), resumed from when it exists and
+    saved after every epoch, the last included: a finished training rerun returns at once."""
+
+    save_final = True
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = path
+
+    def restore(self, model, optimizer, scheduler, generator) -> tuple[int, list[dict]]:
+        """(epochs done, history) from the file, torch's global RNG included; (0, []) without
+        one."""
+        if not os.path.exists(self.path):
+            return 0, []
+        return load_state(self.path, model, optimizer, scheduler, generator,
+                          restore_global_rng=True)
+
+    def save(self, model, optimizer, scheduler, generator, history) -> None:
+        """Write the state after the last epoch of ``history`` (atomically)."""
+        save_state(self.path, model, optimizer, scheduler, history[-1]["epoch"], generator,
+                   history)
+
+
 def fit_classifier(model: nn.Module, train_clips: np.ndarray, train_labels: np.ndarray,
                    settings: TrainSettings = PAPER_TRAINING,
                    checkpoint_path: str | os.PathLike | None = None,
-                   on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+                   on_epoch: Callable[[dict], None] | None = None, *,
+                   checkpoints: Checkpoints | None = None, checkpoint_every: int = 1,
+                   rank: int = 0, world: int = 1,
+                   wrap: Callable[[nn.Module], nn.Module] | None = None) -> list[dict]:
     """Train ``model`` (already on its device) on uint8 clips (N, T, H, W, 3) and labels (N,).
 
     Returns the history, one ``{"epoch", "loss", "lr"}`` per epoch. Seeds torch's global RNG
     (dropout) and a data generator (shuffling, augmentation) from ``settings.seed``, so a CPU run
-    is deterministic. With ``checkpoint_path`` the state is saved after every epoch and an
-    existing file is resumed from, continuing exactly where it stopped. ``on_epoch`` gets each
-    epoch's history entry once it is saved (to log, evaluate or stop).
+    is deterministic. With ``checkpoint_path`` (a :class:`FileCheckpoint`) or ``checkpoints``
+    the state is restored first and saved every ``checkpoint_every`` epochs, continuing exactly
+    where it stopped. ``on_epoch`` gets each epoch's history entry once it is saved (to log,
+    evaluate or stop).
+
+    The evaluate stage's Ray Train workers run this same loop, each on its share of the clips:
+    ``rank`` of ``world`` workers seeds with ``settings.seed + rank`` and counts epochs on the
+    whole set (``world`` shares of N clips), and ``wrap(model)``, once the state is restored,
+    gives the module that takes the steps (DistributedDataParallel: the workers' weights stay
+    equal).
     """
-    settings = settings.for_clips(len(train_clips))
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
+    if checkpoints is None and checkpoint_path is not None:
+        checkpoints = FileCheckpoint(checkpoint_path)
+    settings = settings.for_clips(len(train_clips) * world, world)
+    torch.manual_seed(settings.seed + rank)
+    generator = torch.Generator().manual_seed(settings.seed + rank)
     optimizer = make_optimizer(model, settings)
     scheduler = make_scheduler(optimizer, settings)
-    start, history = 0, []
-    if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        start, history = load_state(checkpoint_path, model, optimizer, scheduler, generator,
-                                    restore_global_rng=True)
+    start, history = (checkpoints.restore(model, optimizer, scheduler, generator)
+                      if checkpoints is not None else (0, []))
+    stepped = wrap(model) if wrap is not None else model
     for epoch in range(start, settings.epochs):
         lr = optimizer.param_groups[0]["lr"]
         batches = iterate_batches(train_clips, train_labels, settings.batch_size, generator)
-        loss = train_one_epoch(model, optimizer, batches, generator, settings.augmentation,
-                               settings.label_smoothing)
+        loss = train_one_epoch(stepped, optimizer, batches, generator,
+                               settings.augmentation, settings.label_smoothing)
         scheduler.step()
         history.append({"epoch": epoch + 1, "loss": loss, "lr": lr})
-        if checkpoint_path is not None:
-            save_state(checkpoint_path, model, optimizer, scheduler, epoch + 1, generator,
-                       history)
+        done = epoch + 1
+        if (checkpoints is not None and done % checkpoint_every == 0
+                and (done < settings.epochs or checkpoints.save_final)):
+            checkpoints.save(model, optimizer, scheduler, generator, history)
         if on_epoch is not None:
             on_epoch(history[-1])
     return history

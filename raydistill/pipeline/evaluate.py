@@ -47,9 +47,8 @@ from ray.train.torch import TorchTrainer, prepare_model
 from raydistill.classify import (PAPER_CLASSIFIERS, PAPER_TRAINING, TOY_CLASSIFIERS,
                                  TOY_TRAINING, build_classifier, classification_metrics)
 from raydistill.classify.augment import Augmentation
-from raydistill.classify.training import (TrainSettings, iterate_batches, load_state,
-                                          make_optimizer, make_scheduler, predict, save_state,
-                                          train_one_epoch, training_recipe)
+from raydistill.classify.training import (Checkpoints, TrainSettings, fit_classifier,
+                                          load_state, predict, save_state, training_recipe)
 from raydistill.config import ConfigError, EvaluateConfig
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.c3d import MODEL_FILE as C3D_MODEL_FILE
@@ -266,6 +265,8 @@ train_alone_on_gpu = ray.remote(num_gpus=1, max_calls=1)(train_alone)
 class RayTrainCheckpoints:
     """A data-parallel job's checkpoints: Ray Train's (every worker reports; rank 0 saves)."""
 
+    save_final = False  # the finished model is saved right after
+
     def __init__(self, checkpoint: Checkpoint | None, job_key: str, rank: int):
         self.checkpoint, self.job_key, self.rank = checkpoint, job_key, rank
 
@@ -300,6 +301,8 @@ class RunDirCheckpoints:
     """A job trained alone (``parallelism: jobs``): its checkpoint is ``eval/…/checkpoint.pt``
     in the run, beside the ``recipe`` it was trained under (``checkpoint.json``), written and
     read by whichever worker trains it."""
+
+    save_final = False  # the finished model is saved right after
 
     def __init__(self, run: RunDir, job_key: str, recipe: dict | None = None):
         self.run, self.relpath = run, eval_checkpoint_path(job_key)
@@ -341,36 +344,23 @@ class RunDirCheckpoints:
                 self.run.fs.rm(self.run.path(relpath))
 
 
-def train_job(run: RunDir, job: dict, loop_config: dict, checkpoints, rank: int,
-              world: int, device: torch.device) -> None:
-    """Train one job's classifier on ``device`` (restoring from and saving to ``checkpoints``);
-    rank 0 saves it to ``eval/…/model.pt``."""
+def train_job(run: RunDir, job: dict, loop_config: dict, checkpoints: Checkpoints,
+              rank: int, world: int, device: torch.device) -> None:
+    """Train one job's classifier on ``device`` with :func:`~raydistill.classify.fit_classifier`
+    on this rank's share of the clips (restoring from and saving to ``checkpoints``); rank 0
+    saves it to ``eval/…/model.pt``."""
     started = time.time()
     spec = loop_config["classifier"]
     settings = dataclasses.replace(settings_from_dict(loop_config["training"]), seed=job["seed"])
     clips, labels = load_clips(run, job["split"], job["ids"], rank, world)
-    settings = settings.for_clips(len(clips) * world, world)
-    # Seeded as an in-process ``classify.fit_classifier`` after ``torch.manual_seed(seed)`` is
-    # (rank 0): the initial weights, then dropout and the data generator.
+    # The initial weights are drawn as an in-process ``fit_classifier``'s caller draws them after
+    # ``torch.manual_seed(seed)`` (rank 0); the loop then seeds dropout and the data generator.
     torch.manual_seed(settings.seed + rank)
     model = build_classifier(spec["name"], loop_config["num_classes"], spec["frames"],
                              spec["size"], **spec["options"]).to(device)
-    torch.manual_seed(settings.seed + rank)
-    generator = torch.Generator().manual_seed(settings.seed + rank)
-    optimizer = make_optimizer(model, settings)
-    scheduler = make_scheduler(optimizer, settings)
-    start, history = checkpoints.restore(model, optimizer, scheduler, generator)
-    parallel = prepare_model(model) if world > 1 else model
-    for epoch in range(start, settings.epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        loss = train_one_epoch(parallel, optimizer,
-                               iterate_batches(clips, labels, settings.batch_size, generator),
-                               generator, settings.augmentation, settings.label_smoothing)
-        scheduler.step()
-        history.append({"epoch": epoch + 1, "loss": loss, "lr": lr})
-        # The last epoch needs no checkpoint: the finished model is saved right after.
-        if (epoch + 1) % loop_config["checkpoint_every"] == 0 and epoch + 1 < settings.epochs:
-            checkpoints.save(model, optimizer, scheduler, generator, history)
+    history = fit_classifier(model, clips, labels, settings, checkpoints=checkpoints,
+                             checkpoint_every=loop_config["checkpoint_every"], rank=rank,
+                             world=world, wrap=prepare_model if world > 1 else None)
     if rank == 0:
         save_model(run, job["key"], model.state_dict(), history,
                    len(set(job["ids"])) if job["ids"] else None, round(time.time() - started, 2))

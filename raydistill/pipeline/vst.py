@@ -33,8 +33,7 @@ from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
-                                               epoch_generator, load_state, make_optimizer,
-                                               save_state, score_classes, train_epoch)
+                                               load_state, save_state, score_classes)
 from raydistill.selection.vst_unet import VSTUNetConfig
 
 METHOD = "vst_unet"
@@ -111,47 +110,55 @@ def train_loop(loop_config: dict) -> None:
 
 def train_job(run: RunDir, job: tuple[int, int], loop_config: dict, batches, checkpoint,
               device, rank: int, world: int) -> None:
-    """Train one (VPC, seed) model to its last epoch and save it into the run (rank 0)."""
-    selector = selector_for(job, loop_config["params"])
-    lambda_div, lambda_rep = selector.lambdas()
-    config = selector.model_config(batches[0].source.shape[2], len(loop_config["classes"]))
-    model = build_model(config, job[1]).to(device)
-    optimizer = make_optimizer(model, selector.lr, selector.score_lr_scale)
-    history: list[dict] = []
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = os.path.join(folder, f"vpc={job[0]}-seed={job[1]}.pt")
-            if os.path.exists(state):
-                _, history, _ = load_state(state, model, optimizer, map_location=device)
-    parallel = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True}
-                             ) if world > 1 else model
-    for epoch in range(len(history), selector.epochs):
-        parts = train_epoch(parallel, optimizer, batches, n_select=job[0], lambda_div=lambda_div,
-                            lambda_rep=lambda_rep,
-                            generator=epoch_generator(job[1], epoch * world + rank),
-                            losses=tuple(selector.losses), n_samples=selector.n_samples,
-                            reward_space=selector.reward_space,
-                            rep_distance=selector.rep_distance, device=device)
-        history.append(parts)
-        # The last epoch needs no checkpoint: the finished model is saved right after.
-        if (epoch + 1) % loop_config["checkpoint_every"] == 0 and epoch + 1 < selector.epochs:
-            _report(job, model, optimizer, epoch, history, rank)
+    """Train one (VPC, seed) model to its last epoch with
+    :meth:`~raydistill.selection.vst_selector.VSTUNetSelector.train_model` on this rank's class
+    batches, and save it into the run (rank 0)."""
+    selector = selector_for(job, loop_config["params"]).set_params(device=device)
+    model, history = selector.train_model(
+        batches, len(loop_config["classes"]), RayTrainCheckpoints(checkpoint, job, rank, device),
+        loop_config["checkpoint_every"], rank, world,
+        wrap=lambda module: prepare_model(
+            module, parallel_strategy_kwargs={"find_unused_parameters": True}) if world > 1
+        else module)
     if rank == 0:
         buffer = io.BytesIO()
-        torch.save({"config": dataclasses.asdict(config), "model": model.state_dict(),
+        torch.save({"config": dataclasses.asdict(model.config), "model": model.state_dict(),
                     "history": history}, buffer)
         run.write_bytes(vst_model_path(loop_config["pool"], *job), buffer.getvalue())
 
 
-def _report(job, model, optimizer, epoch, history, rank) -> None:
-    metrics = {"vpc": job[0], "seed": job[1], "epoch": epoch + 1, **history[-1]}
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="raydistill-vst-") as folder:
-        save_state(os.path.join(folder, f"vpc={job[0]}-seed={job[1]}.pt"), model, optimizer,
-                   epoch, history)
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+class RayTrainCheckpoints:
+    """A (VPC, seed) job's checkpoints in Ray Train: restored from the trainer's last checkpoint,
+    saved by reporting every epoch (a barrier for every worker; rank 0 attaches the state)."""
+
+    save_final = False  # the finished model is saved right after
+
+    def __init__(self, checkpoint: Checkpoint | None, job: tuple[int, int], rank: int, device):
+        self.checkpoint, self.job, self.rank, self.device = checkpoint, job, rank, device
+        self.file = f"vpc={job[0]}-seed={job[1]}.pt"
+
+    def restore(self, model, optimizer) -> list[dict]:
+        """The history of the epochs done, from this job's file in the trainer's checkpoint
+        (its state loaded), or []."""
+        if self.checkpoint:
+            with self.checkpoint.as_directory() as folder:
+                state = os.path.join(folder, self.file)
+                if os.path.exists(state):
+                    _, history, _ = load_state(state, model, optimizer, map_location=self.device)
+                    return history
+        return []
+
+    def save(self, model, optimizer, history: list[dict]) -> None:
+        """Report the epoch's losses, with rank 0's checkpoint."""
+        metrics = {"vpc": self.job[0], "seed": self.job[1], "epoch": len(history),
+                   **history[-1]}
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="raydistill-vst-") as folder:
+            save_state(os.path.join(folder, self.file), model, optimizer, len(history) - 1,
+                       history)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
 def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, int]]) -> None:

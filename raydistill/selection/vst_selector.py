@@ -3,19 +3,21 @@
 One model is trained over all classes; each optimiser step sees the N_c latent videos of one
 class. After training, the top-VPC videos of each class by p_c are the selection.
 
-The pieces a Ray Train wrapper reuses: ``make_class_batches``, ``build_model``, ``make_optimizer``,
-``train_epoch``, ``score_classes``, ``top_per_class``, ``epoch_generator``, ``save_state`` /
-``load_state``. All randomness of epoch ``e`` (class order, REINFORCE draws) comes from
-``epoch_generator(random_state, e)``, so training resumed from the checkpoint of epoch ``e``
-reaches the same weights as training straight through.
+One training loop, :meth:`VSTUNetSelector.train_model`, serves ``fit`` and the select stage's
+Ray Train workers (``pipeline/vst.py``), which supply their class batches, their checkpoints
+(:class:`VSTCheckpoints`) and the DistributedDataParallel wrapper; they reuse ``score_classes``,
+``build_model`` and ``save_state`` / ``load_state`` too. All randomness of epoch ``e`` (class
+order, REINFORCE draws) comes from ``epoch_generator(random_state, e)``, so training resumed
+from the checkpoint of epoch ``e`` reaches the same weights as training straight through.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -173,6 +175,56 @@ def load_state(path: str | os.PathLike, model: VSTUNet,
     return state["epoch"], state["history"], state["meta"]
 
 
+class VSTCheckpoints(Protocol):
+    """Where :meth:`VSTUNetSelector.train_model` keeps its state between epochs: a folder
+    (:class:`FolderCheckpoint`, ``checkpoint_dir``), or Ray Train's reports
+    (``pipeline/vst.py``)."""
+
+    save_final: bool
+    """Whether the state after the last epoch is saved too (not where the caller saves the
+    finished model right after)."""
+
+    def restore(self, model: VSTUNet, optimizer: torch.optim.Optimizer) -> list[dict]:
+        """Load the saved state into the objects; returns the history of the epochs done
+        ([] when there is none)."""
+
+    def save(self, model: VSTUNet, optimizer: torch.optim.Optimizer,
+             history: list[dict]) -> None:
+        """Keep the state after epoch ``len(history)``."""
+
+
+class FolderCheckpoint:
+    """``checkpoint_dir/vst_unet_state.pt``, with the ``fingerprint`` of the selector and data
+    it was written for (a checkpoint of another configuration is refused, not resumed); saved
+    after every epoch, the last included."""
+
+    save_final = True
+
+    def __init__(self, folder: str | os.PathLike, fingerprint: dict, epochs: int,
+                 device: str | torch.device = "cpu"):
+        self.path = Path(folder) / STATE_FILE
+        self.fingerprint, self.epochs, self.device = fingerprint, epochs, device
+
+    def restore(self, model: VSTUNet, optimizer: torch.optim.Optimizer) -> list[dict]:
+        """The saved history (its model and optimizer state loaded); ValueError naming the file
+        for another configuration's checkpoint or one past ``epochs``."""
+        if not self.path.exists():
+            return []
+        epoch, history, meta = load_state(self.path, model, optimizer, self.device)
+        if meta != self.fingerprint:
+            raise ValueError(f"checkpoint at {self.path} was written by a different "
+                             "selector configuration or data; use another checkpoint_dir")
+        if epoch + 1 > self.epochs:
+            raise ValueError(f"checkpoint at {self.path} is after epoch {epoch + 1}, "
+                             f"past epochs={self.epochs}")
+        return list(history[: epoch + 1])
+
+    def save(self, model: VSTUNet, optimizer: torch.optim.Optimizer,
+             history: list[dict]) -> None:
+        """Write the state after the last epoch of ``history``."""
+        save_state(self.path, model, optimizer, len(history) - 1, history, self.fingerprint)
+
+
 class VSTUNetSelector(BaseEstimator):
     """Select ``n_per_class`` videos per class by a VST-UNet trained on L_ce + λ_d·L_div + λ_r·L_rep.
 
@@ -242,22 +294,13 @@ class VSTUNetSelector(BaseEstimator):
         """Train on latents ``X`` with labels ``y`` and select; ``scores`` is ignored."""
         self._check_params()
         batches, classes = make_class_batches(X, y, self.latent_shape)
-        lambda_div, lambda_rep = self.lambdas()
-        config = self.model_config(batches[0].source.shape[2], len(classes))
-        seed = self._seed()
-        model = build_model(config, seed).to(self.device)
-        optimizer = make_optimizer(model, self.lr, self.score_lr_scale)
-        fingerprint = self._fingerprint(config, batches[0].source, y)
-        history = self._resume(model, optimizer, fingerprint)
-        for epoch in range(len(history), self.epochs):
-            history.append(train_epoch(
-                model, optimizer, batches, n_select=self.n_per_class, lambda_div=lambda_div,
-                lambda_rep=lambda_rep, generator=epoch_generator(seed, epoch),
-                losses=tuple(self.losses), n_samples=self.n_samples,
-                reward_space=self.reward_space, rep_distance=self.rep_distance,
-                device=self.device))
-            if self.checkpoint_dir is not None:
-                save_state(self._state_path(), model, optimizer, epoch, history, fingerprint)
+        checkpoints = None
+        if self.checkpoint_dir is not None:
+            config = self.model_config(batches[0].source.shape[2], len(classes))
+            checkpoints = FolderCheckpoint(
+                self.checkpoint_dir, self._fingerprint(config, batches[0].source, y),
+                self.epochs, self.device)
+        model, history = self.train_model(batches, len(classes), checkpoints)
         probs = score_classes(model, batches, self.device)
         self.selected_indices_, self.selected_scores_ = top_per_class(
             batches, probs, self.n_per_class)
@@ -267,6 +310,41 @@ class VSTUNetSelector(BaseEstimator):
         self.model_ = model
         self.loss_history_ = history
         return self
+
+    def train_model(self, batches: Sequence[ClassBatch], num_classes: int,
+                    checkpoints: VSTCheckpoints | None = None, checkpoint_every: int = 1,
+                    rank: int = 0, world: int = 1,
+                    wrap: Callable[[VSTUNet], torch.nn.Module] | None = None
+                    ) -> tuple[VSTUNet, list[dict]]:
+        """Train a VST-UNet over ``batches`` (one per class, indexed among ``num_classes``);
+        returns (the model, one dict of mean loss parts per epoch).
+
+        ``checkpoints`` are restored first and saved every ``checkpoint_every`` epochs. The
+        select stage's Ray Train workers run this same loop on their shares of the classes:
+        ``rank`` of ``world`` draws epoch ``e``'s randomness from ``epoch_generator(seed,
+        e · world + rank)``, and ``wrap(model)``, once the state is restored, gives the module
+        that takes the steps (DistributedDataParallel).
+        """
+        self._check_params()
+        lambda_div, lambda_rep = self.lambdas()
+        config = self.model_config(batches[0].source.shape[2], num_classes)
+        seed = self._seed()
+        model = build_model(config, seed).to(self.device)
+        optimizer = make_optimizer(model, self.lr, self.score_lr_scale)
+        history = checkpoints.restore(model, optimizer) if checkpoints is not None else []
+        stepped = wrap(model) if wrap is not None else model
+        for epoch in range(len(history), self.epochs):
+            history.append(train_epoch(
+                stepped, optimizer, batches, n_select=self.n_per_class, lambda_div=lambda_div,
+                lambda_rep=lambda_rep, generator=epoch_generator(seed, epoch * world + rank),
+                losses=tuple(self.losses), n_samples=self.n_samples,
+                reward_space=self.reward_space, rep_distance=self.rep_distance,
+                device=self.device))
+            done = epoch + 1
+            if (checkpoints is not None and done % checkpoint_every == 0
+                    and (done < self.epochs or checkpoints.save_final)):
+                checkpoints.save(model, optimizer, history)
+        return model, history
 
     def _check_params(self) -> None:
         check_count_and_seed(self.n_per_class, self.random_state)
@@ -315,18 +393,3 @@ class VSTUNetSelector(BaseEstimator):
                 "config": repr(replace(config, checkpointing=False)),
                 "data": repr((tuple(source.shape), class_sizes))}
 
-    def _state_path(self) -> Path:
-        return Path(self.checkpoint_dir) / STATE_FILE
-
-    def _resume(self, model: VSTUNet, optimizer: torch.optim.Optimizer, fingerprint: dict
-                ) -> list[dict]:
-        if self.checkpoint_dir is None or not self._state_path().exists():
-            return []
-        epoch, history, meta = load_state(self._state_path(), model, optimizer, self.device)
-        if meta != fingerprint:
-            raise ValueError(f"checkpoint at {self._state_path()} was written by a different "
-                             "selector configuration or data; use another checkpoint_dir")
-        if epoch + 1 > self.epochs:
-            raise ValueError(f"checkpoint at {self._state_path()} is after epoch {epoch + 1}, "
-                             f"past epochs={self.epochs}")
-        return list(history[: epoch + 1])
