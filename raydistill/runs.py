@@ -289,15 +289,18 @@ class RunDir:
         """
         if not self.exists("config.yaml"):
             return []
-        saved = to_dict(self.load_config())
+        wanted = to_dict(config)
         # The same run may be reached by another path (relative, absolute, mounted).
-        changed = [name for name in _changed_fields(saved, to_dict(config))
+        changed = [name for name in _changed_fields(to_dict(self.load_config()), wanted)
                    if name != "run_dir"]
-        frozen = [name for name in changed if self._is_frozen(name)]
+        frozen = sorted((name for name in changed if self._is_frozen(name)),
+                        key=_field_order(wanted))
         if frozen:
-            raise ConfigError(
-                f"{frozen[0]}: {self.url} already holds finished work made with a different "
-                f"value (changed: {', '.join(frozen)}); use a new run directory")
+            section = frozen[0].split(".")[0] if "." in frozen[0] else None
+            what = f"a finished {section} stage" if section else "finished work"
+            also = f" (changed: {', '.join(frozen)})" if len(frozen) > 1 else ""
+            raise ConfigError(f"{frozen[0]}: {self.url} already holds {what} made with a "
+                              f"different value{also}; use a new run directory")
         return changed
 
     def _is_frozen(self, field_name: str) -> bool:
@@ -323,6 +326,18 @@ class RunDir:
 def has_hidden_part(relative: str) -> bool:
     """Whether a slash-separated path has a component starting with a dot."""
     return any(part.startswith(".") for part in relative.split("/"))
+
+
+def _field_order(config: dict):
+    """A sort key putting dotted field names in the config's own order (top-level fields, then
+    the sections in stage order, each in its declaration order); unknown names last."""
+    def leaves(values: dict, prefix: str = "") -> list[str]:
+        return [name for key, value in values.items()
+                for name in ([f"{prefix}{key}"] + (leaves(value, f"{prefix}{key}.")
+                                                    if isinstance(value, dict) else []))]
+
+    order = {name: index for index, name in enumerate(leaves(config))}
+    return lambda name: (order.get(name, len(order)), name)
 
 
 def _changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:

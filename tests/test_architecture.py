@@ -121,7 +121,10 @@ def test_the_stage_loops_hold_no_per_stage_branches():
         tree = ast.parse((PACKAGE / "pipeline" / f"{module}.py").read_text(encoding="utf-8"))
         named = [node.value for node in ast.walk(tree)
                  if isinstance(node, ast.Constant) and node.value in STAGE_NAMES]
-        assert named == [], f"pipeline/{module}.py names stages {named}"
+        sections = [node.attr for node in ast.walk(tree)  # config.select, config.ingest, …
+                    if isinstance(node, ast.Attribute) and node.attr in STAGE_NAMES]
+        assert named == [] and sections == [], \
+            f"pipeline/{module}.py names stages {named} or reads their sections {sections}"
 
 
 def test_the_config_names_every_classifier_the_evaluation_can_build():

@@ -10,6 +10,7 @@ import ray.train
 from ray.core.generated import gcs_pb2
 from ray.util.placement_group import PlacementGroup
 
+from raydistill.pipeline.resources import workers_use_gpu
 from raydistill.runs import RunDir, is_local
 
 
@@ -37,11 +38,8 @@ def cluster_cpus() -> float:
 
 
 def train_on_gpu(use_gpu: bool | None) -> bool:
-    """Whether Ray Train workers take GPUs: a section's ``use_gpu``, or (None = auto) whether
-    the cluster has GPUs."""
-    if use_gpu is not None:
-        return use_gpu
-    return ray.cluster_resources().get("GPU", 0) > 0
+    """:func:`~raydistill.pipeline.resources.workers_use_gpu` of the connected cluster."""
+    return workers_use_gpu(use_gpu, ray.cluster_resources().get("GPU", 0))
 
 
 def failure_config(max_failures: int) -> ray.train.FailureConfig:

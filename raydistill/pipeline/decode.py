@@ -22,14 +22,13 @@ import ray
 
 from raydistill.config import DecodeConfig, RunConfig, frame_sampling
 from raydistill.layout import CLIPS_FOLDER, MANIFEST
+from raydistill.pipeline.resources import Cluster, Request
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
                                         missing_shards, prepare_output, shard_path, shard_plan,
                                         source, task_pool, write_rejects_then)
+from raydistill.pipeline.stage import Stage, frames_said
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_table, decode_batch
-from raydistill.pipeline.resources import Cluster, Request
-from raydistill.pipeline.stage import Stage, frames_said
-
 
 
 def clip_dataset(manifest: pa.Table, decode: DecodeConfig, rows_per_block: int = 8,

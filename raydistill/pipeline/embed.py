@@ -34,25 +34,23 @@ from raydistill.classify.training import TOY_TRAINING, training_recipe
 from raydistill.config import SCORE_RUN, ConfigError, EmbedConfig, RunConfig
 from raydistill.embedding.c3d import (TOY_C3D_SPEC, C3DEmbedder, c3d_input_shape, save_c3d,
                                       train_c3d_classifier)
-from raydistill.embedding.scorer import (ClassScorer, embeddings_name,
-                                         score_model_problem, scorer_description)
+from raydistill.embedding.scorer import (ClassScorer, embeddings_name, score_model_problem,
+                                         scorer_description)
 from raydistill.embedding.videomae import (VideoMAEEmbedder, train_videomae_classifier,
                                            videomae_input_shape)
 from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, clips_folder, embeddings_folder,
                                run_model_dir)
-from raydistill.pipeline.resources import actor_cpus
-from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated,
-                                        decode_shards, gpus_per_actor, missing_shards,
-                                        prepare_output, shard_files, shard_path, shard_plan,
-                                        source, task_pool, use_assigned_cpus, worker_node,
-                                        worker_nodes, write_rejects_then)
+from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
+from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
+                                        gpus_per_actor, missing_shards, prepare_output,
+                                        shard_files, shard_path, shard_plan, source, task_pool,
+                                        use_assigned_cpus, worker_node, worker_nodes,
+                                        write_rejects_then)
+from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
-from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.schema import tensor_array
+from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.video.clips import clips_from_table
-from raydistill.pipeline.resources import Cluster, Request, inference_actors
-from raydistill.pipeline.stage import Stage, model_source
-
 
 
 def pool_videos(run: RunDir, pool: str) -> pa.Table:
@@ -311,4 +309,12 @@ def needs(config: RunConfig) -> tuple[str, ...]:
     return ("generate",) if "synthetic" in config.embed.pools else ("decode",)
 
 
-STAGE = Stage("embed", run_embed, describe, requests, needs)
+def warnings(config: RunConfig) -> list[str]:
+    """An embedding or scoring model path this node lacks."""
+    embed = config.embed
+    scorer = ([] if embed.score_model == SCORE_RUN
+              else missing_model("embed.score_model", embed.score_model))
+    return missing_model("embed.model", embed.model) + scorer
+
+
+STAGE = Stage("embed", run_embed, describe, requests, needs, warnings=warnings)

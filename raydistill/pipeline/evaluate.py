@@ -44,26 +44,26 @@ from ray.data import ActorPoolStrategy
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
-from raydistill.classify import (PAPER_CLASSIFIERS, PAPER_TRAINING, TOY_CLASSIFIERS,
-                                 TOY_TRAINING, build_classifier, classification_metrics)
+from raydistill.classify import (PAPER_CLASSIFIERS, PAPER_TRAINING, TOY_CLASSIFIERS, TOY_TRAINING,
+                                 build_classifier, classification_metrics)
 from raydistill.classify.augment import Augmentation
-from raydistill.classify.training import (Checkpoints, TrainSettings, fit_classifier,
-                                          load_state, predict, save_state, training_recipe)
+from raydistill.classify.training import (Checkpoints, TrainSettings, fit_classifier, load_state,
+                                          predict, save_state, training_recipe)
 from raydistill.config import ConfigError, EvaluateConfig
 from raydistill.config import RunConfig as RaydistillConfig
-from raydistill.embedding.c3d import MODEL_FILE as C3D_MODEL_FILE
 from raydistill.embedding.c3d import read_c3d_state
+from raydistill.embedding.c3d import MODEL_FILE as C3D_MODEL_FILE
 from raydistill.layout import (CLIPS_FOLDER, EVAL_FOLDER, MANIFEST, SYNTHETIC_MANIFEST, BoundKey,
-                               SelectionKey, clips_folder, eval_checkpoint_path,
-                               eval_metrics_path, eval_model_path, run_model_dir,
-                               selection_path)
+                               SelectionKey, clips_folder, eval_checkpoint_path, eval_metrics_path,
+                               eval_model_path, run_model_dir, selection_path)
+from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, train_request
 from raydistill.pipeline.shards import shard_files, source, use_assigned_cpus
-from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
+
 
 def classifier_settings(evaluate: EvaluateConfig) -> tuple[dict, TrainSettings]:
     """(classifier spec ``name, frames, size, options``, training settings) of the config: the
@@ -472,7 +472,13 @@ class TestPredictor:
         return out
 
 
-def test_actor_cpus(evaluate: EvaluateConfig, use_gpu: bool) -> float:
+def predict_on_gpu(cluster_gpus: float) -> bool:
+    """Whether the test actors take a GPU each: when this node has CUDA or the cluster GPUs
+    (``cluster_gpus`` now)."""
+    return torch.cuda.is_available() or cluster_gpus > 0
+
+
+def predictor_cpus(evaluate: EvaluateConfig, use_gpu: bool) -> float:
     """CPUs of one test actor: 1 beside a GPU, else ``evaluate.test_cpus_per_actor`` (None:
     half a core, so that two share one)."""
     return actor_cpus(None if use_gpu else evaluate.test_cpus_per_actor, 1.0 if use_gpu else 0.0)
@@ -488,7 +494,7 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
     shards = [{"path": p} for p in shard_files(run, clips_folder(split))]
     probabilities: dict[str, np.ndarray] = {}
     labels = np.zeros(0, np.int64)
-    use_gpu = torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) > 0
+    use_gpu = predict_on_gpu(ray.cluster_resources().get("GPU", 0))
     for start in range(0, len(keys), evaluate.models_per_pass):
         chunk = keys[start:start + evaluate.models_per_pass]
         actors = min(evaluate.test_actors, len(shards))
@@ -497,7 +503,7 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
                                                   "classifier": spec,
                                                   "num_classes": num_classes},
             batch_size=1, num_gpus=1 if use_gpu else 0,
-            num_cpus=test_actor_cpus(evaluate, use_gpu),
+            num_cpus=predictor_cpus(evaluate, use_gpu),
             compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
         ).take_all()
         # 200 rows or 20 000: sorted here, not by a Ray Data sort (a shuffle of its own tasks).
@@ -568,15 +574,15 @@ def describe(config: RaydistillConfig) -> str:
 
 
 def requests(config: RaydistillConfig, cluster: Cluster) -> list[Request]:
-    """The Ray Train workers that train the classifiers, and the test actors (on GPUs when the
-    cluster has any, as :func:`predict_test_split` decides)."""
+    """The Ray Train workers that train the classifiers, and the test actors (on GPUs as
+    :func:`predict_test_split` decides, :func:`predict_on_gpu`)."""
     e = config.evaluate
-    use_gpu = cluster.gpus > 0
+    use_gpu = predict_on_gpu(cluster.gpus)
     cpu_field = (None if use_gpu or e.test_cpus_per_actor is None
                  else "evaluate.test_cpus_per_actor")
     return [train_request("classifier worker", "evaluate", e.use_gpu, e.num_workers, cluster,
                           e.cpus_per_worker),
-            Request("test actor", e.test_actors, test_actor_cpus(e, use_gpu),
+            Request("test actor", e.test_actors, predictor_cpus(e, use_gpu),
                     1.0 if use_gpu else 0.0, "evaluate.test_actors", "evaluate.test_actors",
                     cpu_field)]
 

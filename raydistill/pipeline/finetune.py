@@ -32,15 +32,15 @@ from ray.train.torch import TorchTrainer, prepare_model
 from raydistill.config import ConfigError, FinetuneConfig, from_dict, to_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
-                                             save_checkpoint, step_seed, train_step)
+                                            save_checkpoint, step_seed, train_step)
 from raydistill.layout import FINETUNE_MODEL_DIR, REPORT_FOLDER, latents_folder
-from raydistill.pipeline.latents import latent_shape
-from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.cluster import (arrow_filesystem, failure_config, fit_resuming,
                                          ray_storage, train_on_gpu)
-from raydistill.runs import RunDir
+from raydistill.pipeline.latents import latent_shape
 from raydistill.pipeline.resources import Cluster, Request, train_request
-from raydistill.pipeline.stage import Stage, model_source
+from raydistill.pipeline.shards import shard_files, use_assigned_cpus
+from raydistill.pipeline.stage import Stage, missing_model, model_source
+from raydistill.runs import RunDir
 
 INITIALISATION = "finetune/initialisation.json"
 """What the model took from ``finetune.model``: tensor counts and label rows matched by name."""
@@ -301,4 +301,12 @@ def requests(config: RaydistillConfig, cluster: Cluster) -> list[Request]:
                           f.cpus_per_worker)]
 
 
-STAGE = Stage("finetune", run_finetune, describe, requests)
+def warnings(config: RaydistillConfig) -> list[str]:
+    """A Latte or a class-name list this node lacks (both load from local files only)."""
+    f = config.finetune
+    classes = [] if f.model_classes == "ucf101" else missing_model(
+        "finetune.model_classes", f.model_classes, local_only=True)
+    return missing_model("finetune.model", f.model, local_only=True) + classes
+
+
+STAGE = Stage("finetune", run_finetune, describe, requests, warnings=warnings)

@@ -24,18 +24,17 @@ from raydistill.datasets.common import folder_name
 from raydistill.generation.latte import ClassConditionalLatte
 from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.layout import (FINETUNE_MODEL_DIR, REPORT_FOLDER, SYNTHETIC_MANIFEST,
-                               SYNTHETIC_VIDEOS_FOLDER,
-                               synthetic_latent_path, synthetic_video_path)
+                               SYNTHETIC_VIDEOS_FOLDER, synthetic_latent_path,
+                               synthetic_video_path)
 from raydistill.pipeline.latents import open_vae
-from raydistill.pipeline.resources import actor_cpus
-from raydistill.pipeline.shards import (gpus_per_actor, source, use_assigned_cpus,
-                                        worker_node, worker_nodes)
+from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
+from raydistill.pipeline.shards import (gpus_per_actor, source, use_assigned_cpus, worker_node,
+                                        worker_nodes)
+from raydistill.pipeline.stage import Stage
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
 from raydistill.video import decode_clip
 from raydistill.video.io import encode_video
-from raydistill.pipeline.resources import Cluster, Request, inference_actors
-from raydistill.pipeline.stage import Stage
 
 SYNTHETIC_SCHEMA = pa.schema([("video_id", pa.string()), ("path", pa.string()),
                               ("label", pa.int32()), ("class_name", pa.string()),

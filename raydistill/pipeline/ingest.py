@@ -16,13 +16,12 @@ from raydistill.dataset_info import dataset_info
 from raydistill.datasets import LAYOUTS, toy
 from raydistill.datasets.common import DatasetError, check_class_names
 from raydistill.datasets.manifest import (build_tables, format_summary, label_set_warnings,
-                                         probe_rows, summarize)
+                                          probe_rows, summarize)
 from raydistill.layout import MANIFEST
+from raydistill.pipeline.resources import Cluster, Request
+from raydistill.pipeline.stage import Stage, open_url, url_exists
 from raydistill.runs import RunDir, open_fs
 from raydistill.schema import reject
-from raydistill.pipeline.resources import Cluster, Request
-from raydistill.pipeline.stage import Stage
-
 
 
 def dataset_root(run: RunDir, config: RunConfig) -> str:
@@ -151,4 +150,16 @@ def requests(config: RunConfig, cluster: Cluster) -> list[Request]:
     return [Request("probe task", None, 1.0, 0.0, "ingest", "ingest")]
 
 
-STAGE = Stage("ingest", run_ingest, describe, requests, needs=lambda config: ())
+def validate_root(config: RunConfig) -> None:
+    """Check that ``ingest.root`` exists (a toy root is where the dataset will be generated);
+    ConfigError naming it."""
+    root = config.ingest.root
+    if root is None or config.ingest.dataset == "toy":
+        return
+    fs, path = open_url(root, "ingest.root")
+    if not url_exists(fs, path, "ingest.root", root):
+        raise ConfigError(f"ingest.root: {root} does not exist")
+
+
+STAGE = Stage("ingest", run_ingest, describe, requests, needs=lambda config: (),
+              validate=validate_root)

@@ -23,17 +23,15 @@ from ray.data import ActorPoolStrategy
 from raydistill.config import RunConfig, frame_sampling
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
 from raydistill.layout import LATENTS_FOLDER, MANIFEST
-from raydistill.pipeline.resources import actor_cpus
+from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
 from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
-                                        gpus_per_actor, missing_shards, prepare_output,
-                                        shard_path, shard_plan, source, task_pool,
-                                        use_assigned_cpus, worker_node, worker_nodes,
-                                        write_rejects_then)
+                                        gpus_per_actor, missing_shards, prepare_output, shard_path,
+                                        shard_plan, source, task_pool, use_assigned_cpus,
+                                        worker_node, worker_nodes, write_rejects_then)
+from raydistill.pipeline.stage import Stage, frames_said, missing_model, model_source
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import decode_batch
-from raydistill.pipeline.resources import Cluster, Request, inference_actors
-from raydistill.pipeline.stage import Stage, frames_said, model_source
 
 VAE_DIR = "vae"
 
@@ -186,4 +184,9 @@ def requests(config: RunConfig, cluster: Cluster) -> list[Request]:
     return asks
 
 
-STAGE = Stage("latents", run_latents, describe, requests)
+def warnings(config: RunConfig) -> list[str]:
+    """A VAE path this node lacks."""
+    return missing_model("latents.vae", config.latents.vae)
+
+
+STAGE = Stage("latents", run_latents, describe, requests, warnings=warnings)

@@ -7,13 +7,11 @@ never fit is an error, what waits for nodes a warning (the real run applies the 
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 
-from raydistill.config import ADDITIVE_STAGES, SCORE_RUN, ConfigError, RunConfig
+from raydistill.config import ADDITIVE_STAGES, ConfigError, RunConfig
 from raydistill.datasets.common import DatasetError
-from raydistill.embedding.videomae_v2 import CHECKPOINT_SUFFIXES
 from raydistill.layout import REPORT_FOLDER
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.preflight import preflight
@@ -24,22 +22,11 @@ from raydistill.pipeline.stages import STAGES, is_finished
 from raydistill.runs import RunDir
 
 
-def model_warnings(config: RunConfig) -> list[str]:
-    """Model paths that do not exist on this node. The Latte weights load from a local file or
-    folder only; the others may also be hub ids. Warnings, not errors: the workers that load
-    them may see paths this node does not."""
-    models = {"latents.vae": config.latents.vae, "finetune.model": config.finetune.model,
-              "embed.model": config.embed.model}
-    if config.embed.score_model != SCORE_RUN:
-        models["embed.score_model"] = config.embed.score_model
-    local_only = ("finetune.model", "finetune.model_classes")
-    if config.finetune.model_classes != "ucf101":
-        models["finetune.model_classes"] = config.finetune.model_classes
-    return [f"{field}: {value} does not exist on this node"
-            for field, value in models.items()
-            if value and not os.path.exists(os.path.expanduser(value))
-            and (field in local_only or value.startswith(("/", ".", "~"))
-                 or value.lower().endswith(CHECKPOINT_SUFFIXES))]
+def stage_warnings(config: RunConfig) -> list[str]:
+    """Every stage's warnings about its settings on this node (``Stage.warnings``), in stage
+    order."""
+    return [line for stage in STAGES if stage.warnings is not None
+            for line in stage.warnings(config)]
 
 
 def stage_status(run: RunDir, config: RunConfig, stage: Stage) -> str:
@@ -69,7 +56,7 @@ def dry_run(prog: str, build: Callable[[], RunConfig], address: str | None) -> i
         if errors:
             print("\n".join(f"{prog}: error: {line}" for line in errors), file=sys.stderr)
             return 2
-        print(plan_text(prog, config, run, cluster, requests, model_warnings(config) + warnings))
+        print(plan_text(prog, config, run, cluster, requests, stage_warnings(config) + warnings))
         return 0
     except ConfigError as error:
         print(error_line(prog, error), file=sys.stderr)

@@ -8,25 +8,27 @@ Ray is up (:mod:`raydistill.pipeline.resources`).
 from __future__ import annotations
 
 from raydistill.config import ConfigError, RunConfig
+from raydistill.pipeline.stage import open_url, url_exists
 from raydistill.pipeline.stages import STAGES, named, requirements
-from raydistill.runs import RunDir, is_local, open_fs
+from raydistill.runs import RunDir, is_local
 
 
 def preflight(config: RunConfig, names: list[str] | tuple[str, ...]) -> RunDir:
     """Every check before stages ``names`` of ``config``'s run start; returns the run directory
     (nothing written).
 
-    In order: the dataset root and the run directory's bucket exist; every stage's own
-    validation (whichever stages run now: a bad setting of a later stage stops the run before
-    the first); each stage of ``names`` has its required stages finished or run before it; no
-    frozen field of ``config.yaml`` changes (:meth:`RunDir.check_unfrozen`); and each stage of
-    ``names`` accepts what the run holds now (``Stage.check_inputs``).
+    In order: every stage's own validation (``Stage.validate``, whichever stages run now: a bad
+    setting of a later stage stops the run before the first; the dataset root exists); the run
+    directory can be one (a local folder, or an existing bucket); each stage of ``names`` has
+    its required stages finished or run before it; no frozen field of ``config.yaml`` changes
+    (:meth:`RunDir.check_unfrozen`); and each stage of ``names`` accepts what the run holds now
+    (``Stage.check_inputs``).
     """
     stages = named(names)
-    validate_paths(config)
     for stage in STAGES:
         if stage.validate is not None:
             stage.validate(config)
+    validate_run_dir(config)
     run = RunDir(config.run_dir)
     check_order(run, config, list(names))
     run.check_unfrozen(config)
@@ -46,37 +48,14 @@ def check_order(run: RunDir, config: RunConfig, names: list[str]) -> None:
                                   "missing)")
 
 
-def validate_paths(config: RunConfig) -> None:
-    """Check that the dataset root exists, and the bucket of a remote run directory.
-
-    Raises :class:`ConfigError` naming the field, before any work starts.
-    """
-    root = config.ingest.root
-    if root is not None and config.ingest.dataset != "toy":  # toy: where it will be generated
-        fs, path = _open(root, "ingest.root")
-        if not _exists(fs, path, "ingest.root", root):
-            raise ConfigError(f"ingest.root: {root} does not exist")
-    fs, path = _open(config.run_dir, "run_dir")
-    if not is_local(fs):  # a local run directory is created; a bucket must exist already
+def validate_run_dir(config: RunConfig) -> None:
+    """Check that the run directory can be one: a local path that is not a file, or a bucket
+    that exists (a local run directory is created; a bucket must exist already). Raises
+    :class:`ConfigError` naming ``run_dir``."""
+    fs, path = open_url(config.run_dir, "run_dir")
+    if not is_local(fs):
         bucket = path.split("/")[0]
-        if not _exists(fs, bucket, "run_dir", config.run_dir):
+        if not url_exists(fs, bucket, "run_dir", config.run_dir):
             raise ConfigError(f"run_dir: bucket {bucket!r} of {config.run_dir} does not exist")
     elif fs.exists(path) and not fs.isdir(path):
         raise ConfigError(f"run_dir: {config.run_dir} is a file, not a directory")
-
-
-def _exists(fs, path: str, field_name: str, url: str) -> bool:
-    """``fs.exists(path)``; ConfigError naming the field when the storage cannot be asked (wrong
-    credentials, an endpoint that does not answer)."""
-    try:
-        return fs.exists(path)
-    except Exception as error:  # s3fs / botocore raise many types; each means "cannot reach"
-        raise ConfigError(f"{field_name}: cannot reach {url}: {type(error).__name__}: "
-                          f"{error}") from None
-
-
-def _open(url: str, field: str):
-    try:
-        return open_fs(url)
-    except (ValueError, ImportError) as error:
-        raise ConfigError(f"{field}: cannot open {url} ({error})") from None

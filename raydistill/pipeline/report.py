@@ -6,10 +6,9 @@ from __future__ import annotations
 import time
 
 from raydistill.config import RunConfig
+from raydistill.pipeline.stage import Stage
 from raydistill.report.report import write_report
 from raydistill.runs import RunDir
-from raydistill.pipeline.stage import Stage
-
 
 
 def run_report(run: RunDir, config: RunConfig) -> dict:

@@ -132,11 +132,18 @@ def has_launcher_node_types(report: dict) -> bool:
     return any(name != format_readonly_node_type(node) for node, name in mapping.items())
 
 
-def resolved_gpus(requested: float | None, cluster: Cluster) -> float:
-    """A ``gpus_per_actor`` as the stage resolves it (None: 1 if the cluster has GPUs now)."""
+def actor_gpus(requested: float | None, cluster_gpus: float) -> float:
+    """GPUs an inference actor takes: ``gpus_per_actor``, or (None) 1 if the cluster has GPUs
+    now (``cluster_gpus``) and 0 otherwise. The stages decide with it, and the dry run."""
     if requested is not None:
         return requested
-    return 1.0 if cluster.gpus > 0 else 0.0
+    return 1.0 if cluster_gpus > 0 else 0.0
+
+
+def workers_use_gpu(use_gpu: bool | None, cluster_gpus: float) -> bool:
+    """Whether Ray Train workers take a GPU each: a section's ``use_gpu``, or (None) whether the
+    cluster has GPUs now. The stages decide with it, and the dry run."""
+    return cluster_gpus > 0 if use_gpu is None else use_gpu
 
 
 def actor_cpus(requested: float | None, gpus: float) -> float:
@@ -149,8 +156,8 @@ def actor_cpus(requested: float | None, gpus: float) -> float:
 
 def actor_request(what: str, section: str, count: int, gpus: float,
                   cpus: float | None = None, cpu_field: str | None = None) -> Request:
-    """An inference actor pool (latents, generate, embed, the test actors): :func:`actor_cpus`
-    CPUs each; a CPU ask too large names ``cpu_field`` (when the section has one)."""
+    """An inference actor pool (latents, generate, embed): :func:`actor_cpus` CPUs each; a CPU
+    ask too large names ``cpu_field`` (when the section has one)."""
     return Request(what, count, actor_cpus(cpus, gpus), gpus, f"{section}.num_actors",
                    f"{section}.gpus_per_actor", cpu_field)
 
@@ -160,7 +167,7 @@ def inference_actors(what: str, section_name: str, section, cluster: Cluster) ->
     ``gpus_per_actor``, and ``cpus_per_actor`` where the section has it)."""
     cpus = getattr(section, "cpus_per_actor", None)
     return actor_request(what, section_name, section.num_actors,
-                         resolved_gpus(section.gpus_per_actor, cluster), cpus,
+                         actor_gpus(section.gpus_per_actor, cluster.gpus), cpus,
                          f"{section_name}.cpus_per_actor" if cpus is not None else None)
 
 
@@ -169,7 +176,7 @@ def train_request(what: str, section: str, use_gpu: bool | None, count: int, clu
     """Ray Train workers of config ``section``: ``cpus`` CPUs each on CPU (None: 1, a section
     without ``cpus_per_worker``), 1 CPU + 1 GPU with ``use_gpu`` (None: if the cluster has
     one)."""
-    gpu = cluster.gpus > 0 if use_gpu is None else use_gpu
+    gpu = workers_use_gpu(use_gpu, cluster.gpus)
     unit = (f"{section}.use_gpu" if gpu or cpus is None else f"{section}.cpus_per_worker")
     return Request(what, count, 1.0 if gpu or cpus is None else cpus, 1.0 if gpu else 0.0,
                    f"{section}.{count_name}", unit)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import ray
 from ray.data import TaskPoolStrategy
 
-from raydistill.pipeline.resources import autoscaler_reports, bootstrap_node_types
+from raydistill.pipeline.resources import actor_gpus, autoscaler_reports, bootstrap_node_types
 from raydistill.runs import RunDir
 from raydistill.schema import REJECTS_SCHEMA, reject, table_from_rows
 from raydistill.video.clips import decode_batch
@@ -54,10 +54,8 @@ def use_assigned_cpus() -> int | None:
 
 
 def gpus_per_actor(requested: float | None) -> float:
-    """``requested``, or 1 when the cluster advertises GPUs and 0 otherwise (None = auto)."""
-    if requested is not None:
-        return requested
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    """:func:`~raydistill.pipeline.resources.actor_gpus` of the connected cluster."""
+    return actor_gpus(requested, ray.cluster_resources().get("GPU", 0))
 
 
 def worker_node() -> str:

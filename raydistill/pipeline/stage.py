@@ -13,7 +13,9 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from raydistill.config import ConfigError
 from raydistill.embedding.videomae_v2 import CHECKPOINT_SUFFIXES
+from raydistill.runs import open_fs
 
 if TYPE_CHECKING:
     from raydistill.config import RunConfig
@@ -46,8 +48,42 @@ class Stage:
     check_inputs: Callable[[RunDir, RunConfig], None] | None = None
     """Checks of its settings against what the run holds (ConfigError naming the field): before
     the run starts, and again as the stage starts (earlier stages may have added to the run)."""
+    warnings: Callable[[RunConfig], list[str]] | None = None
+    """The dry run's warnings about its settings on this node (a model path this node lacks:
+    the workers that load it may still see it), each starting with the field."""
     redrawn: bool = False
     """Never finished: rerun on every run (the report, drawn from whatever the run holds)."""
+
+
+def missing_model(field: str, value: str | None, local_only: bool = False) -> list[str]:
+    """A warning when model ``value`` of config ``field`` is a path this node lacks: a local
+    path (``/``, ``.``, ``~``), a checkpoint file (``.pth``, ``.pt``) or a ``local_only`` model
+    (the Latte weights load from a file or folder only); a hub id is not checked."""
+    if not value or os.path.exists(os.path.expanduser(value)):
+        return []
+    if (local_only or value.startswith(("/", ".", "~"))
+            or value.lower().endswith(CHECKPOINT_SUFFIXES)):
+        return [f"{field}: {value} does not exist on this node"]
+    return []
+
+
+def open_url(url: str, field: str):
+    """``(filesystem, path)`` of ``url``; ConfigError naming ``field`` when it cannot be
+    opened (an unknown protocol, a missing filesystem package)."""
+    try:
+        return open_fs(url)
+    except (ValueError, ImportError) as error:
+        raise ConfigError(f"{field}: cannot open {url} ({error})") from None
+
+
+def url_exists(fs, path: str, field: str, url: str) -> bool:
+    """``fs.exists(path)``; ConfigError naming ``field`` when the storage cannot be asked
+    (wrong credentials, an endpoint that does not answer)."""
+    try:
+        return fs.exists(path)
+    except Exception as error:  # s3fs / botocore raise many types; each means "cannot reach"
+        raise ConfigError(f"{field}: cannot reach {url}: {type(error).__name__}: "
+                          f"{error}") from None
 
 
 def frames_said(section) -> str:

@@ -44,8 +44,8 @@ from raydistill.layout import MANIFEST, sweep_folder
 from raydistill.pipeline import vst
 from raydistill.pipeline.cluster import ray_storage
 from raydistill.pipeline.embed import read_embeddings
-from raydistill.pipeline.evaluate import (classifier_settings, ensure_synthetic_clips,
-                                          load_clips, settings_from_dict)
+from raydistill.pipeline.evaluate import (classifier_settings, ensure_synthetic_clips, load_clips,
+                                          settings_from_dict)
 from raydistill.pipeline.select import pool_arrays
 from raydistill.report.plots import sweep_png
 from raydistill.runs import RunDir

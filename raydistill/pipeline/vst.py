@@ -29,8 +29,8 @@ from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from raydistill.layout import SYNTHETIC_MANIFEST, latents_folder, selection_folder, vst_model_path
-from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
+from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
                                                load_state, save_state, score_classes)
