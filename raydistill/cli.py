@@ -13,7 +13,7 @@ from typing import Sequence
 from raydistill.config import (CLASSIFIER_NAMES, DATASETS, POOLS, SCHEDULER_NAMES,
                                SELECTION_METHODS, STAGE_NAMES, ConfigError, RunConfig, load_yaml,
                                with_overrides)
-from raydistill.dataset_info import SPLIT_DATASETS, dataset_info
+from raydistill.dataset_info import SPLIT_DATASETS, dataset_info, split_datasets
 from raydistill.runs import RunDir
 
 
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--dataset", choices=DATASETS, required=True)
     ingest.add_argument("--root", help="dataset root, local or s3:// (toy: where to generate it)")
     ingest.add_argument("--out", required=True, help="run directory, local or s3://")
-    ingest.add_argument("--split", type=int, help="official split 1-3 (UCF101, MiniUCF, HMDB51)")
+    ingest.add_argument("--split", type=int,
+                        help=f"official split 1-3 ({', '.join(SPLIT_DATASETS)})")
     ingest.add_argument("--config", help="YAML run config to start from")
     _add_common(ingest)
 
@@ -146,7 +147,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | N
     """The validated run config and the stages a parsed command line asks for."""
     if args.command == "ingest":
         if args.split is not None and not dataset_info(args.dataset).official_splits:
-            raise ConfigError(f"--split: applies to {', '.join(SPLIT_DATASETS)} only")
+            raise ConfigError(f"--split: applies to {', '.join(split_datasets())} only")
         run = RunDir(args.out)
         if args.config:
             base = _read_config(args.config)

@@ -16,10 +16,11 @@ from typing import Any, Optional
 
 import yaml
 
-from raydistill.dataset_info import DATASET_NAMES
+from raydistill.dataset_info import DATASET_INFO
 
-DATASETS = DATASET_NAMES
-"""The dataset layouts ``ingest.dataset`` names (``raydistill.dataset_info``)."""
+DATASETS = tuple(DATASET_INFO)
+"""The dataset layouts ``ingest.dataset`` names: the keys of ``raydistill.dataset_info``'s
+``DATASET_INFO``, in its order (the CLI's ``--dataset`` choices)."""
 STAGE_NAMES = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select",
                "evaluate", "report")
 """The pipeline's stages in order; each has a config section of the same name."""

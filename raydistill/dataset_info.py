@@ -37,9 +37,15 @@ DATASET_INFO: dict[str, DatasetInfo] = {info.name: info for info in (
 )}
 """Every dataset layout by the name ``ingest.dataset`` takes, in the order the CLI lists them."""
 
-DATASET_NAMES = tuple(DATASET_INFO)
-SPLIT_DATASETS = tuple(name for name, info in DATASET_INFO.items() if info.official_splits)
-"""The datasets with official splits, the only ones ``ingest.split`` applies to."""
+
+def split_datasets() -> tuple[str, ...]:
+    """The datasets with official splits, the only ones ``ingest.split`` applies to, read from
+    :data:`DATASET_INFO` at call time."""
+    return tuple(name for name, info in DATASET_INFO.items() if info.official_splits)
+
+
+SPLIT_DATASETS = split_datasets()
+""":func:`split_datasets` at import (the CLI's ``--split`` help)."""
 
 
 def dataset_info(name: str | None) -> DatasetInfo:

@@ -1,5 +1,7 @@
 """The `raydistill` command: bad input stops before any work with one error naming the field."""
 
+import re
+
 import pytest
 
 from raydistill.cli import build_parser, config_from_args, main
@@ -33,13 +35,23 @@ def test_bad_input_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys,
     assert not (tmp_path / "run").exists()
 
 
+def split_refusal(datasets) -> str:
+    return re.escape(f"--split: applies to {', '.join(datasets)} only") + "$"
+
+
 def test_the_dataset_record_says_which_datasets_take_split(tmp_path, monkeypatch):
+    takers = [name for name, info in DATASET_INFO.items() if info.official_splits]
+    assert {"ucf101", "miniucf", "hmdb51"} <= set(takers) and "toy" not in takers
     argv = ["ingest", "--dataset", "toy", "--split", "2", "--out", str(tmp_path / "run")]
-    with pytest.raises(ConfigError, match=r"^--split: applies to ucf101, miniucf, hmdb51 only$"):
+    with pytest.raises(ConfigError, match="^" + split_refusal(takers)):
         config_from_args(build_parser().parse_args(argv))
     monkeypatch.setitem(DATASET_INFO, "toy", DatasetInfo("toy", official_splits=True))
     config, _ = config_from_args(build_parser().parse_args(argv))
     assert (config.ingest.dataset, config.ingest.split) == ("toy", 2)
+    # the refusal reads the records when it is raised
+    argv[2] = "kinetics400"
+    with pytest.raises(ConfigError, match="^" + split_refusal(["toy", *takers])):
+        config_from_args(build_parser().parse_args(argv))
 
 
 def test_unknown_field_in_a_config_file_is_named(tmp_path, capsys):

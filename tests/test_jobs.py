@@ -17,6 +17,7 @@ from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, from_dict, wi
 from raydistill.pipeline import resources
 from raydistill.pipeline.stages import named
 from raydistill.runs import RunDir
+from raydistill.selection import SELECTORS
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"distill_k400": "kinetics400", "distill_ssv2": "ssv2", "distill_ucf101": "ucf101",
@@ -89,8 +90,13 @@ def test_defaults_are_the_papers(name, dataset):
     assert config.embed.pools == ("synthetic",)
     assert (config.select.pool, config.select.vpc, config.select.seeds) == (
         "synthetic", (1, 5, 10), 5)
-    assert config.select.methods == ("tac_dt", "vst_unet", "random", "kcenter", "herding",
-                                     "dm_mmd", "mae_score", "attention_topk")
+    # every selector, the paper's own (proposed) first, each group in SELECTORS order
+    assert config.select.methods == (
+        tuple(name for name, cls in SELECTORS.items() if cls.proposed)
+        + tuple(name for name, cls in SELECTORS.items() if not cls.proposed))
+    today = ("tac_dt", "vst_unet", "random", "kcenter", "herding", "dm_mmd", "mae_score",
+             "attention_topk")
+    assert tuple(m for m in config.select.methods if m in today) == today
     assert (config.evaluate.classifier, config.evaluate.preset) == ("c3d", "paper")
     assert config.evaluate.methods is None and config.evaluate.seeds is None  # = select's
     for section in (config.latents, config.generate, config.embed):

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import (
     check_do_not_raise_errors_in_init_or_set_params,
@@ -17,6 +18,7 @@ from sklearn.utils.estimator_checks import (
 from threadpoolctl import threadpool_limits
 
 from raydistill.config import SELECTION_METHODS
+from raydistill.report.plots import BOUND_COLORS, method_color
 from raydistill.selection import (
     PER_CLASS_METHODS,
     SELECTORS,
@@ -37,6 +39,8 @@ from raydistill.selection.tac_dt import isolated_rows
 LABELS = (3, 7, 11)
 BLOB_SIZES = (30, 15, 8, 4)
 METHODS = sorted(PER_CLASS_METHODS)  # vst_unet: tests/test_vst_unet.py
+SCORED_METHODS = ("tac_dt", "kcenter", "herding", "dm_mmd", "mae_score", "attention_topk")
+"""Today's per-class selectors that score every pick (``random`` scores none: NaN)."""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,8 +102,12 @@ def test_every_selector_keeps_exactly_vpc_distinct_videos_per_class(method, n_pe
     np.testing.assert_array_equal(y[indices], labels)
     np.testing.assert_array_equal(labels, np.repeat(LABELS, n_per_class))  # grouped, ascending
     np.testing.assert_array_equal(selector.classes_, LABELS)
-    if method != "random":
-        assert np.all(np.isfinite(selector.selected_scores_))
+    scores = selector.selected_scores_
+    assert np.all(np.isfinite(scores)) or np.all(np.isnan(scores))  # a score per pick, or none
+    if method in SCORED_METHODS:
+        assert np.all(np.isfinite(scores))
+    elif method == "random":
+        assert np.all(np.isnan(scores))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -485,17 +493,43 @@ def test_the_configs_method_names_are_the_selectors_in_their_order():
     assert SELECTION_METHODS == tuple(SELECTORS)
 
 
+def colour_clashes(colors: dict[str, str]) -> list[str]:
+    """The methods of ``{method: colour}`` whose colour resolves to the RGB of an earlier one, of
+    the upper bounds' or of C5 (a method without a selector): ``C10`` is ``C0`` again and
+    ``tab:brown`` is ``C5``, so the names are compared by what matplotlib draws."""
+    taken: dict[tuple, str] = {}
+    for color in (method_color("no such method"), "C7", *BOUND_COLORS.values()):
+        taken.setdefault(to_rgb(color), f"reserved {color}")
+    clashes = []
+    for method, color in colors.items():
+        rgb = to_rgb(color)
+        if rgb in taken:
+            clashes.append(f"{method} ({color}) = {taken[rgb]}")
+        taken.setdefault(rgb, method)
+    return clashes
+
+
 def test_every_selector_carries_its_report_label_order_and_colour():
     classes = list(SELECTORS.values())
     for cls in classes:
         assert isinstance(cls.label, str) and cls.label, cls
         assert isinstance(cls.report_order, int) and isinstance(cls.color, str), cls
         assert isinstance(cls.proposed, bool), cls
-    for attribute in ("label", "report_order", "color"):
+    for attribute in ("label", "report_order"):
         assert len({getattr(cls, attribute) for cls in classes}) == len(classes), attribute
-    # C7 (gray) marks the upper bounds and C5 a method without a selector.
-    assert not {cls.color for cls in classes} & {"C5", "C7"}
-    assert {name for name, cls in SELECTORS.items() if cls.proposed} == {"tac_dt", "vst_unet"}
+    assert colour_clashes({name: cls.color for name, cls in SELECTORS.items()}) == []
+    proposed = {name for name, cls in SELECTORS.items() if cls.proposed}
+    assert {"tac_dt", "vst_unet"} <= proposed  # the paper's own; the baselines are not
+    assert not proposed & {"random", "kcenter", "herding", "dm_mmd", "mae_score",
+                           "attention_topk"}
+
+
+def test_selector_colours_are_compared_by_the_rgb_matplotlib_draws():
+    assert colour_clashes({"random": "C0", "new": "C10"}) == ["new (C10) = random"]
+    assert colour_clashes({"new": "tab:brown"}) == ["new (tab:brown) = reserved C5"]
+    assert colour_clashes({"new": "tab:gray"}) == ["new (tab:gray) = reserved C7"]
+    assert colour_clashes({"new": "k"}) == ["new (k) = reserved black"]
+    assert colour_clashes({"random": "C0", "new": "xkcd:teal"}) == []  # any other colour
 
 
 def test_make_selector_passes_params_and_names_the_methods_for_an_unknown_one():

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from raydistill.classify.metrics import METRIC_NAMES, summarize_seeds
+from raydistill.config import STAGE_NAMES
 from raydistill.layout import (BOUNDS, EVAL_FOLDER, BoundKey, SelectionKey, parse_eval_path,
                                parse_selection_path, selection_folder)
 from raydistill.runs import RunDir
@@ -23,9 +24,6 @@ from raydistill.selection import SELECTORS
 
 BOUND_LABELS = {"full_real": "Full real", "full_synthetic": "Full syn"}
 METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "auc": "AUC", "f1": "F1"}
-STAGE_ORDER = ("ingest", "decode", "latents", "finetune", "generate", "embed", "select",
-               "evaluate")
-
 
 
 @dataclass(frozen=True)
@@ -364,7 +362,7 @@ def format_duration(seconds: float) -> str:
 def stage_markers(run: RunDir) -> dict[str, dict]:
     """``{stage: marker}`` of every finished stage, in pipeline order then by name."""
     names = [path.rsplit("/", 1)[1][:-len(".json")] for path in run.list("_stages", ".json")]
-    names.sort(key=lambda n: (STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER), n))
+    names.sort(key=lambda n: (STAGE_NAMES.index(n) if n in STAGE_NAMES else len(STAGE_NAMES), n))
     return {name: run.read_json(f"_stages/{name}.json") for name in names}
 
 

@@ -50,8 +50,10 @@ class ClassSelector(BaseEstimator):
         Its place in the report's tables and figures, lowest first: the baselines, then the
         paper's own methods. Spaced by 10, so that a new selector slots in without renumbering.
     color : str
-        Its matplotlib colour in every figure; the paper's own methods take the strongest ones
-        and tab10's gray (C7) is left to the upper bounds.
+        Its matplotlib colour in every figure; the paper's own methods take the strongest ones.
+        It must resolve to an RGB no other selector uses, nor the upper bounds' (black, tab10's
+        gray C7) nor C5 (a method without a selector). tab10 is used up: a new selector takes
+        any other matplotlib colour (``"xkcd:teal"``, ``"#2ca7a0"``), not ``C10`` (= C0).
     proposed : bool
         True for the paper's own methods (TAC-DT, VST-UNet), which the jobs list first.
     """
