@@ -5,6 +5,8 @@ import pytest
 
 from helpers import (moving_square_frames, write_empty, write_random_bytes, write_test_video,
                      write_truncated_video)
+from raydistill.config import ToyConfig
+from raydistill.datasets import toy
 from raydistill.video import (DecodeError, ProbeError, decode_clip, encode_video, probe_video,
                               resize_center_crop, sample_indices)
 from raydistill.video import decode as decode_module
@@ -92,6 +94,18 @@ def test_decode_clip_matches_the_written_frames(tmp_path, extension):
     assert clip.shape == (8, 32, 32, 3) and clip.dtype == np.uint8
     # Lossy codecs blur per-pixel noise and chroma: compare 4×4-block brightness.
     assert np.abs(block_brightness(clip) - block_brightness(expected)).mean() < 6
+
+
+@pytest.mark.parametrize("extension", [*CODECS, "mkv"])
+def test_the_same_frames_encode_to_the_same_bytes_every_time(extension):
+    # Toy videos: the frames that made x264's mbtree give varying bytes on an AVX-only CPU.
+    config = ToyConfig(num_classes=2)
+    videos = [toy.render_video(label, config.num_frames, config.size,
+                               np.random.default_rng(toy.video_seed(config, "train", label, index)))
+              for label in range(2) for index in range(4)]
+    varying = [index for index, frames in enumerate(videos)
+               if len({encode_video(frames, 8, extension) for _ in range(12)}) > 1]
+    assert varying == []
 
 
 @pytest.mark.parametrize("extension", CODECS)
