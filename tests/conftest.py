@@ -60,8 +60,11 @@ def ray_cluster(s3_endpoint):
     """One local Ray for the whole session (2 CPUs, 1 GB object store, private temp dir)."""
     import ray
 
+    from raydistill.pipeline.cluster import LOCAL_TRAIN_POLL_S, TRAIN_POLL_ENV
+
     temp_dir = tempfile.mkdtemp(prefix="rdray", dir="/tmp")
     os.environ["RAY_TMPDIR"] = temp_dir
+    os.environ.setdefault(TRAIN_POLL_ENV, LOCAL_TRAIN_POLL_S)  # as a job's local Ray polls
     ray.init(address="local", num_cpus=2, object_store_memory=1_000_000_000,
              include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
     yield ray
@@ -101,3 +104,16 @@ def small_quickstart(ray_cluster, tmp_path_factory):
     path = str(folder / RUN_NAME)
     return FinishedRun(path, str(folder), printed.getvalue(),
                        MappingProxyType(fingerprint(path)))
+
+
+SLOW_FIXTURES = {"ray_cluster", "small_quickstart"}
+"""A test that needs the session's Ray (or the finished run made on it) is slow: starting Ray
+alone takes seconds, and such tests run stages."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that use :data:`SLOW_FIXTURES` ``slow``: ``pytest -m "not slow"`` is the
+    fast tier, Ray-free."""
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

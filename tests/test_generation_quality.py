@@ -13,7 +13,7 @@ from raydistill.generation.training import build_model, ema_model, new_state, tr
 
 DIRECTIONS = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])  # (dx, dy) of each class
 FRAMES, SIZE, CHANNELS = 8, 8, 4
-STEPS = 1500
+STEPS = 1000
 
 
 def moving_blobs(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -54,7 +54,7 @@ def test_samples_of_a_trained_small_model_move_as_their_class_says():
     labels = np.repeat(np.arange(4), 64)
     latents = torch.from_numpy(moving_blobs(labels, np.random.default_rng(0)))
     finetune = FinetuneConfig(architecture="small", prediction_type="v_prediction",
-                              steps=STEPS, batch_size=32, learning_rate=1e-3, ema_decay=0.99)
+                              steps=STEPS, batch_size=32, learning_rate=2e-3, ema_decay=0.99)
     torch.manual_seed(0)
     state = new_state(build_model(finetune, 4, (FRAMES, CHANNELS, SIZE, SIZE)), finetune)
     order = torch.Generator().manual_seed(0)
@@ -66,7 +66,8 @@ def test_samples_of_a_trained_small_model_move_as_their_class_says():
                              [torch.Generator().manual_seed(i) for i in range(len(wanted))],
                              "ddim", 25, 4.0)
     accuracy = (motion_class(samples.numpy()) == wanted.numpy()).mean()
-    # Chance is 25 %; 32 of 80 or more happens by chance with probability ≈ 0.002. The
-    # measured share (45–78 % across runs and settings) moves with float rounding, which differs
-    # with the thread count, so the bound leaves room.
+    # Chance is 25 %; 32 of 80 or more happens by chance with probability ≈ 0.002. Measured
+    # (2026-12-01): 69 % with 1 and with 2 torch threads at these settings (55 % after 800
+    # steps; 94 % after 1500 steps at learning rate 1e-3, a test 35 s longer). Float rounding
+    # differs with the thread count and the CPU, so the bound leaves room.
     assert accuracy >= 0.4, f"{accuracy:.0%} of the samples move their class's way (chance 25 %)"
