@@ -95,17 +95,18 @@ def test_killed_workers_and_actors_are_replaced_and_the_run_ends_the_same(untouc
 
 # -- an interrupted driver ---------------------------------------------------------------------
 
-# (where, condition on the run directory): one chain, in pipeline order.
+# (where, condition on the run directory): one chain, in pipeline order, one kill in the
+# middle of each kind of work that resumes differently: Ray Data tasks writing shards, a Ray
+# Train run resuming from its checkpoint, an actor pool writing videos, classifier tasks. (A
+# kill at a stage boundary and one in the middle of select, the fan-out of tasks, were dropped
+# to keep CI short: each kill costs a driver and a local Ray's start, about 25 s.)
 DRIVER_KILLS = [
     ("in the middle of decode", lambda r: exists(r, "clips/*/shard-*.parquet")
      and not done(r, "decode")),
-    ("between latents and finetune", lambda r: done(r, "latents")),
     ("in the middle of finetune", lambda r: exists(r, "finetune/ray/latte/checkpoint_*")
      and not done(r, "finetune")),
     ("in the middle of generate", lambda r: exists(r, "synthetic/videos/*/*.mp4")
      and not done(r, "generate")),
-    ("in the middle of select", lambda r: exists(r, "selection/synthetic/*/vpc=*/seed=*.parquet")
-     and not done(r, "select")),
     ("in the middle of evaluate", lambda r: exists(r, "eval/*/**/metrics.json")
      and not done(r, "evaluate")),
 ]
@@ -146,7 +147,7 @@ def test_a_driver_killed_again_and_again_finishes_like_an_untouched_run(untouche
         kills.append(where)
         assert unreadable_files(str(run)) == [], f"partial files after a kill {where}"
         kept.update(work_item_times(run))
-    assert len(kills) >= 5, f"the run finished before most kill points: killed {kills}"
+    assert len(kills) >= 3, f"the run finished before most kill points: killed {kills}"
     killed, code = run_until(command, lambda: False, env=driver_env, log_path=log)
     assert code == 0, Path(log).read_text()[-3000:]
     # The local Ray the job starts has no dashboard: no state-API warnings from Ray Train.
