@@ -16,8 +16,6 @@ import yaml
 from raydistill.config import (SAMPLER_PRESETS, SELECTION_METHODS, ConfigError, RunConfig,
                                from_dict, yaml_problem)
 from raydistill.dataset_info import dataset_info
-from raydistill.pipeline.plan import dry_run
-from raydistill.pipeline.run import run_command
 from raydistill.selection import SELECTORS
 
 PAPER_METHODS = tuple(sorted(SELECTORS, key=lambda name: not SELECTORS[name].proposed))
@@ -285,6 +283,10 @@ def run_job(prog: str, parser: argparse.ArgumentParser,
             build: Callable[[argparse.Namespace], RunConfig], argv: list[str] | None) -> int:
     """Parse ``argv``; run every unfinished stage (or only plan them, ``--dry-run``)."""
     args = parser.parse_args(argv)
+    # The pipeline (Ray, torch, diffusers: seconds to import) only once --help is answered.
+    from raydistill.pipeline.plan import dry_run
+    from raydistill.pipeline.run import run_command
+
     if args.dry_run:
         return dry_run(prog, lambda: build(args), args.address)
     code, run = run_command(prog, lambda: (build(args), None), address=args.address,

@@ -14,7 +14,6 @@ import os
 import sys
 
 from raydistill.config import SELECTION_METHODS, RunConfig, from_dict
-from raydistill.pipeline.run import run_command
 from raydistill.runs import RunDir
 
 
@@ -135,6 +134,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The pipeline (Ray, torch, diffusers: seconds to import) only once --help is answered.
+    from raydistill.pipeline.run import run_command
 
     def build():
         config = config_from_args(args)

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from raydistill import __version__
 from raydistill.config import (CLASSIFIER_NAMES, DATASETS, POOLS, SCHEDULER_NAMES,
                                SELECTION_METHODS, STAGE_NAMES, ConfigError, RunConfig, load_yaml,
                                with_overrides)
@@ -34,6 +35,7 @@ def _add_decode_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``raydistill`` command."""
     parser = argparse.ArgumentParser(prog="raydistill", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"raydistill {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser("ingest", help="read a dataset layout into RUN/manifest.parquet")
@@ -97,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--vpc", nargs="+", type=int, help="videos per class, e.g. 1 5 10")
     evaluate.add_argument("--seeds", type=int, help="seeds 0..N-1 (selection and training)")
     evaluate.add_argument("--classifier", choices=CLASSIFIER_NAMES)
+    evaluate.add_argument("--pool", nargs="+", choices=POOLS,
+                          help="pools whose selections to evaluate, e.g. real synthetic "
+                               "(default: the select stage's pool)")
     _add_common(evaluate)
 
     report = commands.add_parser("report", help="write RUN/report/report.md from what the run "
@@ -104,11 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run", required=True, help="run directory")
     _add_common(report)
 
+    export = commands.add_parser("export", help="copy one selection's videos into a dataset "
+                                                "folder (class folders, metadata.csv, "
+                                                "dataset card)")
+    export.add_argument("--run", required=True, help="run directory")
+    export.add_argument("--method", required=True, metavar="METHOD",
+                        help=f"selector, out of {', '.join(SELECTION_METHODS)}")
+    export.add_argument("--vpc", type=int, required=True, help="videos per class")
+    export.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
+    export.add_argument("--pool", choices=POOLS, default="synthetic",
+                        help="pool the selection was made from (default synthetic)")
+    export.add_argument("--to", required=True, help="new or empty folder, local or s3://")
+
+    status = commands.add_parser("status", help="what a run has done, in what time, and what "
+                                                "is left (reads files only; no Ray)")
+    status.add_argument("--run", required=True, help="run directory")
+
     run = commands.add_parser("run", help="run every unfinished stage of a run")
     run.add_argument("--config", help="YAML run config (default: RUN/config.yaml of --run)")
     run.add_argument("--run", help="run directory (overrides run_dir of --config)")
     run.add_argument("--stages", nargs="+", choices=STAGE_NAMES,
                      help="only these stages (default: every unfinished one)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check everything a run would and print the plan; write nothing")
     _add_decode_flags(run)
     _add_common(run)
     return parser
@@ -122,7 +145,7 @@ STAGE_FLAGS = {
     "embed": {"pool": "pools", "model": "model", "score_model": "score_model"},
     "select": {"method": "methods", "vpc": "vpc", "seeds": "seeds", "pool": "pool"},
     "evaluate": {"method": "methods", "vpc": "vpc", "seeds": "seeds",
-                 "classifier": "classifier"},
+                 "classifier": "classifier", "pool": "pools"},
     "report": {},
 }
 
@@ -174,9 +197,46 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | N
     return with_overrides(base, overrides), args.stages
 
 
+def read_only_command(args: argparse.Namespace) -> int:
+    """Run ``export`` or ``status``, which read a run without Ray; returns the exit code (2
+    and one line naming the flag for bad input, 1 for a file that cannot be read)."""
+    from raydistill.export import export_selection
+    from raydistill.layout import SelectionKey
+    from raydistill.status import run_status
+
+    try:
+        run = RunDir(args.run)
+        if args.command == "status":
+            print(run_status(run))
+            return 0
+        _require_method(args.method)
+        done = export_selection(run, SelectionKey(args.pool, args.method, args.vpc, args.seed),
+                                args.to)
+        print(f"export: {done.videos} videos in {done.classes} classes → {done.url}")
+        return 0
+    except ConfigError as error:
+        print(f"raydistill: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"raydistill: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _require_method(method: str) -> None:
+    if method not in SELECTION_METHODS:
+        raise ConfigError(f"--method: {method!r} is not a selector; choose one of "
+                          f"{', '.join(SELECTION_METHODS)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raydistill`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command in ("export", "status"):
+        return read_only_command(args)
+    if args.command == "run" and args.dry_run:
+        from raydistill.pipeline.plan import dry_run
+
+        return dry_run("raydistill", lambda: config_from_args(args)[0], args.address)
     from raydistill.pipeline.run import run_command
 
     code, run = run_command("raydistill", lambda: config_from_args(args), address=args.address,

@@ -443,8 +443,9 @@ class EvaluateConfig:
     """Train a classifier on each selection and test it on the real test split (``evaluate``).
 
     Every (method, VPC, seed) of ``methods`` × ``vpc`` × ``range(seeds)`` (None: the select
-    stage's) on the select stage's pool, plus the upper bounds ``full_real`` (every real training
-    video) and ``full_synthetic`` (the whole synthetic pool), each over ``upper_bound_seeds`` seeds
+    stage's) on each of ``pools`` (None: the select stage's pool; ``[real, synthetic]``
+    evaluates the coreset and the distilled selections of one run side by side), plus the upper
+    bounds ``full_real`` (every real training video) and ``full_synthetic`` (the whole synthetic pool), each over ``upper_bound_seeds`` seeds
     (None: ``seeds``). ``preset`` picks the classifier geometry and training defaults (``paper``:
     C3D on 16×112², SGD 500 epochs; ``toy``: 8×32², Adam 30 epochs; see ``classify/``);
     ``classifier_options`` and ``training`` override single fields (e.g.
@@ -468,6 +469,7 @@ class EvaluateConfig:
     methods: Optional[tuple[str, ...]] = None
     vpc: Optional[tuple[int, ...]] = None
     seeds: Optional[int] = None
+    pools: Optional[tuple[str, ...]] = None
     full_real: bool = True
     full_synthetic: bool = True
     upper_bound_seeds: Optional[int] = None
@@ -490,6 +492,9 @@ class EvaluateConfig:
         _require(self.parallelism in EVALUATE_PARALLELISM, "parallelism",
                  f"must be one of {', '.join(EVALUATE_PARALLELISM)}")
         _require_methods(self.methods or (), "methods")
+        _require(self.pools is None or (len(self.pools) >= 1
+                                        and all(pool in POOLS for pool in self.pools)),
+                 "pools", f"must list pools out of {', '.join(POOLS)}")
         _require(self.vpc is None or (len(self.vpc) >= 1 and min(self.vpc) >= 1), "vpc",
                  "must list videos-per-class counts >= 1")
         for name in ("seeds", "upper_bound_seeds"):

@@ -6,6 +6,7 @@ back here, so that no stage imports another to find its files. Files a stage kee
 
     manifest.parquet                                          the ingested videos
     clips/{split}/shard-NNNNN.parquet                         decoded clips
+    {clips,latents,embeddings/{pool}}/_rejects/…/shard-NNNNN.parquet   a shard's rejects
     latents/{split}/shard-NNNNN.parquet                       VAE latents of the clips
     finetune/model/                                           the fine-tuned Latte
     synthetic/videos/{class}/{id}.mp4, synthetic/latents/{id}.npy, synthetic/manifest.parquet
@@ -74,6 +75,18 @@ class BoundKey:
     def name(self) -> str:
         """``{bound}/seed={s}``: its path under ``eval/`` and the evaluate stage's job key."""
         return f"{self.bound}/seed={self.seed}"
+
+
+REJECTS_FOLDER = "_rejects"
+"""Where the rows a shard could not take go, under its stage's folder (``clips/_rejects/train/
+shard-NNNNN.parquet``), not beside the shards: ``pandas.read_parquet("RUN/clips/train")`` and Ray
+Data read clips only, and pyarrow skips ``_`` folders when it reads ``RUN/clips`` whole."""
+
+
+def is_rejects_file(path: str) -> bool:
+    """Whether a run path holds a shard's rejects, not the shard (runs made before
+    :data:`REJECTS_FOLDER` kept them beside the shard as ``shard-NNNNN.rejects.parquet``)."""
+    return f"/{REJECTS_FOLDER}/" in path or path.endswith(".rejects.parquet")
 
 
 def clips_folder(split: str) -> str:

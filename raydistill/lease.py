@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
 import socket
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Iterator
 import fsspec
 
 from raydistill.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from raydistill.runs import RunDir
@@ -98,11 +101,18 @@ class RunLease:
                 raise RunInUse(self._in_use_message(record))
             if self._file.replace(self._payload(), version):
                 whose = "the expired lease" if expired else "the lease of a job that is gone"
-                print(f"run_dir: {self.run.url}: took over {whose} ({_describe(record)})",
-                      file=sys.stderr, flush=True)
+                log.warning(f"run_dir: {self.run.url}: took over {whose} ({_describe(record)})")
                 return
         raise RunInUse(f"run_dir: could not take the lease {self.uri}: other jobs keep "
                        "changing it")
+
+    def holder(self) -> str | None:
+        """Who holds the lease now (another live job, or this one), in words; None when nobody
+        does (no lease, an expired one, or one whose job is gone)."""
+        record, _ = self._file.read()
+        if record is None or _expired(record) or _holder_is_gone(record):
+            return None
+        return _describe(record)
 
     def refuse_if_held(self) -> None:
         """Raise :class:`RunInUse` when another live job holds the lease; take nothing. A job
@@ -145,18 +155,17 @@ class RunLease:
             if record is not None and record.get("token") == self.token:
                 self._file.delete(version)
         except Exception as error:  # never hide the error that ended the run
-            print(f"run_dir: could not release the lease {self.uri} ({error}); it expires "
-                  f"in {self.ttl_seconds:.0f} s", file=sys.stderr, flush=True)
+            log.warning(f"run_dir: could not release the lease {self.uri} ({error}); it expires "
+                        f"in {self.ttl_seconds:.0f} s")
 
     def _keep_renewed(self) -> None:
         while not self._stop.wait(self.renew_seconds):
             try:
                 if not self.renew():
-                    print(self._lost, file=sys.stderr, flush=True)
+                    log.warning(self._lost)
                     return
             except Exception as error:  # storage trouble: the next turn retries, within the TTL
-                print(f"run_dir: could not renew the lease {self.uri} ({error})",
-                      file=sys.stderr, flush=True)
+                log.warning(f"run_dir: could not renew the lease {self.uri} ({error})")
 
     def _payload(self) -> bytes:
         record = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),

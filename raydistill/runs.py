@@ -120,6 +120,10 @@ def table_to_parquet_bytes(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
+MANIFEST_PATH_COLUMNS = ("path", "latent_path")
+"""Manifest columns holding file paths, stored run-relative for files inside the run."""
+
+
 class RunDir:
     """A run directory on any fsspec filesystem, with atomic writes and stage markers."""
 
@@ -177,6 +181,32 @@ class RunDir:
     def read_table(self, relpath: str, columns: list[str] | None = None) -> pa.Table:
         """Read a Parquet file (or a folder of Parquet files) of the run (only ``columns``)."""
         return pq.read_table(self.fresh_path(relpath), filesystem=self.fs, columns=columns)
+
+    def read_manifest(self, relpath: str) -> pa.Table:
+        """Read a manifest of the run (``manifest.parquet``, ``synthetic/manifest.parquet``) with
+        its ``path`` and ``latent_path`` columns openable (:meth:`resolve`)."""
+        table = self.read_table(relpath)
+        for index, name in enumerate(table.column_names):
+            if name in MANIFEST_PATH_COLUMNS:
+                paths = [self.resolve(path) for path in table.column(name).to_pylist()]
+                table = table.set_column(index, name, pa.array(paths, pa.string()))
+        return table
+
+    def relative(self, url: str) -> str:
+        """``url`` as a run-relative path when it lies inside the run, else unchanged.
+        Manifests store these, so that a run copied, moved or synced (local disk ↔ S3) still
+        finds its own files (the toy dataset, the synthetic videos)."""
+        local = self.on_local_disk and "://" not in url
+        candidate = os.path.abspath(url) if local else url
+        prefix = f"{self.url}/"
+        return candidate[len(prefix):] if candidate.startswith(prefix) else url
+
+    def resolve(self, path: str) -> str:
+        """The openable path or URL of a path a manifest stores: a run-relative one lies in
+        this run (:meth:`relative`); an absolute path or a URL is returned as it is."""
+        if "://" in path or os.path.isabs(path):
+            return path
+        return self.uri(path)
 
     def read_schema(self, relpath: str) -> pa.Schema:
         """The Arrow schema of a Parquet file of the run (its footer only, not its data)."""

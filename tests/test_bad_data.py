@@ -196,7 +196,7 @@ def decoded_clips(run) -> dict[str, np.ndarray]:
 
 def check_stages(run, expected: dict) -> tuple[dict, dict]:
     """Assert what both layouts promise; returns (manifest rows by id, clips by id)."""
-    manifest = {row["video_id"]: row for row in run.read_table("manifest.parquet").to_pylist()}
+    manifest = {row["video_id"]: row for row in run.read_manifest("manifest.parquet").to_pylist()}
     assert {vid: (row["split"], row["label"], row["num_frames"], row["width"], row["height"])
             for vid, row in manifest.items()} == expected["good"]
     rejects = run.read_table("rejects.parquet").to_pylist()
@@ -369,7 +369,7 @@ def test_a_link_out_of_the_dataset_root_is_rejected_and_one_inside_it_is_read(tm
     config = from_dict(RunConfig, {"run_dir": str(tmp_path / "run"),
                                    "ingest": {"dataset": "kinetics400", "root": str(root)}})
     run = run_stages(config, ["ingest"])
-    listed = run.read_table("manifest.parquet").column("video_id").to_pylist()
+    listed = run.read_manifest("manifest.parquet").column("video_id").to_pylist()
     assert sorted(listed) == ["a" * 11 + "_000000_000010", "c" * 11 + "_000000_000010"]
     [rejected] = run.read_table("rejects.parquet").to_pylist()
     assert (rejected["video_id"], rejected["reason"]) == ("b" * 11 + "_000000_000010",
@@ -418,7 +418,7 @@ def test_frames_larger_than_the_cap_are_rejected_before_any_decode(tmp_path):
                                    "ingest": {"dataset": "kinetics400", "root": str(root),
                                               "max_frame_pixels": 48 * 32}})
     run = run_stages(config, ["ingest"])
-    assert run.read_table("manifest.parquet").column("video_id").to_pylist() == [
+    assert run.read_manifest("manifest.parquet").column("video_id").to_pylist() == [
         "a" * 11 + "_000000_000010"]
     [rejected] = run.read_table("rejects.parquet").to_pylist()
     assert rejected["reason"] == "too_large"

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from raydistill.cli import build_parser, config_from_args, main
-from raydistill.config import ConfigError, RunConfig, from_dict
+from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, from_dict
 from raydistill.dataset_info import DATASET_INFO, DatasetInfo
 from raydistill.runs import RunDir
 
@@ -157,3 +157,13 @@ def test_embed_score_model_flag_sets_the_field_of_the_run_copy(tmp_path):
     config, stages = config_from_args(args)
     assert config.embed.score_model == scorer and stages == ["embed"]
     assert config.run_dir == run.url
+
+
+def test_run_dry_run_plans_every_stage_and_writes_nothing(tmp_path, capsys, ray_cluster):
+    (tmp_path / "c.yaml").write_text(f"run_dir: {tmp_path / 'run'}\n")
+    code, printed, _ = run_cli(capsys, "run", "--config", str(tmp_path / "c.yaml"), "--dry-run")
+    assert code == 0
+    planned = [line.split()[0] for line in printed.splitlines()
+               if line.startswith("  ") and line.split()[0] in STAGE_NAMES]
+    assert planned == list(STAGE_NAMES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]

@@ -44,7 +44,7 @@ def eval_run(run_dir, seeds=1):
 def fake_selections(run, seeds):
     """Selections of the real pool written directly (first ``vpc`` training videos per class,
     shifted by seed), as if embed and select had run."""
-    manifest = run.read_table("manifest.parquet").to_pylist()
+    manifest = run.read_manifest("manifest.parquet").to_pylist()
     train = sorted((row for row in manifest if row["split"] == "train"),
                    key=lambda row: row["video_id"])
     for vpc in (1, 2):

@@ -59,7 +59,7 @@ def test_finetune_saves_the_ema_model_and_loss_curve(generated):
 
 def test_generate_writes_n_decodable_videos_per_class_with_their_seeds(generated):
     config, run = generated
-    manifest = run.read_table("synthetic/manifest.parquet").to_pylist()
+    manifest = run.read_manifest("synthetic/manifest.parquet").to_pylist()
     assert sorted((row["label"], row["video_id"]) for row in manifest) == [
         (label, f"syn_{label:04d}_{index:05d}") for label in range(3) for index in range(2)]
     assert len({row["seed"] for row in manifest}) == 6
@@ -71,7 +71,7 @@ def test_generate_writes_n_decodable_videos_per_class_with_their_seeds(generated
 
 def test_rerun_of_generate_writes_nothing_and_a_lost_video_comes_back_the_same(generated):
     config, run = generated
-    manifest = run.read_table("synthetic/manifest.parquet").to_pylist()
+    manifest = run.read_manifest("synthetic/manifest.parquet").to_pylist()
     victim = manifest[3]
     before = np.load(victim["latent_path"])
     kept_mtime = os.path.getmtime(manifest[0]["path"])
@@ -163,7 +163,9 @@ def test_tiny_generation_run_on_s3_keeps_everything_in_the_bucket(s3_bucket):
                                      "generate": {"per_class": 1}, "select": {"vpc": [1]},
                                      "evaluate": {"vpc": [1]}})
     run = run_stages(config)
-    manifest = run.read_table("synthetic/manifest.parquet").to_pylist()
+    stored = run.read_table("synthetic/manifest.parquet").column("path").to_pylist()
+    assert all(path.startswith("synthetic/videos/") for path in stored)  # run-relative
+    manifest = run.read_manifest("synthetic/manifest.parquet").to_pylist()
     assert [row["video_id"] for row in manifest] == ["syn_0000_00000", "syn_0001_00000"]
     assert all(row["path"].startswith(f"{s3_bucket}/runs/gen/synthetic/") for row in manifest)
     assert probe_video(manifest[0]["path"]).num_frames == 8

@@ -60,7 +60,7 @@ def toy_config(run_dir, **decode):
 
 def test_ingest_writes_manifest_of_good_videos_and_rejects_with_reasons(tmp_path, capsys):
     run = run_stages(k400_config(tmp_path), ["ingest"])
-    manifest = run.read_table("manifest.parquet").to_pylist()
+    manifest = run.read_manifest("manifest.parquet").to_pylist()
     assert [row["video_id"] for row in manifest] == [
         "-aaaaaaaaaa_000000_000010", "bbbbbbbbbbb_000005_000015", "ccccccccccc_000001_000011"]
     assert [row["label"] for row in manifest] == [0, 0, 1]
@@ -86,7 +86,7 @@ def test_rerun_skips_a_finished_ingest(tmp_path, capsys):
 def test_decode_writes_clip_shards_and_rejects_a_file_broken_after_ingest(tmp_path):
     config = k400_config(tmp_path, shard_size=2)
     run = run_stages(config, ["ingest"])
-    broken = run.read_table("manifest.parquet").to_pylist()[1]
+    broken = run.read_manifest("manifest.parquet").to_pylist()[1]
     with open(broken["path"], "wb") as handle:
         handle.write(b"\x00" * 100)
     run_stages(config, ["decode"])
@@ -99,6 +99,27 @@ def test_decode_writes_clip_shards_and_rejects_a_file_broken_after_ingest(tmp_pa
                                                                 "decode_error")]
     assert broken["path"] in rejects[0]["detail"]
     assert run.stage_summary("decode")["clips"] == 2
+    # Readers of the clip folder see clips only: the shard's rejects live in clips/_rejects/.
+    import pandas
+
+    frame = pandas.read_parquet(run.path("clips/train"))
+    assert sorted(frame["video_id"]) == ids and not frame["label"].isna().any()
+    assert os.path.exists(run.path("clips/_rejects/train/shard-00000.parquet"))
+
+
+def test_rejects_of_a_run_made_before_the_rejects_folder_are_still_collected(tmp_path):
+    from raydistill.pipeline.shards import collect_rejects, shard_rejects_path
+    from raydistill.schema import REJECTS_SCHEMA, reject, table_from_rows
+
+    run = RunDir(str(tmp_path / "run"))
+    old = table_from_rows([reject("a", "/v/a.mp4", "train", "decode_error", "x")], REJECTS_SCHEMA)
+    new = table_from_rows([reject("b", "/v/b.mp4", "train", "decode_error", "y")], REJECTS_SCHEMA)
+    run.write_table("clips/train/shard-00000.rejects.parquet", old)  # beside its shard
+    run.write_table(shard_rejects_path("clips/train/shard-00001.parquet"), new)
+    assert shard_rejects_path("clips/train/shard-00001.parquet") == \
+        "clips/_rejects/train/shard-00001.parquet"
+    plan = [{"split": "train", "index": 0}, {"split": "train", "index": 1}]
+    assert collect_rejects(run, plan, "clips").column("video_id").to_pylist() == ["a", "b"]
 
 
 def test_interrupted_decode_redoes_only_missing_shards(tmp_path):
@@ -118,7 +139,7 @@ def test_interrupted_decode_redoes_only_missing_shards(tmp_path):
 def test_clip_dataset_streams_clips_with_an_error_column(tmp_path):
     config = toy_config(str(tmp_path / "run"))
     run = run_stages(config, ["ingest"])
-    manifest = run.read_table("manifest.parquet").slice(0, 3)
+    manifest = run.read_manifest("manifest.parquet").slice(0, 3)
     os.remove(manifest.column("path")[2].as_py())
     rows = list(clip_dataset(manifest, config.decode).iter_rows())
     assert [row["video_id"] for row in sorted(rows, key=lambda r: r["video_id"])] == sorted(
@@ -133,7 +154,7 @@ def test_whole_toy_run_on_s3(s3_bucket):
     config = toy_config(f"{s3_bucket}/runs/toy")
     run = run_stages(config, DATA_STAGES)
     again = RunDir(f"{s3_bucket}/runs/toy")
-    manifest = again.read_table("manifest.parquet")
+    manifest = again.read_manifest("manifest.parquet")
     assert manifest.num_rows == 15
     assert all(path.startswith(f"{s3_bucket}/runs/toy/source/toy/")
                for path in manifest.column("path").to_pylist())
@@ -151,7 +172,7 @@ def test_ingest_reads_a_dataset_root_on_s3(tmp_path, s3_bucket):
                                    "ingest": {"dataset": "kinetics400",
                                               "root": f"{s3_bucket}/k400"}})
     run = run_stages(config, ["ingest"])
-    manifest = run.read_table("manifest.parquet").to_pylist()
+    manifest = run.read_manifest("manifest.parquet").to_pylist()
     assert len(manifest) == 3 and all(r["path"].startswith("s3://") for r in manifest)
     reasons = sorted(r["reason"] for r in run.read_table("rejects.parquet").to_pylist())
     assert reasons == ["corrupt", "empty", "missing", "not_a_video"]
@@ -180,7 +201,7 @@ def test_ingest_of_each_layout_probes_real_codecs_and_rejects_damaged_files(tmp_
     run = run_stages(config, ["ingest"])
     rejects = {row["path"]: row["reason"] for row in run.read_table("rejects.parquet").to_pylist()}
     assert (rejects[truncated], rejects[garbage]) == ("corrupt", "not_a_video")
-    manifest = run.read_table("manifest.parquet").to_pylist()
+    manifest = run.read_manifest("manifest.parquet").to_pylist()
     assert {row["path"] for row in manifest} == good
     assert all((row["num_frames"], row["width"], row["height"]) == (8, 48, 32)
                for row in manifest)
@@ -272,7 +293,7 @@ def test_a_frame_interval_decodes_consecutive_frames_into_its_own_cache(tmp_path
     strided = toy_config(str(tmp_path / "run"), num_frames=4, frame_interval=1)  # 2, 3, 4, 5
     run_stages(strided, DATA_STAGES)
     table = run.read_table(shard_path("train", 0))
-    first = run.read_table("manifest.parquet").to_pylist()
+    first = run.read_manifest("manifest.parquet").to_pylist()
     path = next(row["path"] for row in first if row["video_id"] == table["video_id"][0].as_py())
     clips = clips_from_table(table)
     assert np.array_equal(clips[0], decode_clip(path, 4, 32, frame_interval=1))

@@ -290,10 +290,25 @@ def test_headline_table_of_another_metric_and_missing_cells(tmp_path):
     assert "| k-Center | 65.00 ± 0.00 | — |" in text
 
 
-@pytest.mark.parametrize("mean, std, expected", [(0.252, 0.0041, "25.20 ± 0.41"),
-                                                  (float("nan"), 0.0, "n/a")])
-def test_format_percent(mean, std, expected):
-    assert format_percent(mean, std) == expected
+def test_a_run_with_both_pools_evaluated_shows_them_side_by_side(tmp_path):
+    run = make_run(tmp_path)
+    write_report(run)
+    assert "Pools side by side" not in read_report(run)
+    for seed, top1 in enumerate((0.6, 0.8, 0.7)):
+        run.write_json(f"eval/real/tac_dt/vpc=2/seed={seed}/metrics.json",
+                       {"top1": top1, "top5": 1.0, "train_videos": 6, "classifier": "c3d"})
+    write_report(run)
+    side = read_report(run).split("## Pools side by side", 1)[1].split("\n## ", 1)[0]
+    assert "| VPC | Method | real pool Top-1 (%) | synthetic pool Top-1 (%) |" in side
+    assert table_row(side, "2", "TAC-DT") == ["2", "TAC-DT", "70.00 ± 8.16", "60.00 ± 0.00"]
+    assert table_row(side, "1", "Random") == ["1", "Random", "—", "30.00 ± 8.16"]
+
+
+@pytest.mark.parametrize("mean, std, seeds, expected", [
+    (0.252, 0.0041, None, "25.20 ± 0.41"), (0.252, 0.0, 3, "25.20 ± 0.00"),
+    (0.252, 0.0, 1, "25.20 ± —"), (float("nan"), 0.0, 1, "n/a")])
+def test_format_percent_says_one_seed_has_no_spread(mean, std, seeds, expected):
+    assert format_percent(mean, std, seeds) == expected
 
 
 @pytest.mark.parametrize("seconds, expected", [(42.04, "42.0 s"), (185, "3 min 05 s"),

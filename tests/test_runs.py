@@ -302,3 +302,29 @@ def test_a_copied_runs_config_names_the_copy(tmp_path):
     original.save_config(RunConfig(run_dir=str(tmp_path / "a")))
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     assert RunDir(str(tmp_path / "b")).load_config().run_dir == str(tmp_path / "b")
+
+
+def test_paths_inside_the_run_are_stored_relative_and_resolved_where_the_run_is(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    inside = str(tmp_path / "run" / "source" / "toy" / "a.mp4")
+    assert run.relative(inside) == "source/toy/a.mp4"
+    assert run.relative(str(tmp_path / "runner" / "a.mp4")) == str(tmp_path / "runner" / "a.mp4")
+    assert run.relative("s3://bucket/data/a.mp4") == "s3://bucket/data/a.mp4"
+    moved = RunDir(str(tmp_path / "moved"))
+    assert moved.resolve("source/toy/a.mp4") == str(tmp_path / "moved" / "source/toy/a.mp4")
+    assert moved.resolve("/data/a.mp4") == "/data/a.mp4"
+    assert moved.resolve("s3://bucket/a.mp4") == "s3://bucket/a.mp4"
+    moved.write_table("manifest.parquet", pa.table({"video_id": ["a", "b"],
+                                                   "path": ["source/a.mp4", "/data/b.mp4"],
+                                                   "label": [0, 1]}))
+    table = moved.read_manifest("manifest.parquet")
+    assert table.column("path").to_pylist() == [moved.uri("source/a.mp4"), "/data/b.mp4"]
+    assert table.column("label").to_pylist() == [0, 1]
+
+
+def test_a_run_on_s3_stores_its_own_paths_relative(s3_bucket):
+    run = RunDir(f"{s3_bucket}/runs/r")
+    assert run.relative(f"{s3_bucket}/runs/r/synthetic/videos/a/x.mp4") == \
+        "synthetic/videos/a/x.mp4"
+    assert run.relative(f"{s3_bucket}/runs/rr/x.mp4") == f"{s3_bucket}/runs/rr/x.mp4"
+    assert run.resolve("synthetic/x.mp4") == f"{s3_bucket}/runs/r/synthetic/x.mp4"

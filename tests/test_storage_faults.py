@@ -173,7 +173,7 @@ class start_in_own_ray:
 
 def manifest_rows(run: RunDir) -> list[dict]:
     """The manifest's rows, with paths relative to the run (two runs are in two folders)."""
-    rows = run.read_table("manifest.parquet").to_pylist()
+    rows = run.read_manifest("manifest.parquet").to_pylist()
     for row in rows:
         row["path"] = row["path"].removeprefix(run.url + "/")
     return sorted(rows, key=lambda row: row["video_id"])

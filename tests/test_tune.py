@@ -98,7 +98,7 @@ def tune_run(tmp_path_factory, ray_cluster):
     the latents and embed stages had run."""
     config = tune_run_config(str(tmp_path_factory.mktemp("tune") / "run"))
     run = run_stages(config, ["ingest", "decode"])
-    manifest = run.read_table("manifest.parquet").to_pylist()
+    manifest = run.read_manifest("manifest.parquet").to_pylist()
     train = sorted((row for row in manifest if row["split"] == "train"),
                    key=lambda row: row["video_id"])
     ids, labels = [row["video_id"] for row in train], [row["label"] for row in train]
@@ -117,7 +117,7 @@ def tune_run(tmp_path_factory, ray_cluster):
 def test_the_pool_never_holds_a_validation_video_and_validation_is_real_train(tune_run):
     run_config = RunDir(tune_run.url).load_config()
     data = sweep_data(tune_run, from_dict(SweepConfig, SWEEP), run_config)
-    manifest = {row["video_id"]: row for row in tune_run.read_table("manifest.parquet")
+    manifest = {row["video_id"]: row for row in tune_run.read_manifest("manifest.parquet")
                 .to_pylist()}
     assert len(data["val_labels"]) == 6 and len(data["ids"]) == 12  # 2 + 4 per class
     assert sorted(np.bincount(data["val_labels"])) == [2, 2, 2]

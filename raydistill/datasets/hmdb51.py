@@ -11,11 +11,13 @@ video is found by its ``{class}/{name}`` anywhere under the root, and the split 
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 
 from raydistill.datasets.common import (NOT_UTF8, Listing, ListingBuilder, find_files, read_lines,
                                          root_url)
+
+log = logging.getLogger(__name__)
 
 SPLITS_DIR = "testTrainMulti_7030_splits"
 SPLIT_BY_CODE = {"1": "train", "2": "test"}
@@ -74,9 +76,9 @@ def _say_where_missing_videos_were_looked_for(listing: Listing, root: str) -> No
     missing = [r for r in listing.rejects if r["reason"] == "missing"]
     listed = len(missing) + len(listing.videos)
     if listed and 2 * len(missing) > listed:
-        print(f"hmdb51: {len(missing)} of {listed} listed videos are missing; each was looked "
-              f"for as {{class}}/{{name}}.avi anywhere under {root_url(root, '')} (the first: "
-              f"{missing[0]['path']})", file=sys.stderr, flush=True)
+        log.warning(f"hmdb51: {len(missing)} of {listed} listed videos are missing; each was looked "
+                    f"for as {{class}}/{{name}}.avi anywhere under {root_url(root, '')} (the first: "
+                    f"{missing[0]['path']})")
 
 
 def _split_files(files: dict[str, str], split: int) -> dict[str, str]:

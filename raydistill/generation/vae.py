@@ -46,7 +46,8 @@ def load_vae(source: str | None) -> AutoencoderKL:
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, 3) → float (..., 3, H, W) in [-1, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(127.5).sub_(1.0)
+    # astype copies: frames from Ray's object store are read-only, which torch warns about.
+    tensor = torch.from_numpy(frames.astype(np.float32)).div_(127.5).sub_(1.0)
     return tensor.movedim(-1, -3)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pyarrow.fs
@@ -12,6 +13,8 @@ from ray.util.placement_group import PlacementGroup
 
 from raydistill.pipeline.resources import workers_use_gpu
 from raydistill.runs import RunDir, is_local
+
+log = logging.getLogger(__name__)
 
 
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -77,9 +80,9 @@ def fit_resuming(trainer, max_failures: int):
             if not died or attempt == max_failures:
                 raise
             released = remove_placement_groups(job_placement_groups() - before)
-            print(f"a Ray Train worker died while its controller was talking to it; resuming "
-                  f"from the last checkpoint ({attempt + 1} of {max_failures}; "
-                  f"{released} placement groups of the failed attempt removed)", flush=True)
+            log.info(f"a Ray Train worker died while its controller was talking to it; resuming "
+                     f"from the last checkpoint ({attempt + 1} of {max_failures}; "
+                     f"{released} placement groups of the failed attempt removed)")
 
 
 def job_placement_groups() -> set[str]:

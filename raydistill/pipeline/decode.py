@@ -14,6 +14,7 @@ failing the job.
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import numpy as np
@@ -29,6 +30,8 @@ from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, 
 from raydistill.pipeline.stage import Stage, frames_said
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_table, decode_batch
+
+log = logging.getLogger(__name__)
 
 
 def clip_dataset(manifest: pa.Table, decode: DecodeConfig, rows_per_block: int = 8,
@@ -76,7 +79,7 @@ def run_decode(run: RunDir, config: RunConfig, decode_fn=decode_shards) -> dict:
     """
     started = time.time()
     decode = config.decode
-    manifest = run.read_table(MANIFEST)
+    manifest = run.read_manifest(MANIFEST)
     plan, todo = write_clip_cache(run, manifest, decode, decode_fn)
     rejects = collect_rejects(run, plan, CLIPS_FOLDER)
     run.write_table(f"{CLIPS_FOLDER}/rejects.parquet", rejects)
@@ -84,9 +87,8 @@ def run_decode(run: RunDir, config: RunConfig, decode_fn=decode_shards) -> dict:
                "clips": manifest.num_rows - rejects.num_rows, "decode_errors": rejects.num_rows,
                "num_frames": decode.num_frames, "size": decode.size, **frame_sampling(decode),
                "seconds": round(time.time() - started, 2)}
-    print(f"decode: {summary['clips']} clips of {decode.num_frames}×{decode.size}² in "
-          f"{len(plan)} shards ({len(todo)} decoded now), {rejects.num_rows} decode errors",
-          flush=True)
+    log.info(f"decode: {summary['clips']} clips of {decode.num_frames}×{decode.size}² in "
+             f"{len(plan)} shards ({len(todo)} decoded now), {rejects.num_rows} decode errors")
     return summary
 
 
@@ -115,8 +117,8 @@ def write_clip_cache(run: RunDir, videos: pa.Table, decode: DecodeConfig,
                           compute=task_pool(decode.num_cpus, len(todo)),
                           num_cpus=decode.num_cpus, max_retries=0).materialize()
         except Exception as error:  # Ray Data wraps the worker's death in its own errors
-            print(f"decode: a task failed ({type(error).__name__}); decoding the remaining "
-                  "shards one file per task", flush=True)
+            log.warning(f"decode: a task failed ({type(error).__name__}); decoding the remaining "
+                        "shards one file per task")
             for item in missing_shards(run, plan, CLIPS_FOLDER):
                 write_clip_shards(decode_shard_isolated(item, decode.num_frames, decode.size,
                                                         decode_fn, frame_sampling(decode)),

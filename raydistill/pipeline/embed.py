@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import tempfile
 import time
 
@@ -52,14 +53,16 @@ from raydistill.schema import tensor_array
 from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.video.clips import clips_from_table
 
+log = logging.getLogger(__name__)
+
 
 def pool_videos(run: RunDir, pool: str) -> pa.Table:
     """The videos of a pool (``video_id, path, label, split``), sorted by id."""
     if pool == "real":
-        manifest = run.read_table(MANIFEST)
+        manifest = run.read_manifest(MANIFEST)
         table = manifest.filter(pc.equal(manifest["split"], "train"))
     else:
-        table = run.read_table(SYNTHETIC_MANIFEST)
+        table = run.read_manifest(SYNTHETIC_MANIFEST)
         table = table.append_column("split", pa.array(["synthetic"] * table.num_rows))
     return table.select(["video_id", "path", "label", "split"]).sort_by("video_id")
 
@@ -243,8 +246,8 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
             ).materialize()
             nodes = worker_nodes(done)
         except Exception as error:  # a decode task died: isolate the file that killed it
-            print(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
-                  "shards one file per task", flush=True)
+            log.warning(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
+                        "shards one file per task")
             writer = EmbeddingShardWriter(**writer_kwargs)
             for item in missing_shards(run, plan, embeddings_folder(pool)):
                 writer(decode_shard_isolated(item, frames, size))
@@ -272,9 +275,9 @@ def run_embed(run: RunDir, config: RunConfig) -> dict:
             run.url, class_names, dataclasses.asdict(embed), config.seed))
     for pool in config.embed.pools:
         summary[pool] = embed_pool(run, config, pool, class_names)
-        print(f"embed: {summary[pool]['videos']} {pool} videos embedded into "
-              f"{run.uri(summary[pool]['folder'])} ({summary[pool]['shards_embedded_now']} "
-              f"shards now); mae_score ranks by {summary[pool]['mae_score']}", flush=True)
+        log.info(f"embed: {summary[pool]['videos']} {pool} videos embedded into "
+                 f"{run.uri(summary[pool]['folder'])} ({summary[pool]['shards_embedded_now']} "
+                 f"shards now); mae_score ranks by {summary[pool]['mae_score']}")
     summary["seconds"] = round(time.time() - started, 2)
     return summary
 

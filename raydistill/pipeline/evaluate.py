@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import os
 import tempfile
 import time
@@ -49,13 +50,14 @@ from raydistill.classify import (PAPER_CLASSIFIERS, PAPER_TRAINING, TOY_CLASSIFI
 from raydistill.classify.augment import Augmentation
 from raydistill.classify.training import (Checkpoints, TrainSettings, fit_classifier, load_state,
                                           predict, save_state, training_recipe)
-from raydistill.config import ConfigError, EvaluateConfig
+from raydistill.config import ConfigError, EvaluateConfig, to_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.c3d import read_c3d_state
 from raydistill.embedding.c3d import MODEL_FILE as C3D_MODEL_FILE
 from raydistill.layout import (CLIPS_FOLDER, EVAL_FOLDER, MANIFEST, SYNTHETIC_MANIFEST, BoundKey,
                                SelectionKey, clips_folder, eval_checkpoint_path, eval_metrics_path,
                                eval_model_path, run_model_dir, selection_path)
+from raydistill.logs import setup_console, time_left
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, train_request
@@ -63,6 +65,8 @@ from raydistill.pipeline.shards import shard_files, source, use_assigned_cpus
 from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
 from raydistill.video.clips import clips_from_table
+
+log = logging.getLogger(__name__)
 
 
 def classifier_settings(evaluate: EvaluateConfig) -> tuple[dict, TrainSettings]:
@@ -97,8 +101,29 @@ def validate_evaluation(config: RaydistillConfig) -> None:
 
 def test_split(run: RunDir) -> str:
     """``test``, or ``val`` for datasets without a test split (Kinetics-400, SSv2)."""
-    splits = set(run.read_table(MANIFEST).column("split").to_pylist())
+    splits = set(run.read_table(MANIFEST, columns=["split"]).column("split").to_pylist())
     return "test" if "test" in splits else "val"
+
+
+def selections_to_evaluate(config: RaydistillConfig) -> list[SelectionKey]:
+    """Every selection the evaluate section asks for: its pools × methods × VPCs × seeds, the
+    select stage's where it says None."""
+    evaluate, select = config.evaluate, config.select
+    return [SelectionKey(pool, method, vpc, seed)
+            for pool in evaluate.pools or (select.pool,)
+            for method in evaluate.methods or select.methods
+            for vpc in evaluate.vpc or select.vpc
+            for seed in range(evaluate.seeds or select.seeds)]
+
+
+def completion_settings(config: RaydistillConfig) -> dict:
+    """What a finished evaluate stage is recorded with: its section with the select stage's
+    pool, methods, VPCs and seeds filled in where it says None, so that a run whose select
+    stage gained a pool, a method or a VPC is not taken for evaluated."""
+    evaluate, select = config.evaluate, config.select
+    return {**to_dict(evaluate), "pools": list(evaluate.pools or (select.pool,)),
+            "methods": list(evaluate.methods or select.methods),
+            "vpc": list(evaluate.vpc or select.vpc), "seeds": evaluate.seeds or select.seeds}
 
 
 def evaluation_jobs(run: RunDir, config: RaydistillConfig) -> list[dict]:
@@ -116,17 +141,15 @@ def evaluation_jobs(run: RunDir, config: RaydistillConfig) -> list[dict]:
         jobs += [{"key": BoundKey("full_synthetic", s).name, "split": "synthetic",
                   "ids": None, "seed": s}
                  for s in range(bound_seeds)]
-    split = "train" if select.pool == "real" else "synthetic"
-    for method in evaluate.methods or select.methods:
-        for vpc in evaluate.vpc or select.vpc:
-            for seed in range(seeds):
-                path = selection_path(select.pool, method, vpc, seed)
-                if not run.exists(path):
-                    raise ConfigError(f"evaluate: no selection {run.uri(path)}; add {method}, "
-                                      f"VPC {vpc} and {seeds} seeds to the select stage first")
-                ids = run.read_table(path).column("video_id").to_pylist()
-                jobs.append({"key": SelectionKey(select.pool, method, vpc, seed).name,
-                             "split": split, "ids": ids, "seed": seed})
+    for key in selections_to_evaluate(config):
+        path = selection_path(key.pool, key.method, key.vpc, key.seed)
+        if not run.exists(path):
+            raise ConfigError(f"evaluate: no selection {run.uri(path)}; select it first "
+                              f"(raydistill select --pool {key.pool} --method {key.method} "
+                              f"--vpc {key.vpc} --seeds {seeds})")
+        ids = run.read_table(path).column("video_id").to_pylist()
+        jobs.append({"key": key.name, "split": "train" if key.pool == "real" else "synthetic",
+                     "ids": ids, "seed": key.seed})
     # A method or VPC listed twice is one job: two workers must never train one key at once.
     return list({job["key"]: job for job in jobs}.values())
 
@@ -174,7 +197,7 @@ def save_model(run: RunDir, key: str, weights: dict, history: list[dict],
 def ensure_synthetic_clips(run: RunDir, config: RaydistillConfig) -> None:
     """Decode the synthetic videos into ``clips/synthetic/`` once (same settings as the real
     clips, so classifiers see both alike)."""
-    table = run.read_table(SYNTHETIC_MANIFEST).select(["video_id", "path", "label"])
+    table = run.read_manifest(SYNTHETIC_MANIFEST).select(["video_id", "path", "label"])
     table = table.append_column("split", pa.array(["synthetic"] * table.num_rows))
     write_clip_cache(run, table, config.decode)
 
@@ -234,10 +257,15 @@ def train_loop(loop_config: dict) -> None:
     run = RunDir(loop_config["run_url"])
     checkpoint = ray.train.get_checkpoint()
     device = ray.train.torch.get_device()
-    for job in loop_config["jobs"]:
+    setup_console()  # a worker process: its records reach the driver's console through Ray
+    started, jobs = time.time(), loop_config["jobs"]
+    for number, job in enumerate(jobs, 1):
         if not run.exists(eval_model_path(job["key"])):
             train_job(run, job, loop_config, RayTrainCheckpoints(checkpoint, job["key"], rank),
                       rank, world, device)
+        if rank == 0:
+            log.info(f"evaluate: classifier {number} of {len(jobs)} trained ({job['key']})"
+                     f"{time_left(number, len(jobs), started)}")
 
 
 def train_alone(run_url: str, job: dict, loop_config: dict) -> str:
@@ -316,8 +344,8 @@ class RunDirCheckpoints:
             return 0, []
         if (not self.run.exists(self.recipe_path)
                 or self.run.read_json(self.recipe_path) != self.recipe):
-            print(f"evaluate: {self.run.uri(self.relpath)} was written with other settings; "
-                  "training that job from the start", flush=True)
+            log.warning(f"evaluate: {self.run.uri(self.relpath)} was written with other "
+                        "settings; training that job from the start")
             self.finish()
             return 0, []
         with tempfile.TemporaryDirectory(prefix="raydistill-eval-") as folder:
@@ -427,6 +455,7 @@ def train_jobs_alone(run: RunDir, evaluate: EvaluateConfig, jobs: list[dict], lo
     task = (train_alone_on_gpu.options(num_cpus=1, **retries) if use_gpu
             else train_alone_on_cpu.options(num_cpus=evaluate.cpus_per_worker, **retries))
     in_flight: dict = {}
+    started, done = time.time(), 0
     while queue or in_flight:
         while queue and len(in_flight) < evaluate.num_workers:
             job = queue.pop(0)
@@ -435,6 +464,9 @@ def train_jobs_alone(run: RunDir, evaluate: EvaluateConfig, jobs: list[dict], lo
         key = in_flight.pop(finished)
         try:
             ray.get(finished)
+            done += 1
+            log.info(f"evaluate: classifier {done} of {len(jobs)} trained ({key})"
+                     f"{time_left(done, len(jobs), started)}")
         except Exception as error:
             for other in in_flight:
                 ray.cancel(other, force=True)
@@ -548,8 +580,8 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
                 "final_loss": state["history"][-1]["loss"]})
     seconds = time.time() - started
     reused = f", {len(adopted)} the embed stage's" if adopted else ""
-    print(f"evaluate: {len(jobs)} classifiers ({len(todo) - len(adopted)} trained now{reused}) "
-          f"in {seconds:.1f} s, under {run.uri(EVAL_FOLDER)}", flush=True)
+    log.info(f"evaluate: {len(jobs)} classifiers ({len(todo) - len(adopted)} trained now{reused}) "
+             f"in {seconds:.1f} s, under {run.uri(EVAL_FOLDER)}")
     return {"evaluations": len(jobs), "trained_now": len(todo) - len(adopted),
             "adopted": adopted, "seconds": round(seconds, 2)}
 
@@ -564,11 +596,12 @@ def _count(run: RunDir, split: str) -> int:
 
 
 def describe(config: RaydistillConfig) -> str:
-    """The plan's line: the classifier, the upper bounds and the test split."""
+    """The plan's line: the classifier, the pools, the upper bounds and the test split."""
     e = config.evaluate
     bounds = [b for b, on in (("full real", e.full_real), ("full synthetic", e.full_synthetic))
               if on]
-    return (f"{e.classifier} ({e.preset} preset) per selection"
+    pools = " and ".join(e.pools or (config.select.pool,))
+    return (f"{e.classifier} ({e.preset} preset) per selection of the {pools} pool"
             f"{' + ' + ', '.join(bounds) if bounds else ''}, tested on the real test "
             "split (val where there is none)")
 
@@ -593,4 +626,5 @@ def needs(config: RaydistillConfig) -> tuple[str, ...]:
     return ("decode", "select") + (("generate",) if config.evaluate.full_synthetic else ())
 
 
-STAGE = Stage("evaluate", run_evaluate, describe, requests, needs, validate=validate_evaluation)
+STAGE = Stage("evaluate", run_evaluate, describe, requests, needs, validate=validate_evaluation,
+              settings=completion_settings)

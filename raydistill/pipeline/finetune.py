@@ -16,6 +16,7 @@ that lacks a tensor or a run class's label row (they would be untrained).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 import time
@@ -34,6 +35,7 @@ from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
                                             save_checkpoint, step_seed, train_step)
 from raydistill.layout import FINETUNE_MODEL_DIR, REPORT_FOLDER, latents_folder
+from raydistill.logs import setup_console, time_left
 from raydistill.pipeline.cluster import (arrow_filesystem, failure_config, fit_resuming,
                                          ray_storage, train_on_gpu)
 from raydistill.pipeline.latents import latent_shape
@@ -41,6 +43,8 @@ from raydistill.pipeline.resources import Cluster, Request, train_request
 from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
+
+log = logging.getLogger(__name__)
 
 INITIALISATION = "finetune/initialisation.json"
 """What the model took from ``finetune.model``: tensor counts and label rows matched by name."""
@@ -84,12 +88,18 @@ def train_loop(loop_config: dict) -> None:
                                  rank, start_step=state.step)
     else:
         batches = streamed_batches(ray.train.get_dataset_shard("train"), finetune)
+    setup_console()  # a worker process: its records reach the driver's console through Ray
+    started, first_step = time.time(), state.step
     while state.step < finetune.steps:
         latents, labels = next(batches)
         loss = train_step(state, latents.to(device), labels.to(device), finetune,
                           loop_config["seed"], rank, mixed)
         if state.step % finetune.log_every == 0:
             state.losses.append((state.step, loss))
+            if rank == 0:
+                left = time_left(state.step - first_step, finetune.steps - first_step, started)
+                log.info(f"finetune: step {state.step} of {finetune.steps}, loss {loss:.4f}"
+                         f"{left}")
         if state.step % finetune.checkpoint_every == 0 or state.step == finetune.steps:
             _report(state, loss, rank)
 

@@ -12,6 +12,7 @@ label, class_name, seed, latent_path``) and one filmstrip per class in ``report/
 from __future__ import annotations
 
 import io
+import logging
 import time
 
 import numpy as np
@@ -35,6 +36,8 @@ from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
 from raydistill.video import decode_clip
 from raydistill.video.io import encode_video
+
+log = logging.getLogger(__name__)
 
 SYNTHETIC_SCHEMA = pa.schema([("video_id", pa.string()), ("path", pa.string()),
                               ("label", pa.int32()), ("class_name", pa.string()),
@@ -89,7 +92,7 @@ class SyntheticVideoWriter:
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         # Resolved here, on the actor's node: an S3 run's files are downloaded where they are used.
         self.model = ClassConditionalLatte.from_pretrained(
-            self.run.local_dir(model_dir)).to(device, dtype).eval()
+            self.run.local_dir(model_dir), torch_dtype=dtype).to(device).eval()
         self.vae = open_vae(self.run, vae).to(device).eval()
 
     def __call__(self, batch: dict) -> dict:
@@ -164,13 +167,14 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     groups = [group for group in sampling_batches(items, generate.batch_size)
               if any(video_relpath(item) not in written for item in group)]
     nodes = generate_videos(run, groups, FINETUNE_MODEL_DIR, config.latents.vae, generate)
-    rows = [{**item, "path": run.uri(video_relpath(item)),
-             "latent_path": run.uri(latent_relpath(item))} for item in items]
+    # Run-relative paths: a copied or synced run reads its own videos (RunDir.read_manifest).
+    rows = [{**item, "path": video_relpath(item), "latent_path": latent_relpath(item)}
+            for item in items]
     run.write_table(SYNTHETIC_MANIFEST, pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
     strips = write_filmstrips(run, items)
     seconds = time.time() - started
-    print(f"generate: {len(items)} synthetic videos ({len(todo)} generated now) in "
-          f"{seconds:.1f} s; filmstrips in {run.uri(REPORT_FOLDER, 'filmstrips')}", flush=True)
+    log.info(f"generate: {len(items)} synthetic videos ({len(todo)} generated now) in "
+             f"{seconds:.1f} s; filmstrips in {run.uri(REPORT_FOLDER, 'filmstrips')}")
     return {"videos": len(items), "generated_now": len(todo), "per_class": generate.per_class,
             "filmstrips": strips, "nodes": nodes, "seconds": round(seconds, 2),
             "videos_per_minute": round(60 * len(todo) / seconds, 1) if todo else None}

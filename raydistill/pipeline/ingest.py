@@ -7,6 +7,7 @@ a damaged file) is retried file by file, so one bad file rejects only itself.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import ray
@@ -22,6 +23,8 @@ from raydistill.pipeline.resources import Cluster, Request
 from raydistill.pipeline.stage import Stage, open_url, url_exists
 from raydistill.runs import RunDir, open_fs
 from raydistill.schema import reject
+
+log = logging.getLogger(__name__)
 
 
 def dataset_root(run: RunDir, config: RunConfig) -> str:
@@ -127,6 +130,8 @@ def run_ingest(run: RunDir, config: RunConfig) -> dict:
     videos, probe_rejects = probe_in_parallel(listing.videos, ingest.probe_batch_size,
                                               ingest.verify_decode,
                                               max_pixels=ingest.max_frame_pixels)
+    # Videos inside the run (the toy set) are stored run-relative: a copied run reads its own.
+    videos = [{**video, "path": run.relative(video["path"])} for video in videos]
     manifest, rejects = build_tables(videos, listing.rejects + probe_rejects)
     run.write_table("rejects.parquet", rejects)
     run.write_table(MANIFEST, manifest)
@@ -134,7 +139,7 @@ def run_ingest(run: RunDir, config: RunConfig) -> dict:
     summary["class_names"] = listing.class_names
     summary["warnings"] = label_set_warnings(listing.class_names, manifest)
     summary["seconds"] = round(time.time() - started, 2)
-    print(format_summary(summary, ingest.dataset, run.url), flush=True)
+    log.info(format_summary(summary, ingest.dataset, run.url))
     return summary
 
 
@@ -142,6 +147,8 @@ def describe(config: RunConfig) -> str:
     """The plan's line: the dataset, its split and where it is read from."""
     ingest = config.ingest
     split = f", split {ingest.split}" if dataset_info(ingest.dataset).official_splits else ""
+    if ingest.root is None:  # only a toy set has no root: it is generated into the run
+        return f"{ingest.dataset}, generated into RUN/source/toy"
     return f"{ingest.dataset}{split} from {ingest.root}"
 
 

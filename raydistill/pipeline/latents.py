@@ -10,6 +10,7 @@ to ``vae/``.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 
@@ -32,6 +33,8 @@ from raydistill.pipeline.stage import Stage, frames_said, missing_model, model_s
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
 from raydistill.video.clips import decode_batch
+
+log = logging.getLogger(__name__)
 
 VAE_DIR = "vae"
 
@@ -101,7 +104,7 @@ def _train_and_save_vae(run_url: str, frames: np.ndarray, steps: int, seed: int)
 def train_run_vae(run: RunDir, config: RunConfig, max_videos: int = 256) -> dict:
     """Train the tiny VAE on (up to ``max_videos``) training clips and save it to ``RUN/vae``."""
     latents = config.latents
-    manifest = run.read_table(MANIFEST)
+    manifest = run.read_manifest(MANIFEST)
     train = manifest.filter(pc.equal(manifest["split"], "train")).slice(0, max_videos)
     decoded = decode_batch(train.to_pydict(), latents.num_frames, latents.size,
                            **frame_sampling(latents))
@@ -120,7 +123,7 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
     summary = {}
     if latents.vae is None and not run.exists(f"{VAE_DIR}/losses.json"):
         summary.update(train_run_vae(run, config))
-    manifest = run.read_table(MANIFEST)
+    manifest = run.read_manifest(MANIFEST)
     prepare_output(run, LATENTS_FOLDER, {"num_frames": latents.num_frames,
                                          "size": latents.size,
                                          "shard_size": latents.shard_size, "vae": latents.vae,
@@ -145,8 +148,8 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
             ).materialize()
             nodes = worker_nodes(done)
         except Exception as error:  # a decode task died: isolate the file that killed it
-            print(f"latents: a task failed ({type(error).__name__}); decoding the remaining "
-                  "shards one file per task", flush=True)
+            log.warning(f"latents: a task failed ({type(error).__name__}); decoding the remaining "
+                        "shards one file per task")
             writer = LatentShardWriter(**writer_kwargs)
             for item in missing_shards(run, plan, LATENTS_FOLDER):
                 writer(decode_shard_isolated(item, latents.num_frames, latents.size,
@@ -159,9 +162,8 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
         "latents": listed - rejects.num_rows,
         "latent_shape": latent_shape(run), "nodes": nodes,
         "decode_errors": rejects.num_rows, "seconds": round(time.time() - started, 2)})
-    print(f"latents: {summary['latents']} training clips encoded to "
-          f"{'×'.join(map(str, summary['latent_shape']))} latents ({len(todo)} shards now)",
-          flush=True)
+    log.info(f"latents: {summary['latents']} training clips encoded to "
+             f"{'×'.join(map(str, summary['latent_shape']))} latents ({len(todo)} shards now)")
     return summary
 
 

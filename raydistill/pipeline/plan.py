@@ -7,12 +7,13 @@ never fit is an error, what waits for nodes a warning (the real run applies the 
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 
 from raydistill.config import ADDITIVE_STAGES, ConfigError, RunConfig
 from raydistill.datasets.common import DatasetError
 from raydistill.layout import REPORT_FOLDER
+from raydistill.logs import setup_console
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.preflight import preflight
 from raydistill.pipeline.resources import Cluster, Request, cluster_view, resource_findings
@@ -20,6 +21,8 @@ from raydistill.pipeline.run import error_line
 from raydistill.pipeline.stage import Stage
 from raydistill.pipeline.stages import STAGES, is_finished
 from raydistill.runs import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def stage_warnings(config: RunConfig) -> list[str]:
@@ -45,6 +48,7 @@ def dry_run(prog: str, build: Callable[[], RunConfig], address: str | None) -> i
     Exit codes as :func:`run_command`: 0, 2 (bad config or a worker that can never fit,
     one ``{prog}: error:`` line on stderr) or 1 (a missing input file).
     """
+    setup_console()
     try:
         config = build()
         run = preflight(config, [stage.name for stage in STAGES])
@@ -54,15 +58,16 @@ def dry_run(prog: str, build: Callable[[], RunConfig], address: str | None) -> i
         errors, warnings = resource_findings(
             [r for stage in requests.values() for r in stage], cluster)
         if errors:
-            print("\n".join(f"{prog}: error: {line}" for line in errors), file=sys.stderr)
+            log.error("\n".join(f"{prog}: error: {line}" for line in errors))
             return 2
-        print(plan_text(prog, config, run, cluster, requests, stage_warnings(config) + warnings))
+        log.info(plan_text(prog, config, run, cluster, requests,
+                           stage_warnings(config) + warnings))
         return 0
     except ConfigError as error:
-        print(error_line(prog, error), file=sys.stderr)
+        log.error(error_line(prog, error))
         return 2
     except (FileNotFoundError, DatasetError) as error:
-        print(error_line(prog, error), file=sys.stderr)
+        log.error(error_line(prog, error))
         return 1
 
 

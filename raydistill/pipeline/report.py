@@ -3,6 +3,7 @@ whatever the run holds (see ``raydistill/report/report.py``)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from raydistill.config import RunConfig
@@ -10,13 +11,15 @@ from raydistill.pipeline.stage import Stage
 from raydistill.report.report import write_report
 from raydistill.runs import RunDir
 
+log = logging.getLogger(__name__)
+
 
 def run_report(run: RunDir, config: RunConfig) -> dict:
     """Write the run's report; returns its location."""
     started = time.time()
     uri = write_report(run, pool=config.select.pool, vpc_for_plots=config.report.vpc_for_plots,
                        max_filmstrip_classes=config.report.max_filmstrip_classes)
-    print(f"report: {uri}", flush=True)
+    log.info(f"report: {uri}")
     return {"report": uri, "seconds": round(time.time() - started, 2)}
 
 

@@ -11,6 +11,7 @@ waits a bounded time for nodes that can hold it (:func:`wait_for_resources`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from raydistill.config import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from raydistill.pipeline.stage import Stage
@@ -300,8 +303,7 @@ def wait_for_resources(stage: Stage, config: RunConfig, timeout_s: float,
         if never:
             raise ResourceError(line)
     finding = findings[0]
-    print(f"{stage.name}: waiting up to {timeout_s:g} s for a node that can hold it: {finding[1]}",
-          flush=True)
+    log.info(f"{stage.name}: waiting up to {timeout_s:g} s for a node that can hold it: {finding[1]}")
     ask_autoscaler(waiting)  # also where none was detected: without one, the ask does nothing
     deadline = time.monotonic() + timeout_s
     try:
@@ -314,4 +316,4 @@ def wait_for_resources(stage: Stage, config: RunConfig, timeout_s: float,
             nodes = alive_nodes()
     finally:
         ask_autoscaler([])
-    print(f"{stage.name}: the cluster can hold it now", flush=True)
+    log.info(f"{stage.name}: the cluster can hold it now")

@@ -7,21 +7,24 @@ reruns exactly the unfinished stages (and, inside a stage, only the unfinished w
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import sys
 import time
 from typing import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, to_dict
+from raydistill.config import STAGE_NAMES, ConfigError, RunConfig
 from raydistill.datasets.common import DatasetError
+from raydistill.logs import run_log_file, setup_console
 from raydistill.pipeline import resources
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.preflight import preflight
-from raydistill.pipeline.stages import is_finished, named
+from raydistill.pipeline.stages import completion_settings, is_finished, named
 from raydistill.runs import RunDir
+
+log = logging.getLogger(__name__)
 
 RESOURCE_TIMEOUT_ENV = "RAYDISTILL_RESOURCE_TIMEOUT_S"
 DEFAULT_RESOURCE_TIMEOUT_S = 1800.0
@@ -57,14 +60,16 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
     directory's lease (:class:`~raydistill.lease.RunLease`: a run another job works in is
     refused with :class:`~raydistill.lease.RunInUse`), saves
     ``config.yaml``, starts or joins Ray, then runs each stage that has no completion marker yet,
-    printing what it skips; releases the lease at the end, also on errors. Returns the run
-    directory.
+    logging a header per stage (``[5/9] generate: …``) and what it skips, into the console and
+    ``RUN/logs/`` (:mod:`raydistill.logs`); releases the lease at the end, also on errors.
+    Returns the run directory.
 
     Before anything is written, it also refuses a worker no node of the cluster can ever hold
     (:func:`~raydistill.pipeline.resources.check_resources`); a worker that nodes joining could
     hold is waited for when its stage starts, at most ``resource_timeout_s`` seconds
     (:func:`resource_timeout`).
     """
+    setup_console()
     to_run = named(STAGE_NAMES if stages is None else stages)
     run = preflight(config, [stage.name for stage in to_run])
     timeout_s = resource_timeout(resource_timeout_s)
@@ -73,20 +78,27 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
     init_ray(address)
     # Before the lease, which creates the run directory: an impossible ask writes nothing.
     resources.check_resources([s for s in to_run if not is_finished(run, config, s)], config)
-    with lease:
-        run.save_config(config)
-        for stage in to_run:
-            lease.check()
-            if is_finished(run, config, stage):
-                print(f"{stage.name}: already done, skipped", flush=True)
-                continue
-            if stage.check_inputs is not None:  # earlier stages may have added to the run
-                stage.check_inputs(run, config)
-            resources.wait_for_resources(stage, config, timeout_s)
-            started = time.time()
-            summary = stage.run(run, config)
-            summary["wall_seconds"] = round(time.time() - started, 2)
-            run.mark_done(stage.name, summary, to_dict(getattr(config, stage.name)))
+    with lease, run_log_file(run) as log_file:
+        try:
+            run.save_config(config)
+            for number, stage in enumerate(to_run, 1):
+                step = f"[{number}/{len(to_run)}] {stage.name}"
+                lease.check()
+                if is_finished(run, config, stage):
+                    log.info(f"{step}: already done, skipped")
+                    continue
+                log.info(f"{step}: {stage.describe(config)}")
+                if stage.check_inputs is not None:  # earlier stages may have added to the run
+                    stage.check_inputs(run, config)
+                resources.wait_for_resources(stage, config, timeout_s)
+                started = time.time()
+                summary = stage.run(run, config)
+                summary["wall_seconds"] = round(time.time() - started, 2)
+                run.mark_done(stage.name, summary, completion_settings(stage, config))
+                log_file.sync()
+        except BaseException as error:  # the file keeps the traceback; the console one line
+            log.debug(f"stopped by {type(error).__name__}: {error}", exc_info=True)
+            raise
     return run
 
 
@@ -106,24 +118,24 @@ def run_command(prog: str, build: Callable[[], tuple[RunConfig, list[str] | None
     answer, refused credentials), each after one ``{prog}: error: ...`` line on stderr naming
     the path or URL and the cause (run None).
     """
+    setup_console()
     try:
         config, stages = build()
         return 0, run_stages(config, stages, address=address,
                              resource_timeout_s=resource_timeout_s)
     except ConfigError as error:
-        print(error_line(prog, error), file=sys.stderr)
+        log.error(error_line(prog, error))
         return 2, None
     except (FileNotFoundError, DatasetError) as error:
         cause = storage_cause(error) if isinstance(error, FileNotFoundError) else None
         wrapped = cause is not None and cause is not error  # raised in a Ray task
-        print(error_line(prog, describe_storage_error(cause) if wrapped else error),
-              file=sys.stderr)
+        log.error(error_line(prog, describe_storage_error(cause) if wrapped else error))
         return 1, None
     except Exception as error:
         cause = storage_cause(error)
         if cause is None:
             raise
-        print(error_line(prog, describe_storage_error(cause)), file=sys.stderr)
+        log.error(error_line(prog, describe_storage_error(cause)))
         return 1, None
 
 

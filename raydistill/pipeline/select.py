@@ -5,14 +5,16 @@ The pool's embeddings are put in the object store once; classes are grouped into
 missing (method, VPC, seed) on its classes. A selector's result for a class depends only on that
 class's rows and on (seed, label) (``selection/base.py``), so the fan-out equals one sequential
 fit. Output per (method, VPC, seed): ``selection/{pool}/{method}/vpc={k}/seed={s}.parquet``
-(``video_id, label, rank, score``) and, beside it, ``….quality.json`` (coverage, diversity,
-class balance on the embeddings). The Parquet file marks the selection done: a rerun computes
+(``video_id, label, rank, score, seed, class_name, path``: the path as the pool's manifest
+stores it, run-relative for generated videos) and, beside it, ``….quality.json`` (coverage,
+diversity, class balance on the embeddings). The Parquet file marks the selection done: a rerun computes
 only the missing ones. ``vst_unet`` trains a model per (VPC, seed) with Ray Train instead
 (``pipeline/vst.py``) and writes the same files.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter
@@ -23,8 +25,9 @@ import ray
 
 from raydistill.config import ConfigError, RunConfig, SelectConfig
 from raydistill.embedding.scorer import embeddings_name
-from raydistill.layout import (MANIFEST, method_settings_path, quality_path, selection_folder,
-                               selection_path)
+from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, method_settings_path, quality_path,
+                               selection_folder, selection_path)
+from raydistill.logs import time_left
 from raydistill.pipeline import vst
 from raydistill.pipeline.embed import read_embeddings
 from raydistill.pipeline.resources import Cluster, Request, train_request
@@ -33,8 +36,12 @@ from raydistill.runs import RunDir
 from raydistill.selection import (PER_CLASS_METHODS, SELECTORS, make_selector,
                                   merge_class_selections, selection_quality)
 
+log = logging.getLogger(__name__)
+
 SELECTION_SCHEMA = pa.schema([("video_id", pa.string()), ("label", pa.int32()),
-                              ("rank", pa.int32()), ("score", pa.float64())])
+                              ("rank", pa.int32()), ("score", pa.float64()),
+                              ("seed", pa.int64()), ("class_name", pa.string()),
+                              ("path", pa.string())])
 Job = tuple[str, int, int]  # (method, vpc, seed)
 
 
@@ -111,6 +118,13 @@ def fan_out(X: np.ndarray, y: np.ndarray, prepared: dict, jobs: list[Job], param
     X_ref, y_ref, prepared_ref = ray.put(X), ray.put(y), ray.put(prepared)
     futures = [_select_task.remote(X_ref, y_ref, prepared_ref, group, jobs, params)
                for group in class_groups(y, classes_per_task)]
+    pending, started = list(futures), time.time()
+    while pending:  # progress as class groups finish; merged below in class order
+        finished, pending = ray.wait(pending, num_returns=1)
+        done = len(futures) - len(pending)
+        if done * 10 // len(futures) > (done - 1) * 10 // len(futures):  # every tenth
+            log.info(f"select: class group {done} of {len(futures)} done"
+                     f"{time_left(done, len(futures), started)}")
     merged: dict[Job, dict] = {job: {} for job in jobs}
     for part in ray.get(futures):
         for job, per_class in part.items():
@@ -118,27 +132,45 @@ def fan_out(X: np.ndarray, y: np.ndarray, prepared: dict, jobs: list[Job], param
     return merged
 
 
-def selection_table(ids: np.ndarray, y: np.ndarray, per_class: dict) -> tuple[pa.Table,
-                                                                                np.ndarray]:
-    """The selection file of one job and its pool row indices."""
+PoolVideos = dict[str, tuple[str, str]]  # video_id → (path as the manifest stores it, class)
+
+
+def pool_videos(run: RunDir, pool: str) -> PoolVideos:
+    """``{video_id: (path, class_name)}`` of every video of ``pool``, from its manifest."""
+    table = run.read_table(MANIFEST if pool == "real" else SYNTHETIC_MANIFEST,
+                           columns=["video_id", "path", "class_name"])
+    return {video_id: (path, name) for video_id, path, name in
+            zip(*(table.column(column).to_pylist() for column in table.column_names))}
+
+
+def selection_table(ids: np.ndarray, y: np.ndarray, per_class: dict, seed: int,
+                    videos: PoolVideos) -> tuple[pa.Table, np.ndarray]:
+    """The selection file of one job (made with ``seed``; ``videos``: the pool's
+    :func:`pool_videos`) and its pool row indices."""
     indices, scores, labels = merge_class_selections(y, per_class)
     ranks = np.concatenate([np.arange(len(per_class[label][0])) for label in sorted(per_class)])
-    table = pa.table({"video_id": pa.array(ids[indices].tolist(), pa.string()),
+    chosen = ids[indices].tolist()
+    table = pa.table({"video_id": pa.array(chosen, pa.string()),
                       "label": pa.array(labels, pa.int32()),
                       "rank": pa.array(ranks, pa.int32()),
-                      "score": pa.array(scores, pa.float64())}, schema=SELECTION_SCHEMA)
+                      "score": pa.array(scores, pa.float64()),
+                      "seed": pa.array([seed] * len(chosen), pa.int64()),
+                      "class_name": pa.array([videos[v][1] for v in chosen], pa.string()),
+                      "path": pa.array([videos[v][0] for v in chosen], pa.string())},
+                     schema=SELECTION_SCHEMA)
     return table, indices
 
 
 def write_selection(run: RunDir, pool: str, job: Job, ids: np.ndarray, y: np.ndarray,
-                    per_class: dict, X_quality: np.ndarray) -> None:
+                    per_class: dict, X_quality: np.ndarray, videos: PoolVideos) -> None:
     """Write one job's quality metrics, then its selection (whose existence marks it done)."""
-    selected, indices = selection_table(ids, y, per_class)
+    selected, indices = selection_table(ids, y, per_class, job[2], videos)
     run.write_json(quality_path(pool, *job), selection_quality(X_quality, y, indices, job[1]))
     run.write_table(selection_path(pool, *job), selected)
 
 
-def select_per_class(run: RunDir, select: SelectConfig, model_name: str, jobs: list[Job]) -> None:
+def select_per_class(run: RunDir, select: SelectConfig, model_name: str, jobs: list[Job],
+                     videos: PoolVideos) -> None:
     """The training-free jobs: fanned out over class groups, on the pool's embeddings."""
     table = read_embeddings(run, select.pool, model_name)
     X, y, scores = pool_arrays(table)
@@ -146,10 +178,11 @@ def select_per_class(run: RunDir, select: SelectConfig, model_name: str, jobs: l
     prepared = prepared_scores(jobs, select.params, X, y, scores)
     results = fan_out(X, y, prepared, jobs, select.params, select.classes_per_task)
     for job in jobs:
-        write_selection(run, select.pool, job, ids, y, results[job], X)
+        write_selection(run, select.pool, job, ids, y, results[job], X, videos)
 
 
-def select_vst_unet(run: RunDir, select: SelectConfig, model_name: str, jobs: list[Job]) -> None:
+def select_vst_unet(run: RunDir, select: SelectConfig, model_name: str, jobs: list[Job],
+                    videos: PoolVideos) -> None:
     """The ``vst_unet`` jobs: trained with Ray Train on the pool's latents, then scored. Quality
     is measured on the embeddings when the pool has them (comparable with the other methods),
     else on the flattened latents."""
@@ -167,7 +200,7 @@ def select_vst_unet(run: RunDir, select: SelectConfig, model_name: str, jobs: li
     except FileNotFoundError:
         pass
     for job, pair in zip(jobs, pairs):
-        write_selection(run, select.pool, job, ids, y, results[pair], X_quality)
+        write_selection(run, select.pool, job, ids, y, results[pair], X_quality, videos)
 
 
 def check_method_params(run: RunDir, select: SelectConfig, model_name: str) -> None:
@@ -199,13 +232,14 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
     todo = [job for job in jobs if selection_path(select.pool, *job) not in done]
     per_class = [job for job in todo if job[0] in PER_CLASS_METHODS]
     learned = [job for job in todo if job[0] == vst.METHOD]
+    videos = pool_videos(run, select.pool) if todo else {}
     if per_class:
-        select_per_class(run, select, model_name, per_class)
+        select_per_class(run, select, model_name, per_class, videos)
     if learned:
-        select_vst_unet(run, select, model_name, learned)
+        select_vst_unet(run, select, model_name, learned, videos)
     seconds = time.time() - started
-    print(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed now) "
-          f"in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}", flush=True)
+    log.info(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed now) "
+             f"in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}")
     return {"pool": select.pool, "embedding": model_name, "selections": len(jobs),
             "computed_now": len(todo), "seconds": round(seconds, 2)}
 
@@ -258,7 +292,7 @@ def validate_real_pool_size(run: RunDir, config: RunConfig) -> None:
     if (config.select.pool != "real" or not run.is_done("ingest")
             or not run.exists(MANIFEST)):
         return
-    manifest = run.read_table(MANIFEST)
+    manifest = run.read_table(MANIFEST, columns=["class_name", "split"])
     per_class = Counter(name for name, split in zip(manifest.column("class_name").to_pylist(),
                                                     manifest.column("split").to_pylist())
                         if split == "train")

@@ -3,22 +3,29 @@
 A stage splits the manifest rows of each split into shards of a fixed size (sorted rows, so a
 shard's content depends only on the manifest). Each shard is one Ray Data work item; its output
 file appears atomically and only when complete, so a rerun does only the missing shards. Rows
-that fail to decode go to a rejects file written beside the shard, before it.
+that fail to decode go to a rejects file (``{folder}/_rejects/{split}/``), written before it.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pyarrow as pa
 import ray
 from ray.data import TaskPoolStrategy
 
+from raydistill.layout import REJECTS_FOLDER, is_rejects_file
 from raydistill.pipeline.resources import actor_gpus, autoscaler_reports, bootstrap_node_types
 from raydistill.runs import RunDir
 from raydistill.schema import REJECTS_SCHEMA, reject, table_from_rows
 from raydistill.video.clips import decode_batch
+
+# The map stages pass ``max_retries=0`` (a task that died on a file would die again), which Ray
+# 2.60's map_batches takes only through its deprecated ``**ray_remote_args``: it has no named
+# parameter for it yet, so its deprecation warning says nothing a user can act on.
+warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
 
 
 def source(items, items_per_block: int = 1) -> ray.data.Dataset:
@@ -103,12 +110,14 @@ def shard_path(folder: str, split: str, index: int) -> str:
 def shard_files(run: RunDir, folder: str) -> list[str]:
     """Run-relative paths of the shards under ``folder`` (their rejects files left out), sorted."""
     return [path for path in run.list(folder, ".parquet")
-            if "/shard-" in path and not path.endswith(".rejects.parquet")]
+            if "/shard-" in path and not is_rejects_file(path)]
 
 
 def shard_rejects_path(shard: str) -> str:
-    """Run-relative path of the rejects written beside a shard."""
-    return shard.replace(".parquet", ".rejects.parquet")
+    """Run-relative path of the rejects of ``shard`` (``{folder}/{split}/shard-N.parquet`` →
+    ``{folder}/_rejects/{split}/shard-N.parquet``)."""
+    folder, split, name = shard.rsplit("/", 2)
+    return f"{folder}/{REJECTS_FOLDER}/{split}/{name}"
 
 
 def shard_plan(manifest: pa.Table, shard_size: int, splits: tuple[str, ...] | None = None
@@ -224,8 +233,13 @@ def write_rejects_then(run: RunDir, shard: str, rejects_json: str, table: pa.Tab
 
 
 def collect_rejects(run: RunDir, plan: list[dict], folder: str) -> pa.Table:
-    """All rejects written beside the plan's shards, as one table."""
-    return pa.concat_tables(
-        [table_from_rows([], REJECTS_SCHEMA)] +
-        [run.read_table(shard_rejects_path(shard_path(folder, item["split"], item["index"])))
-         for item in plan])
+    """All rejects of the plan's shards, as one table (a run made before
+    :data:`REJECTS_FOLDER` has them beside its shards)."""
+    written = set(run.list(f"{folder}/{REJECTS_FOLDER}", ".parquet"))
+    paths = []
+    for item in plan:
+        shard = shard_path(folder, item["split"], item["index"])
+        path = shard_rejects_path(shard)
+        paths.append(path if path in written else shard.replace(".parquet", ".rejects.parquet"))
+    return pa.concat_tables([table_from_rows([], REJECTS_SCHEMA)]
+                            + [run.read_table(path) for path in paths])

@@ -51,6 +51,9 @@ class Stage:
     warnings: Callable[[RunConfig], list[str]] | None = None
     """The dry run's warnings about its settings on this node (a model path this node lacks:
     the workers that load it may still see it), each starting with the field."""
+    settings: Callable[[RunConfig], dict] | None = None
+    """What its completion marker records and an additive stage is finished with (None: its
+    config section): settings that default to another stage's are filled in."""
     redrawn: bool = False
     """Never finished: rerun on every run (the report, drawn from whatever the run holds)."""
 

@@ -44,6 +44,14 @@ def requirements(name: str, config: RunConfig) -> list[str]:
     return sorted(needed, key=STAGE_NAMES.index)
 
 
+def completion_settings(stage: Stage, config: RunConfig) -> dict:
+    """The settings ``stage``'s completion marker records: its record's ``settings``, else its
+    config section."""
+    if stage.settings is not None:
+        return stage.settings(config)
+    return to_dict(getattr(config, stage.name))
+
+
 def is_finished(run: RunDir, config: RunConfig, stage: Stage) -> bool:
     """Whether ``stage`` has nothing left to do: finished, and, for an additive stage
     (``config.ADDITIVE_STAGES``: it adds outputs for new settings), finished with the settings
@@ -51,5 +59,5 @@ def is_finished(run: RunDir, config: RunConfig, stage: Stage) -> bool:
     if stage.redrawn:
         return False
     if stage.name in ADDITIVE_STAGES:
-        return run.is_done_with(stage.name, to_dict(getattr(config, stage.name)))
+        return run.is_done_with(stage.name, completion_settings(stage, config))
     return run.is_done(stage.name)

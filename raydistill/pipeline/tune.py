@@ -201,7 +201,7 @@ def sweep_data(run: RunDir, config: SweepConfig, run_config: RaydistillConfig) -
     """The pool (X, y, scores, ids, clip split) without the validation videos, and the validation
     clips and labels."""
     pool = run_config.select.pool
-    manifest = run.read_table(MANIFEST)
+    manifest = run.read_table(MANIFEST, columns=["video_id", "label", "split"])
     train = manifest.filter(pc.equal(manifest["split"], "train"))
     train_ids = train.column("video_id").to_pylist()
     val_mask = carve_validation(train_ids, np.asarray(train.column("label").to_pylist()),

@@ -47,9 +47,9 @@ def pool_class_counts(run: RunDir, run_config: RaydistillConfig,
     """Videos per class of the pool a sweep selects from (the real pool without its
     validation videos), from the manifests alone."""
     if run_config.select.pool == "synthetic":
-        labels = run.read_table(SYNTHETIC_MANIFEST).column("label").to_pylist()
+        labels = run.read_table(SYNTHETIC_MANIFEST, columns=["label"]).column("label").to_pylist()
     else:
-        manifest = run.read_table(MANIFEST)
+        manifest = run.read_table(MANIFEST, columns=["video_id", "label", "split"])
         train = manifest.filter(pc.equal(manifest["split"], "train"))
         labels = np.asarray(train.column("label").to_pylist())
         held = carve_validation(train.column("video_id").to_pylist(), labels, val_per_class,

@@ -44,7 +44,7 @@ def pool_latents(run: RunDir, pool: str, labels: list[int] | None = None
     """(latents (n, T, C, h, w) float32, labels (n,), video ids (n,)) of a pool, sorted by id,
     restricted to ``labels`` when given (a worker loads only its classes)."""
     if pool == "synthetic":
-        table = run.read_table(SYNTHETIC_MANIFEST).sort_by("video_id")
+        table = run.read_manifest(SYNTHETIC_MANIFEST).sort_by("video_id")
         if labels is not None:
             table = table.filter(pc.is_in(table["label"], pa.array(labels, pa.int32())))
         latents = [np.load(io.BytesIO(run.fs.cat_file(_strip(run, path))))

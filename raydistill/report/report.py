@@ -17,15 +17,16 @@ import pyarrow.parquet as pq
 from raydistill.dataset_info import dataset_info
 from raydistill.layout import (EVAL_FOLDER, MANIFEST, REPORT_FOLDER, SELECTION_FOLDER,
                                SYNTHETIC_MANIFEST, SelectionKey, embeddings_folder,
-                               method_settings_path, parse_eval_path, parse_selection_path,
-                               selection_folder)
+                               is_rejects_file, method_settings_path, parse_eval_path,
+                               parse_selection_path, selection_folder)
 from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
 from raydistill.report.tables import (METRIC_LABELS, ResultRow, compare_with_random,
-                                      comparison_table, fidelity_table, format_percent,
-                                      headline_table, method_label, method_sort_key,
-                                      markdown_code, markdown_text, quality_rows,
-                                      quality_table, result_rows, results_table, seed_values,
-                                      stage_markers, stage_time_table, upper_bound_rows)
+                                      comparison_table, evaluated_pools, fidelity_table,
+                                      format_percent, headline_table, method_label,
+                                      method_sort_key, markdown_code, markdown_text, pools_table,
+                                      quality_rows, quality_table, result_rows, results_table,
+                                      seed_values, stage_markers, stage_time_table,
+                                      upper_bound_rows)
 from raydistill.runs import RunDir, open_fs
 from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.video import decode_clip
@@ -59,6 +60,7 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
         run_info_section(run, markers, pool, rows + bounds, dataset, class_names),
         results_section(rows, bounds, _settings(markers, "generate").get("per_class"), metric),
         comparison_section(run, pool, metric),
+        pools_section(run, metric),
         bounds_section(bounds),
         fidelity_section(run, markers, class_names, bounds),
         quality_section(run, pool),
@@ -68,7 +70,8 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
                                         "_No stage has finished yet._"),
         HOW_TO_READ,
     ]
-    run.write_bytes(f"{REPORT_FOLDER}/report.md", ("\n\n".join(sections) + "\n").encode())
+    text = "\n\n".join(section for section in sections if section) + "\n"
+    run.write_bytes(f"{REPORT_FOLDER}/report.md", text.encode())
     return run.uri(f"{REPORT_FOLDER}/report.md")
 
 
@@ -175,7 +178,7 @@ def bounds_section(bounds: list[ResultRow]) -> str:
                "`eval/full_synthetic`)._"
     lines = ["## Upper bounds", ""]
     for bound in bounds:
-        scores = ", ".join(f"{METRIC_LABELS[m]} {format_percent(*value)}"
+        scores = ", ".join(f"{METRIC_LABELS[m]} {format_percent(*value, bound.seeds)}"
                            for m, value in bound.summary.items())
         videos = f", {bound.train_videos} training videos" if bound.train_videos else ""
         lines.append(f"- **{method_label(bound.method)}**: {scores} "
@@ -225,9 +228,22 @@ def fidelity_section(run: RunDir, markers: dict, class_names: list[str],
             "or a classifier whose labels name the run's classes.")
     if full_syn and "top1" in full_syn.summary:
         note += (f" Beside it, full synthetic (a classifier trained on the whole pool, tested on "
-                 f"the real test split): {format_percent(*full_syn.summary['top1'])} % top-1.")
+                 "the real test split): "
+                 f"{format_percent(*full_syn.summary['top1'], full_syn.seeds)} % top-1.")
     names = class_names or [str(label) for label in range(max(labels) + 1)]
     return "\n\n".join([title, fidelity_table(names, labels, predicted), note])
+
+
+def pools_section(run: RunDir, metric: str) -> str:
+    """The real pool's selections (a coreset of the real training videos) beside the synthetic
+    pool's (the distilled set), when the run evaluated both; else nothing."""
+    pools = evaluated_pools(run)
+    if len(pools) < 2:
+        return ""
+    table = pools_table({pool: result_rows(run, pool) for pool in pools}, metric)
+    return ("## Pools side by side\n\nThe same selectors picking from the real training videos "
+            "(a coreset) and from the generated ones (the distilled set), each classifier "
+            f"tested on the real test split:\n\n{table}")
 
 
 def quality_section(run: RunDir, pool: str) -> str:
@@ -290,7 +306,7 @@ def plot_choice(selections: Selections, vpc: int | None) -> tuple[int, int]:
 def embedding_shards(run: RunDir, folder: str) -> list[str]:
     """Run-relative paths of the embeddings shards under ``folder`` (not their rejects)."""
     return [path for path in run.list(folder, ".parquet")
-            if "/shard-" in path and not path.endswith(".rejects.parquet")]
+            if "/shard-" in path and not is_rejects_file(path)]
 
 
 def embedding_folder(run: RunDir, pool: str, markers: dict) -> str | None:
@@ -356,7 +372,7 @@ def pool_videos(run: RunDir, pool: str) -> dict[str, str]:
     relpath = MANIFEST if pool == "real" else SYNTHETIC_MANIFEST
     if not run.exists(relpath):
         return {}
-    table = run.read_table(relpath)
+    table = run.read_manifest(relpath)
     return dict(zip(table.column("video_id").to_pylist(), table.column("path").to_pylist()))
 
 

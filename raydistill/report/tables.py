@@ -220,11 +220,13 @@ def markdown_table(header: list[str], rows: list[list[str]], numeric_from: int =
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
-def format_percent(mean: float, std: float) -> str:
-    """A fraction's mean ± std in percent with 2 decimals: ``25.20 ± 0.41`` (NaN → ``n/a``)."""
+def format_percent(mean: float, std: float, seeds: int | None = None) -> str:
+    """A fraction's mean ± std in percent with 2 decimals: ``25.20 ± 0.41`` (NaN → ``n/a``;
+    one seed has no spread: ``25.20 ± —``)."""
     if math.isnan(mean):
         return "n/a"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    spread = "—" if seeds == 1 else f"{100 * std:.2f}"
+    return f"{100 * mean:.2f} ± {spread}"
 
 
 def metrics_present(rows: list[ResultRow]) -> list[str]:
@@ -249,7 +251,7 @@ def _cells(row: ResultRow, metrics: list[str], bold: dict[str, set[str]]) -> lis
         if metric not in row.summary:
             cells.append("—")
             continue
-        text = format_percent(*row.summary[metric])
+        text = format_percent(*row.summary[metric], row.seeds)
         cells.append(f"**{text}**" if row.method in bold.get(metric, ()) else text)
     return cells
 
@@ -285,7 +287,7 @@ def headline_table(rows: list[ResultRow], bounds: list[ResultRow], metric: str =
     for bound in bounds:
         value = bound.summary.get(metric)
         body.append([method_label(bound.method),
-                     *([format_percent(*value) if value else "—"] * len(vpcs))])
+                     *([format_percent(*value, bound.seeds) if value else "—"] * len(vpcs))])
     best = {vpc: _best_means([r for r in rows if r.vpc == vpc], metric) for vpc in vpcs}
     by_key = {(row.method, row.vpc): row for row in rows}
     for method in sorted({row.method for row in rows}, key=method_sort_key):
@@ -295,6 +297,30 @@ def headline_table(rows: list[ResultRow], bounds: list[ResultRow], metric: str =
             cells.append(_cells(row, [metric], {metric: best[vpc]})[0] if row else "—")
         body.append([method_label(method), *cells])
     return markdown_table(header, body)
+
+
+def pools_table(rows_by_pool: dict[str, list[ResultRow]], metric: str = "top1") -> str:
+    """The pools side by side for one metric: a row per (VPC, method) that some pool has, a
+    column per pool (``mean ± std`` %, ``—`` where that pool lacks it)."""
+    pools = sorted(rows_by_pool)
+    by_key = {(pool, row.method, row.vpc): row for pool in pools for row in rows_by_pool[pool]}
+    keys = sorted({(row.vpc, row.method) for rows in rows_by_pool.values() for row in rows},
+                  key=lambda key: (key[0], method_sort_key(key[1])))
+    body = []
+    for vpc, method in keys:
+        cells = []
+        for pool in pools:
+            row = by_key.get((pool, method, vpc))
+            value = row.summary.get(metric) if row else None
+            cells.append(format_percent(*value, row.seeds) if value else "—")
+        body.append([str(vpc), method_label(method), *cells])
+    header = ["VPC", "Method", *(f"{pool} pool {METRIC_LABELS[metric]} (%)" for pool in pools)]
+    return markdown_table(header, body, numeric_from=2)
+
+
+def evaluated_pools(run: RunDir) -> list[str]:
+    """The pools with at least one evaluated selection, by name."""
+    return sorted({key.pool for key, _ in evaluated_metrics(run) if isinstance(key, SelectionKey)})
 
 
 def quality_table(rows: list[QualityRow]) -> str:
