@@ -217,8 +217,8 @@ def read_only_command(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"raydistill: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    except OSError as error:
-        print(f"raydistill: error: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:  # a file that cannot be read, a corrupt one
+        print(f"raydistill: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
 
 
@@ -235,6 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return read_only_command(args)
     if args.command == "run" and args.dry_run:
         from raydistill.pipeline.plan import dry_run
+
+        if args.stages:
+            print("raydistill: error: --stages: the dry run plans every stage; drop --stages",
+                  file=sys.stderr)
+            return 2
 
         return dry_run("raydistill", lambda: config_from_args(args)[0], args.address)
     from raydistill.pipeline.run import run_command

@@ -4,7 +4,8 @@
 ``s3://``::
 
     DIR/{class}/{video_id}.mp4   the selected videos, one folder per class
-    DIR/metadata.csv             file_name, label, video_id, rank, score, seed, source
+    DIR/metadata.csv             file_name, label, video_id, rank, score, seed, source (the
+                                 path or URL it was copied from)
     DIR/README.md                the dataset card: source dataset, method, VPC, seed, pool,
                                  the models that made it, the accuracy ``evaluate`` measured
 
@@ -45,29 +46,38 @@ def export_selection(run: RunDir, key: SelectionKey, to: str) -> Exported:
     or is empty, local or ``s3://``) in class folders, with ``metadata.csv`` and ``README.md``.
 
     Raises :class:`ConfigError` naming the flag: no such selection (the run's selections are
-    listed), a destination that holds files or cannot be opened.
+    listed), a destination that holds files or cannot be opened. A video that cannot be read
+    (``OSError``) stops the export and removes what it had written.
     """
     config = run.load_config()  # ConfigError naming the run when there is none
     rows = selected_videos(run, key)
     fs, root = destination(to)
-    metadata = []
-    for row in rows:
-        name = f"{folder_name(row['class_name'])}/{row['video_id']}{_suffix(row['path'])}"
-        source_fs, source_path = open_fs(row["path"])
-        write_bytes_atomic(fs, f"{root}/{name}", source_fs.cat_file(source_path))
-        metadata.append({"file_name": name, "label": row["class_name"],
-                         "video_id": row["video_id"], "rank": row["rank"],
-                         "score": row["score"], "seed": key.seed, "source": row["stored_path"]})
-    write_bytes_atomic(fs, f"{root}/metadata.csv", metadata_csv(metadata))
-    card = dataset_card(run, config, key, len(rows), len({row["class_name"] for row in rows}))
-    write_bytes_atomic(fs, f"{root}/README.md", card.encode())
+    written: list[str] = []
+    try:
+        metadata = []
+        for row in rows:
+            name = f"{folder_name(row['class_name'])}/{row['video_id']}{_suffix(row['path'])}"
+            source_fs, source_path = open_fs(row["path"])
+            write_bytes_atomic(fs, f"{root}/{name}", source_fs.cat_file(source_path))
+            written.append(f"{root}/{name}")
+            metadata.append({"file_name": name, "label": row["class_name"],
+                             "video_id": row["video_id"], "rank": row["rank"],
+                             "score": row["score"], "seed": key.seed, "source": row["path"]})
+        write_bytes_atomic(fs, f"{root}/metadata.csv", metadata_csv(metadata))
+        written.append(f"{root}/metadata.csv")
+        card = dataset_card(run, config, key, len(rows), len({row["class_name"] for row in rows}))
+        write_bytes_atomic(fs, f"{root}/README.md", card.encode())
+    except BaseException:  # a video that cannot be read: leave the folder as it was, empty
+        for path in written:
+            fs.rm_file(path)
+        raise
     return Exported(to, len(rows), len({row["class_name"] for row in rows}))
 
 
 def selected_videos(run: RunDir, key: SelectionKey) -> list[dict]:
-    """The rows of selection ``key`` (``video_id, label, rank, score``) with ``class_name``,
-    the ``path`` to open and the ``stored_path`` the pool's manifest holds, by class then
-    rank. ConfigError when the run has no such selection."""
+    """The rows of selection ``key`` (``video_id, label, rank, score``) with ``class_name``
+    and the ``path`` to open, by class then rank. ConfigError when the run has no such
+    selection, or it selects a video the pool's manifest does not list."""
     relpath = selection_path(key.pool, key.method, key.vpc, key.seed)
     if not run.exists(relpath):
         held = sorted(parsed[0] for parsed in map(parse_selection_path,
@@ -83,8 +93,12 @@ def selected_videos(run: RunDir, key: SelectionKey) -> list[dict]:
              zip(*(stored.column(c).to_pylist() for c in ("video_id", "path", "class_name")))}
     rows = []
     for row in selection.to_pylist():
+        if row["video_id"] not in by_id:
+            raise ConfigError(f"--method/--vpc/--seed: {run.uri(relpath)} selects "
+                              f"{row['video_id']!r}, which {run.uri(manifest_path)} does not "
+                              "list")
         path, name = by_id[row["video_id"]]
-        rows.append({**row, "class_name": name, "stored_path": path, "path": run.resolve(path)})
+        rows.append({**row, "class_name": name, "path": run.resolve(path)})
     return sorted(rows, key=lambda row: (row["label"], row["rank"]))
 
 
@@ -133,8 +147,8 @@ def dataset_card(run: RunDir, config: RunConfig, key: SelectionKey, videos: int,
              *accuracy_lines(run, key), "", "## Files", "",
              "- `{class}/{video_id}.mp4`: the videos, one folder per class",
              "- `metadata.csv`: `file_name`, `label` (class name), `video_id`, `rank` (0 = the "
-             "method's first pick in its class), `score`, `seed`, `source` (the path the run's "
-             "manifest holds)", "",
+             "method's first pick in its class), `score`, `seed`, `source` (where the video was "
+             "copied from)", "",
              "Load it with `datasets.load_dataset(\"videofolder\", data_dir=...)`."]
     return "\n".join(lines) + "\n"
 

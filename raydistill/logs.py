@@ -1,5 +1,8 @@
 """The project's logging: every module logs to ``logging.getLogger(__name__)``, under the
-``raydistill`` logger, which this module sends to the console and to the run's log file.
+``raydistill`` logger, which the commands and jobs (:func:`setup_console`, called by
+``run_command``, ``dry_run`` and ``run_stages``) send to the console and to the run's log file.
+Imported as a library, the package configures nothing: its warnings reach stderr through
+Python's last-resort handler until the host application configures logging.
 
 On the console a record is its message alone (INFO on stdout, WARNING and above on stderr), so a
 command prints what it always printed. The run's log file, ``RUN/logs/{UTC start}-{pid}.log``,
@@ -73,22 +76,31 @@ class RunLogFile:
         setup_console()
         logging.getLogger(ROOT).addHandler(self.handler)
 
-    def sync(self) -> None:
-        """Upload the file so far (a run on object storage; nothing to do on local disk)."""
+    def sync(self) -> bool:
+        """Upload the file so far (a run on object storage; nothing to do on local disk).
+        Returns whether it is where it belongs: a failed upload only warns, it never fails
+        the stage that has just finished."""
         self.handler.flush()
-        if not self.run.on_local_disk:
+        if self.run.on_local_disk:
+            return True
+        try:
             with open(self.local_path, "rb") as handle:
                 self.run.write_bytes(self.relpath, handle.read())
+        except Exception as error:  # storage trouble: the next sync tries again
+            logging.getLogger(__name__).warning(
+                f"logs: could not upload {self.run.uri(self.relpath)} ({type(error).__name__}: "
+                f"{error}); it is kept at {self.local_path}")
+            return False
+        return True
 
     def close(self) -> None:
-        """Stop copying, upload the file (object storage) and close it."""
+        """Stop copying, upload the file (object storage) and close it; a local copy that
+        could not be uploaded is kept (its path was logged)."""
         logging.getLogger(ROOT).removeHandler(self.handler)
-        try:
-            self.sync()
-        finally:
-            self.handler.close()
-            if not self.run.on_local_disk:
-                os.remove(self.local_path)
+        uploaded = self.sync()
+        self.handler.close()
+        if uploaded and not self.run.on_local_disk:
+            os.remove(self.local_path)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,10 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 sys.path.insert(0, os.path.dirname(__file__))
 from fingerprint import fingerprint  # noqa: E402
+from raydistill.logs import setup_console  # noqa: E402
+
+# As every command does (raydistill.logs): the tests of library functions that warn read stderr.
+setup_console()
 from small_quickstart import FLAGS, RUN_NAME, load_job  # noqa: E402
 
 

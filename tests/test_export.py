@@ -94,3 +94,19 @@ def test_export_of_an_unknown_method_or_a_folder_without_a_run_exits_2(tmp_path,
                  "1", "--to", str(tmp_path / "out")])
     assert code == 2 and "config.yaml" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_that_cannot_read_a_video_names_it_and_leaves_the_folder_empty(
+        small_quickstart, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_quickstart.path, copy)
+    run = RunDir(str(copy))
+    paths = run.read_table("selection/synthetic/tac_dt/vpc=1/seed=0.parquet",
+                           columns=["path"]).column("path").to_pylist()
+    (copy / sorted(paths)[-1]).unlink()  # the last one copied: the others are written first
+    out = tmp_path / "out"
+    code, _, error = export(capsys, str(copy), str(out))
+    assert code == 1 and sorted(paths)[-1].rsplit("/", 1)[1] in error
+    assert [name for _, _, names in os.walk(out) for name in names] == []

@@ -133,10 +133,19 @@ def table_row(text: str, vpc: str, method: str) -> list[str]:
     raise AssertionError(f"no row {vpc} / {method}")
 
 
+def write_stage_figures(run: RunDir) -> None:
+    """What the fine-tuning and generation stages draw into report/: a loss curve, one
+    filmstrip per class (the last class has none)."""
+    run.write_bytes("report/finetune_loss.png", PNG_SIGNATURE + b"loss")
+    for name in CLASSES[:2]:
+        run.write_bytes(f"report/filmstrips/{name}.png", PNG_SIGNATURE + name.encode())
+
+
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("full")
     run = make_run(tmp_path)
+    write_stage_figures(run)
     uri = write_report(run)
     return run, uri, read_report(run)
 
@@ -203,7 +212,8 @@ def test_stage_wall_times_are_listed_with_a_total(full_report):
 def test_every_linked_png_exists_and_is_a_png(full_report):
     run, _, text = full_report
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    expected = {"accuracy_vs_vpc.png", "pca_class_0.png",
+    expected = {"accuracy_vs_vpc.png", "pca_class_0.png", "finetune_loss.png",
+                "filmstrips/wave.png", "filmstrips/jump.png",
                 *(f"selected_{method}.png" for method in METHODS)}
     assert set(links) == expected
     for link in links:
@@ -476,3 +486,26 @@ def test_the_dataset_record_chooses_the_reports_headline_metric(tmp_path, monkey
     monkeypatch.setitem(DATASET_INFO, "kinetics400", DatasetInfo("kinetics400"))
     write_report(run)
     assert "### Top-1 accuracy per VPC" in read_report(run)
+
+
+@pytest.mark.parametrize("classes, metric, expected", [(3, "top1", 1 / 3), (10, "top5", 0.5),
+                                                       (3, "top5", 1.0), (0, "top1", None)])
+def test_chance_is_what_guessing_scores(classes, metric, expected):
+    assert report_module.chance_level(classes, metric) == expected
+
+
+def test_the_report_says_how_much_the_methods_selections_overlap(tmp_path):
+    run = make_run(tmp_path)
+    # random's seed-0 pick at VPC 2 shares 3 of its 6 videos with the others' first two.
+    picks = [(video_id(label, i), label, i) for label in range(3) for i in (0, 3)]
+    run.write_table("selection/synthetic/random/vpc=2/seed=0.parquet",
+                    pa.table({"video_id": [p[0] for p in picks],
+                              "label": pa.array([p[1] for p in picks], pa.int32()),
+                              "rank": pa.array([p[2] for p in picks], pa.int32()),
+                              "score": [0.0] * len(picks)}))
+    write_report(run)
+    text = read_report(run).split("## Selection overlap", 1)[1].split("\n## ", 1)[0]
+    vpc1, vpc2 = text.split("VPC=1 (3 seeds):", 1)[1].split("VPC=2 (3 seeds):")
+    assert "| Random | 100 | 100 | 100 |" in vpc1
+    # seeds 0, 1, 2 share 50 %, 100 %, 100 % with k-Center: 83 % on average
+    assert "| Random | 100 | 83 | 83 |" in vpc2 and "| k-Center | 83 | 100 | 100 |" in vpc2

@@ -7,8 +7,8 @@ class's rows and on (seed, label) (``selection/base.py``), so the fan-out equals
 fit. Output per (method, VPC, seed): ``selection/{pool}/{method}/vpc={k}/seed={s}.parquet``
 (``video_id, label, rank, score, seed, class_name, path``: the path as the pool's manifest
 stores it, run-relative for generated videos) and, beside it, ``….quality.json`` (coverage,
-diversity, class balance on the embeddings). The Parquet file marks the selection done: a rerun computes
-only the missing ones. ``vst_unet`` trains a model per (VPC, seed) with Ray Train instead
+diversity, class balance on the embeddings). The Parquet file marks the selection done: a rerun
+computes only the missing ones. ``vst_unet`` trains a model per (VPC, seed) with Ray Train instead
 (``pipeline/vst.py``) and writes the same files.
 """
 
@@ -136,9 +136,12 @@ PoolVideos = dict[str, tuple[str, str]]  # video_id → (path as the manifest st
 
 
 def pool_videos(run: RunDir, pool: str) -> PoolVideos:
-    """``{video_id: (path, class_name)}`` of every video of ``pool``, from its manifest."""
-    table = run.read_table(MANIFEST if pool == "real" else SYNTHETIC_MANIFEST,
-                           columns=["video_id", "path", "class_name"])
+    """``{video_id: (path, class_name)}`` of every video of ``pool``, from its manifest (empty
+    without one: a run whose embeddings came from elsewhere selects all the same)."""
+    manifest = MANIFEST if pool == "real" else SYNTHETIC_MANIFEST
+    if not run.exists(manifest):
+        return {}
+    table = run.read_table(manifest, columns=["video_id", "path", "class_name"])
     return {video_id: (path, name) for video_id, path, name in
             zip(*(table.column(column).to_pylist() for column in table.column_names))}
 
@@ -155,8 +158,10 @@ def selection_table(ids: np.ndarray, y: np.ndarray, per_class: dict, seed: int,
                       "rank": pa.array(ranks, pa.int32()),
                       "score": pa.array(scores, pa.float64()),
                       "seed": pa.array([seed] * len(chosen), pa.int64()),
-                      "class_name": pa.array([videos[v][1] for v in chosen], pa.string()),
-                      "path": pa.array([videos[v][0] for v in chosen], pa.string())},
+                      "class_name": pa.array([videos.get(v, (None, None))[1] for v in chosen],
+                                             pa.string()),
+                      "path": pa.array([videos.get(v, (None, None))[0] for v in chosen],
+                                       pa.string())},
                      schema=SELECTION_SCHEMA)
     return table, indices
 
@@ -238,7 +243,8 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
     if learned:
         select_vst_unet(run, select, model_name, learned, videos)
     seconds = time.time() - started
-    log.info(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed now) "
+    log.info(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed "
+             "now) "
              f"in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}")
     return {"pool": select.pool, "embedding": model_name, "selections": len(jobs),
             "computed_now": len(todo), "seconds": round(seconds, 2)}

@@ -181,6 +181,10 @@ def prepare_output(run: RunDir, folder: str, settings: dict) -> None:
     marker = f"{folder}/settings.json"
     if run.exists(marker) and run.read_json(marker) != settings:
         run.fs.rm(run.path(folder), recursive=True)
+        if "/" in folder:  # embeddings/{pool}/{model}: its rejects are in embeddings/{pool}/
+            parent, name = folder.rsplit("/", 1)
+            if run.exists(f"{parent}/{REJECTS_FOLDER}/{name}"):
+                run.fs.rm(run.path(f"{parent}/{REJECTS_FOLDER}/{name}"), recursive=True)
     if not run.exists(marker):
         run.write_json(marker, settings)
 

@@ -49,9 +49,10 @@ def _set_vpc_axis(axis, vpcs: list[int]) -> None:
 
 
 def accuracy_vs_vpc_png(rows: list[ResultRow], bounds: list[ResultRow],
-                        metric: str = "top1") -> bytes:
+                        metric: str = "top1", chance: float | None = None) -> bytes:
     """Line plot of ``metric`` (percent) against VPC, one line per method with std error bars,
-    each upper bound as a horizontal line with a ±std band. Returns PNG bytes."""
+    each upper bound as a horizontal line with a ±std band, and ``chance`` (a fraction: what
+    guessing scores) as a dotted line. Returns PNG bytes."""
     figure = Figure(figsize=(6.4, 4.2))
     axis = figure.add_subplot()
     vpcs = sorted({row.vpc for row in rows if metric in row.summary})
@@ -69,6 +70,9 @@ def accuracy_vs_vpc_png(rows: list[ResultRow], bounds: list[ResultRow],
             axis.axhline(mean, color=color, linestyle="--", linewidth=1,
                          label=f"{method_label(bound.method)} ({mean:.2f})")
             axis.axhspan(mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+    if chance is not None:
+        axis.axhline(100 * chance, color="black", linestyle=":", linewidth=1,
+                     label=f"chance ({100 * chance:.2f})")
     if vpcs:
         _set_vpc_axis(axis, vpcs)
     axis.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} accuracy (%)")

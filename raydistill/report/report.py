@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydistill.dataset_info import dataset_info
+from raydistill.datasets.common import folder_name
 from raydistill.layout import (EVAL_FOLDER, MANIFEST, REPORT_FOLDER, SELECTION_FOLDER,
                                SYNTHETIC_MANIFEST, SelectionKey, embeddings_folder,
                                is_rejects_file, method_settings_path, parse_eval_path,
@@ -23,10 +24,10 @@ from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
 from raydistill.report.tables import (METRIC_LABELS, ResultRow, compare_with_random,
                                       comparison_table, evaluated_pools, fidelity_table,
                                       format_percent, headline_table, method_label,
-                                      method_sort_key, markdown_code, markdown_text, pools_table,
-                                      quality_rows, quality_table, result_rows, results_table,
-                                      seed_values, stage_markers, stage_time_table,
-                                      upper_bound_rows)
+                                      method_sort_key, markdown_code, markdown_table,
+                                      markdown_text, pools_table, quality_rows, quality_table,
+                                      result_rows, results_table, seed_values, stage_markers,
+                                      stage_time_table, upper_bound_rows)
 from raydistill.runs import RunDir, open_fs
 from raydistill.selection.mae_score import OUT_OF_FOLD_SCORER
 from raydistill.video import decode_clip
@@ -64,6 +65,7 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
         bounds_section(bounds),
         fidelity_section(run, markers, class_names, bounds),
         quality_section(run, pool),
+        overlap_section(run, pool),
         figures_section(run, pool, rows, bounds, metric, class_names, markers, vpc_for_plots,
                         max_filmstrip_classes),
         "## Wall time per stage\n\n" + (stage_time_table(markers) if markers else
@@ -262,11 +264,14 @@ def figures_section(run: RunDir, pool: str, rows: list[ResultRow], bounds: list[
     skipped."""
     parts = ["## Figures"]
     if rows:
-        _save_png(run, "accuracy_vs_vpc.png", accuracy_vs_vpc_png(rows, bounds, metric))
+        chance = chance_level(len(class_names), metric)
+        _save_png(run, "accuracy_vs_vpc.png", accuracy_vs_vpc_png(rows, bounds, metric, chance))
         parts.append(f"{METRIC_LABELS[metric]} accuracy against VPC (error bars: std over "
-                     "seeds; dashed: upper bounds).\n\n![accuracy vs VPC](accuracy_vs_vpc.png)")
+                     "seeds; dashed: upper bounds; dotted: chance)."
+                     "\n\n![accuracy vs VPC](accuracy_vs_vpc.png)")
     else:
         parts.append("_Accuracy vs VPC: nothing evaluated yet._")
+    parts += generation_figures(run, class_names, max_classes)
     selections = selection_files(run, pool)
     if not selections:
         parts.append(f"_No selections of the {pool} pool: no PCA or filmstrip figure._")
@@ -279,6 +284,74 @@ def figures_section(run: RunDir, pool: str, rows: list[ResultRow], bounds: list[
     parts.append(pca_figure(run, pool, chosen, class_names, markers))
     parts.append(filmstrip_figures(run, pool, chosen, class_names, max_classes))
     return "\n\n".join(parts)
+
+
+def chance_level(classes: int, metric: str) -> float | None:
+    """What guessing scores on ``classes`` balanced classes: 1/C top-1, min(5, C)/C top-5;
+    None when the classes are unknown."""
+    if classes <= 0:
+        return None
+    return (min(5, classes) if metric == "top5" else 1) / classes
+
+
+def generation_figures(run: RunDir, class_names: list[str], max_classes: int) -> list[str]:
+    """Links to the figures the fine-tuning and generation stages drew into ``report/``: the
+    loss curve and the first ``max_classes`` classes' filmstrips of generated videos."""
+    parts = []
+    if run.exists(f"{REPORT_FOLDER}/finetune_loss.png"):
+        parts.append("Fine-tuning loss (`finetune/loss.csv`).\n\n"
+                     "![fine-tuning loss](finetune_loss.png)")
+    strips = [(name, f"filmstrips/{folder_name(name)}.png") for name in class_names
+              if run.exists(f"{REPORT_FOLDER}/filmstrips/{folder_name(name)}.png")]
+    if strips:
+        lines = [f"Generated videos, one filmstrip per class (first {max_classes} classes of "
+                 f"{len(strips)}):"]
+        lines += [f"**{markdown_text(name)}**\n\n![{markdown_text(name)}]({path})"
+                  for name, path in strips[:max_classes]]
+        parts.append("\n\n".join(lines))
+    return parts
+
+
+def overlap_section(run: RunDir, pool: str) -> str:
+    """How many of each method's videos another method also picked, at each VPC (same seeds,
+    averaged over them); nothing when fewer than two methods selected."""
+    selections = selection_files(run, pool)
+    methods = sorted({method for method, _, _ in selections}, key=method_sort_key)
+    if len(methods) < 2:
+        return ""
+    ids = {key: set(run.read_table(path, columns=["video_id"]).column("video_id").to_pylist())
+           for key, path in selections.items()}
+    blocks = []
+    for vpc in sorted({k for _, k, _ in selections}):
+        seeds = sorted({s for _, k, s in selections if k == vpc})
+        shares = overlap_shares(ids, methods, vpc, seeds)
+        blocks.append(f"VPC={vpc} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}):\n\n"
+                      + overlap_table(methods, shares))
+    return ("## Selection overlap\n\nShare of the row method's videos that the column method "
+            "also picked, in percent (same seed, mean over seeds): methods that pick the same "
+            "videos cannot differ in accuracy.\n\n" + "\n\n".join(blocks))
+
+
+def overlap_shares(ids: dict, methods: list[str], vpc: int, seeds: list[int]
+                   ) -> dict[tuple[str, str], float | None]:
+    """``{(row, column): mean share}`` of the row method's selected ids that the column
+    method's selection of the same seed also holds; None where no seed has both."""
+    shares = {}
+    for row in methods:
+        for column in methods:
+            values = [len(ids[(row, vpc, s)] & ids[(column, vpc, s)]) / len(ids[(row, vpc, s)])
+                      for s in seeds if (row, vpc, s) in ids and (column, vpc, s) in ids
+                      and ids[(row, vpc, s)]]
+            shares[(row, column)] = float(np.mean(values)) if values else None
+    return shares
+
+
+def overlap_table(methods: list[str], shares: dict[tuple[str, str], float | None]) -> str:
+    """A methods × methods Markdown table of :func:`overlap_shares` in percent."""
+    body = [[method_label(row)] + [("—" if shares[(row, column)] is None
+                                    else f"{100 * shares[(row, column)]:.0f}")
+                                   for column in methods] for row in methods]
+    return markdown_table(["Method", *map(method_label, methods)], body)
 
 
 def _save_png(run: RunDir, name: str, data: bytes) -> None:
