@@ -59,8 +59,9 @@ WORKER_KILLS = {
     "select": ("RayTrainWorker",
                lambda run: exists(run, "selection/*/vst_unet/ray/*/checkpoint_*")),
     # The quickstart trains each classifier in a Ray task of its own (``parallelism: jobs``),
-    # checkpointing into the run.
-    "evaluate": ("train_alone", lambda run: exists(run, "eval/**/checkpoint.pt")),
+    # checkpointing into the run. Killed as soon as one runs: the smoke classifiers train two
+    # epochs in milliseconds, and waiting for a checkpoint file missed every task once in CI.
+    "evaluate": ("train_alone", lambda run: True),
 }
 
 
