@@ -202,6 +202,7 @@ def read_only_command(args: argparse.Namespace) -> int:
     and one line naming the flag for bad input, 1 for a file that cannot be read)."""
     from raydistill.export import export_selection
     from raydistill.layout import SelectionKey
+    from raydistill.logs import error_line
     from raydistill.status import run_status
 
     try:
@@ -215,10 +216,10 @@ def read_only_command(args: argparse.Namespace) -> int:
         print(f"export: {done.videos} videos in {done.classes} classes → {done.url}")
         return 0
     except ConfigError as error:
-        print(f"raydistill: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(error_line("raydistill", error), file=sys.stderr)
         return 2
     except (OSError, ValueError) as error:  # a file that cannot be read, a corrupt one
-        print(f"raydistill: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(error_line("raydistill", error), file=sys.stderr)
         return 1
 
 
@@ -234,12 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("export", "status"):
         return read_only_command(args)
     if args.command == "run" and args.dry_run:
-        from raydistill.pipeline.plan import dry_run
-
         if args.stages:
             print("raydistill: error: --stages: the dry run plans every stage; drop --stages",
                   file=sys.stderr)
             return 2
+        from raydistill.pipeline.plan import dry_run
 
         return dry_run("raydistill", lambda: config_from_args(args)[0], args.address)
     from raydistill.pipeline.run import run_command

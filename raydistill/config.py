@@ -445,9 +445,10 @@ class EvaluateConfig:
     Every (method, VPC, seed) of ``methods`` × ``vpc`` × ``range(seeds)`` (None: the select
     stage's) on each of ``pools`` (None: the select stage's pool; ``[real, synthetic]``
     evaluates the coreset and the distilled selections of one run side by side), plus the upper
-    bounds ``full_real`` (every real training video) and ``full_synthetic`` (the whole synthetic pool), each over ``upper_bound_seeds`` seeds
-    (None: ``seeds``). ``preset`` picks the classifier geometry and training defaults (``paper``:
-    C3D on 16×112², SGD 500 epochs; ``toy``: 8×32², Adam 30 epochs; see ``classify/``);
+    bounds ``full_real`` (every real training video) and ``full_synthetic`` (the whole synthetic
+    pool), each over ``upper_bound_seeds`` seeds (None: ``seeds``). ``preset`` picks the
+    classifier geometry and training defaults (``paper``: C3D on 16×112², SGD 500 epochs;
+    ``toy``: 8×32², Adam 30 epochs; see ``classify/``);
     ``classifier_options`` and ``training`` override single fields (e.g.
     ``training: {epochs: 100, lr: 0.01}``). Training uses ``num_workers`` workers (GPUs when
     ``use_gpu``, None = when the cluster has them; on CPU ``cpus_per_worker`` CPUs and as many

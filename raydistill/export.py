@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from raydistill.classify.metrics import METRIC_NAMES
 from raydistill.config import ConfigError, RunConfig
 from raydistill.datasets.common import folder_name
-from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, SelectionKey, eval_metrics_path,
-                               parse_selection_path, selection_folder, selection_path)
+from raydistill.datasets.manifest import pool_videos
+from raydistill.layout import (SelectionKey, eval_metrics_path, parse_selection_path,
+                               pool_manifest, selection_folder, selection_path)
 from raydistill.report.tables import (METRIC_LABELS, format_percent, method_label,
                                       result_rows, upper_bound_rows)
 from raydistill.runs import RunDir, open_fs, write_bytes_atomic
@@ -87,16 +88,13 @@ def selected_videos(run: RunDir, key: SelectionKey) -> list[dict]:
         raise ConfigError(f"--method/--vpc/--seed: no selection {run.uri(relpath)}; the "
                           f"{key.pool} pool holds: {listing or 'none'}")
     selection = run.read_table(relpath, columns=["video_id", "label", "rank", "score"])
-    manifest_path = MANIFEST if key.pool == "real" else SYNTHETIC_MANIFEST
-    stored = run.read_table(manifest_path, columns=["video_id", "path", "class_name"])
-    by_id = {video_id: (path, name) for video_id, path, name in
-             zip(*(stored.column(c).to_pylist() for c in ("video_id", "path", "class_name")))}
+    by_id = pool_videos(run, key.pool)
     rows = []
     for row in selection.to_pylist():
         if row["video_id"] not in by_id:
             raise ConfigError(f"--method/--vpc/--seed: {run.uri(relpath)} selects "
-                              f"{row['video_id']!r}, which {run.uri(manifest_path)} does not "
-                              "list")
+                              f"{row['video_id']!r}, which {run.uri(pool_manifest(key.pool))} "
+                              "does not list")
         path, name = by_id[row["video_id"]]
         rows.append({**row, "class_name": name, "path": run.resolve(path)})
     return sorted(rows, key=lambda row: (row["label"], row["rank"]))
@@ -179,7 +177,7 @@ def accuracy_lines(run: RunDir, key: SelectionKey) -> list[str]:
     metrics_path = eval_metrics_path(key.name)
     if not run.exists(metrics_path):
         return ["Not measured yet: run `raydistill evaluate` on the run "
-                f"(`{eval_metrics_path(key.name)}` is missing)."]
+                f"(`{metrics_path}` is missing)."]
     metrics = run.read_json(metrics_path)
     classifier = metrics.get("classifier") or "classifier"
     shown = [name for name in METRIC_NAMES if metrics.get(name) is not None]

@@ -89,6 +89,12 @@ def is_rejects_file(path: str) -> bool:
     return f"/{REJECTS_FOLDER}/" in path or path.endswith(".rejects.parquet")
 
 
+def pool_manifest(pool: str) -> str:
+    """The manifest listing a pool's videos: ``manifest.parquet`` for ``real`` (its training
+    split), ``synthetic/manifest.parquet`` for ``synthetic``."""
+    return MANIFEST if pool == "real" else SYNTHETIC_MANIFEST
+
+
 def clips_folder(split: str) -> str:
     """Run-relative folder of a split's decoded clips (``train``, ``test``, ``synthetic``, …)."""
     return f"{CLIPS_FOLDER}/{split}"

@@ -73,7 +73,6 @@ class RunLogFile:
 
     def open(self) -> None:
         """Start copying records into the file."""
-        setup_console()
         logging.getLogger(ROOT).addHandler(self.handler)
 
     def sync(self) -> bool:
@@ -113,6 +112,11 @@ def run_log_file(run: RunDir) -> Iterator[RunLogFile]:
         yield log_file
     finally:
         log_file.close()
+
+
+def error_line(prog: str, error: BaseException) -> str:
+    """``{prog}: error: {message}`` on one line, whatever newlines the message holds."""
+    return f"{prog}: error: {' '.join(str(error).split())}"
 
 
 def time_left(done: int, total: int, started: float) -> str:

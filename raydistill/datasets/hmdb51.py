@@ -76,9 +76,9 @@ def _say_where_missing_videos_were_looked_for(listing: Listing, root: str) -> No
     missing = [r for r in listing.rejects if r["reason"] == "missing"]
     listed = len(missing) + len(listing.videos)
     if listed and 2 * len(missing) > listed:
-        log.warning(f"hmdb51: {len(missing)} of {listed} listed videos are missing; each was looked "
-                    f"for as {{class}}/{{name}}.avi anywhere under {root_url(root, '')} (the first: "
-                    f"{missing[0]['path']})")
+        log.warning(f"hmdb51: {len(missing)} of {listed} listed videos are missing; each was "
+                    f"looked for as {{class}}/{{name}}.avi anywhere under {root_url(root, '')} "
+                    f"(the first: {missing[0]['path']})")
 
 
 def _split_files(files: dict[str, str], split: int) -> dict[str, str]:

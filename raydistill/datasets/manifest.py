@@ -11,6 +11,8 @@ from dataclasses import asdict
 
 import pyarrow as pa
 
+from raydistill.layout import pool_manifest
+from raydistill.runs import RunDir
 from raydistill.schema import MANIFEST_SCHEMA, REJECTS_SCHEMA, reject, table_from_rows
 from raydistill.video.probe import ProbeError, probe_video
 
@@ -88,3 +90,19 @@ def format_summary(summary: dict, dataset: str, run_url: str) -> str:
     lines += [f"    {reason:<16} {count}" for reason, count in summary["rejects_by_reason"].items()]
     lines += [f"  warning: {warning}" for warning in summary.get("warnings", [])]
     return "\n".join(lines)
+
+
+PoolVideos = dict[str, tuple[str, str]]
+"""video_id → (path as the pool's manifest stores it, class name)."""
+
+
+def pool_videos(run: RunDir, pool: str) -> PoolVideos:
+    """``{video_id: (path, class_name)}`` of every video of ``pool`` (its manifest's stored
+    paths: run-relative for files inside the run); empty when the run has no such manifest (a
+    run whose embeddings came from elsewhere selects all the same)."""
+    manifest = pool_manifest(pool)
+    if not run.exists(manifest):
+        return {}
+    table = run.read_table(manifest, columns=["video_id", "path", "class_name"])
+    return {video_id: (path, name) for video_id, path, name in
+            zip(*(table.column(column).to_pylist() for column in table.column_names))}

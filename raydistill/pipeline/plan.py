@@ -13,11 +13,10 @@ from collections.abc import Callable
 from raydistill.config import ADDITIVE_STAGES, ConfigError, RunConfig
 from raydistill.datasets.common import DatasetError
 from raydistill.layout import REPORT_FOLDER
-from raydistill.logs import setup_console
+from raydistill.logs import error_line, setup_console
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.preflight import preflight
 from raydistill.pipeline.resources import Cluster, Request, cluster_view, resource_findings
-from raydistill.pipeline.run import error_line
 from raydistill.pipeline.stage import Stage
 from raydistill.pipeline.stages import STAGES, is_finished
 from raydistill.runs import RunDir

@@ -303,7 +303,8 @@ def wait_for_resources(stage: Stage, config: RunConfig, timeout_s: float,
         if never:
             raise ResourceError(line)
     finding = findings[0]
-    log.info(f"{stage.name}: waiting up to {timeout_s:g} s for a node that can hold it: {finding[1]}")
+    log.info(f"{stage.name}: waiting up to {timeout_s:g} s for a node that can hold it: "
+             f"{finding[1]}")
     ask_autoscaler(waiting)  # also where none was detected: without one, the ask does nothing
     deadline = time.monotonic() + timeout_s
     try:

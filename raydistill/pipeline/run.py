@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from raydistill.config import STAGE_NAMES, ConfigError, RunConfig
 from raydistill.datasets.common import DatasetError
-from raydistill.logs import run_log_file, setup_console
+from raydistill.logs import error_line, run_log_file, setup_console
 from raydistill.pipeline import resources
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.preflight import preflight
@@ -100,11 +100,6 @@ def run_stages(config: RunConfig, stages: list[str] | None = None,
             log.debug(f"stopped by {type(error).__name__}: {error}", exc_info=True)
             raise
     return run
-
-
-def error_line(prog: str, error: BaseException) -> str:
-    """``{prog}: error: {message}`` on one line, whatever newlines the message holds."""
-    return f"{prog}: error: {' '.join(str(error).split())}"
 
 
 def run_command(prog: str, build: Callable[[], tuple[RunConfig, list[str] | None]],

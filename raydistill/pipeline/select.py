@@ -25,8 +25,9 @@ import ray
 
 from raydistill.config import ConfigError, RunConfig, SelectConfig
 from raydistill.embedding.scorer import embeddings_name
-from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, method_settings_path, quality_path,
-                               selection_folder, selection_path)
+from raydistill.datasets.manifest import PoolVideos, pool_videos
+from raydistill.layout import (MANIFEST, method_settings_path, quality_path, selection_folder,
+                               selection_path)
 from raydistill.logs import time_left
 from raydistill.pipeline import vst
 from raydistill.pipeline.embed import read_embeddings
@@ -132,20 +133,6 @@ def fan_out(X: np.ndarray, y: np.ndarray, prepared: dict, jobs: list[Job], param
     return merged
 
 
-PoolVideos = dict[str, tuple[str, str]]  # video_id → (path as the manifest stores it, class)
-
-
-def pool_videos(run: RunDir, pool: str) -> PoolVideos:
-    """``{video_id: (path, class_name)}`` of every video of ``pool``, from its manifest (empty
-    without one: a run whose embeddings came from elsewhere selects all the same)."""
-    manifest = MANIFEST if pool == "real" else SYNTHETIC_MANIFEST
-    if not run.exists(manifest):
-        return {}
-    table = run.read_table(manifest, columns=["video_id", "path", "class_name"])
-    return {video_id: (path, name) for video_id, path, name in
-            zip(*(table.column(column).to_pylist() for column in table.column_names))}
-
-
 def selection_table(ids: np.ndarray, y: np.ndarray, per_class: dict, seed: int,
                     videos: PoolVideos) -> tuple[pa.Table, np.ndarray]:
     """The selection file of one job (made with ``seed``; ``videos``: the pool's
@@ -244,8 +231,7 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
         select_vst_unet(run, select, model_name, learned, videos)
     seconds = time.time() - started
     log.info(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed "
-             "now) "
-             f"in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}")
+             f"now) in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}")
     return {"pool": select.pool, "embedding": model_name, "selections": len(jobs),
             "computed_now": len(todo), "seconds": round(seconds, 2)}
 

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 
 from raydistill.dataset_info import dataset_info
 from raydistill.datasets.common import folder_name
-from raydistill.layout import (EVAL_FOLDER, MANIFEST, REPORT_FOLDER, SELECTION_FOLDER,
-                               SYNTHETIC_MANIFEST, SelectionKey, embeddings_folder,
-                               is_rejects_file, method_settings_path, parse_eval_path,
-                               parse_selection_path, selection_folder)
+from raydistill.layout import (EVAL_FOLDER, REPORT_FOLDER, SELECTION_FOLDER, SelectionKey,
+                               embeddings_folder, is_rejects_file, method_settings_path,
+                               parse_eval_path, parse_selection_path, pool_manifest,
+                               selection_folder)
 from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
 from raydistill.report.tables import (METRIC_LABELS, ResultRow, compare_with_random,
                                       comparison_table, evaluated_pools, fidelity_table,
@@ -442,7 +442,7 @@ def _figure_text(text: str) -> str:
 
 def pool_videos(run: RunDir, pool: str) -> dict[str, str]:
     """``{video_id: path}`` of the pool's manifest (empty when it is missing)."""
-    relpath = MANIFEST if pool == "real" else SYNTHETIC_MANIFEST
+    relpath = pool_manifest(pool)
     if not run.exists(relpath):
         return {}
     table = run.read_manifest(relpath)
