@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 import yaml
 
-from raydistill.config import (SAMPLER_PRESETS, SELECTION_METHODS, ConfigError, RunConfig,
-                               from_dict, yaml_problem)
+from raydistill.config import (PROPOSED_METHODS, SAMPLER_PRESETS, SELECTION_METHODS, ConfigError,
+                               RunConfig, TRACKERS, from_dict, yaml_problem)
 from raydistill.dataset_info import dataset_info
-from raydistill.selection import SELECTORS
 
-PAPER_METHODS = tuple(sorted(SELECTORS, key=lambda name: not SELECTORS[name].proposed))
-"""Every selector, the paper's own (``proposed``) first, each group in ``SELECTORS`` order.
+PAPER_METHODS = tuple(sorted(SELECTION_METHODS, key=lambda name: name not in PROPOSED_METHODS))
+"""Every selector, the paper's own (``proposed``) first, each group in ``SELECTORS`` order
+(``config``'s copies of the selectors' names and flags: importing the selectors takes seconds).
 ``attention_topk`` stands where the paper's CSTA row stands without being CSTA
 (``config.RENAMED_METHODS``): the report labels it as what it is."""
 FLAG_DEFAULTS: dict[str, Any] = {
@@ -59,6 +59,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "embed_actors": ("latents.num_actors", "embed.num_actors", "evaluate.test_actors"),
     "train_workers": ("finetune.num_workers", "select.train_workers", "evaluate.num_workers"),
     "decode_cpus": ("decode.num_cpus",),
+    "tracker": ("tracking.tracker",),
 }
 """Flag (argparse destination) → the config fields it sets."""
 TRAIN_GPU_FIELDS = ("finetune.use_gpu", "select.use_gpu", "evaluate.use_gpu")
@@ -171,6 +172,8 @@ def job_parser(doc: str, dataset: str, with_split: bool) -> argparse.ArgumentPar
                              f"(default: {d['train_workers']})")
     parser.add_argument("--decode-cpus", type=float, metavar="C",
                         help=f"CPUs per decode task (default: {d['decode_cpus']:g})")
+    parser.add_argument("--tracker", choices=TRACKERS,
+                        help="log training metrics to TensorBoard, MLflow or W&B (default: none)")
     parser.add_argument("--config", metavar="YAML", default=None,
                         help="run config to start from (flags given here override it)")
     parser.add_argument("--address", default=None,

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from raydistill.config import SELECTION_METHODS, RunConfig, from_dict
+from raydistill.config import SELECTION_METHODS, TRACKERS, RunConfig, from_dict, with_overrides
 from raydistill.runs import RunDir
 
 
@@ -120,6 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="train the VAE, embedding classifier and VST-UNet a few steps only "
                              "and sample in 5 steps: checks that every stage runs, quickly")
+    parser.add_argument("--tracker", choices=TRACKERS, default="none",
+                        help="log training metrics to TensorBoard, MLflow or W&B "
+                             "(RUN/tracking/…; default: none)")
     parser.add_argument("--address", help="Ray address to join")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
     return parser.parse_args(argv)
@@ -127,9 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's configuration for a parsed command line."""
-    return quickstart_config(args.run, args.classes, args.train_per_class, args.test_per_class,
-                             args.steps, args.per_class, args.seeds, args.eval_epochs,
-                             args.smoke, resolve_methods(args.methods))
+    config = quickstart_config(args.run, args.classes, args.train_per_class,
+                               args.test_per_class, args.steps, args.per_class, args.seeds,
+                               args.eval_epochs, args.smoke, resolve_methods(args.methods))
+    return with_overrides(config, {"tracking": {"tracker": args.tracker}})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,10 +24,7 @@ import sys
 
 import yaml
 
-from raydistill.config import ConfigError
-from raydistill.pipeline.tune import SEARCHES
-from raydistill.pipeline.tune_job import tune_command
-from raydistill.selection import SELECTORS
+from raydistill.config import SELECTION_METHODS, SWEEP_SEARCHES, TRACKERS, ConfigError
 
 
 def value(text: str):
@@ -57,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, metavar="RUN_DIR",
                         help="an existing run directory, local or s3://")
-    parser.add_argument("--method", default="vst_unet", choices=sorted(SELECTORS),
+    parser.add_argument("--method", default="vst_unet", choices=sorted(SELECTION_METHODS),
                         help="selector to tune (default: vst_unet)")
     parser.add_argument("--vpc", type=int, nargs="+", default=[1], metavar="K",
                         help="videos per class; one sweep per VPC (default: 1)")
@@ -72,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--search random/optuna/hyperopt two numbers are a range")
     parser.add_argument("--param", type=param_entry, action="append", default=[],
                         metavar="NAME=VALUE", help="a fixed selector parameter (repeatable)")
-    parser.add_argument("--search", choices=SEARCHES, default="grid",
+    parser.add_argument("--search", choices=SWEEP_SEARCHES, default="grid",
                         help="grid (default), random, optuna or hyperopt (when installed)")
     parser.add_argument("--num-samples", type=int, default=16,
                         help="trials of a random/optuna/hyperopt search (default: 16)")
@@ -96,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="delete earlier results of these sweeps first")
     parser.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else a "
                         "new local Ray)")
+    parser.add_argument("--tracker", choices=TRACKERS,
+                        help="log the trials with Tune's logger callback for this tracker "
+                             "(default: the run's tracking.tracker)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the run and the space, print the planned sweeps, run nothing")
     return parser
@@ -120,9 +120,12 @@ def sweep_settings(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Run (or ``--dry-run``) the sweeps; returns the exit code."""
     args = build_parser().parse_args(argv)
+    # Ray, torch and the selectors (seconds to import) only once --help is answered.
+    from raydistill.pipeline.tune_job import tune_command
+
     try:
         results = tune_command(args.run, sweep_settings(args), args.vpc, args.pool,
-                               args.address, args.fresh, args.dry_run)
+                               args.address, args.fresh, args.dry_run, args.tracker)
     except ConfigError as error:
         print(f"tune_lambdas: error: {error}", file=sys.stderr)
         return 2

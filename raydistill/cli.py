@@ -12,8 +12,8 @@ from typing import Sequence
 
 from raydistill import __version__
 from raydistill.config import (CLASSIFIER_NAMES, DATASETS, POOLS, SCHEDULER_NAMES,
-                               SELECTION_METHODS, STAGE_NAMES, ConfigError, RunConfig, load_yaml,
-                               with_overrides)
+                               SELECTION_METHODS, STAGE_NAMES, TRACKERS, ConfigError, RunConfig,
+                               load_yaml, with_overrides)
 from raydistill.dataset_info import SPLIT_DATASETS, dataset_info, split_datasets
 from raydistill.runs import RunDir
 
@@ -25,6 +25,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="how long a stage waits for a node that can hold its workers (a GPU "
                              "node an autoscaler starts) before failing (default: "
                              "$RAYDISTILL_RESOURCE_TIMEOUT_S, else 1800)")
+    parser.add_argument("--tracker", choices=TRACKERS,
+                        help="log training metrics to this tracker (tracking.tracker; kept in "
+                             "the run's config.yaml; default: the run's, else none)")
 
 
 def _add_decode_flags(parser: argparse.ArgumentParser) -> None:
@@ -168,6 +171,13 @@ def _read_config(path: str) -> RunConfig:
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, list[str] | None]:
     """The validated run config and the stages a parsed command line asks for."""
+    config, stages = _stage_config(args)
+    if getattr(args, "tracker", None):
+        config = with_overrides(config, {"tracking": {"tracker": args.tracker}})
+    return config, stages
+
+
+def _stage_config(args: argparse.Namespace) -> tuple[RunConfig, list[str] | None]:
     if args.command == "ingest":
         if args.split is not None and not dataset_info(args.dataset).official_splits:
             raise ConfigError(f"--split: applies to {', '.join(split_datasets())} only")

@@ -38,6 +38,8 @@ ADDITIVE_STAGES = ("embed", "select", "evaluate", "report")
 their section after they finished adds work beside the old outputs instead of invalidating them,
 so it is allowed, and the stage runs again for what is missing (``report`` is redrawn from
 whatever exists)."""
+UNFROZEN_SECTIONS = ("tracking",)
+"""Sections that change no output (where metrics are logged): free to change at any time."""
 CLASSIFIER_NAMES = ("c3d", "convnet3d", "transformer")
 POOLS = ("synthetic", "real")
 RUN_CLASSIFIERS = ("videomae", "c3d")
@@ -48,6 +50,9 @@ SELECTION_METHODS = ("random", "tac_dt", "kcenter", "herding", "dm_mmd", "mae_sc
 """The selectors' names, in the order of ``raydistill.selection.SELECTORS`` (a test keeps the two
 equal; config cannot import the selectors, which import torch): the training-free ones fan out
 per class; ``vst_unet`` trains one model over all classes of the pool's latents with Ray Train."""
+PROPOSED_METHODS = ("tac_dt", "vst_unet")
+"""The paper's own selectors (their classes' ``proposed`` flag; a test keeps the two equal), so
+that the jobs order their methods without importing the selectors."""
 RENAMED_METHODS = {
     "csta": ("attention_topk", "it is not the CSTA model of the paper's Table 4 (a CNN trained "
                                "for video summarisation, Son et al. CVPR 2024, whose weights do "
@@ -520,6 +525,32 @@ class ReportConfig:
         _require(self.max_filmstrip_classes >= 1, "max_filmstrip_classes", "must be >= 1")
 
 
+SWEEP_SEARCHES = ("grid", "random", "optuna", "hyperopt")
+"""How a Tune sweep draws its trials (``jobs/tune_lambdas.py --search``)."""
+TRACKERS = ("none", "tensorboard", "mlflow", "wandb")
+"""Experiment trackers the training loops can log to (``tracking.tracker``)."""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where the training loops log their metrics as they train (fine-tuning, VST-UNet, the
+    evaluation classifiers) and Tune sweeps their trials: ``tracker`` one of :data:`TRACKERS`.
+    ``uri``: TensorBoard's log folder, MLflow's tracking URI (``http://…``, ``file:…`` or a
+    folder) or W&B's local folder; None: ``RUN/tracking/{tensorboard,mlruns,wandb}`` (a run on
+    S3 must name one every node reaches). ``experiment``: the MLflow experiment or W&B project
+    (None: the run folder's name). Never frozen: tracking changes no result."""
+
+    tracker: str = "none"
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _require(self.tracker in TRACKERS, "tracker", f"choose one of {', '.join(TRACKERS)}")
+        _require(self.uri is None or bool(self.uri.strip()), "uri", "must not be empty")
+        _require(self.experiment is None or bool(self.experiment.strip()), "experiment",
+                 "must not be empty")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A whole run: where it lives and every stage's settings."""
@@ -535,6 +566,7 @@ class RunConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.run_dir), "run_dir", "must not be empty")

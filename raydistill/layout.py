@@ -146,6 +146,12 @@ def eval_metrics_path(key: str) -> str:
     return f"{EVAL_FOLDER}/{key}/metrics.json"
 
 
+def eval_predictions_path(key: str) -> str:
+    """Run-relative path of evaluation job ``key``'s test predictions (one row per test video:
+    ``video_id``, ``label``, ``predicted``, ``top5``)."""
+    return f"{EVAL_FOLDER}/{key}/predictions.parquet"
+
+
 def eval_model_path(key: str) -> str:
     """Run-relative path of evaluation job ``key``'s trained classifier."""
     return f"{EVAL_FOLDER}/{key}/model.pt"

@@ -32,8 +32,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, ConfigError, RunConfig,
-                               dump_yaml, load_yaml, to_dict)
+from raydistill.config import (ADDITIVE_STAGES, PLACEMENT_FIELDS, UNFROZEN_SECTIONS, ConfigError,
+                               RunConfig, dump_yaml, load_yaml, to_dict)
 
 if TYPE_CHECKING:  # the lease module imports this one
     from raydistill.lease import RunLease
@@ -313,8 +313,8 @@ class RunDir:
 
         The rule, in this one place: a section (``ingest``, ``decode``, …) may change only while
         its stage is unfinished, except its placement fields (``config.PLACEMENT_FIELDS``:
-        CPUs, GPUs, actors) and the sections of additive stages (``config.ADDITIVE_STAGES``:
-        new settings add outputs); a top-level field (``seed``) only while no stage has
+        CPUs, GPUs, actors), the sections of additive stages (``config.ADDITIVE_STAGES``:
+        new settings add outputs) and ``tracking`` (``config.UNFROZEN_SECTIONS``); a top-level field (``seed``) only while no stage has
         finished. Raises :class:`ConfigError` naming the fields that may not change.
         """
         if not self.exists("config.yaml"):
@@ -335,7 +335,8 @@ class RunDir:
 
     def _is_frozen(self, field_name: str) -> bool:
         section = field_name.split(".")[0]
-        if section in ADDITIVE_STAGES or field_name.split(".")[-1] in PLACEMENT_FIELDS:
+        if (section in ADDITIVE_STAGES + UNFROZEN_SECTIONS
+                or field_name.split(".")[-1] in PLACEMENT_FIELDS):
             return False
         if "." in field_name:
             return self.is_done(section)

@@ -23,7 +23,7 @@ from raydistill.logs import setup_console  # noqa: E402
 
 # As every command does (raydistill.logs): the tests of library functions that warn read stderr.
 setup_console()
-from small_quickstart import FLAGS, RUN_NAME, load_job  # noqa: E402
+from small_quickstart import FLAGS, RUN_NAME, TRACKER, load_job  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +98,7 @@ def small_quickstart(ray_cluster, tmp_path_factory):
     os.chdir(folder)
     try:
         with contextlib.redirect_stdout(printed):
-            code = load_job().main(["--run", RUN_NAME, *FLAGS])
+            code = load_job().main(["--run", RUN_NAME, *FLAGS, *TRACKER])
     except BaseException:
         print(printed.getvalue()[-3000:])  # what the job said before it raised
         raise

@@ -2,7 +2,7 @@
 file by file, whatever interruptions one of them survived.
 
 Left out: what records when or where rather than what (stage markers, config.yaml, the report's
-text, the run's log files, Ray Train / Tune storage, leases, timings inside JSON and model
+text, the run's log files and tracked metrics, Ray Train / Tune storage, leases, timings inside JSON and model
 files), and the run directory's own path inside tables and JSON.
 """
 
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 VOLATILE_KEYS = {"seconds", "wall_seconds", "started", "finished", "time", "report"}
-SKIPPED_TOP = ("_stages", "report", "config.yaml", "logs")
+SKIPPED_TOP = ("_stages", "report", "config.yaml", "logs", "tracking")
 
 
 def _skipped(relative: str) -> bool:

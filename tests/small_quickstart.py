@@ -17,6 +17,9 @@ SIZE = {"classes": 2, "train_per_class": 4, "test_per_class": 2, "steps": 12, "p
 FLAGS = [part for name, value in SIZE.items() if name != "smoke"
          for part in (f"--{name.replace('_', '-')}", str(value))] + ["--smoke"]
 """The job's command-line flags for :data:`SIZE`."""
+TRACKER = ["--tracker", "tensorboard"]
+"""The shared run also logs its training loops (``RUN/tracking/``, which no fingerprint holds):
+the tracking tests read what it logged."""
 RUN_NAME = "quick"
 """The run's folder, relative to the working directory the job ran in (as the README runs it)."""
 

@@ -80,3 +80,24 @@ def test_quickstart_rejects_a_bad_setting_before_work(tmp_path, capsys):
     assert job.main(["--run", str(tmp_path / "q"), "--classes", "12"]) == 2
     assert "ingest.toy.num_classes" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_each_evaluation_keeps_its_test_predictions_and_they_give_its_accuracy(
+        small_quickstart):
+    import numpy as np
+
+    from raydistill.layout import eval_predictions_path
+
+    run = RunDir(small_quickstart.path)
+    keys = [path.rsplit("/", 1)[0].removeprefix("eval/") for path in
+            run.list("eval", "metrics.json")]
+    assert len(keys) == len(SELECTION_METHODS) + 2
+    test_videos = SIZE["classes"] * SIZE["test_per_class"]
+    for key in keys:
+        table = run.read_table(eval_predictions_path(key)).to_pydict()
+        metrics = run.read_json(f"eval/{key}/metrics.json")
+        assert len(table["video_id"]) == test_videos == len(set(table["video_id"]))
+        label, predicted = np.asarray(table["label"]), np.asarray(table["predicted"])
+        assert np.mean(label == predicted) == pytest.approx(metrics["top1"]), key
+        assert all(top[0] == first for top, first in zip(table["top5"], predicted))
+        assert all(len(top) == SIZE["classes"] for top in table["top5"])  # 2 classes: top-2

@@ -509,3 +509,77 @@ def test_the_report_says_how_much_the_methods_selections_overlap(tmp_path):
     assert "| Random | 100 | 100 | 100 |" in vpc1
     # seeds 0, 1, 2 share 50 %, 100 %, 100 % with k-Center: 83 % on average
     assert "| Random | 100 | 83 | 83 |" in vpc2 and "| k-Center | 83 | 100 | 100 |" in vpc2
+
+
+def write_predictions(run: RunDir, key: str, predicted: list[int]) -> None:
+    """Test predictions of evaluation ``key`` over six test videos, two per class."""
+    labels = [0, 0, 1, 1, 2, 2]
+    run.write_table(f"eval/{key}/predictions.parquet", pa.table({
+        "video_id": [f"test-{i}" for i in range(6)], "label": pa.array(labels, pa.int32()),
+        "predicted": pa.array(predicted, pa.int32()),
+        "top5": pa.array([[p] for p in predicted], pa.list_(pa.int32()))}))
+
+
+def per_class_rows(text: str) -> dict[str, list[str]]:
+    section = text.split("## Per-class accuracy", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("|")]
+    return {cells[0]: cells[1:] for cells in rows}
+
+
+def test_per_class_accuracy_and_confusion_of_the_bounds_and_the_best_selection(tmp_path):
+    run = make_run(tmp_path)
+    write_predictions(run, "full_real/seed=0", [0, 0, 1, 1, 2, 0])
+    write_predictions(run, "full_real/seed=1", [0, 0, 1, 0, 2, 2])
+    write_predictions(run, "full_synthetic/seed=0", [0, 1, 1, 1, 0, 0])
+    for seed in range(3):  # random at VPC 2 has the best mean top-1 (TOP1)
+        write_predictions(run, f"synthetic/random/vpc=2/seed={seed}", [0, 0, 0, 0, 2, 2])
+    write_predictions(run, "synthetic/tac_dt/vpc=1/seed=0", [1, 1, 1, 1, 1, 1])  # not shown
+    write_report(run)
+    text = read_report(run)
+    rows = per_class_rows(text)
+    assert rows["Class"] == ["Full real (%)", "Full syn (%)",
+                             "Random, VPC 2 (best selection) (%)"]
+    # pooled over seeds: full real gets 4 of 4 "wave", 3 of 4 "jump", 3 of 4 "spin"
+    assert rows["wave"] == ["100.0", "50.0", "100.0"]
+    assert rows["jump"] == ["75.0", "100.0", "0.0"]
+    assert rows["spin"] == ["75.0", "0.0", "100.0"]
+    assert "Full real: 2 seeds, Full syn: 1 seed, Random, VPC 2 (best selection): 3 seeds" in text
+    for name in ("confusion_full_real.png", "confusion_full_synthetic.png",
+                 "confusion_random_vpc2.png"):
+        assert f"]({name})" in text
+        assert run.read_bytes(f"report/{name}").startswith(PNG_SIGNATURE)
+
+
+def test_a_run_evaluated_before_predictions_were_kept_says_so(full_report):
+    _, _, text = full_report
+    section = text.split("## Per-class accuracy", 1)[1].split("\n## ", 1)[0]
+    assert "_No test predictions saved" in section
+
+
+def test_the_html_report_is_the_markdown_report_with_every_figure_inlined(full_report):
+    run, _, text = full_report
+    page = run.read_bytes("report/report.html").decode()
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page
+    sources = re.findall(r'<img src="([^"]*)"', page)
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert linked and len(sources) == len(linked)
+    assert all(source.startswith("data:image/png;base64,") for source in sources)
+    assert "<h2>Figures</h2>" in page
+
+
+def test_real_and_generated_videos_are_drawn_side_by_side_per_class(tmp_path):
+    run = make_run(tmp_path)
+    rows = []
+    for label in range(2):
+        path = tmp_path / "real" / f"real-{label}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(encode_video(np.full((4, 16, 16, 3), 90 * label, np.uint8), 4, "mp4"))
+        rows.append({"video_id": f"real-{label}", "path": str(path), "label": label,
+                     "class_name": CLASSES[label], "split": "train"})
+    run.write_table("manifest.parquet", pa.Table.from_pylist(rows))
+    write_report(run)
+    text = read_report(run)
+    assert ("the first training video and the first generated video of 2 classes" in text
+            and "](real_vs_generated.png)" in text)
+    assert run.read_bytes("report/real_vs_generated.png").startswith(PNG_SIGNATURE)

@@ -2,8 +2,11 @@
 works in the copy and leaves the original untouched, the copy reads its own videos (manifests
 store run-relative paths), and evaluating the other pool of a copy is one command."""
 
+import json
 import os
 import shutil
+
+import pytest
 
 from raydistill.cli import STAGE_FLAGS, main
 from raydistill.runs import RunDir
@@ -76,11 +79,14 @@ def test_the_real_pool_of_a_run_is_selected_and_evaluated_beside_the_synthetic_o
     run, one = str(copy), ["--method", "random", "--vpc", "1", "--seeds", "1"]
     assert main(["embed", "--run", run, "--pool", "synthetic", "real"]) == 0
     assert main(["select", "--run", run, "--pool", "real", *one]) == 0
-    assert main(["evaluate", "--run", run, "--pool", "real", "synthetic", *one]) == 0
+    assert main(["evaluate", "--run", run, "--pool", "real", "synthetic", *one,
+                 "--tracker", "mlflow"]) == 0
     printed = capsys.readouterr().out
     assert "evaluate: already done, skipped" not in printed
     metrics = copy / "eval" / "real" / "random" / "vpc=1" / "seed=0" / "metrics.json"
     assert metrics.exists()
+    assert_tracked_in_mlflow(copy, "evaluate/real/random/vpc=1/seed=0",
+                             json.loads(metrics.read_text()))
     assert main(["report", "--run", run]) == 0
     report = (copy / "report" / "report.md").read_text()
     assert "## Pools side by side" in report
@@ -90,6 +96,21 @@ def test_the_real_pool_of_a_run_is_selected_and_evaluated_beside_the_synthetic_o
     # asking again is a no-op: the stage records the pools it evaluated
     assert main(["evaluate", "--run", run, "--pool", "real", "synthetic", *one]) == 0
     assert "evaluate: already done, skipped" in capsys.readouterr().out
+
+
+def assert_tracked_in_mlflow(run_dir, name: str, metrics: dict) -> None:
+    """The classifier trained now logged its epochs' losses and its test accuracy into the MLflow
+    file store inside the run (``--tracker mlflow``: the run's folder name is the experiment)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"file://{run_dir}/tracking/mlruns")
+    experiment = client.get_experiment_by_name(os.path.basename(run_dir))
+    [tracked] = client.search_runs([experiment.experiment_id],
+                                   filter_string=f"tags.`raydistill.model` = '{name}'")
+    losses = client.get_metric_history(tracked.info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2]  # the smoke classifier's two epochs
+    assert tracked.data.metrics["test_top1"] == pytest.approx(metrics["top1"])
+    assert tracked.data.params["classifier"] == metrics["classifier"]
 
 
 def test_evaluating_a_pool_without_selections_names_the_select_command(small_quickstart,

@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import (
 )
 from threadpoolctl import threadpool_limits
 
-from raydistill.config import SELECTION_METHODS
+from raydistill.config import PROPOSED_METHODS, SELECTION_METHODS
 from raydistill.report.plots import BOUND_COLORS, method_color
 from raydistill.selection import (
     PER_CLASS_METHODS,
@@ -491,6 +491,7 @@ def test_every_configured_method_has_a_selector():
 def test_the_configs_method_names_are_the_selectors_in_their_order():
     # config.py keeps its own copy because it may not import the selectors (torch).
     assert SELECTION_METHODS == tuple(SELECTORS)
+    assert PROPOSED_METHODS == tuple(name for name in SELECTORS if SELECTORS[name].proposed)
 
 
 def colour_clashes(colors: dict[str, str]) -> list[str]:

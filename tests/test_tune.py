@@ -155,12 +155,21 @@ def test_a_2x2_sweep_reports_the_best_trial_by_validation_accuracy(tune_run):
 def test_the_job_sweeps_tac_dt_through_the_same_estimator_interface(tune_run, capsys):
     code = tune_lambdas.main(["--run", tune_run.url, "--method", "tac_dt", "--vpc", "2",
                               "--space", "n_components=2,4", "--val-per-class", "2",
-                              "--epochs", "2", "--trial-cpus", "0.5"])
+                              "--epochs", "2", "--trial-cpus", "0.5", "--tracker", "mlflow"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "best tac_dt at VPC 2: {\"n_components\":" in out
     trials = tune_run.read_table(f"{sweep_folder('real', 'tac_dt', 2)}/trials.parquet")
     assert sorted(trials.column("n_components").to_pylist()) == [2, 4]
+    # Tune's MLflow logger callback: one MLflow run per trial, its validation accuracy logged
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"file://{tune_run.url}/tracking/mlruns")
+    experiment = client.get_experiment_by_name("run")
+    tracked = client.search_runs([experiment.experiment_id])
+    assert sorted(int(run.data.params["n_components"]) for run in tracked) == [2, 4]
+    assert sorted(run.data.metrics[METRIC] for run in tracked) == sorted(
+        trials.column(METRIC).to_pylist())
 
 
 def test_dry_run_plans_the_sweeps_and_writes_nothing(tune_run, capsys):

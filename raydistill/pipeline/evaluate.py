@@ -56,6 +56,7 @@ from raydistill.embedding.c3d import read_c3d_state
 from raydistill.embedding.c3d import MODEL_FILE as C3D_MODEL_FILE
 from raydistill.layout import (CLIPS_FOLDER, EVAL_FOLDER, MANIFEST, SYNTHETIC_MANIFEST, BoundKey,
                                SelectionKey, clips_folder, eval_checkpoint_path, eval_metrics_path,
+                               eval_predictions_path,
                                eval_model_path, run_model_dir, selection_path)
 from raydistill.logs import setup_console, time_left
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
@@ -64,6 +65,7 @@ from raydistill.pipeline.resources import Cluster, Request, actor_cpus, train_re
 from raydistill.pipeline.shards import shard_files, source, use_assigned_cpus
 from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
+from raydistill.tracking import open_tracker, tracking_target
 from raydistill.video.clips import clips_from_table
 
 log = logging.getLogger(__name__)
@@ -386,13 +388,24 @@ def train_job(run: RunDir, job: dict, loop_config: dict, checkpoints: Checkpoint
     torch.manual_seed(settings.seed + rank)
     model = build_classifier(spec["name"], loop_config["num_classes"], spec["frames"],
                              spec["size"], **spec["options"]).to(device)
-    history = fit_classifier(model, clips, labels, settings, checkpoints=checkpoints,
-                             checkpoint_every=loop_config["checkpoint_every"], rank=rank,
-                             world=world, wrap=prepare_model if world > 1 else None)
+    params = {"classifier": spec["name"], **dataclasses.asdict(settings),
+              "train_videos": len(set(job["ids"])) if job["ids"] else job["split"]}
+    with open_tracker(loop_config.get("tracking") if rank == 0 else None,
+                      tracking_name(job["key"]), params) as tracker:
+        history = fit_classifier(model, clips, labels, settings, checkpoints=checkpoints,
+                                 checkpoint_every=loop_config["checkpoint_every"], rank=rank,
+                                 world=world, wrap=prepare_model if world > 1 else None,
+                                 on_epoch=lambda entry: tracker.log(entry, entry["epoch"]))
     if rank == 0:
         save_model(run, job["key"], model.state_dict(), history,
                    len(set(job["ids"])) if job["ids"] else None, round(time.time() - started, 2))
         checkpoints.finish()
+
+
+def tracking_name(key: str) -> str:
+    """The tracking run of evaluation job ``key`` (its training losses, then its test
+    accuracy)."""
+    return f"evaluate/{key}"
 
 
 def settings_from_dict(values: dict) -> TrainSettings:
@@ -423,7 +436,8 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
     use_gpu = train_on_gpu(evaluate.use_gpu)
     loop_config = {"run_url": run.url, "classifier": spec,
                    "training": dataclasses.asdict(settings), "num_classes": num_classes,
-                   "checkpoint_every": evaluate.checkpoint_every}
+                   "checkpoint_every": evaluate.checkpoint_every,
+                   "tracking": tracking_target(config)}
     if evaluate.parallelism == "jobs":
         train_jobs_alone(run, evaluate, jobs, loop_config, settings, use_gpu)
         return
@@ -517,15 +531,17 @@ def predictor_cpus(evaluate: EvaluateConfig, use_gpu: bool) -> float:
 
 
 def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
-                       num_classes: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(test labels (n,), key → probabilities (n, C)) with Ray Data batch inference over the
-    test split's clip-cache shards, ``models_per_pass`` models per pass."""
+                       num_classes: int
+                       ) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+    """(test video ids (n,), their labels (n,), key → probabilities (n, C)), in video-id order,
+    with Ray Data batch inference over the test split's clip-cache shards, ``models_per_pass``
+    models per pass."""
     evaluate = config.evaluate
     spec, _ = classifier_settings(evaluate)
     split = test_split(run)
     shards = [{"path": p} for p in shard_files(run, clips_folder(split))]
     probabilities: dict[str, np.ndarray] = {}
-    labels = np.zeros(0, np.int64)
+    labels, ids = np.zeros(0, np.int64), []
     use_gpu = predict_on_gpu(ray.cluster_resources().get("GPU", 0))
     for start in range(0, len(keys), evaluate.models_per_pass):
         chunk = keys[start:start + evaluate.models_per_pass]
@@ -541,9 +557,21 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
         # 200 rows or 20 000: sorted here, not by a Ray Data sort (a shuffle of its own tasks).
         rows.sort(key=lambda row: row["video_id"])
         labels = np.asarray([row["label"] for row in rows], np.int64)
+        ids = [str(row["video_id"]) for row in rows]
         for index, key in enumerate(chunk):
             probabilities[key] = np.stack([row[f"model_{index}"] for row in rows])
-    return labels, probabilities
+    return ids, labels, probabilities
+
+
+def predictions_table(ids: list[str], labels: np.ndarray, probabilities: np.ndarray) -> pa.Table:
+    """One row per test video: ``video_id``, ``label``, ``predicted`` (top-1 class) and
+    ``top5`` (the five likeliest classes, likeliest first; fewer when there are fewer classes)
+    of probabilities (n, C)."""
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
+    return pa.table({"video_id": pa.array(ids, pa.string()),
+                     "label": pa.array(labels, pa.int32()),
+                     "predicted": pa.array(ranked[:, 0], pa.int32()),
+                     "top5": pa.array(ranked.tolist(), pa.list_(pa.int32()))})
 
 
 def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
@@ -563,9 +591,10 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
         to_train = [job for job in untrained if job["key"] not in adopted]
         if to_train:
             train_classifiers(run, config, to_train, num_classes)
-        labels, probabilities = predict_test_split(run, config, [j["key"] for j in todo],
-                                                   num_classes)
+        ids, labels, probabilities = predict_test_split(run, config, [j["key"] for j in todo],
+                                                        num_classes)
         spec, _ = classifier_settings(config.evaluate)
+        target = tracking_target(config)
         for job in todo:
             state = torch.load(io.BytesIO(run.read_bytes(eval_model_path(job["key"]))),
                                map_location="cpu", weights_only=True)
@@ -573,6 +602,11 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
                                              labels=np.arange(num_classes))
             if state.get("adopted_from") and job["key"] not in adopted:  # adopted, then cut
                 adopted.append(job["key"])
+            run.write_table(eval_predictions_path(job["key"]),
+                            predictions_table(ids, labels, probabilities[job["key"]]))
+            with open_tracker(target, tracking_name(job["key"])) as tracker:
+                tracker.log({f"test_{name}": value for name, value in metrics.items()},
+                            len(state["history"]))
             run.write_json(eval_metrics_path(job["key"]), {
                 **metrics, "classifier": spec["name"], "epochs": len(state["history"]),
                 "train_videos": state["train_videos"] or _count(run, job["split"]),

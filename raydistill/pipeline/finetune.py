@@ -43,6 +43,7 @@ from raydistill.pipeline.resources import Cluster, Request, train_request
 from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
+from raydistill.tracking import open_tracker, tracking_target
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +90,24 @@ def train_loop(loop_config: dict) -> None:
     else:
         batches = streamed_batches(ray.train.get_dataset_shard("train"), finetune)
     setup_console()  # a worker process: its records reach the driver's console through Ray
+    tracker = open_tracker(loop_config.get("tracking") if rank == 0 else None, "finetune",
+                           {**loop_config["finetune"], "seed": loop_config["seed"]})
     started, first_step = time.time(), state.step
-    while state.step < finetune.steps:
-        latents, labels = next(batches)
-        loss = train_step(state, latents.to(device), labels.to(device), finetune,
-                          loop_config["seed"], rank, mixed)
-        if state.step % finetune.log_every == 0:
-            state.losses.append((state.step, loss))
-            if rank == 0:
-                left = time_left(state.step - first_step, finetune.steps - first_step, started)
-                log.info(f"finetune: step {state.step} of {finetune.steps}, loss {loss:.4f}"
-                         f"{left}")
-        if state.step % finetune.checkpoint_every == 0 or state.step == finetune.steps:
-            _report(state, loss, rank)
+    with tracker:
+        while state.step < finetune.steps:
+            latents, labels = next(batches)
+            loss = train_step(state, latents.to(device), labels.to(device), finetune,
+                              loop_config["seed"], rank, mixed)
+            if state.step % finetune.log_every == 0:
+                state.losses.append((state.step, loss))
+                if rank == 0:
+                    tracker.log({"loss": loss}, state.step)
+                    left = time_left(state.step - first_step, finetune.steps - first_step,
+                                     started)
+                    log.info(f"finetune: step {state.step} of {finetune.steps}, loss "
+                             f"{loss:.4f}{left}")
+            if state.step % finetune.checkpoint_every == 0 or state.step == finetune.steps:
+                _report(state, loss, rank)
 
 
 def latent_share(run: RunDir, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,7 +245,8 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"run_url": run.url, "finetune": to_dict(finetune), "seed": config.seed,
-                           "class_names": list(class_names), "latent_shape": shape},
+                           "class_names": list(class_names), "latent_shape": shape,
+                           "tracking": tracking_target(config)},
         scaling_config=ScalingConfig(
             num_workers=finetune.num_workers, use_gpu=gpu,
             resources_per_worker=None if gpu else {"CPU": finetune.cpus_per_worker}),

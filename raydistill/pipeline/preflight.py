@@ -11,6 +11,7 @@ from raydistill.config import ConfigError, RunConfig
 from raydistill.pipeline.stage import open_url, url_exists
 from raydistill.pipeline.stages import STAGES, named, requirements
 from raydistill.runs import RunDir, is_local
+from raydistill.tracking import tracking_target
 
 
 def preflight(config: RunConfig, names: list[str] | tuple[str, ...]) -> RunDir:
@@ -18,7 +19,8 @@ def preflight(config: RunConfig, names: list[str] | tuple[str, ...]) -> RunDir:
     (nothing written).
 
     In order: every stage's own validation (``Stage.validate``, whichever stages run now: a bad
-    setting of a later stage stops the run before the first; the dataset root exists); the run
+    setting of a later stage stops the run before the first; the dataset root exists); the
+    tracker's package and location (:func:`~raydistill.tracking.tracking_target`); the run
     directory can be one (a local folder, or an existing bucket); each stage of ``names`` has
     its required stages finished or run before it; no frozen field of ``config.yaml`` changes
     (:meth:`RunDir.check_unfrozen`); and each stage of ``names`` accepts what the run holds now
@@ -28,6 +30,7 @@ def preflight(config: RunConfig, names: list[str] | tuple[str, ...]) -> RunDir:
     for stage in STAGES:
         if stage.validate is not None:
             stage.validate(config)
+    tracking_target(config)
     validate_run_dir(config)
     run = RunDir(config.run_dir)
     check_order(run, config, list(names))

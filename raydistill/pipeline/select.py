@@ -24,8 +24,8 @@ import pyarrow as pa
 import ray
 
 from raydistill.config import ConfigError, RunConfig, SelectConfig
-from raydistill.embedding.scorer import embeddings_name
 from raydistill.datasets.manifest import PoolVideos, pool_videos
+from raydistill.embedding.scorer import embeddings_name
 from raydistill.layout import (MANIFEST, method_settings_path, quality_path, selection_folder,
                                selection_path)
 from raydistill.logs import time_left
@@ -36,6 +36,7 @@ from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
 from raydistill.selection import (PER_CLASS_METHODS, SELECTORS, make_selector,
                                   merge_class_selections, selection_quality)
+from raydistill.tracking import tracking_target
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +175,14 @@ def select_per_class(run: RunDir, select: SelectConfig, model_name: str, jobs: l
 
 
 def select_vst_unet(run: RunDir, select: SelectConfig, model_name: str, jobs: list[Job],
-                    videos: PoolVideos) -> None:
-    """The ``vst_unet`` jobs: trained with Ray Train on the pool's latents, then scored. Quality
-    is measured on the embeddings when the pool has them (comparable with the other methods),
-    else on the flattened latents."""
+                    videos: PoolVideos, tracking: dict | None = None) -> None:
+    """The ``vst_unet`` jobs: trained with Ray Train on the pool's latents (logging to
+    ``tracking``, :func:`raydistill.tracking.tracking_target`), then scored. Quality is measured
+    on the embeddings when the pool has them (comparable with the other methods), else on the
+    flattened latents."""
     pairs = [(vpc, seed) for _, vpc, seed in jobs]
     latents_labels = vst.pool_latents(run, select.pool)[1]
-    vst.train_models(run, select, sorted(set(latents_labels.tolist())), pairs)
+    vst.train_models(run, select, sorted(set(latents_labels.tolist())), pairs, tracking)
     results, latents, y, ids = vst.select_with_models(run, select.pool, pairs)
     X_quality = latents.reshape(len(latents), -1)
     try:
@@ -228,7 +230,7 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
     if per_class:
         select_per_class(run, select, model_name, per_class, videos)
     if learned:
-        select_vst_unet(run, select, model_name, learned, videos)
+        select_vst_unet(run, select, model_name, learned, videos, tracking_target(config))
     seconds = time.time() - started
     log.info(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed "
              f"now) in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}")

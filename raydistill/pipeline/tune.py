@@ -37,7 +37,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from raydistill.classify import build_classifier, classification_metrics, fit_classifier
 from raydistill.classify.training import predict
-from raydistill.config import ConfigError, from_dict
+from raydistill.config import SWEEP_SEARCHES, ConfigError, from_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.embedding.scorer import embeddings_name
 from raydistill.layout import MANIFEST, sweep_folder
@@ -49,10 +49,11 @@ from raydistill.pipeline.evaluate import (classifier_settings, ensure_synthetic_
 from raydistill.pipeline.select import pool_arrays
 from raydistill.report.plots import sweep_png
 from raydistill.runs import RunDir
+from raydistill.tracking import mlflow_uri, tracking_target
 from raydistill.selection import SELECTORS, make_selector
 
 METRIC = "val_accuracy"
-SEARCHES = ("grid", "random", "optuna", "hyperopt")
+SEARCHES = SWEEP_SEARCHES
 DEFAULT_SPACES: dict[str, dict[str, list]] = {
     # The paper's values (0 / 0.1 at VPC 1; 0.1 / 1 at VPC 5 and 10) lie on this grid.
     "vst_unet": {"lambda_div": [0.0, 0.1, 0.5, 1.0], "lambda_rep": [0.0, 0.1, 0.5, 1.0]},
@@ -274,8 +275,29 @@ def check_settings(run: RunDir, folder: str, settings: dict) -> None:
                           f"({run.read_json(path)}); delete that folder or pass --fresh")
 
 
-def make_tuner(run: RunDir, folder: str, trainable, config: SweepConfig) -> tune.Tuner:
-    """A new Tuner for the sweep, or the interrupted one restored from ``folder/ray``."""
+def tracking_callbacks(target: dict | None, folder: str) -> list:
+    """Tune's logger callback for the run's tracker (:func:`raydistill.tracking.tracking_target`;
+    none without one): TensorBoard event files in each trial's folder under ``folder/ray/``
+    (Tune writes them by default too), one MLflow run per trial in the run's experiment, or one
+    W&B run per trial grouped by the sweep's folder."""
+    if target is None:
+        return []
+    if target["tracker"] == "tensorboard":
+        from ray.tune.logger import TBXLoggerCallback
+        return [TBXLoggerCallback()]
+    if target["tracker"] == "mlflow":
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        return [MLflowLoggerCallback(tracking_uri=mlflow_uri(target["uri"]),
+                                     experiment_name=target["experiment"],
+                                     tags={"raydistill.sweep": folder})]
+    from ray.air.integrations.wandb import WandbLoggerCallback
+    return [WandbLoggerCallback(project=target["experiment"], group=folder, dir=target["uri"])]
+
+
+def make_tuner(run: RunDir, folder: str, trainable, config: SweepConfig,
+               callbacks: list | None = None) -> tune.Tuner:
+    """A new Tuner for the sweep (with Tune's logger ``callbacks``), or the interrupted one
+    restored from ``folder/ray``."""
     path, filesystem = ray_storage(run, folder)
     experiment = f"{path.rstrip('/')}/ray"
     if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
@@ -294,7 +316,7 @@ def make_tuner(run: RunDir, folder: str, trainable, config: SweepConfig) -> tune
             num_samples=1 if config.search == "grid" else config.num_samples,
             max_concurrent_trials=config.max_concurrent),
         run_config=tune.RunConfig(name="ray", storage_path=path, storage_filesystem=filesystem,
-                                  verbose=0))
+                                  verbose=0, callbacks=callbacks))
 
 
 def trial_rows(results, names: list[str]) -> list[dict]:
@@ -342,7 +364,8 @@ def run_sweep(run: RunDir, run_config: RaydistillConfig, config: SweepConfig) ->
                              training=dataclasses.asdict(training), num_classes=num_classes,
                              data=data),
         {"cpu": config.trial_cpus, "gpu": config.trial_gpus})
-    results = make_tuner(run, folder, trainable, config).fit()
+    callbacks = tracking_callbacks(tracking_target(run_config), folder)
+    results = make_tuner(run, folder, trainable, config, callbacks).fit()
     names = list(config.swept())
     rows = trial_rows(results, names)
     finished = [row for row in rows if row["status"] == "ok" and row[METRIC] is not None]

@@ -18,6 +18,7 @@ from raydistill.pipeline.shards import shard_files
 from raydistill.pipeline.stages import requirements
 from raydistill.pipeline.tune import SweepConfig, carve_validation, check_sweep, run_sweep
 from raydistill.runs import RunDir
+from raydistill.tracking import tracking_target
 
 
 def sweep_run_config(run: RunDir, method: str, pool: str | None) -> RaydistillConfig:
@@ -70,13 +71,17 @@ def check_pool(counts: dict[int, int], config: SweepConfig, pool: str) -> None:
 
 def tune_command(run_url: str, sweep: dict, vpcs: list[int], pool: str | None = None,
                  address: str | None = None, fresh: bool = False,
-                 dry_run: bool = False) -> list[dict]:
+                 dry_run: bool = False, tracker: str | None = None) -> list[dict]:
     """Check the run and every sweep, then run one sweep per VPC (``sweep`` holds the
     :class:`SweepConfig` fields but ``vpc``) holding the run's lease; returns each sweep's
-    best-trial summary, or the planned sweeps for ``dry_run`` (nothing written, no Ray)."""
+    best-trial summary, or the planned sweeps for ``dry_run`` (nothing written, no Ray).
+    ``tracker`` overrides the run's ``tracking.tracker`` for the sweeps' logger callbacks."""
     run = RunDir(run_url)
     configs = [from_dict(SweepConfig, {**sweep, "vpc": vpc}) for vpc in vpcs]
     run_config = sweep_run_config(run, configs[0].method, pool)
+    if tracker:
+        run_config = with_overrides(run_config, {"tracking": {"tracker": tracker}})
+    tracking_target(run_config)  # a missing package or location stops here
     counts = pool_class_counts(run, run_config, configs[0].val_per_class, configs[0].val_seed)
     for config in configs:
         check_sweep(config, run_config)

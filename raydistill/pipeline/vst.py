@@ -35,6 +35,7 @@ from raydistill.runs import RunDir, is_local
 from raydistill.selection.vst_selector import (ClassBatch, VSTUNetSelector, build_model,
                                                load_state, save_state, score_classes)
 from raydistill.selection.vst_unet import VSTUNetConfig
+from raydistill.tracking import open_tracker
 
 METHOD = "vst_unet"
 
@@ -114,12 +115,17 @@ def train_job(run: RunDir, job: tuple[int, int], loop_config: dict, batches, che
     :meth:`~raydistill.selection.vst_selector.VSTUNetSelector.train_model` on this rank's class
     batches, and save it into the run (rank 0)."""
     selector = selector_for(job, loop_config["params"]).set_params(device=device)
-    model, history = selector.train_model(
-        batches, len(loop_config["classes"]), RayTrainCheckpoints(checkpoint, job, rank, device),
-        loop_config["checkpoint_every"], rank, world,
-        wrap=lambda module: prepare_model(
-            module, parallel_strategy_kwargs={"find_unused_parameters": True}) if world > 1
-        else module)
+    name = f"select/{loop_config['pool']}/{METHOD}/vpc={job[0]}/seed={job[1]}"
+    with open_tracker(loop_config.get("tracking") if rank == 0 else None, name,
+                      selector.get_params()) as tracker:
+        model, history = selector.train_model(
+            batches, len(loop_config["classes"]),
+            RayTrainCheckpoints(checkpoint, job, rank, device), loop_config["checkpoint_every"],
+            rank, world,
+            wrap=lambda module: prepare_model(
+                module, parallel_strategy_kwargs={"find_unused_parameters": True}) if world > 1
+            else module,
+            on_epoch=lambda entry: tracker.log(entry, entry["epoch"]))
     if rank == 0:
         buffer = io.BytesIO()
         torch.save({"config": dataclasses.asdict(model.config), "model": model.state_dict(),
@@ -161,8 +167,10 @@ class RayTrainCheckpoints:
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
-def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, int]]) -> None:
-    """Train the missing (VPC, seed) VST-UNets with Ray Train (resuming an interrupted run)."""
+def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, int]],
+                 tracking: dict | None = None) -> None:
+    """Train the missing (VPC, seed) VST-UNets with Ray Train (resuming an interrupted run),
+    logging each epoch's losses to ``tracking`` (:func:`raydistill.tracking.tracking_target`)."""
     params = dict(select.params.get(METHOD, {}))
     use_gpu = train_on_gpu(select.use_gpu)
     path, filesystem = ray_storage(run, selection_folder(select.pool), METHOD, "ray")
@@ -170,7 +178,7 @@ def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, 
         train_loop,
         train_loop_config={"run_url": run.url, "pool": select.pool, "classes": classes,
                            "jobs": [list(job) for job in jobs], "params": params,
-                           "checkpoint_every": select.checkpoint_every},
+                           "checkpoint_every": select.checkpoint_every, "tracking": tracking},
         scaling_config=ScalingConfig(num_workers=select.train_workers, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": 1}),
         run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,

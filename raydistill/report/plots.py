@@ -207,3 +207,50 @@ def _sort_key(value) -> tuple:
 
 def _tick(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def confusion_png(matrix: np.ndarray, class_names: list[str], title: str) -> bytes:
+    """Row-normalised confusion matrix (C, C) (rows: true class, columns: predicted; each row
+    sums to 1, or 0 for a class without test videos) as a heatmap; class names on the axes up to
+    30 classes. Returns PNG bytes."""
+    classes = len(matrix)
+    side = min(9.0, 2.5 + 0.22 * classes)
+    figure = Figure(figsize=(side + 1.2, side))
+    axis = figure.add_subplot()
+    shown = axis.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04, label="share of the true class")
+    if classes <= 30:
+        names = [name if len(name) <= 18 else name[:17] + "…" for name in class_names]
+        axis.set_xticks(range(classes), names, rotation=90, fontsize=7)
+        axis.set_yticks(range(classes), names, fontsize=7)
+    else:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    axis.set_title(title, fontsize=10)
+    return figure_png(figure)
+
+
+def side_by_side_png(pairs: list[tuple[np.ndarray, np.ndarray]], row_labels: list[str],
+                     frames: int = 4, gap: int = 2, middle: int = 12) -> bytes:
+    """One row per class: ``frames`` frames of a real video, a white band, ``frames`` frames of
+    a generated one (each uint8 (T, H, W, 3), all the same H and W), labelled ``row_labels``.
+    Returns PNG bytes."""
+    real = filmstrip([pair[0] for pair in pairs], frames_per_video=frames, gap=gap)
+    generated = filmstrip([pair[1] for pair in pairs], frames_per_video=frames, gap=gap)
+    band = np.full((real.shape[0], middle, 3), 255, np.uint8)
+    image = np.concatenate([real, band, generated], axis=1)
+    height = pairs[0][0].shape[1]
+    zoom = max(1.0, 48 / height)
+    figure = Figure(figsize=(image.shape[1] * zoom / 100 + 1.5, image.shape[0] * zoom / 100 + 0.5))
+    axis = figure.add_subplot()
+    axis.imshow(image, interpolation="nearest")
+    axis.set_yticks([row * (height + gap) + height / 2 for row in range(len(pairs))])
+    axis.set_yticklabels(row_labels, fontsize=8)
+    axis.set_xticks([real.shape[1] / 2, real.shape[1] + middle + generated.shape[1] / 2],
+                    ["real", "generated"], fontsize=9)
+    axis.xaxis.tick_top()
+    for side in axis.spines.values():
+        side.set_visible(False)
+    return figure_png(figure, dpi=100)

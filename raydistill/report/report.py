@@ -20,7 +20,10 @@ from raydistill.layout import (EVAL_FOLDER, REPORT_FOLDER, SELECTION_FOLDER, Sel
                                embeddings_folder, is_rejects_file, method_settings_path,
                                parse_eval_path, parse_selection_path, pool_manifest,
                                selection_folder)
-from raydistill.report.plots import accuracy_vs_vpc_png, filmstrip_png, pca_png
+from raydistill.report.html import linked_figures, report_html
+from raydistill.report.per_class import per_class_section
+from raydistill.report.plots import (accuracy_vs_vpc_png, filmstrip_png, pca_png,
+                                     side_by_side_png)
 from raydistill.report.tables import (METRIC_LABELS, ResultRow, compare_with_random,
                                       comparison_table, evaluated_pools, fidelity_table,
                                       format_percent, headline_table, method_label,
@@ -44,8 +47,9 @@ Selections = dict[tuple[str, int, int], str]  # (method, vpc, seed) → run-rela
 
 def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | None = None,
                  max_filmstrip_classes: int = 8) -> str:
-    """Write ``report/report.md`` and its PNG figures under ``report/`` of ``run``, replacing an
-    earlier report; returns the report's URI.
+    """Write ``report/report.md``, its PNG figures under ``report/`` of ``run`` and
+    ``report/report.html`` (the same report, self-contained: figures inlined), replacing an
+    earlier report; returns the Markdown report's URI.
 
     ``pool`` (``synthetic`` or ``real``) defaults to the select stage's pool; ``vpc_for_plots``
     picks the selections drawn in the PCA and filmstrip figures (default: the largest VPC, first
@@ -63,6 +67,7 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
         comparison_section(run, pool, metric),
         pools_section(run, metric),
         bounds_section(bounds),
+        per_class_section(run, pool, rows, metric, class_names),
         fidelity_section(run, markers, class_names, bounds),
         quality_section(run, pool),
         overlap_section(run, pool),
@@ -74,6 +79,10 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
     ]
     text = "\n\n".join(section for section in sections if section) + "\n"
     run.write_bytes(f"{REPORT_FOLDER}/report.md", text.encode())
+    figures = {name: run.read_bytes(f"{REPORT_FOLDER}/{name}") for name in linked_figures(text)
+               if run.exists(f"{REPORT_FOLDER}/{name}")}
+    title = f"raydistill report: {run.url.rstrip('/').rsplit('/', 1)[-1]}"
+    run.write_bytes(f"{REPORT_FOLDER}/report.html", report_html(text, figures, title).encode())
     return run.uri(f"{REPORT_FOLDER}/report.md")
 
 
@@ -309,7 +318,57 @@ def generation_figures(run: RunDir, class_names: list[str], max_classes: int) ->
         lines += [f"**{markdown_text(name)}**\n\n![{markdown_text(name)}]({path})"
                   for name, path in strips[:max_classes]]
         parts.append("\n\n".join(lines))
+    side_by_side = real_vs_generated_figure(run, class_names, max_classes)
+    if side_by_side:
+        parts.append(side_by_side)
     return parts
+
+
+def first_video_per_class(run: RunDir, relpath: str, split: str | None = None
+                          ) -> dict[int, tuple[str, str]]:
+    """``{label: (video_id, path)}`` of the first video (by id) of each class in a manifest
+    (only ``split``'s rows when given); empty when the manifest is missing."""
+    if not run.exists(relpath):
+        return {}
+    table = run.read_manifest(relpath)
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    first: dict[int, tuple[str, str]] = {}
+    for video_id, label, path in sorted(zip(table.column("video_id").to_pylist(),
+                                            table.column("label").to_pylist(),
+                                            table.column("path").to_pylist())):
+        first.setdefault(label, (video_id, path))
+    return first
+
+
+def real_vs_generated_figure(run: RunDir, class_names: list[str], max_classes: int) -> str:
+    """``report/real_vs_generated.png``: for each of the first ``max_classes`` classes with
+    both, the first real training video beside the first generated one; empty without
+    generated videos; videos that cannot be shown are left out and noted."""
+    generated = first_video_per_class(run, pool_manifest("synthetic"))
+    real = first_video_per_class(run, pool_manifest("real"), split="train")
+    labels = sorted(set(generated) & set(real))[:max_classes]
+    if not labels:
+        return ""
+    clips: dict[str, np.ndarray | None] = {}
+    skipped: dict[str, str] = {}
+    pairs, row_labels = [], []
+    for label in labels:
+        shown = [_clip(video_id, {video_id: path}, clips, skipped)
+                 for video_id, path in (real[label], generated[label])]
+        if all(clip is not None for clip in shown):
+            pairs.append(tuple(shown))
+            row_labels.append(f"{label}: {_figure_text(_class_name(class_names, label))}")
+    parts = []
+    if pairs:
+        _save_png(run, "real_vs_generated.png", side_by_side_png(pairs, row_labels))
+        parts.append(f"Real and generated videos side by side (the first training video and "
+                     f"the first generated video of {len(pairs)} classes)."
+                     "\n\n![real vs generated](real_vs_generated.png)")
+    if skipped:
+        parts.append("_Left out of the side-by-side figure: " + "; ".join(
+            f"{markdown_code(v)} ({markdown_text(why)})" for v, why in skipped.items()) + "._")
+    return "\n\n".join(parts)
 
 
 def overlap_section(run: RunDir, pool: str) -> str:

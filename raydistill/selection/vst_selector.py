@@ -314,7 +314,8 @@ class VSTUNetSelector(BaseEstimator):
     def train_model(self, batches: Sequence[ClassBatch], num_classes: int,
                     checkpoints: VSTCheckpoints | None = None, checkpoint_every: int = 1,
                     rank: int = 0, world: int = 1,
-                    wrap: Callable[[VSTUNet], torch.nn.Module] | None = None
+                    wrap: Callable[[VSTUNet], torch.nn.Module] | None = None,
+                    on_epoch: Callable[[dict], None] | None = None
                     ) -> tuple[VSTUNet, list[dict]]:
         """Train a VST-UNet over ``batches`` (one per class, indexed among ``num_classes``);
         returns (the model, one dict of mean loss parts per epoch).
@@ -323,7 +324,8 @@ class VSTUNetSelector(BaseEstimator):
         select stage's Ray Train workers run this same loop on their shares of the classes:
         ``rank`` of ``world`` draws epoch ``e``'s randomness from ``epoch_generator(seed,
         e · world + rank)``, and ``wrap(model)``, once the state is restored, gives the module
-        that takes the steps (DistributedDataParallel).
+        that takes the steps (DistributedDataParallel). ``on_epoch`` gets each epoch's loss
+        parts with its number (``{"epoch", "loss", …}``) once it is saved (to log them).
         """
         self._check_params()
         lambda_div, lambda_rep = self.lambdas()
@@ -344,6 +346,8 @@ class VSTUNetSelector(BaseEstimator):
             if (checkpoints is not None and done % checkpoint_every == 0
                     and (done < self.epochs or checkpoints.save_final)):
                 checkpoints.save(model, optimizer, history)
+            if on_epoch is not None:
+                on_epoch({"epoch": done, **history[-1]})
         return model, history
 
     def _check_params(self) -> None:
