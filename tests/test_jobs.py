@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
+import re
 import shlex
 from pathlib import Path
 
@@ -50,15 +52,30 @@ def run_job(capsys, job, *argv: str) -> tuple[int, str, str]:
 
 
 def dataset_tree(root: Path, dataset: str) -> Path:
-    """The annotation files of a layout (a dry run checks the root, it does not ingest)."""
-    files = {"kinetics400": ["annotations/train.csv", "annotations/validate.csv"],
-             "ssv2": ["labels/labels.json", "labels/train.json", "labels/validation.json"],
-             "ucf101": ["ucfTrainTestlist/classInd.txt", "UCF-101/Archery/.keep"],
-             "hmdb51": ["testTrainMulti_7030_splits/ride_bike_test_split1.txt",
-                        "ride_bike/.keep"]}[dataset]
-    for name in files:
+    """The annotation files of a layout, listing one class's videos, and those (empty) files: a
+    dry run lists the layout and counts what exists, it does not decode."""
+    ucf = "ApplyEyeMakeup/v_ApplyEyeMakeup_g0{group}_c01.avi"
+    ssv2_entry = {"id": "1", "label": "holding x", "template": "Holding [something]",
+                  "placeholders": ["x"]}
+    files = {
+        "kinetics400": {"annotations/train.csv": "label,youtube_id,time_start,time_end,split\n"
+                                                 "abseiling,aaaaaaaaaaa,0,10,train\n",
+                        "train/abseiling/aaaaaaaaaaa_000000_000010.mp4": ""},
+        "ssv2": {"labels/labels.json": json.dumps({"Holding something": "0"}),
+                 "labels/train.json": json.dumps([ssv2_entry]),
+                 "labels/validation.json": "[]", "20bn-something-something-v2/1.webm": ""},
+        "ucf101": {"ucfTrainTestlist/classInd.txt": "1 ApplyEyeMakeup\n",
+                   **{f"ucfTrainTestlist/trainlist0{split}.txt": ucf.format(group=8) + " 1\n"
+                      for split in (1, 2, 3)},
+                   **{f"ucfTrainTestlist/testlist0{split}.txt": ucf.format(group=1) + "\n"
+                      for split in (1, 2, 3)},
+                   f"UCF-101/{ucf.format(group=8)}": "", f"UCF-101/{ucf.format(group=1)}": ""},
+        "hmdb51": {**{f"testTrainMulti_7030_splits/ride_bike_test_split{split}.txt":
+                      "a.avi 1 \nb.avi 2 \n" for split in (1, 2, 3)},
+                   "ride_bike/a.avi": "", "ride_bike/b.avi": ""}}[dataset]
+    for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text("")
+        (root / name).write_text(text)
     return root
 
 
@@ -306,8 +323,15 @@ def test_dry_run_plans_every_stage_and_writes_nothing(tmp_path, capsys, ray_clus
     assert plan["generate"].endswith("ddpm 250 steps, guidance 7 (latte sampler)")
     assert "4 × Latte actor (1 CPU + 1 GPU)" in out
     assert "cluster now: 2 CPU, 0 GPU" in out and "no autoscaler detected" in out
-    # the default asks GPUs the test cluster does not have: warnings naming the field
-    assert "warning: generate.gpus_per_actor: one Latte actor asks 1 GPU" in out
+    # the default asks GPUs the test cluster does not have: one warning naming every field
+    [gpu_warning] = [line for line in out.splitlines() if "no node has a GPU" in line]
+    assert gpu_warning.startswith("warning: latents.gpus_per_actor, finetune.use_gpu, "
+                                  "generate.gpus_per_actor, ")
+    assert "Latte actor 1" in gpu_warning
+    # what the layout lists: one video per split it has (the tree lists one class)
+    [found] = [line.split("found: ", 1)[1] for line in out.splitlines() if "found: " in line]
+    assert re.match(r"(1 video|2 videos) in (1 class|50 classes) \((train 1|test 1, train 1)\)$",
+                    found)
     assert out.strip().endswith(str(tmp_path / "run" / "report" / "report.md"))
 
 
@@ -329,7 +353,13 @@ def test_dry_run_on_cpus_shows_finished_stages_as_done(tmp_path, capsys, ray_clu
     assert [plan[s].split()[1] for s in STAGE_NAMES] == ["done"] * 2 + ["run"] * 7
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
     missing = tmp_path / "no-latte.pt"
-    assert warnings == [f"warning: finetune.model: {missing} does not exist on this node"]
+    assert warnings[0] == "warning: latents.vae: stabilityai/sd-vae-ft-ema is a hub id that " \
+        "is not in this node's Hugging Face cache (" + warnings[0].split("(", 1)[1]
+    assert "HF_HUB_OFFLINE=1 forbids downloading it" in warnings[0]  # the tests run offline
+    assert warnings[1] == f"warning: finetune.model: {missing} does not exist on this node"
+    assert warnings[2].startswith("warning: embed.model: MCG-NJU/videomae-base-finetuned-"
+                                  "kinetics is a hub id that is not in this node's")
+    assert len(warnings) == 3
     assert "500,000 steps" in plan["finetune"]  # Table 7 for HMDB51
     after = {p: (tmp_path / "run" / p).read_bytes() for p in files_under(tmp_path / "run")
              if (tmp_path / "run" / p).is_file()}
@@ -346,6 +376,20 @@ def test_dry_run_refuses_to_change_a_finished_stage(tmp_path, capsys, ray_cluste
     run.mark_done("generate")
     code, _, err = run_job(capsys, job, *argv, "--dry-run")  # decode.num_cpus may change
     assert code == 2 and err.startswith("distill_ucf101: error: generate.per_class")
+
+
+def test_dry_run_refuses_a_layout_that_lists_no_existing_video(tmp_path, capsys, ray_cluster):
+    data = dataset_tree(tmp_path / "data", "kinetics400")
+    (data / "train" / "abseiling" / "aaaaaaaaaaa_000000_000010.mp4").unlink()
+    code, _, err = run_job(capsys, load_job("distill_k400"), "--data", str(data), "--run",
+                           str(tmp_path / "run"), SCRATCH, "--dry-run")
+    assert code == 2 and not (tmp_path / "run").exists()
+    assert err.startswith(f"distill_k400: error: ingest.root: {data} lists no kinetics400 video "
+                          "whose file exists (1 missing (e.g. ")
+    (data / "annotations" / "train.csv").unlink()
+    code, _, err = run_job(capsys, load_job("distill_k400"), "--data", str(data), "--run",
+                           str(tmp_path / "run"), SCRATCH, "--dry-run")
+    assert code == 2 and "is not a readable kinetics400 layout: no train.csv" in err
 
 
 def test_dry_run_fails_a_decode_task_larger_than_any_node(tmp_path, capsys, ray_cluster):
@@ -377,18 +421,23 @@ def test_dry_run_on_a_ray_up_head_checks_against_cluster_yaml_node_types(tmp_pat
                           ", no node has more than 4")
 
 
-def test_dry_run_on_s3_checks_the_bucket_and_writes_nothing(s3_bucket, capsys, ray_cluster):
+def test_dry_run_on_s3_checks_the_bucket_and_writes_nothing(s3_bucket, capsys, ray_cluster,
+                                                            tmp_path):
     import s3fs
 
     fs = s3fs.S3FileSystem()
-    fs.pipe(f"{s3_bucket}/kinetics400/annotations/train.csv", b"label,youtube_id\n")
+    fs.put(str(dataset_tree(tmp_path / "data", "kinetics400")), f"{s3_bucket}/kinetics400",
+           recursive=True)
+    fs.invalidate_cache()
+    before = fs.find(s3_bucket)
     job = load_job("distill_k400")
     code, out, err = run_job(capsys, job, "--data", f"{s3_bucket}/kinetics400", "--run",
                              f"{s3_bucket}/runs/k400", SCRATCH, "--dry-run")
     assert code == 0, err
     assert f"report: {s3_bucket}/runs/k400/report/report.md" in out
+    assert "found: 1 video in 1 class (train 1)" in out  # listed on S3
     fs.invalidate_cache()
-    assert fs.find(s3_bucket) == [f"{s3_bucket[5:]}/kinetics400/annotations/train.csv"]
+    assert fs.find(s3_bucket) == before and len(before) == 2
     code, _, err = run_job(capsys, job, "--data", f"{s3_bucket}/kinetics400", "--run",
                            "s3://no-such-bucket-rd/runs/k400", SCRATCH, "--dry-run")
     assert code == 2 and err.startswith("distill_k400: error: run_dir: bucket")
@@ -597,3 +646,45 @@ def test_task_pools_hold_the_cpus_now_unless_an_autoscaler_can_add_nodes(monkeyp
     assert shards.task_pool(1.0, 100).size == 2 and shards.task_pool(0.5, 3).size == 3
     monkeypatch.setattr(shards, "cluster_can_grow", lambda: True)
     assert shards.task_pool(1.0, 100).size == 100  # queued: the demand the autoscaler answers
+
+
+def test_gpu_warnings_of_several_stages_become_one_line():
+    warnings = ["decode.num_cpus: 9 × decode task (1 CPU each) = 9 CPU, the cluster has 2 now",
+                "latents.gpus_per_actor: one VAE actor asks 1 GPU, no node has a GPU; no "
+                "autoscaler detected: the stage waits for nodes to join (--gpus-per-actor 0 "
+                "runs every stage on CPUs)",
+                "generate.gpus_per_actor: one Latte actor asks 0.5 GPU, no node has a GPU; no "
+                "autoscaler detected: the stage waits for nodes to join (--gpus-per-actor 0 "
+                "runs every stage on CPUs)"]
+    merged = resources.one_gpu_warning(warnings)
+    assert merged[0] == warnings[0] and len(merged) == 2
+    assert merged[1].startswith("latents.gpus_per_actor, generate.gpus_per_actor: 2 stages ask "
+                                "GPUs (VAE actor 1, Latte actor 0.5 per worker), no node has a "
+                                "GPU; no autoscaler detected")
+    assert resources.one_gpu_warning(warnings[:2]) == warnings[:2]
+
+
+HELP_PROBE = """
+import runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+heavy = ("torch", "ray", "sklearn", "diffusers", "transformers")
+print("HEAVY:", sorted(name for name in heavy if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("script", ["distill_k400", "quickstart", "tune_lambdas", "cli"])
+def test_help_answers_without_importing_torch_ray_or_the_models(script):
+    # the dataset jobs share jobs/common.py: one of them stands for the four
+    import subprocess
+    import sys
+
+    path = (ROOT / "raydistill" / "cli.py" if script == "cli"
+            else ROOT / "jobs" / f"{script}.py")
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE, str(path)], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert "usage:" in result.stdout, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY: []"

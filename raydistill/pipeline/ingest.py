@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import ray
 
@@ -168,5 +169,37 @@ def validate_root(config: RunConfig) -> None:
         raise ConfigError(f"ingest.root: {root} does not exist")
 
 
+def check_layout(config: RunConfig) -> str | None:
+    """What the dataset layout under ``ingest.root`` lists, in words (videos per split and
+    classes, listed entries rejected); None for a toy set (generated at ingest). ConfigError
+    naming ``ingest.root`` when the layout cannot be read or lists no video whose file exists:
+    a run would stop at ingest."""
+    ingest = config.ingest
+    if ingest.dataset == "toy" or ingest.root is None:
+        return None
+    try:
+        listing = LAYOUTS[ingest.dataset](ingest.root, ingest.split)
+        check_class_names(listing.class_names)
+    except (FileNotFoundError, ValueError, DatasetError) as error:
+        raise ConfigError(f"ingest.root: {ingest.root} is not a readable {ingest.dataset} "
+                          f"layout: {error}") from None
+    reasons = Counter(row["reason"] for row in listing.rejects)
+    rejected = ", ".join(f"{count:,} {reason}" for reason, count in reasons.most_common())
+    example = (f" (e.g. {listing.rejects[0]['path']}: {listing.rejects[0]['reason']})"
+               if listing.rejects else "")
+    if not listing.videos:
+        raise ConfigError(f"ingest.root: {ingest.root} lists no {ingest.dataset} video whose "
+                          f"file exists ({rejected or 'nothing listed'}{example})")
+    splits = Counter(video["split"] for video in listing.videos)
+    found = (f"{_count(len(listing.videos), 'video')} in "
+             f"{_count(len(listing.class_names), 'class', 'classes')} ("
+             + ", ".join(f"{split} {count:,}" for split, count in sorted(splits.items())) + ")")
+    return found + (f"; listed but rejected: {rejected}{example}" if rejected else "")
+
+
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+
+
 STAGE = Stage("ingest", run_ingest, describe, requests, needs=lambda config: (),
-              validate=validate_root)
+              validate=validate_root, plan_check=check_layout)

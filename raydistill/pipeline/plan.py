@@ -16,7 +16,8 @@ from raydistill.layout import REPORT_FOLDER
 from raydistill.logs import error_line, setup_console
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.preflight import preflight
-from raydistill.pipeline.resources import Cluster, Request, cluster_view, resource_findings
+from raydistill.pipeline.resources import (Cluster, Request, cluster_view, one_gpu_warning,
+                                           resource_findings)
 from raydistill.pipeline.stage import Stage
 from raydistill.pipeline.stages import STAGES, is_finished
 from raydistill.runs import RunDir
@@ -59,8 +60,9 @@ def dry_run(prog: str, build: Callable[[], RunConfig], address: str | None) -> i
         if errors:
             log.error("\n".join(f"{prog}: error: {line}" for line in errors))
             return 2
+        found = input_findings(run, config)
         log.info(plan_text(prog, config, run, cluster, requests,
-                           stage_warnings(config) + warnings))
+                           stage_warnings(config) + one_gpu_warning(warnings), found))
         return 0
     except ConfigError as error:
         log.error(error_line(prog, error))
@@ -70,9 +72,23 @@ def dry_run(prog: str, build: Callable[[], RunConfig], address: str | None) -> i
         return 1
 
 
+def input_findings(run: RunDir, config: RunConfig) -> dict[str, str]:
+    """Stage name → what its ``plan_check`` found, for the stages the run would run (a
+    ConfigError from one stops the dry run)."""
+    found = {}
+    for stage in STAGES:
+        if stage.plan_check is not None and stage_status(run, config, stage) != "done":
+            line = stage.plan_check(config)
+            if line:
+                found[stage.name] = line
+    return found
+
+
 def plan_text(prog: str, config: RunConfig, run: RunDir, cluster: Cluster,
-              requests: dict[str, list[Request]], warnings: list[str]) -> str:
-    """The dry run's report: the cluster, the warnings, one line per stage."""
+              requests: dict[str, list[Request]], warnings: list[str],
+              found: dict[str, str] | None = None) -> str:
+    """The dry run's report: the cluster, the warnings, one line per stage (and what its
+    inputs hold, ``found``)."""
     autoscaler = ("autoscaler with known node types" if cluster.node_types_known else
                   "autoscaler detected" if cluster.autoscaler else "no autoscaler detected")
     now = (f"cluster now: {cluster.cpus:g} CPU, {cluster.gpus:g} GPU (largest node "
@@ -85,6 +101,8 @@ def plan_text(prog: str, config: RunConfig, run: RunDir, cluster: Cluster,
         asks = "; ".join(r.describe() for r in requests[stage.name]) or "the driver"
         lines.append(f"  {stage.name:<9} {stage_status(run, config, stage):<5} "
                      f"{stage.describe(config)}")
+        if found and stage.name in found:
+            lines.append(f"  {'':<15} found: {found[stage.name]}")
         lines.append(f"  {'':<15} asks: {asks}")
     lines.append(f"report: {run.uri(REPORT_FOLDER, 'report.md')}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -199,6 +200,28 @@ def resource_findings(requests: list[Request], cluster: Cluster) -> tuple[list[s
         if finding:
             (errors if finding[0] else warnings).append(finding[1])
     return errors, warnings
+
+
+NO_GPU_LINE = re.compile(r"^(?P<field>[\w.]+): one (?P<what>.+?) asks (?P<each>[\d.]+) GPU, "
+                         r"no node has a GPU(?P<rest>; .*)$")
+"""A :func:`unit_finding` warning of a GPU ask on a cluster without a GPU."""
+
+
+def one_gpu_warning(warnings: list[str]) -> list[str]:
+    """``warnings`` with the lines of stages asking a GPU where no node has one merged into a
+    single line (naming every field), in the place of the first: a CPU-only cluster would
+    otherwise warn once per GPU stage, the same words six times."""
+    matches = [NO_GPU_LINE.match(line) for line in warnings]
+    gpu_lines = [m for m in matches if m]
+    if len(gpu_lines) < 2:
+        return list(warnings)
+    asks = ", ".join(f"{m['what']} {m['each']}" for m in gpu_lines)
+    merged = (f"{', '.join(m['field'] for m in gpu_lines)}: {len(gpu_lines)} stages ask GPUs "
+              f"({asks} per worker), no node has a GPU"
+              + gpu_lines[0]["rest"].replace("the stage waits", "the stages wait"))
+    first = matches.index(gpu_lines[0])
+    kept = [line for line, m in zip(warnings, matches) if not m]
+    return kept[:first] + [merged] + kept[first:]
 
 
 def _growth(cluster: Cluster) -> str:

@@ -56,18 +56,45 @@ class Stage:
     config section): settings that default to another stage's are filled in."""
     redrawn: bool = False
     """Never finished: rerun on every run (the report, drawn from whatever the run holds)."""
+    plan_check: Callable[[RunConfig], str | None] | None = None
+    """The dry run's look at the stage's inputs beyond the run's own checks (listing a dataset
+    takes seconds to minutes): a line of what it found for the plan, or ConfigError naming the
+    field; asked only of a stage the run would run."""
 
 
 def missing_model(field: str, value: str | None, local_only: bool = False) -> list[str]:
     """A warning when model ``value`` of config ``field`` is a path this node lacks: a local
     path (``/``, ``.``, ``~``), a checkpoint file (``.pth``, ``.pt``) or a ``local_only`` model
-    (the Latte weights load from a file or folder only); a hub id is not checked."""
+    (the Latte weights load from a file or folder only); or, under ``HF_HUB_OFFLINE=1``, a hub
+    id that is not in this node's Hugging Face cache (it could not be downloaded)."""
     if not value or os.path.exists(os.path.expanduser(value)):
         return []
     if (local_only or value.startswith(("/", ".", "~"))
             or value.lower().endswith(CHECKPOINT_SUFFIXES)):
         return [f"{field}: {value} does not exist on this node"]
+    if hub_offline() and not in_hub_cache(value):
+        return [f"{field}: {value} is a hub id that is not in this node's Hugging Face cache "
+                f"({hub_cache()}) and HF_HUB_OFFLINE=1 forbids downloading it; run "
+                f"`huggingface-cli download {value}` where the cache is, or give a local folder"]
     return []
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids downloads (read now: a test or job may set it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_cache() -> str:
+    """This node's Hugging Face hub cache folder (``HF_HUB_CACHE``, ``HF_HOME``/hub, …)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether some snapshot of model ``repo_id`` is in this node's hub cache."""
+    snapshots = os.path.join(hub_cache(), "models--" + repo_id.replace("/", "--"), "snapshots")
+    return os.path.isdir(snapshots) and bool(os.listdir(snapshots))
 
 
 def open_url(url: str, field: str):
@@ -107,4 +134,6 @@ def model_source(value: str | None, when_none: str, local_only: bool = False) ->
         return f"{value} (local)"
     if local_only or value.lower().endswith(CHECKPOINT_SUFFIXES):
         return f"{value} (a local path, not on this node)"
+    if in_hub_cache(value):
+        return f"{value} (hub id, in this node's HF cache)"
     return f"{value} (hub id: downloaded on first use, or read from the HF cache)"
