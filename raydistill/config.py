@@ -38,6 +38,9 @@ ADDITIVE_STAGES = ("embed", "select", "evaluate", "report")
 their section after they finished adds work beside the old outputs instead of invalidating them,
 so it is allowed, and the stage runs again for what is missing (``report`` is redrawn from
 whatever exists)."""
+MIXED_PRECISION = ("bf16", "no")
+"""``mixed_precision`` of a stage's model: bf16 autocast on GPUs (``raydistill.accel``), or
+float32 throughout. Never applies on CPUs."""
 UNFROZEN_SECTIONS = ("tracking",)
 """Sections that change no output (where metrics are logged): free to change at any time."""
 CLASSIFIER_NAMES = ("c3d", "convnet3d", "transformer")
@@ -82,6 +85,12 @@ def _require_methods(methods, name: str) -> None:
     unknown = [m for m in methods if m not in SELECTION_METHODS]
     _require(not unknown, name, f"unknown method {unknown[0]!r}; choose from "
              f"{', '.join(SELECTION_METHODS)}" if unknown else "")
+
+
+def _require_fast_paths(section) -> None:
+    """``mixed_precision`` one of :data:`MIXED_PRECISION` (a section may lack ``compile``)."""
+    _require(section.mixed_precision in MIXED_PRECISION, "mixed_precision",
+             f"must be one of {', '.join(MIXED_PRECISION)}")
 
 
 def _require_cpus(value: float | None, name: str) -> None:
@@ -250,7 +259,8 @@ class FinetuneConfig:
     ``xl`` = Latte-XL/2). ``batch_size`` is per worker.
     ``use_gpu`` None means: when the cluster has GPUs. ``cpus_per_worker`` is what a CPU worker
     asks Ray for, and so its torch threads (``pipeline.shards.use_assigned_cpus``): on a laptop
-    one worker may take every core. ``mixed_precision`` (``bf16`` or ``no``) applies on GPU only.
+    one worker may take every core. ``mixed_precision`` (``bf16`` or ``no``) applies on GPU only;
+    ``compile`` runs the training step's model through ``torch.compile`` (off until measured).
     ``cache_latents`` keeps each worker's share of the latent cache in memory across epochs
     (turn it off when the cache is larger than the workers' memory, e.g. Kinetics-400).
     ``prediction_type``: what the model learns to predict, ``epsilon`` (the noise, as the public
@@ -279,6 +289,7 @@ class FinetuneConfig:
     use_gpu: Optional[bool] = None
     cpus_per_worker: float = 1.0
     mixed_precision: str = "bf16"
+    compile: bool = False
     max_failures: int = 3
     cache_latents: bool = True
 
@@ -298,7 +309,7 @@ class FinetuneConfig:
         _require(0 <= self.class_dropout_prob < 1, "class_dropout_prob", "must be in [0, 1)")
         _require(self.prediction_type in PREDICTION_TYPES, "prediction_type",
                  f"must be one of {', '.join(PREDICTION_TYPES)}")
-        _require(self.mixed_precision in ("bf16", "no"), "mixed_precision", "must be bf16 or no")
+        _require_fast_paths(self)
         _require(self.max_failures >= 0, "max_failures", "must be >= 0")
         _require(self.model_classes is None or self.model is not None, "model_classes",
                  "names the rows of finetune.model's label table; set finetune.model too")
@@ -314,7 +325,9 @@ class GenerateConfig:
 
     ``num_actors`` model replicas sample in parallel, ``gpus_per_actor`` each (None: 1 when the
     cluster has GPUs, else 0) and ``cpus_per_actor`` CPUs (None: 1 beside a GPU, else 0.5; its
-    torch threads follow, at least 1); ``batch_size`` videos per sampling call.
+    torch threads follow, at least 1); ``batch_size`` videos per sampling call. On a GPU the Latte
+    samples with bf16 weights (``mixed_precision: no``: float32) and, with ``compile``, through
+    ``torch.compile``; the VAE decodes in float32 either way.
     """
 
     per_class: int = 100
@@ -326,8 +339,11 @@ class GenerateConfig:
     gpus_per_actor: Optional[float] = None
     cpus_per_actor: Optional[float] = None
     fps: int = 8
+    mixed_precision: str = "bf16"
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        _require_fast_paths(self)
         _require(1 <= self.per_class <= MAX_PER_CLASS, "per_class",
                  f"must be in [1, {MAX_PER_CLASS}]")
         _require(self.guidance >= 1, "guidance", "must be >= 1 (1 disables guidance)")
@@ -365,6 +381,8 @@ class EmbedConfig:
     Kinetics head does not name), or ``run`` for the classifier trained on the run's real
     clips (``run_classifier``). None: ``model``'s own head, when it names the run's classes;
     else ``mae_score`` falls back to an out-of-fold logistic regression on the embeddings.
+    On GPUs the models embed under bf16 autocast (``mixed_precision: no``: float32) and, with
+    ``compile``, through ``torch.compile``.
     """
 
     model: Optional[str] = None
@@ -379,8 +397,11 @@ class EmbedConfig:
     run_classifier: str = "videomae"
     classifier_epochs: int = 30
     classifier_cpus: float = 1.0
+    mixed_precision: str = "bf16"
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        _require_fast_paths(self)
         _require(self.run_classifier in RUN_CLASSIFIERS, "run_classifier",
                  f"must be one of {', '.join(RUN_CLASSIFIERS)}")
         _require(self.score_model is None or bool(self.score_model.strip()), "score_model",
@@ -408,8 +429,9 @@ class SelectConfig:
     ``{tac_dt: {n_components: 16}}``). Classes fan out as Ray tasks of ``classes_per_task``
     classes (None: about four tasks per CPU). ``vst_unet`` selects from the pool's VAE latents and
     trains with Ray Train on ``train_workers`` workers (data-parallel over classes; GPUs when
-    ``use_gpu``, None = when the cluster has them), checkpointing every ``checkpoint_every``
-    epochs and surviving ``max_failures`` worker failures.
+    ``use_gpu``, None = when the cluster has them; bf16 autocast there unless ``mixed_precision``
+    is ``no``), checkpointing every ``checkpoint_every`` epochs and surviving ``max_failures``
+    worker failures.
     """
 
     pool: str = "synthetic"
@@ -423,8 +445,10 @@ class SelectConfig:
     use_gpu: Optional[bool] = None
     checkpoint_every: int = 10
     max_failures: int = 3
+    mixed_precision: str = "bf16"
 
     def __post_init__(self) -> None:
+        _require_fast_paths(self)
         _require(self.pool in POOLS, "pool", f"must be one of {', '.join(POOLS)}")
         _require(len(self.methods) >= 1, "methods", "must name at least one method")
         _require_methods(self.methods, "methods")
@@ -465,7 +489,10 @@ class EvaluateConfig:
     split (``test``, or ``val`` when the dataset has no test split, as Kinetics-400 and SSv2)
     is predicted with Ray Data by ``test_actors`` actors
     (one GPU each on a cluster with GPUs, else ``test_cpus_per_actor`` CPUs, None: 0.5; torch
-    threads follow), ``models_per_pass`` models per pass over it.
+    threads follow), ``models_per_pass`` models per pass over it. On GPUs training and testing
+    run under bf16 autocast (``mixed_precision: no``: float32), the model through
+    ``torch.compile`` with ``compile`` and in channels-last 3-D memory order with
+    ``channels_last`` (both off until measured).
     """
 
     classifier: str = "c3d"
@@ -488,8 +515,12 @@ class EvaluateConfig:
     test_actors: int = 1
     test_cpus_per_actor: Optional[float] = None
     models_per_pass: int = 8
+    mixed_precision: str = "bf16"
+    compile: bool = False
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
+        _require_fast_paths(self)
         _require_cpus(self.cpus_per_worker, "cpus_per_worker")
         _require_cpus(self.test_cpus_per_actor, "test_cpus_per_actor")
         _require(self.classifier in CLASSIFIER_NAMES, "classifier",

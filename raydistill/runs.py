@@ -314,8 +314,8 @@ class RunDir:
         The rule, in this one place: a section (``ingest``, ``decode``, …) may change only while
         its stage is unfinished, except its placement fields (``config.PLACEMENT_FIELDS``:
         CPUs, GPUs, actors), the sections of additive stages (``config.ADDITIVE_STAGES``:
-        new settings add outputs) and ``tracking`` (``config.UNFROZEN_SECTIONS``); a top-level field (``seed``) only while no stage has
-        finished. Raises :class:`ConfigError` naming the fields that may not change.
+        new settings add outputs) and ``tracking`` (``config.UNFROZEN_SECTIONS``); a top-level
+        field (``seed``) only while no stage has finished. Raises :class:`ConfigError` naming the fields that may not change.
         """
         if not self.exists("config.yaml"):
             return []

@@ -46,9 +46,9 @@ def tracking_target(config: RunConfig) -> dict | None:
     run_dir = config.run_dir.rstrip("/")
     on_s3 = "://" in run_dir and not run_dir.startswith("file://")
     if tracking.uri is None and on_s3:
+        server = ", or an MLflow server URL" if tracking.tracker == "mlflow" else ""
         raise ConfigError(f"tracking.uri: the run is on {run_dir.split('://')[0]}; name where "
-                          f"{tracking.tracker} should log (a folder every node reaches"
-                          f"{', or an MLflow server URL' if tracking.tracker == 'mlflow' else ''})")
+                          f"{tracking.tracker} should log (a folder every node reaches{server})")
     uri = tracking.uri or os.path.join(run_dir.removeprefix("file://"), "tracking",
                                        FOLDERS[tracking.tracker])
     if "://" not in uri and not uri.startswith("file:"):

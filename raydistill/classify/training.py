@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raydistill.accel import FastPaths
 from raydistill.classify.augment import Augmentation, augment_clips, to_model_input
 from raydistill.classify.metrics import classification_metrics
 
@@ -159,7 +160,7 @@ def _device(model: nn.Module) -> torch.device:
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
                     generator: torch.Generator, augmentation: Augmentation = DEFAULT_AUGMENTATION,
-                    label_smoothing: float = 0.0) -> float:
+                    label_smoothing: float = 0.0, fast: FastPaths = FastPaths()) -> float:
     """One pass of SGD steps over ``batches``; returns the sample-weighted mean training loss.
 
     Each batch is ``(clips, labels)`` or ``{"clip": …, "label": …}`` with uint8 clips
@@ -174,8 +175,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
         clips, labels = _unpack(batch)
         inputs = augment_clips(clips, core.frames, core.size, augmentation, generator)
         targets = torch.as_tensor(labels, dtype=torch.long, device=device)
-        logits = model(inputs.to(device, non_blocking=True))
-        loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+        with fast.autocast(device):
+            logits = model(fast.inputs(inputs, device))
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -188,17 +190,18 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
 
 @torch.no_grad()
 def predict(model: nn.Module, clips: np.ndarray | torch.Tensor,
-            batch_size: int = 32) -> np.ndarray:
+            batch_size: int = 32, fast: FastPaths = FastPaths()) -> np.ndarray:
     """Class probabilities (N, num_classes) float64 of uint8 clips (N, T, H, W, 3), with the
-    deterministic test-time input (uniform frames, centre square); leaves ``model`` in eval
-    mode."""
+    deterministic test-time input (uniform frames, centre square), under ``fast``'s autocast
+    and memory order; leaves ``model`` in eval mode."""
     core = unwrap(model)
     device = _device(model)
     model.eval()
     out = []
     for start in range(0, len(clips), batch_size):
         inputs = to_model_input(clips[start:start + batch_size], core.frames, core.size)
-        logits = model(inputs.to(device, non_blocking=True))
+        with fast.autocast(device):
+            logits = model(fast.inputs(inputs, device))
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not out:
         return np.zeros((0, core.num_classes))
@@ -310,7 +313,8 @@ def fit_classifier(model: nn.Module, train_clips: np.ndarray, train_labels: np.n
                    on_epoch: Callable[[dict], None] | None = None, *,
                    checkpoints: Checkpoints | None = None, checkpoint_every: int = 1,
                    rank: int = 0, world: int = 1,
-                   wrap: Callable[[nn.Module], nn.Module] | None = None) -> list[dict]:
+                   wrap: Callable[[nn.Module], nn.Module] | None = None,
+                   fast: FastPaths = FastPaths()) -> list[dict]:
     """Train ``model`` (already on its device) on uint8 clips (N, T, H, W, 3) and labels (N,).
 
     Returns the history, one ``{"epoch", "loss", "lr"}`` per epoch. Seeds torch's global RNG
@@ -324,7 +328,7 @@ def fit_classifier(model: nn.Module, train_clips: np.ndarray, train_labels: np.n
     ``rank`` of ``world`` workers seeds with ``settings.seed + rank`` and counts epochs on the
     whole set (``world`` shares of N clips), and ``wrap(model)``, once the state is restored,
     gives the module that takes the steps (DistributedDataParallel: the workers' weights stay
-    equal).
+    equal); ``fast`` its autocast, memory order and compilation on a GPU.
     """
     if checkpoints is None and checkpoint_path is not None:
         checkpoints = FileCheckpoint(checkpoint_path)
@@ -335,12 +339,12 @@ def fit_classifier(model: nn.Module, train_clips: np.ndarray, train_labels: np.n
     scheduler = make_scheduler(optimizer, settings)
     start, history = (checkpoints.restore(model, optimizer, scheduler, generator)
                       if checkpoints is not None else (0, []))
-    stepped = wrap(model) if wrap is not None else model
+    stepped = fast.model(wrap(model) if wrap is not None else model, _device(model))
     for epoch in range(start, settings.epochs):
         lr = optimizer.param_groups[0]["lr"]
         batches = iterate_batches(train_clips, train_labels, settings.batch_size, generator)
         loss = train_one_epoch(stepped, optimizer, batches, generator,
-                               settings.augmentation, settings.label_smoothing)
+                               settings.augmentation, settings.label_smoothing, fast)
         scheduler.step()
         history.append({"epoch": epoch + 1, "loss": loss, "lr": lr})
         done = epoch + 1

@@ -22,6 +22,7 @@ import os
 import numpy as np
 import torch
 
+from raydistill.accel import autocast, compiled, to_device
 from raydistill.classify.augment import to_model_input
 from raydistill.classify.models import TOY_CLASSIFIERS, build_classifier
 from raydistill.classify.training import TOY_TRAINING, TrainSettings, fit_classifier
@@ -81,14 +82,18 @@ def c3d_input_shape(folder: str) -> tuple[int, int]:
 
 
 class C3DEmbedder:
-    """Embeds uint8 clips with a saved C3D; the same interface as
-    :class:`~raydistill.embedding.videomae.VideoMAEEmbedder`."""
+    """Embeds uint8 clips with a saved C3D; the same interface (bf16 autocast and compile
+    included) as :class:`~raydistill.embedding.videomae.VideoMAEEmbedder`."""
 
     def __init__(self, source: str, class_names: list[str], batch_size: int = 16,
-                 device: str | None = None):
+                 device: str | None = None, mixed_precision: str = "bf16",
+                 compile: bool = False):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, model_classes = load_c3d(source)
         self.model.to(self.device)
+        self.mixed_precision = mixed_precision
+        on_gpu = str(self.device).startswith("cuda")
+        self.features = compiled(self.model.features, compile and on_gpu)
         if list(model_classes) != list(class_names):
             raise ValueError(f"{source}: the C3D was trained on classes {model_classes}, not the "
                              f"run's {class_names}")
@@ -118,9 +123,10 @@ class C3DEmbedder:
         """
         embeddings, probabilities = [], []
         for start in range(0, len(clips), self.batch_size):
-            batch = to_model_input(np.asarray(clips[start:start + self.batch_size]),
-                                   self.num_frames, self.size).to(self.device)
-            features = self.model.classifier[:-1](self.model.features(batch))
+            batch = to_device(to_model_input(np.asarray(clips[start:start + self.batch_size]),
+                                             self.num_frames, self.size), self.device)
+            with autocast(self.device, self.mixed_precision):
+                features = self.model.classifier[:-1](self.features(batch)).float()
             embeddings.append(features.float().cpu().numpy())
             probabilities.append(self.model.classifier[-1](features).softmax(-1).float()
                                  .cpu().numpy())

@@ -97,16 +97,19 @@ class EmbeddingShardWriter:
 
     def __init__(self, run_url: str, pool: str, model: str | None, class_names: list[str],
                  features: str, batch_size: int, run_classifier: str = "videomae",
-                 score_model: str | None = None):
+                 score_model: str | None = None, mixed_precision: str = "bf16",
+                 compile: bool = False):
         use_assigned_cpus()
         self.run = RunDir(run_url)
         self.pool = pool
         # Resolved on the actor's node: an S3 run's model folder is downloaded where it is used.
         source_dir = model or self.run.local_dir(run_model_dir(run_classifier))
+        fast = {"mixed_precision": mixed_precision, "compile": compile}
         if model is None and run_classifier == "c3d":
-            self.embedder = C3DEmbedder(source_dir, class_names, batch_size)
+            self.embedder = C3DEmbedder(source_dir, class_names, batch_size, **fast)
         else:
-            self.embedder = VideoMAEEmbedder(source_dir, class_names, features, batch_size)
+            self.embedder = VideoMAEEmbedder(source_dir, class_names, features, batch_size,
+                                             **fast)
         self.scorer = None
         if score_model == SCORE_RUN:
             self.scorer = ClassScorer(self.run.local_dir(run_model_dir(run_classifier)),
@@ -229,7 +232,8 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
     writer_kwargs = {"run_url": run.url, "pool": pool, "model": embed.model,
                      "class_names": class_names, "features": embed.features,
                      "batch_size": embed.batch_size, "run_classifier": embed.run_classifier,
-                     "score_model": embed.score_model}
+                     "score_model": embed.score_model, "mixed_precision": embed.mixed_precision,
+                     "compile": embed.compile}
     nodes: list[str] = []  # the nodes that embedded shards now (the driver's after a failure)
     if todo:
         gpus = gpus_per_actor(embed.gpus_per_actor)

@@ -45,6 +45,7 @@ from ray.data import ActorPoolStrategy
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
+from raydistill.accel import FastPaths
 from raydistill.classify import (PAPER_CLASSIFIERS, PAPER_TRAINING, TOY_CLASSIFIERS, TOY_TRAINING,
                                  build_classifier, classification_metrics)
 from raydistill.classify.augment import Augmentation
@@ -395,11 +396,17 @@ def train_job(run: RunDir, job: dict, loop_config: dict, checkpoints: Checkpoint
         history = fit_classifier(model, clips, labels, settings, checkpoints=checkpoints,
                                  checkpoint_every=loop_config["checkpoint_every"], rank=rank,
                                  world=world, wrap=prepare_model if world > 1 else None,
-                                 on_epoch=lambda entry: tracker.log(entry, entry["epoch"]))
+                                 on_epoch=lambda entry: tracker.log(entry, entry["epoch"]),
+                                 fast=FastPaths(**loop_config.get("fast", {})))
     if rank == 0:
         save_model(run, job["key"], model.state_dict(), history,
                    len(set(job["ids"])) if job["ids"] else None, round(time.time() - started, 2))
         checkpoints.finish()
+
+
+def fast_paths(evaluate: EvaluateConfig) -> FastPaths:
+    """The classifiers' GPU fast paths (training and testing) of the ``evaluate`` section."""
+    return FastPaths(evaluate.mixed_precision, evaluate.compile, evaluate.channels_last)
 
 
 def tracking_name(key: str) -> str:
@@ -437,7 +444,8 @@ def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
     loop_config = {"run_url": run.url, "classifier": spec,
                    "training": dataclasses.asdict(settings), "num_classes": num_classes,
                    "checkpoint_every": evaluate.checkpoint_every,
-                   "tracking": tracking_target(config)}
+                   "tracking": tracking_target(config),
+                   "fast": dataclasses.asdict(fast_paths(evaluate))}
     if evaluate.parallelism == "jobs":
         train_jobs_alone(run, evaluate, jobs, loop_config, settings, use_gpu)
         return
@@ -494,8 +502,10 @@ def train_jobs_alone(run: RunDir, evaluate: EvaluateConfig, jobs: list[dict], lo
 class TestPredictor:
     """Ray Data actor UDF: class probabilities of every model for each test clip shard."""
 
-    def __init__(self, run_url: str, keys: list[str], classifier: dict, num_classes: int):
+    def __init__(self, run_url: str, keys: list[str], classifier: dict, num_classes: int,
+                 fast: dict | None = None):
         use_assigned_cpus()
+        self.fast = FastPaths(**(fast or {}))
         self.run = RunDir(run_url)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.models = []
@@ -505,7 +515,7 @@ class TestPredictor:
             model = build_classifier(classifier["name"], num_classes, classifier["frames"],
                                      classifier["size"], **classifier["options"])
             model.load_state_dict(state["model"])
-            self.models.append(model.to(device).eval())
+            self.models.append(self.fast.model(model.to(device), device).eval())
 
     def __call__(self, batch: dict) -> dict:
         tables = [self.run.read_table(path) for path in batch["path"]]
@@ -514,7 +524,7 @@ class TestPredictor:
         out = {"video_id": np.asarray(table.column("video_id").to_pylist(), dtype=object),
                "label": np.asarray(table.column("label").to_pylist(), np.int64)}
         for index, model in enumerate(self.models):
-            out[f"model_{index}"] = predict(model, clips).astype(np.float32)
+            out[f"model_{index}"] = predict(model, clips, fast=self.fast).astype(np.float32)
         return out
 
 
@@ -547,9 +557,13 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
         chunk = keys[start:start + evaluate.models_per_pass]
         actors = min(evaluate.test_actors, len(shards))
         rows = source(shards).map_batches(
-            TestPredictor, fn_constructor_kwargs={"run_url": run.url, "keys": chunk,
-                                                  "classifier": spec,
-                                                  "num_classes": num_classes},
+            TestPredictor, fn_constructor_kwargs={
+                "run_url": run.url, "keys": chunk, "classifier": spec,
+                "num_classes": num_classes,
+                # compiling each of models_per_pass models for one pass over the test split
+                # costs more than it saves
+                "fast": dataclasses.asdict(dataclasses.replace(fast_paths(evaluate),
+                                                               compile=False))},
             batch_size=1, num_gpus=1 if use_gpu else 0,
             num_cpus=predictor_cpus(evaluate, use_gpu),
             compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),

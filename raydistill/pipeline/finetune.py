@@ -30,6 +30,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
+from raydistill.accel import compiled
 from raydistill.config import ConfigError, FinetuneConfig, from_dict, to_dict
 from raydistill.config import RunConfig as RaydistillConfig
 from raydistill.generation.training import (build_model, new_state, restore_checkpoint,
@@ -76,6 +77,7 @@ def train_loop(loop_config: dict) -> None:
     model = build_model(finetune, len(loop_config["class_names"]),
                         tuple(loop_config["latent_shape"]), loop_config["class_names"])
     state = new_state(prepare_model(model), finetune)
+    compiled(model, finetune.compile and device.type == "cuda")
     checkpoint = ray.train.get_checkpoint()
     if rank == 0 and finetune.model and not checkpoint:
         RunDir(loop_config["run_url"]).write_json(INITIALISATION, model.load_report.summary())

@@ -20,6 +20,7 @@ import pyarrow as pa
 import torch
 from ray.data import ActorPoolStrategy
 
+from raydistill.accel import compiled
 from raydistill.config import SAMPLER_PRESETS, GenerateConfig, RunConfig, to_dict
 from raydistill.datasets.common import folder_name
 from raydistill.generation.latte import ClassConditionalLatte
@@ -89,10 +90,12 @@ class SyntheticVideoWriter:
         self.run = RunDir(run_url)
         self.settings = GenerateConfig(**generate)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        bf16 = device == "cuda" and self.settings.mixed_precision == "bf16"
+        dtype = torch.bfloat16 if bf16 else torch.float32
         # Resolved here, on the actor's node: an S3 run's files are downloaded where they are used.
-        self.model = ClassConditionalLatte.from_pretrained(
-            self.run.local_dir(model_dir), torch_dtype=dtype).to(device).eval()
+        self.model = compiled(ClassConditionalLatte.from_pretrained(
+            self.run.local_dir(model_dir), torch_dtype=dtype).to(device).eval(),
+            self.settings.compile and device == "cuda")
         self.vae = open_vae(self.run, vae).to(device).eval()
 
     def __call__(self, batch: dict) -> dict:

@@ -114,7 +114,8 @@ def train_job(run: RunDir, job: tuple[int, int], loop_config: dict, batches, che
     """Train one (VPC, seed) model to its last epoch with
     :meth:`~raydistill.selection.vst_selector.VSTUNetSelector.train_model` on this rank's class
     batches, and save it into the run (rank 0)."""
-    selector = selector_for(job, loop_config["params"]).set_params(device=device)
+    selector = selector_for(job, loop_config["params"]).set_params(
+        device=device, mixed_precision=loop_config.get("mixed_precision", "bf16"))
     name = f"select/{loop_config['pool']}/{METHOD}/vpc={job[0]}/seed={job[1]}"
     with open_tracker(loop_config.get("tracking") if rank == 0 else None, name,
                       selector.get_params()) as tracker:
@@ -178,7 +179,8 @@ def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, 
         train_loop,
         train_loop_config={"run_url": run.url, "pool": select.pool, "classes": classes,
                            "jobs": [list(job) for job in jobs], "params": params,
-                           "checkpoint_every": select.checkpoint_every, "tracking": tracking},
+                           "checkpoint_every": select.checkpoint_every, "tracking": tracking,
+                           "mixed_precision": select.mixed_precision},
         scaling_config=ScalingConfig(num_workers=select.train_workers, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": 1}),
         run_config=RunConfig(name="train", storage_path=path, storage_filesystem=filesystem,

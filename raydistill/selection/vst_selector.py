@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from raydistill.accel import autocast, to_device
 from raydistill.selection.base import check_count_and_seed
 from raydistill.selection.vst_losses import (LOSS_NAMES, REP_DISTANCES, default_lambdas,
                                              total_loss)
-from raydistill.selection.vst_unet import SCORE_INPUTS, VSTUNet, VSTUNetConfig
+from raydistill.selection.vst_unet import SCORE_INPUTS, VSTUNet, VSTUNetConfig, VSTUNetOutput
 
 STATE_FILE = "vst_unet_state.pt"
 REWARD_SPACES = ("features", "latents")
@@ -107,21 +108,25 @@ def train_epoch(model: VSTUNet, optimizer: torch.optim.Optimizer,
                 lambda_rep: float, generator: torch.Generator,
                 losses: tuple[str, ...] = LOSS_NAMES, n_samples: int = 16,
                 reward_space: str = "features", rep_distance: str = "mse",
-                device: str | torch.device = "cpu") -> dict[str, float]:
+                device: str | torch.device = "cpu",
+                mixed_precision: str = "no") -> dict[str, float]:
     """One pass over the classes in a ``generator``-drawn order; one step per class.
 
     ``reward_space``: L_div / L_rep measure the model's features f_c ("features", the paper) or
     the flattened latents ("latents"); ``rep_distance`` is L_rep's distance ("mse", the paper, or
-    "l2"); both detached, see ``vst_losses``.
+    "l2"); both detached, see ``vst_losses``. The model runs under bf16 autocast on a GPU with
+    ``mixed_precision="bf16"``; the losses are computed in float32.
     Returns the mean over classes of each loss part (see ``vst_losses.total_loss``).
     """
     model.train()
     totals: dict[str, float] = {}
     for position in torch.randperm(len(class_batches), generator=generator).tolist():
         batch = class_batches[position]
-        latents = batch.latents.to(device)
+        latents = to_device(batch.latents, device)
         embeddings = latents.flatten(1) if reward_space == "latents" else None
-        loss, parts = total_loss(model(latents), batch.label, n_select, lambda_div, lambda_rep,
+        with autocast(device, mixed_precision):
+            outputs = model(latents)
+        loss, parts = total_loss(as_float(outputs), batch.label, n_select, lambda_div, lambda_rep,
                                  losses=losses, n_samples=n_samples, generator=generator,
                                  embeddings=embeddings, rep_distance=rep_distance)
         optimizer.zero_grad(set_to_none=True)
@@ -133,12 +138,21 @@ def train_epoch(model: VSTUNet, optimizer: torch.optim.Optimizer,
     return {name: value / len(class_batches) for name, value in totals.items()}
 
 
+def as_float(outputs: VSTUNetOutput) -> VSTUNetOutput:
+    """``outputs`` with every tensor in float32 (an autocast forward returns some in bf16)."""
+    return VSTUNetOutput(*(tensor.float() for tensor in outputs))
+
+
 @torch.no_grad()
 def score_classes(model: VSTUNet, class_batches: Sequence[ClassBatch],
-                  device: str | torch.device = "cpu") -> list[np.ndarray]:
-    """p_c (N_c,) of every class batch, in the order of ``class_batches``."""
+                  device: str | torch.device = "cpu",
+                  mixed_precision: str = "no") -> list[np.ndarray]:
+    """p_c (N_c,) of every class batch, in the order of ``class_batches`` (bf16 autocast on a
+    GPU with ``mixed_precision="bf16"``)."""
     model.eval()
-    return [model(batch.latents.to(device)).probs.float().cpu().numpy() for batch in class_batches]
+    with autocast(device, mixed_precision):
+        return [model(to_device(batch.latents, device)).probs.float().cpu().numpy()
+                for batch in class_batches]
 
 
 def top_per_class(class_batches: Sequence[ClassBatch], probs: Sequence[np.ndarray],
@@ -245,7 +259,8 @@ class VSTUNetSelector(BaseEstimator):
     ``latent_shape`` (T, C, h, w) to unflatten an (n, D)
     ``X``. With ``checkpoint_dir`` the state is saved after every epoch and a refit resumes after
     the last saved one, reaching the weights of one uninterrupted run (``random_state`` None:
-    unseeded, and a resumed run goes on with fresh randomness).
+    unseeded, and a resumed run goes on with fresh randomness). ``mixed_precision="bf16"``
+    trains and scores under bf16 autocast when ``device`` is a GPU (``"no"``: float32).
 
     Attributes after ``fit``: ``selected_indices_`` (m,) int64 rows of X, grouped by class in
     ascending label order, by descending p_c within a class, min(VPC, n_c) per class;
@@ -268,7 +283,8 @@ class VSTUNetSelector(BaseEstimator):
                  score_input: str = "whitened", random_state: int = 0,
                  losses: tuple[str, ...] = LOSS_NAMES,
                  latent_shape: tuple[int, ...] | None = None, checkpoint_dir: str | None = None,
-                 gradient_checkpointing: bool = False, device: str = "cpu"):
+                 gradient_checkpointing: bool = False, device: str = "cpu",
+                 mixed_precision: str = "bf16"):
         self.n_per_class = n_per_class
         self.lambda_div = lambda_div
         self.lambda_rep = lambda_rep
@@ -289,6 +305,7 @@ class VSTUNetSelector(BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.gradient_checkpointing = gradient_checkpointing
         self.device = device
+        self.mixed_precision = mixed_precision
 
     def fit(self, X, y, scores=None) -> VSTUNetSelector:
         """Train on latents ``X`` with labels ``y`` and select; ``scores`` is ignored."""
@@ -301,7 +318,7 @@ class VSTUNetSelector(BaseEstimator):
                 self.checkpoint_dir, self._fingerprint(config, batches[0].source, y),
                 self.epochs, self.device)
         model, history = self.train_model(batches, len(classes), checkpoints)
-        probs = score_classes(model, batches, self.device)
+        probs = score_classes(model, batches, self.device, self.mixed_precision)
         self.selected_indices_, self.selected_scores_ = top_per_class(
             batches, probs, self.n_per_class)
         self.selected_scores_ = self.selected_scores_.astype(np.float64)
@@ -341,7 +358,7 @@ class VSTUNetSelector(BaseEstimator):
                 lambda_rep=lambda_rep, generator=epoch_generator(seed, epoch * world + rank),
                 losses=tuple(self.losses), n_samples=self.n_samples,
                 reward_space=self.reward_space, rep_distance=self.rep_distance,
-                device=self.device))
+                device=self.device, mixed_precision=self.mixed_precision))
             done = epoch + 1
             if (checkpoints is not None and done % checkpoint_every == 0
                     and (done < self.epochs or checkpoints.save_final)):

@@ -228,12 +228,15 @@ def whiten_over_videos(features: torch.Tensor, ridge: float = 1e-3) -> torch.Ten
     Only for ``score_input="whitened"``. Centred, then ``L⁻¹ x`` with ``L Lᵀ = Cov + ridge·mean
     variance·I`` (Cholesky: its gradient stays finite when N < F leaves the covariance singular).
     """
-    centred = features.float() - features.float().mean(dim=0, keepdim=True)
-    covariance = centred.T @ centred / centred.shape[0]
-    scale = ridge * covariance.diagonal().mean().clamp_min(1e-12)
-    identity = torch.eye(covariance.shape[0], device=features.device)
-    cholesky = torch.linalg.cholesky(covariance + scale * identity)
-    return torch.linalg.solve_triangular(cholesky, centred.T, upper=False).T
+    # In float32 under autocast too: a bf16 covariance is not positive definite enough for the
+    # Cholesky factorisation to succeed.
+    with torch.autocast(features.device.type, enabled=False):
+        centred = features.float() - features.float().mean(dim=0, keepdim=True)
+        covariance = centred.T @ centred / centred.shape[0]
+        scale = ridge * covariance.diagonal().mean().clamp_min(1e-12)
+        identity = torch.eye(covariance.shape[0], device=features.device)
+        cholesky = torch.linalg.cholesky(covariance + scale * identity)
+        return torch.linalg.solve_triangular(cholesky, centred.T, upper=False).T
 
 
 def count_parameters(model: nn.Module) -> int:
