@@ -68,12 +68,18 @@ def nested_lists(values: pa.Array, shape: tuple[int, ...], rows: int) -> pa.Arra
 def hf_dataset(folder: str):
     """A ``datasets.Dataset`` of every shard under ``folder`` of a run (``RUN/clips/train``,
     ``RUN/latents/train``, ``RUN/embeddings/synthetic/{model}``, …; local or ``s3://``), tensor
-    columns included. FileNotFoundError naming the folder when it holds no shard."""
-    import datasets
-
-    paths = shard_paths(folder)
+    columns included, held in memory: a cache larger than memory is read a shard at a time
+    (``hf_dataset`` of one shard's path). FileNotFoundError naming the folder when it holds no
+    shard; ImportError saying what to install without ``datasets``."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("raydistill.hf needs Hugging Face datasets: pip install datasets") \
+            from None
+    fs, path = open_fs(folder)
+    paths = [path] if path.endswith(".parquet") else shard_paths(folder)
     if not paths:
         raise FileNotFoundError(f"{folder}: no Parquet shards")
-    fs, _ = open_fs(folder)
-    tables = [pq.read_table(path, filesystem=fs) for path in paths]
-    return datasets.Dataset(hf_columns(pa.concat_tables(tables)))
+    # One shard at a time: a shard's tensors stay within the int32 offsets of list arrays.
+    parts = [datasets.Dataset(hf_columns(pq.read_table(p, filesystem=fs))) for p in paths]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)

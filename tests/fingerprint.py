@@ -2,8 +2,8 @@
 file by file, whatever interruptions one of them survived.
 
 Left out: what records when or where rather than what (stage markers, config.yaml, the report's
-text, the run's log files and tracked metrics, Ray Train / Tune storage, leases, timings inside JSON and model
-files), and the run directory's own path inside tables and JSON.
+text, the run's log files and tracked metrics, Ray Train / Tune storage, leases, timings inside
+JSON and model files), and the run directory's own path inside tables and JSON.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 
 from raydistill.config import STAGE_NAMES, ConfigError, RunConfig, from_dict, with_overrides
 from raydistill.pipeline import resources
+from raydistill.pipeline import stage as stage_module
 from raydistill.pipeline.stages import named
 from raydistill.runs import RunDir
 from raydistill.selection import SELECTORS
@@ -330,12 +330,18 @@ def test_dry_run_plans_every_stage_and_writes_nothing(tmp_path, capsys, ray_clus
     assert "Latte actor 1" in gpu_warning
     # what the layout lists: one video per split it has (the tree lists one class)
     [found] = [line.split("found: ", 1)[1] for line in out.splitlines() if "found: " in line]
-    assert re.match(r"(1 video|2 videos) in (1 class|50 classes) \((train 1|test 1, train 1)\)$",
-                    found)
+    assert found == {"kinetics400": "1 video in 1 class (train 1)",
+                     "ssv2": "1 video in 1 class (train 1)",
+                     "ucf101": "2 videos in 50 classes (test 1, train 1)" if "--mini" in argv
+                     else "2 videos in 1 class (test 1, train 1)",
+                     "hmdb51": "2 videos in 1 class (test 1, train 1)"}[dataset]
     assert out.strip().endswith(str(tmp_path / "run" / "report" / "report.md"))
 
 
-def test_dry_run_on_cpus_shows_finished_stages_as_done(tmp_path, capsys, ray_cluster):
+def test_dry_run_on_cpus_shows_finished_stages_as_done(tmp_path, capsys, ray_cluster,
+                                                       monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(stage_module, "hub_cache", lambda: str(tmp_path / "empty-hub-cache"))
     job = load_job("distill_hmdb51")
     argv = ["--data", str(dataset_tree(tmp_path / "data", "hmdb51")), "--run",
             str(tmp_path / "run"), "--gpus-per-actor", "0", "--train-workers", "1",
@@ -646,6 +652,20 @@ def test_task_pools_hold_the_cpus_now_unless_an_autoscaler_can_add_nodes(monkeyp
     assert shards.task_pool(1.0, 100).size == 2 and shards.task_pool(0.5, 3).size == 3
     monkeypatch.setattr(shards, "cluster_can_grow", lambda: True)
     assert shards.task_pool(1.0, 100).size == 100  # queued: the demand the autoscaler answers
+
+
+def test_the_resource_findings_of_a_cpu_only_cluster_merge_into_one_gpu_line():
+    config = config_of(load_job("distill_k400"), "--data", "/d", SCRATCH)
+    cpu_only = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0,
+                                 autoscaler=False, node_types_known=False)
+    requests = [r for name in STAGE_NAMES for r in stage_requests(name, config, cpu_only)]
+    _, warnings = resources.resource_findings(requests, cpu_only)
+    merged = resources.one_gpu_warning(warnings)
+    [gpu_line] = [line for line in merged if "no node has a GPU" in line]
+    assert gpu_line.startswith("latents.gpus_per_actor, finetune.use_gpu, generate.gpus_per_actor"
+                               ", embed.gpus_per_actor, select.use_gpu, evaluate.use_gpu: 6 "
+                               "stages ask GPUs (VAE actor 1, ")
+    assert len(merged) == len(warnings) - 5
 
 
 def test_gpu_warnings_of_several_stages_become_one_line():

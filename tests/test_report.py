@@ -583,3 +583,14 @@ def test_real_and_generated_videos_are_drawn_side_by_side_per_class(tmp_path):
     assert ("the first training video and the first generated video of 2 classes" in text
             and "](real_vs_generated.png)" in text)
     assert run.read_bytes("report/real_vs_generated.png").startswith(PNG_SIGNATURE)
+
+
+def test_figures_named_with_spaces_and_accents_are_inlined_in_the_html():
+    from raydistill.report.html import link_target, report_html
+
+    figures = {"filmstrips/air drumming.png": b"A", "café.png": b"B"}
+    markdown = (f"![air drumming]({link_target('filmstrips/air drumming.png')})\n\n"
+                "![café](café.png)\n\n![gone](gone.png)")
+    page = report_html(markdown, figures.get, "t")
+    assert re.findall(r'<img src="([^"]+)"', page) == [
+        "data:image/png;base64,QQ==", "data:image/png;base64,Qg==", "gone.png"]

@@ -66,7 +66,7 @@ from raydistill.pipeline.resources import Cluster, Request, actor_cpus, train_re
 from raydistill.pipeline.shards import shard_files, source, use_assigned_cpus
 from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
-from raydistill.tracking import open_tracker, tracking_target
+from raydistill.tracking import open_tracker, prepare_tracking
 from raydistill.video.clips import clips_from_table
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,8 @@ def train_job(run: RunDir, job: dict, loop_config: dict, checkpoints: Checkpoint
     model = build_classifier(spec["name"], loop_config["num_classes"], spec["frames"],
                              spec["size"], **spec["options"]).to(device)
     params = {"classifier": spec["name"], **dataclasses.asdict(settings),
-              "train_videos": len(set(job["ids"])) if job["ids"] else job["split"]}
+              "trained_on": (f"{len(set(job['ids']))} selected videos" if job["ids"]
+                             else f"every video of {job['split']}")}
     with open_tracker(loop_config.get("tracking") if rank == 0 else None,
                       tracking_name(job["key"]), params) as tracker:
         history = fit_classifier(model, clips, labels, settings, checkpoints=checkpoints,
@@ -435,16 +436,17 @@ def _report(key, model, optimizer, scheduler, generator, history, rank) -> None:
 
 
 def train_classifiers(run: RunDir, config: RaydistillConfig, jobs: list[dict],
-                      num_classes: int) -> None:
+                      num_classes: int, tracking: dict | None = None) -> None:
     """Train the jobs' classifiers that have no saved model: one Ray Train run (``data``,
-    resuming an interrupted one) or one Ray task each (``jobs``)."""
+    resuming an interrupted one) or one Ray task each (``jobs``), logging to ``tracking``
+    (:func:`raydistill.tracking.prepare_tracking`)."""
     evaluate = config.evaluate
     spec, settings = classifier_settings(evaluate)
     use_gpu = train_on_gpu(evaluate.use_gpu)
     loop_config = {"run_url": run.url, "classifier": spec,
                    "training": dataclasses.asdict(settings), "num_classes": num_classes,
                    "checkpoint_every": evaluate.checkpoint_every,
-                   "tracking": tracking_target(config),
+                   "tracking": tracking,
                    "fast": dataclasses.asdict(fast_paths(evaluate))}
     if evaluate.parallelism == "jobs":
         train_jobs_alone(run, evaluate, jobs, loop_config, settings, use_gpu)
@@ -603,12 +605,12 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
         untrained = [job for job in todo if not run.exists(eval_model_path(job["key"]))]
         adopted = adopt_run_classifier(run, config, untrained)
         to_train = [job for job in untrained if job["key"] not in adopted]
+        target = prepare_tracking(run, config)
         if to_train:
-            train_classifiers(run, config, to_train, num_classes)
+            train_classifiers(run, config, to_train, num_classes, target)
         ids, labels, probabilities = predict_test_split(run, config, [j["key"] for j in todo],
                                                         num_classes)
         spec, _ = classifier_settings(config.evaluate)
-        target = tracking_target(config)
         for job in todo:
             state = torch.load(io.BytesIO(run.read_bytes(eval_model_path(job["key"]))),
                                map_location="cpu", weights_only=True)
@@ -619,8 +621,8 @@ def run_evaluate(run: RunDir, config: RaydistillConfig) -> dict:
             run.write_table(eval_predictions_path(job["key"]),
                             predictions_table(ids, labels, probabilities[job["key"]]))
             with open_tracker(target, tracking_name(job["key"])) as tracker:
-                tracker.log({f"test_{name}": value for name, value in metrics.items()},
-                            len(state["history"]))
+                tracker.final({f"test_{name}": value for name, value in metrics.items()},
+                              len(state["history"]))
             run.write_json(eval_metrics_path(job["key"]), {
                 **metrics, "classifier": spec["name"], "epochs": len(state["history"]),
                 "train_videos": state["train_videos"] or _count(run, job["split"]),

@@ -44,7 +44,7 @@ from raydistill.pipeline.resources import Cluster, Request, train_request
 from raydistill.pipeline.shards import shard_files, use_assigned_cpus
 from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
-from raydistill.tracking import open_tracker, tracking_target
+from raydistill.tracking import open_tracker, prepare_tracking
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def run_finetune(run: RunDir, config: RaydistillConfig) -> dict:
         train_loop,
         train_loop_config={"run_url": run.url, "finetune": to_dict(finetune), "seed": config.seed,
                            "class_names": list(class_names), "latent_shape": shape,
-                           "tracking": tracking_target(config)},
+                           "tracking": prepare_tracking(run, config)},
         scaling_config=ScalingConfig(
             num_workers=finetune.num_workers, use_gpu=gpu,
             resources_per_worker=None if gpu else {"CPU": finetune.cpus_per_worker}),

@@ -180,7 +180,7 @@ def check_layout(config: RunConfig) -> str | None:
     try:
         listing = LAYOUTS[ingest.dataset](ingest.root, ingest.split)
         check_class_names(listing.class_names)
-    except (FileNotFoundError, ValueError, DatasetError) as error:
+    except (OSError, ValueError, DatasetError) as error:  # not found, denied, unreachable
         raise ConfigError(f"ingest.root: {ingest.root} is not a readable {ingest.dataset} "
                           f"layout: {error}") from None
     reasons = Counter(row["reason"] for row in listing.rejects)

@@ -36,7 +36,7 @@ from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
 from raydistill.selection import (PER_CLASS_METHODS, SELECTORS, make_selector,
                                   merge_class_selections, selection_quality)
-from raydistill.tracking import tracking_target
+from raydistill.tracking import prepare_tracking
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def select_per_class(run: RunDir, select: SelectConfig, model_name: str, jobs: l
 def select_vst_unet(run: RunDir, select: SelectConfig, model_name: str, jobs: list[Job],
                     videos: PoolVideos, tracking: dict | None = None) -> None:
     """The ``vst_unet`` jobs: trained with Ray Train on the pool's latents (logging to
-    ``tracking``, :func:`raydistill.tracking.tracking_target`), then scored. Quality is measured
+    ``tracking``, :func:`raydistill.tracking.prepare_tracking`), then scored. Quality is measured
     on the embeddings when the pool has them (comparable with the other methods), else on the
     flattened latents."""
     pairs = [(vpc, seed) for _, vpc, seed in jobs]
@@ -230,7 +230,8 @@ def run_select(run: RunDir, config: RunConfig) -> dict:
     if per_class:
         select_per_class(run, select, model_name, per_class, videos)
     if learned:
-        select_vst_unet(run, select, model_name, learned, videos, tracking_target(config))
+        select_vst_unet(run, select, model_name, learned, videos,
+                        prepare_tracking(run, config))
     seconds = time.time() - started
     log.info(f"select: {len(jobs)} selections of the {select.pool} pool ({len(todo)} computed "
              f"now) in {seconds:.1f} s, under {run.uri(selection_folder(select.pool))}")

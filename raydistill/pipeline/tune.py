@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -49,11 +50,12 @@ from raydistill.pipeline.evaluate import (classifier_settings, ensure_synthetic_
 from raydistill.pipeline.select import pool_arrays
 from raydistill.report.plots import sweep_png
 from raydistill.runs import RunDir
-from raydistill.tracking import mlflow_uri, tracking_target
 from raydistill.selection import SELECTORS, make_selector
+from raydistill.tracking import mlflow_uri, tracking_target
+
+log = logging.getLogger(__name__)
 
 METRIC = "val_accuracy"
-SEARCHES = SWEEP_SEARCHES
 DEFAULT_SPACES: dict[str, dict[str, list]] = {
     # The paper's values (0 / 0.1 at VPC 1; 0.1 / 1 at VPC 5 and 10) lie on this grid.
     "vst_unet": {"lambda_div": [0.0, 0.1, 0.5, 1.0], "lambda_rep": [0.0, 0.1, 0.5, 1.0]},
@@ -95,7 +97,8 @@ class SweepConfig:
             (self.method in SELECTORS, "method",
              f"unknown method {self.method!r}; choose from {', '.join(sorted(SELECTORS))}"),
             (self.vpc >= 1, "vpc", "must be >= 1"),
-            (self.search in SEARCHES, "search", f"choose one of {', '.join(SEARCHES)}"),
+            (self.search in SWEEP_SEARCHES, "search",
+             f"choose one of {', '.join(SWEEP_SEARCHES)}"),
             (self.num_samples >= 1, "num_samples", "must be >= 1"),
             (self.val_per_class >= 1, "val_per_class", "must be >= 1"),
             (self.epochs is None or self.epochs >= 1, "epochs", "must be >= 1"),
@@ -301,6 +304,9 @@ def make_tuner(run: RunDir, folder: str, trainable, config: SweepConfig,
     path, filesystem = ray_storage(run, folder)
     experiment = f"{path.rstrip('/')}/ray"
     if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
+        if callbacks:
+            log.warning("tune: an interrupted sweep resumes with the logger callbacks it was "
+                        "started with; the tracker given now applies to new sweeps")
         return tune.Tuner.restore(experiment, trainable, resume_errored=True,
                                   storage_filesystem=filesystem)
     scheduler = None

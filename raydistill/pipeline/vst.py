@@ -171,7 +171,7 @@ class RayTrainCheckpoints:
 def train_models(run: RunDir, select, classes: list[int], jobs: list[tuple[int, int]],
                  tracking: dict | None = None) -> None:
     """Train the missing (VPC, seed) VST-UNets with Ray Train (resuming an interrupted run),
-    logging each epoch's losses to ``tracking`` (:func:`raydistill.tracking.tracking_target`)."""
+    logging each epoch's losses to ``tracking`` (:func:`raydistill.tracking.prepare_tracking`)."""
     params = dict(select.params.get(METHOD, {}))
     use_gpu = train_on_gpu(select.use_gpu)
     path, filesystem = ray_storage(run, selection_folder(select.pool), METHOD, "ray")

@@ -1,11 +1,13 @@
 """The report as one self-contained HTML file: the Markdown rendered by markdown-it-py, every
-figure it links embedded as a ``data:`` URI, so the file can be mailed or attached alone."""
+figure it shows embedded as a ``data:`` URI, so the file can be mailed or attached alone."""
 
 from __future__ import annotations
 
 import base64
 import html
 import re
+from collections.abc import Callable
+from urllib.parse import unquote
 
 from markdown_it import MarkdownIt
 
@@ -18,17 +20,23 @@ th { background: #f3f3f3; }
 img { max-width: 100%; }
 code { background: #f3f3f3; padding: 0 0.2em; }
 """
-IMAGE_SOURCE = re.compile(r'<img src="([^"]+\.png)"')
+IMAGE_SOURCE = re.compile(r'<img src="([^"]+)"')
 
 
-def report_html(markdown: str, figures: dict[str, bytes], title: str) -> str:
-    """HTML of the report's ``markdown`` with each ``<img src="NAME.png">`` whose NAME is a key
-    of ``figures`` (PNG bytes, by their path relative to the report) inlined; other images keep
-    their link."""
+def link_target(path: str) -> str:
+    """``path`` as a Markdown link destination: in angle brackets when it holds spaces or
+    parentheses (a class folder such as ``air drumming``), which end a bare destination."""
+    return f"<{path}>" if re.search(r"[\s()<>]", path) else path
+
+
+def report_html(markdown: str, read_figure: Callable[[str], bytes | None], title: str) -> str:
+    """HTML of the report's ``markdown`` with every image inlined whose PNG ``read_figure``
+    returns (given its path relative to the report, as the Markdown names it); an image it
+    cannot read keeps its link."""
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
 
     def inline(match: re.Match) -> str:
-        data = figures.get(html.unescape(match.group(1)))
+        data = read_figure(unquote(html.unescape(match.group(1))))
         if data is None:
             return match.group(0)
         return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}"'
@@ -36,8 +44,3 @@ def report_html(markdown: str, figures: dict[str, bytes], title: str) -> str:
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
             f"{IMAGE_SOURCE.sub(inline, body)}</body>\n</html>\n")
-
-
-def linked_figures(markdown: str) -> list[str]:
-    """The relative PNG paths ``![…](NAME.png)`` of ``markdown`` links, in order, once each."""
-    return list(dict.fromkeys(re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", markdown)))

@@ -8,13 +8,13 @@ import math
 
 import numpy as np
 
-from raydistill.layout import EVAL_FOLDER, REPORT_FOLDER, BoundKey, parse_eval_path
+from raydistill.layout import (EVAL_FOLDER, REPORT_FOLDER, BoundKey, eval_predictions_path,
+                               parse_eval_path)
 from raydistill.report.plots import confusion_png
 from raydistill.report.tables import (ResultRow, markdown_table, markdown_text, method_label,
                                       method_sort_key)
 from raydistill.runs import RunDir
 
-PREDICTIONS_FILE = "predictions.parquet"
 SHOWN_CLASSES = 20
 """Up to this many classes the table lists every class; beyond, the hardest and the easiest
 ``SHOWN_CLASSES // 2`` for full real (else the first column)."""
@@ -25,9 +25,9 @@ def prediction_keys(run: RunDir) -> dict[tuple, list[str]]:
     ``(bound,)`` for an upper bound, ``(pool, method, vpc)`` for a selection → key names in
     seed order."""
     groups: dict[tuple, list[tuple[int, str]]] = {}
-    for path in run.list(EVAL_FOLDER, PREDICTIONS_FILE):
+    for path in run.list(EVAL_FOLDER, ".parquet"):
         parsed = parse_eval_path(path)
-        if parsed is None:
+        if parsed is None or path != eval_predictions_path(parsed[0].name):
             continue
         key = parsed[0]
         group = ((key.bound,) if isinstance(key, BoundKey)
@@ -52,8 +52,7 @@ def confusion_counts(run: RunDir, keys: list[str], num_classes: int) -> np.ndarr
     (several seeds pooled)."""
     counts = np.zeros((num_classes, num_classes), np.int64)
     for key in keys:
-        table = run.read_table(f"{EVAL_FOLDER}/{key}/{PREDICTIONS_FILE}",
-                               columns=["label", "predicted"])
+        table = run.read_table(eval_predictions_path(key), columns=["label", "predicted"])
         np.add.at(counts, (np.asarray(table.column("label").to_pylist()),
                            np.asarray(table.column("predicted").to_pylist())), 1)
     return counts

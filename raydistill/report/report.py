@@ -20,7 +20,7 @@ from raydistill.layout import (EVAL_FOLDER, REPORT_FOLDER, SELECTION_FOLDER, Sel
                                embeddings_folder, is_rejects_file, method_settings_path,
                                parse_eval_path, parse_selection_path, pool_manifest,
                                selection_folder)
-from raydistill.report.html import linked_figures, report_html
+from raydistill.report.html import link_target, report_html
 from raydistill.report.per_class import per_class_section
 from raydistill.report.plots import (accuracy_vs_vpc_png, filmstrip_png, pca_png,
                                      side_by_side_png)
@@ -79,10 +79,11 @@ def write_report(run: RunDir, *, pool: str | None = None, vpc_for_plots: int | N
     ]
     text = "\n\n".join(section for section in sections if section) + "\n"
     run.write_bytes(f"{REPORT_FOLDER}/report.md", text.encode())
-    figures = {name: run.read_bytes(f"{REPORT_FOLDER}/{name}") for name in linked_figures(text)
-               if run.exists(f"{REPORT_FOLDER}/{name}")}
     title = f"raydistill report: {run.url.rstrip('/').rsplit('/', 1)[-1]}"
-    run.write_bytes(f"{REPORT_FOLDER}/report.html", report_html(text, figures, title).encode())
+    page = report_html(text, lambda name: (run.read_bytes(f"{REPORT_FOLDER}/{name}")
+                                           if run.exists(f"{REPORT_FOLDER}/{name}") else None),
+                       title)
+    run.write_bytes(f"{REPORT_FOLDER}/report.html", page.encode())
     return run.uri(f"{REPORT_FOLDER}/report.md")
 
 
@@ -315,7 +316,7 @@ def generation_figures(run: RunDir, class_names: list[str], max_classes: int) ->
     if strips:
         lines = [f"Generated videos, one filmstrip per class (first {max_classes} classes of "
                  f"{len(strips)}):"]
-        lines += [f"**{markdown_text(name)}**\n\n![{markdown_text(name)}]({path})"
+        lines += [f"**{markdown_text(name)}**\n\n![{markdown_text(name)}]({link_target(path)})"
                   for name, path in strips[:max_classes]]
         parts.append("\n\n".join(lines))
     side_by_side = real_vs_generated_figure(run, class_names, max_classes)

@@ -342,7 +342,8 @@ class VSTUNetSelector(BaseEstimator):
         ``rank`` of ``world`` draws epoch ``e``'s randomness from ``epoch_generator(seed,
         e · world + rank)``, and ``wrap(model)``, once the state is restored, gives the module
         that takes the steps (DistributedDataParallel). ``on_epoch`` gets each epoch's loss
-        parts with its number (``{"epoch", "loss", …}``) once it is saved (to log them).
+        parts with its number (``{"epoch", "total", "ce", "div", "rep", "policy"}``) once it is
+        saved (to log them).
         """
         self._check_params()
         lambda_div, lambda_rep = self.lambdas()
