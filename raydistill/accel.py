@@ -66,13 +66,16 @@ class FastPaths:
         """:func:`autocast` of these settings on ``device``."""
         return autocast(device, self.mixed_precision)
 
-    def model(self, module: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    def model(self, module: torch.nn.Module, device: torch.device | str,
+              wrap=None) -> torch.nn.Module:
         """The module that takes the steps: ``module`` in channels-last order (in place: its
-        parameters stay those saved) and compiled, as set."""
+        parameters stay those saved), then ``wrap``-ped (DistributedDataParallel registers the
+        parameters as they are by then), then compiled, as set."""
         on_gpu = torch.device(device).type == "cuda"
         if self.channels_last and on_gpu:
             module.to(memory_format=torch.channels_last_3d)
-        return compiled(module, self.compile and on_gpu)
+        stepped = wrap(module) if wrap is not None else module
+        return compiled(stepped, self.compile and on_gpu)
 
     def inputs(self, tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
         """``tensor`` (N, C, T, H, W) on ``device`` (:func:`to_device`), channels-last as set."""

@@ -39,14 +39,19 @@ def visible_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     opened with ``purge_step`` hiding the earlier files' events from that step on."""
     from tensorboardX.proto import event_pb2
 
-    shown: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(Path(folder).glob("events.out.tfevents.*"),
-                       key=lambda p: p.stat().st_mtime_ns):
-        data, offset = path.read_bytes(), 0
+    def events(path: Path) -> list:
+        data, offset, found = path.read_bytes(), 0, []
         while offset < len(data):
             (length,) = struct.unpack_from("<Q", data, offset)
-            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            found.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
             offset += 12 + length + 4
+        return found
+
+    shown: dict[str, list[tuple[int, float]]] = {}
+    # in the order the writers opened (their first event's wall time: file times are too coarse)
+    for file_events in sorted(map(events, Path(folder).glob("events.out.tfevents.*")),
+                              key=lambda found: found[0].wall_time):
+        for event in file_events:
             if event.session_log.status == event_pb2.SessionLog.START and event.step:
                 shown = {tag: [(s, v) for s, v in points if s < event.step]
                          for tag, points in shown.items()}

@@ -339,7 +339,7 @@ def fit_classifier(model: nn.Module, train_clips: np.ndarray, train_labels: np.n
     scheduler = make_scheduler(optimizer, settings)
     start, history = (checkpoints.restore(model, optimizer, scheduler, generator)
                       if checkpoints is not None else (0, []))
-    stepped = fast.model(wrap(model) if wrap is not None else model, _device(model))
+    stepped = fast.model(model, _device(model), wrap)
     for epoch in range(start, settings.epochs):
         lr = optimizer.param_groups[0]["lr"]
         batches = iterate_batches(train_clips, train_labels, settings.batch_size, generator)
