@@ -192,6 +192,9 @@ def test_wandb_logs_offline_into_the_run_and_keeps_the_test_results_in_the_summa
         tracker.log({"loss": 2.5}, 1)
         tracker.log({"loss": 2.0}, 2)
         tracker.final({"test_top1": 0.625}, 2)
+    import wandb
+
+    wandb.teardown()  # W&B's service writes the run file after finish() returns: wait for it
     [written] = (tmp_path / "run" / "tracking" / "wandb" / "wandb").glob("offline-run-*/*.wandb")
     data = written.read_bytes()
     assert b"evaluate/full_real/seed=0" in data and b"loss" in data
