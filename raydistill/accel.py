@@ -38,12 +38,13 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return tensor.to(device)
 
 
-def compiled(model, enabled: bool):
-    """``model`` through ``torch.compile`` when ``enabled``, else unchanged: a module is
+def compiled(model, enabled: bool, device: torch.device | str):
+    """``model`` through ``torch.compile`` when ``enabled`` and ``device`` is a GPU (on a CPU
+    compiling costs more than it saves), else unchanged: a module is
     compiled in place (``Module.compile``: its ``state_dict`` keeps its names, checkpoints and
     saved models are unaffected) and returned, a function (such as a bound forward) is
     returned compiled."""
-    if not enabled:
+    if not enabled or torch.device(device).type != "cuda":
         return model
     if isinstance(model, torch.nn.Module):
         model.compile()
@@ -75,7 +76,7 @@ class FastPaths:
         if self.channels_last and on_gpu:
             module.to(memory_format=torch.channels_last_3d)
         stepped = wrap(module) if wrap is not None else module
-        return compiled(stepped, self.compile and on_gpu)
+        return compiled(stepped, self.compile, device)
 
     def inputs(self, tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
         """``tensor`` (N, C, T, H, W) on ``device`` (:func:`to_device`), channels-last as set."""

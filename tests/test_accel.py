@@ -25,11 +25,12 @@ def test_every_fast_path_leaves_a_cpu_run_as_it_was():
         assert model(clips).dtype == torch.float32
 
 
-def test_compiled_compiles_a_module_in_place_only_when_asked():
+def test_compiled_compiles_a_module_in_place_only_when_asked_on_a_gpu():
     model = torch.nn.Linear(2, 2)
-    assert compiled(model, False) is model and model._compiled_call_impl is None
+    assert compiled(model, False, "cuda") is model and model._compiled_call_impl is None
+    assert compiled(model, True, "cpu") is model and model._compiled_call_impl is None
     names = list(model.state_dict())
-    assert compiled(model, True) is model and model._compiled_call_impl is not None
+    assert compiled(model, True, "cuda") is model and model._compiled_call_impl is not None
     assert list(model.state_dict()) == names  # checkpoints keep their keys
 
 

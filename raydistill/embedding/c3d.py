@@ -92,8 +92,7 @@ class C3DEmbedder:
         self.model, model_classes = load_c3d(source)
         self.model.to(self.device)
         self.mixed_precision = mixed_precision
-        on_gpu = str(self.device).startswith("cuda")
-        self.features = compiled(self.model.features, compile and on_gpu)
+        self.features = compiled(self.model.features, compile, self.device)
         if list(model_classes) != list(class_names):
             raise ValueError(f"{source}: the C3D was trained on classes {model_classes}, not the "
                              f"run's {class_names}")

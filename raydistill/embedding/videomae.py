@@ -155,7 +155,7 @@ class VideoMAEEmbedder:
         self.mean, self.std = _normalisation(source)
         self.batch_size = batch_size
         self.mixed_precision = mixed_precision
-        self.forward = compiled(self._forward, compile and str(self.device).startswith("cuda"))
+        self.forward = compiled(self._forward, compile, self.device)
 
     @property
     def num_frames(self) -> int:

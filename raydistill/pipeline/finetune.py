@@ -77,7 +77,7 @@ def train_loop(loop_config: dict) -> None:
     model = build_model(finetune, len(loop_config["class_names"]),
                         tuple(loop_config["latent_shape"]), loop_config["class_names"])
     state = new_state(prepare_model(model), finetune)
-    compiled(model, finetune.compile and device.type == "cuda")
+    compiled(model, finetune.compile, device)
     checkpoint = ray.train.get_checkpoint()
     if rank == 0 and finetune.model and not checkpoint:
         RunDir(loop_config["run_url"]).write_json(INITIALISATION, model.load_report.summary())

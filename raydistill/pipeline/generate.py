@@ -95,7 +95,7 @@ class SyntheticVideoWriter:
         # Resolved here, on the actor's node: an S3 run's files are downloaded where they are used.
         self.model = compiled(ClassConditionalLatte.from_pretrained(
             self.run.local_dir(model_dir), torch_dtype=dtype).to(device).eval(),
-            self.settings.compile and device == "cuda")
+            self.settings.compile, device)
         self.vae = open_vae(self.run, vae).to(device).eval()
 
     def __call__(self, batch: dict) -> dict:
