@@ -456,7 +456,10 @@ def test_resource_findings_warn_where_the_cluster_can_grow_and_fail_where_it_can
                          node_types_known=False)
     requests = [r for name in STAGE_NAMES for r in stage_requests(name, config, empty)]
     errors, warnings = resources.resource_findings(requests, empty)
-    assert errors == [] and any(w.startswith("generate.gpus_per_actor") for w in warnings)
+    assert errors == []
+    [gpu_line] = [w for w in warnings if "no node has a GPU" in w]  # every GPU stage, one line
+    assert "generate.gpus_per_actor" in gpu_line.split(":")[0]
+    assert "the autoscaler must add them" in gpu_line
     typed = resources.Cluster(cpus=0, gpus=0, largest_cpus=48, largest_gpus=4, autoscaler=True,
                          node_types_known=True)
     errors, _ = resources.resource_findings(requests, typed)
@@ -660,28 +663,35 @@ def test_the_resource_findings_of_a_cpu_only_cluster_merge_into_one_gpu_line():
                                  autoscaler=False, node_types_known=False)
     requests = [r for name in STAGE_NAMES for r in stage_requests(name, config, cpu_only)]
     _, warnings = resources.resource_findings(requests, cpu_only)
-    merged = resources.one_gpu_warning(warnings)
-    [gpu_line] = [line for line in merged if "no node has a GPU" in line]
+    [gpu_line] = [line for line in warnings if "no node has a GPU" in line]
     assert gpu_line.startswith("latents.gpus_per_actor, finetune.use_gpu, generate.gpus_per_actor"
                                ", embed.gpus_per_actor, select.use_gpu, evaluate.use_gpu: 6 "
                                "stages ask GPUs (VAE actor 1, ")
-    assert len(merged) == len(warnings) - 5
+    assert gpu_line.endswith("no autoscaler detected: the stages wait for nodes to join "
+                             "(--gpus-per-actor 0 runs every stage on CPUs)")
 
 
-def test_gpu_warnings_of_several_stages_become_one_line():
-    warnings = ["decode.num_cpus: 9 × decode task (1 CPU each) = 9 CPU, the cluster has 2 now",
-                "latents.gpus_per_actor: one VAE actor asks 1 GPU, no node has a GPU; no "
-                "autoscaler detected: the stage waits for nodes to join (--gpus-per-actor 0 "
-                "runs every stage on CPUs)",
-                "generate.gpus_per_actor: one Latte actor asks 0.5 GPU, no node has a GPU; no "
-                "autoscaler detected: the stage waits for nodes to join (--gpus-per-actor 0 "
-                "runs every stage on CPUs)"]
-    merged = resources.one_gpu_warning(warnings)
-    assert merged[0] == warnings[0] and len(merged) == 2
-    assert merged[1].startswith("latents.gpus_per_actor, generate.gpus_per_actor: 2 stages ask "
-                                "GPUs (VAE actor 1, Latte actor 0.5 per worker), no node has a "
-                                "GPU; no autoscaler detected")
-    assert resources.one_gpu_warning(warnings[:2]) == warnings[:2]
+def test_gpu_warnings_of_several_stages_become_one_line_in_the_place_of_the_first():
+    cpu_only = resources.Cluster(cpus=2, gpus=0, largest_cpus=2, largest_gpus=0,
+                                 autoscaler=False, node_types_known=False)
+    decode = resources.Request("decode task", 9, 1.0, 0.0, "decode.num_tasks", "decode.num_cpus")
+    vae = resources.Request("VAE actor", 1, 1.0, 1.0, "latents.num_actors",
+                            "latents.gpus_per_actor")
+    latte = resources.Request("Latte actor", 1, 1.0, 0.5, "generate.num_actors",
+                              "generate.gpus_per_actor")
+    errors, warnings = resources.resource_findings([decode, vae, latte], cpu_only)
+    assert errors == [] and len(warnings) == 2
+    assert warnings[0].startswith("decode.num_tasks: 9 × decode task (1 CPU each) = 9 CPU, the "
+                                  "cluster has 2 now")
+    assert warnings[1] == ("latents.gpus_per_actor, generate.gpus_per_actor: 2 stages ask GPUs "
+                           "(VAE actor 1, Latte actor 0.5 per worker), no node has a GPU; no "
+                           "autoscaler detected: the stages wait for nodes to join "
+                           "(--gpus-per-actor 0 runs every stage on CPUs)")
+    # One stage asking a GPU keeps its own line.
+    _, alone = resources.resource_findings([decode, vae], cpu_only)
+    assert alone[1] == ("latents.gpus_per_actor: one VAE actor asks 1 GPU, no node has a GPU; no "
+                        "autoscaler detected: the stage waits for nodes to join "
+                        "(--gpus-per-actor 0 runs every stage on CPUs)")
 
 
 HELP_PROBE = """

@@ -16,8 +16,7 @@ from raydistill.layout import REPORT_FOLDER
 from raydistill.logs import error_line, setup_console
 from raydistill.pipeline.cluster import init_ray
 from raydistill.pipeline.preflight import preflight
-from raydistill.pipeline.resources import (Cluster, Request, cluster_view, one_gpu_warning,
-                                           resource_findings)
+from raydistill.pipeline.resources import Cluster, Request, cluster_view, resource_findings
 from raydistill.pipeline.stage import Stage
 from raydistill.pipeline.stages import STAGES, is_finished
 from raydistill.runs import RunDir
@@ -62,7 +61,7 @@ def dry_run(prog: str, build: Callable[[], RunConfig], address: str | None) -> i
             return 2
         found = input_findings(run, config)
         log.info(plan_text(prog, config, run, cluster, requests,
-                           stage_warnings(config) + one_gpu_warning(warnings), found))
+                           stage_warnings(config) + warnings, found))
         return 0
     except ConfigError as error:
         log.error(error_line(prog, error))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -186,42 +185,49 @@ def train_request(what: str, section: str, use_gpu: bool | None, count: int, clu
                    f"{section}.{count_name}", unit)
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One problem of a request: an error when the cluster can never hold its worker, else a
+    warning; ``line`` starts with the config field. ``gpu_ask`` is set on the warning of a GPU
+    ask where no node has a GPU (the field, the worker, its GPUs), which
+    :func:`resource_findings` merges across stages."""
+
+    is_error: bool
+    line: str
+    gpu_ask: tuple[str, str, float] | None = None
+
+
 def resource_findings(requests: list[Request], cluster: Cluster) -> tuple[list[str], list[str]]:
     """``(errors, warnings)``: at most one line per request, starting with the config field.
 
     An error is a worker that can never be placed: it asks more than any node has, on a
     cluster that cannot grow (or whose node types are known). A GPU ask on a cluster with no
-    GPU at all stays a warning: GPU nodes may still join. Stage totals above what the cluster
-    has now are warnings: an autoscaler adds nodes, else the stage waits for them.
+    GPU at all stays a warning: GPU nodes may still join; those of several stages are one line
+    (:func:`merged_gpu_asks`). Stage totals above what the cluster has now are warnings: an
+    autoscaler adds nodes, else the stage waits for them.
     """
-    errors, warnings = [], []
-    for request in requests:
-        finding = request_finding(request, cluster)
-        if finding:
-            (errors if finding[0] else warnings).append(finding[1])
-    return errors, warnings
+    findings = [f for f in (request_finding(r, cluster) for r in requests) if f]
+    warnings = [f for f in findings if not f.is_error]
+    return [f.line for f in findings if f.is_error], merged_gpu_asks(warnings, cluster)
 
 
-NO_GPU_LINE = re.compile(r"^(?P<field>[\w.]+): one (?P<what>.+?) asks (?P<each>[\d.]+) GPU, "
-                         r"no node has a GPU(?P<rest>; .*)$")
-"""A :func:`unit_finding` warning of a GPU ask on a cluster without a GPU."""
-
-
-def one_gpu_warning(warnings: list[str]) -> list[str]:
-    """``warnings`` with the lines of stages asking a GPU where no node has one merged into a
-    single line (naming every field), in the place of the first: a CPU-only cluster would
-    otherwise warn once per GPU stage, the same words six times."""
-    matches = [NO_GPU_LINE.match(line) for line in warnings]
-    gpu_lines = [m for m in matches if m]
-    if len(gpu_lines) < 2:
-        return list(warnings)
-    asks = ", ".join(f"{m['what']} {m['each']}" for m in gpu_lines)
-    merged = (f"{', '.join(m['field'] for m in gpu_lines)}: {len(gpu_lines)} stages ask GPUs "
-              f"({asks} per worker), no node has a GPU"
-              + gpu_lines[0]["rest"].replace("the stage waits", "the stages wait"))
-    first = matches.index(gpu_lines[0])
-    kept = [line for line, m in zip(warnings, matches) if not m]
+def merged_gpu_asks(warnings: list[Finding], cluster: Cluster) -> list[str]:
+    """The lines of ``warnings``, those asking a GPU where no node has one merged into a single
+    line (naming every field) in the place of the first: a CPU-only cluster would otherwise
+    warn once per GPU stage, the same words six times."""
+    asks = [f.gpu_ask for f in warnings if f.gpu_ask]
+    if len(asks) < 2:
+        return [f.line for f in warnings]
+    listed = ", ".join(f"{what} {each:g}" for _, what, each in asks)
+    merged = (f"{', '.join(field for field, _, _ in asks)}: {len(asks)} stages ask GPUs "
+              f"({listed} per worker), no node has a GPU; "
+              + _growth(cluster).replace("the stage waits", "the stages wait") + NO_GPU_HINT)
+    first = next(index for index, f in enumerate(warnings) if f.gpu_ask)
+    kept = [f.line for f in warnings if not f.gpu_ask]
     return kept[:first] + [merged] + kept[first:]
+
+
+NO_GPU_HINT = " (--gpus-per-actor 0 runs every stage on CPUs)"
 
 
 def _growth(cluster: Cluster) -> str:
@@ -229,8 +235,8 @@ def _growth(cluster: Cluster) -> str:
             "no autoscaler detected: the stage waits for nodes to join")
 
 
-def unit_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
-    """``(is_error, line)`` when one worker of ``r`` asks more CPUs or GPUs than any node (or
+def unit_finding(r: Request, cluster: Cluster) -> Finding | None:
+    """The :class:`Finding` when one worker of ``r`` asks more CPUs or GPUs than any node (or
     known node type) has, None otherwise. An error when the cluster can never hold it: nodes of
     that resource exist but all are smaller, and no autoscaler of unknown node types may add a
     larger one. A GPU ask where no node has a GPU is not an error: GPU nodes may still join."""
@@ -241,14 +247,15 @@ def unit_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
             never = largest > 0 and not (cluster.autoscaler and not cluster.node_types_known)
             has = f"no node has more than {largest:g}" if largest else f"no node has a {resource}"
             hint = "" if never else f"; {_growth(cluster)}"
-            if resource == "GPU" and not largest:
-                hint += " (--gpus-per-actor 0 runs every stage on CPUs)"
-            return never, f"{field}: one {r.what} asks {each:g} {resource}, {has}{hint}"
+            no_gpu = resource == "GPU" and not largest
+            line = f"{field}: one {r.what} asks {each:g} {resource}, {has}{hint}"
+            return Finding(never, line + (NO_GPU_HINT if no_gpu else ""),
+                           (field, r.what, each) if no_gpu else None)
     return None
 
 
-def request_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
-    """``(is_error, line)`` for the first problem of one request, None if it fits."""
+def request_finding(r: Request, cluster: Cluster) -> Finding | None:
+    """The :class:`Finding` of the first problem of one request, None if it fits."""
     finding = unit_finding(r, cluster)
     if finding:
         return finding
@@ -256,13 +263,13 @@ def request_finding(r: Request, cluster: Cluster) -> tuple[bool, str] | None:
     asks = (("GPU", r.gpus, cluster.gpus), ("CPU", r.cpus, cluster.cpus))
     for resource, each, total in asks:
         if r.count is not None and r.count * each > total:
-            return False, (f"{r.count_field}: {r.count} × {r.what} ({each:g} {resource} each) "
-                           f"= {r.count * each:g} {resource}, the cluster has {total:g} now; "
-                           f"{growth}")
+            return Finding(False, f"{r.count_field}: {r.count} × {r.what} ({each:g} {resource} "
+                                  f"each) = {r.count * each:g} {resource}, the cluster has "
+                                  f"{total:g} now; {growth}")
     if r.count is None and cluster.cpus == 0:
-        return False, (f"{r.unit_field}: the cluster has no CPU now; {r.what}s run as many at "
-                       "once as it has CPUs when the stage starts (at least one): bring CPU "
-                       "workers up first (README, \"--dry-run\")")
+        return Finding(False, f"{r.unit_field}: the cluster has no CPU now; {r.what}s run as "
+                              "many at once as it has CPUs when the stage starts (at least "
+                              "one): bring CPU workers up first (README, \"--dry-run\")")
     return None
 
 
@@ -288,8 +295,8 @@ def check_resources(stages: list[Stage], config: RunConfig) -> None:
     for stage in stages:
         for request in stage.requests(config, cluster):
             finding = None if fits_a_node(request, nodes) else unit_finding(request, cluster)
-            if finding and finding[0]:
-                raise ResourceError(finding[1])
+            if finding and finding.is_error:
+                raise ResourceError(finding.line)
 
 
 def ask_autoscaler(requests: list[Request]) -> None:
@@ -318,23 +325,23 @@ def wait_for_resources(stage: Stage, config: RunConfig, timeout_s: float,
     waiting = [r for r in stage.requests(config, cluster) if not fits_a_node(r, nodes)]
     if not waiting:
         return
-    findings = [unit_finding(r, cluster) or (False, (
+    findings = [unit_finding(r, cluster) or Finding(False, (
         f"{r.unit_field}: one {r.what} asks {r.size()}, no node of the cluster has that now; "
         f"{_growth(cluster)}"))
         for r in waiting]
-    for never, line in findings:
-        if never:
-            raise ResourceError(line)
+    for finding in findings:
+        if finding.is_error:
+            raise ResourceError(finding.line)
     finding = findings[0]
     log.info(f"{stage.name}: waiting up to {timeout_s:g} s for a node that can hold it: "
-             f"{finding[1]}")
+             f"{finding.line}")
     ask_autoscaler(waiting)  # also where none was detected: without one, the ask does nothing
     deadline = time.monotonic() + timeout_s
     try:
         while not all(fits_a_node(r, nodes) for r in waiting):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ResourceError(f"{finding[1]}; no node that can hold it joined within "
+                raise ResourceError(f"{finding.line}; no node that can hold it joined within "
                                     f"{timeout_s:g} s")
             time.sleep(min(poll_s, left))
             nodes = alive_nodes()
