@@ -47,6 +47,7 @@ PROCESS_STARTED = time.perf_counter()  # the time budget counts torch's import t
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
@@ -77,6 +78,8 @@ RUN_ORDER = ("bf16", "fp32", "no_sdpa", "compile")
 BF16_DENSE_PEAK_TFLOPS = ((r"H100", 989), (r"H200", 989), (r"A100", 312), (r"\bL4\b", 121),
                           (r"A10G", 125))
 """bf16 dense tensor-core peaks by GPU name (regular expression; H100 as SXM)."""
+ACTORS_RESERVE_S = 110
+"""Seconds of the budget kept for the last table, the Ray Data actors' busy share."""
 COMPILE_RESERVE_S = 90
 """A GPU compile cell starts only with this much of the budget left."""
 GENERATION_SETTINGS = (("DDIM 50", "ddim", 50), ("DPM-Solver 25", "dpm", 25),
@@ -681,6 +684,21 @@ def render(rows: list[Row], bench: Bench, wall_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def actors_table(tiny: bool, bench: Bench) -> str:
+    """The Ray Data actors' busy share (:mod:`actor_busy`) at the suite's scale, as Markdown;
+    its failure is one line in its place (the other tables stand)."""
+    import actor_busy
+
+    forget_models(bench)
+    scale = actor_busy.TINY if tiny else actor_busy.PAPER
+    started = time.perf_counter()
+    try:
+        table = actor_busy.render(actor_busy.measure_with_ray(scale), scale)
+    except Exception as error:  # noqa: BLE001 - reported in the table's place
+        return f"Ray Data actors: failed: {first_line(error)}\n"
+    return table + f"\n({time.perf_counter() - started:.0f} s, local Ray started included)\n"
+
+
 def bf16_peak_flops(device: torch.device) -> float | None:
     """The GPU's bf16 dense peak FLOP/s from :data:`BF16_DENSE_PEAK_TFLOPS`, None if unknown."""
     if device.type != "cuda":
@@ -707,6 +725,9 @@ def main() -> None:
                         help=f"comma-separated columns to measure, of {','.join(MODES)}")
     parser.add_argument("--rows", default="",
                         help="comma-separated parts of the row names to measure (default all)")
+    parser.add_argument("--no-actors", action="store_true",
+                        help="leave out the last table (the generate and embed stages' actors "
+                             "under a local Ray, benchmarks/actor_busy.py)")
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.tiny:
@@ -715,13 +736,17 @@ def main() -> None:
         sys.exit(2)
     if args.tiny:  # tiny ops on a shared machine: one thread, no OpenMP barrier stalls
         torch.set_num_threads(1)
-    bench = Bench(device, TINY if args.tiny else PAPER, bf16_peak_flops(device), args.budget_s,
-                  args.compile_on_cpu, args.max_batch or (4 if args.tiny else 256))
+    reserve = 0.0 if args.no_actors else ACTORS_RESERVE_S
+    bench = Bench(device, TINY if args.tiny else PAPER, bf16_peak_flops(device),
+                  args.budget_s - reserve, args.compile_on_cpu,
+                  args.max_batch or (4 if args.tiny else 256))
     wanted = [part.lower() for part in args.rows.split(",") if part]
     rows = [row for row in suite_rows(bench.scale)
             if not wanted or any(part in row.name.lower() for part in wanted)]
     run_suite(rows, bench, tuple(args.modes.split(",")))
     report = render(rows, bench, time.perf_counter() - bench.started)
+    if not args.no_actors:
+        report += "\n" + actors_table(args.tiny, bench)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     print(report)

@@ -29,7 +29,7 @@ def session_raylet_pid() -> int:
 
 def ray_workers(raylet_pid: int, role: str) -> list[psutil.Process]:
     """Live worker processes under ``raylet_pid`` whose title names ``role`` (e.g.
-    ``RayTrainWorker``, ``MapWorker``, ``SyntheticVideoWriter``)."""
+    ``RayTrainWorker``, ``MapWorker``, ``SyntheticVideoSampler``)."""
     found = []
     try:
         children = psutil.Process(raylet_pid).children(recursive=True)

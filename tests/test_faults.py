@@ -54,8 +54,8 @@ def untouched(small_quickstart):
 WORKER_KILLS = {
     "latents": ("LatentShardWriter", lambda run: exists(run, "vae/losses.json")),
     "finetune": ("RayTrainWorker", lambda run: exists(run, "finetune/ray/latte/checkpoint_*")),
-    "generate": ("SyntheticVideoWriter", lambda run: exists(run, "synthetic/videos/*/*.mp4")),
-    "embed": ("EmbeddingShardWriter", lambda run: exists(run, "embed/c3d-run/*.json")),
+    "generate": ("SyntheticVideoSampler", lambda run: exists(run, "synthetic/videos/*/*.mp4")),
+    "embed": ("ShardEmbedder", lambda run: exists(run, "embed/c3d-run/*.json")),
     "select": ("RayTrainWorker",
                lambda run: exists(run, "selection/*/vst_unet/ray/*/checkpoint_*")),
     # The quickstart trains each classifier in a Ray task of its own (``parallelism: jobs``),

@@ -69,6 +69,21 @@ def test_generate_writes_n_decodable_videos_per_class_with_their_seeds(generated
     assert len(run.list("report/filmstrips", ".png")) == 3
 
 
+def assert_actor_shares(summary: dict, calls: int) -> None:
+    """One actor did ``calls`` calls; its shares of time are in [0, 1] and add up to 1."""
+    [actor] = summary["actors"]
+    assert actor["calls"] == calls and actor["seconds"] > 0
+    shares = [actor[key] for key in ("busy_share", "other_share", "wait_share")]
+    assert all(0 <= share <= 1 for share in shares) and sum(shares) == pytest.approx(1, abs=0.01)
+    assert summary["busy_share_min"] == actor["busy_share"] > 0
+
+
+def test_generate_and_embed_report_their_actors_shares_of_time(generated):
+    _, run = generated
+    assert_actor_shares(run.stage_summary("generate"), calls=2)  # 6 videos, batches of 4
+    assert_actor_shares(run.stage_summary("embed")["synthetic"], calls=2)  # 2 shards
+
+
 def test_rerun_of_generate_writes_nothing_and_a_lost_video_comes_back_the_same(generated):
     config, run = generated
     manifest = run.read_manifest("synthetic/manifest.parquet").to_pylist()

@@ -1,4 +1,5 @@
-"""benchmarks/gpu_suite.py --tiny: the GPU suite's code paths on CPU, every row measured."""
+"""benchmarks/gpu_suite.py --tiny: the GPU suite's code paths on CPU, every row measured; its last
+table (benchmarks/actor_busy.py) rendered from planted measurements."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import actor_busy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("Latte training", "generation DDIM 50", "generation DPM-Solver 25",
@@ -35,7 +39,8 @@ def leading_number(cell: str) -> float | None:
 def test_tiny_suite_measures_every_row(tmp_path):
     out = tmp_path / "x.md"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--no-actors",
+         "--out", str(out)],
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
         timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -53,3 +58,21 @@ def test_tiny_suite_measures_every_row(tmp_path):
     assert re.search(r"VAE \d+ %", rows["generation DDIM 50"]["fp32"])
     assert rows["Latte training"]["MFU (bf16 dense peak)"] == "—"  # no GPU, no MFU
     assert rows["C3D training"]["bf16, SDPA off"] == "n/a: no attention"
+
+
+def shares(busy: float, other: float, wait: float) -> dict:
+    return {"actor": "n:1", "calls": 4, "seconds": 90.0, "busy_share": busy,
+            "other_share": other, "wait_share": wait}
+
+
+def test_the_actors_table_gives_each_stage_its_shares_and_a_verdict():
+    # The measurement itself is the stages' own (their summaries' ``actors``, checked in
+    # test_generation_stages); running it here would start two stages' actors again (≈ 55 s).
+    results = [{"stage": "generate", "videos": 16, "seconds": 61.0,
+                "actors": [shares(0.97, 0.0, 0.03)]},
+               {"stage": "embed", "videos": 256, "seconds": 20.0,
+                "actors": [shares(0.4, 0.05, 0.55), shares(0.93, 0.01, 0.06)]}]
+    table = table_rows(actor_busy.render(results, actor_busy.PAPER))
+    assert table["generate"]["busy"] == "97 %" and table["generate"]["verdict"] == "ok"
+    assert table["embed"]["wait"] == "55 % / 6 %"
+    assert table["embed"]["verdict"] == "over 10 % idle"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raydistill.accel import to_device
 from raydistill.video.decode import sample_indices
 
 # Kinetics-400 RGB statistics on [0, 1] pixels (as used for video models trained from scratch).
@@ -131,6 +132,12 @@ def _random_crop(frames: torch.Tensor, size: int, augmentation: Augmentation,
     side = max(1, round(min(height, width) * scale ** 0.5))
     top, left = _randint(0, height - side, generator), _randint(0, width - side, generator)
     return _resize(frames[..., top:top + side, left:left + side], size)
+
+
+def clips_on(clips: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 clips (B, T, H, W, 3) as a uint8 tensor on ``device``: a GPU receives bytes, not
+    four times as many float bytes, and converts them itself (:func:`to_device`)."""
+    return to_device(as_clip_tensor(clips), device)
 
 
 def to_model_input(clips: np.ndarray | torch.Tensor, frames: int, size: int,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raydistill.accel import FastPaths
-from raydistill.classify.augment import Augmentation, augment_clips, to_model_input
+from raydistill.classify.augment import Augmentation, augment_clips, clips_on, to_model_input
 from raydistill.classify.metrics import classification_metrics
 
 DEFAULT_AUGMENTATION = Augmentation()
@@ -199,7 +199,8 @@ def predict(model: nn.Module, clips: np.ndarray | torch.Tensor,
     model.eval()
     out = []
     for start in range(0, len(clips), batch_size):
-        inputs = to_model_input(clips[start:start + batch_size], core.frames, core.size)
+        inputs = to_model_input(clips_on(clips[start:start + batch_size], device), core.frames,
+                                core.size)
         with fast.autocast(device):
             logits = model(fast.inputs(inputs, device))
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())

@@ -22,8 +22,8 @@ import os
 import numpy as np
 import torch
 
-from raydistill.accel import autocast, compiled, to_device
-from raydistill.classify.augment import to_model_input
+from raydistill.accel import autocast, compiled
+from raydistill.classify.augment import clips_on, to_model_input
 from raydistill.classify.models import TOY_CLASSIFIERS, build_classifier
 from raydistill.classify.training import TOY_TRAINING, TrainSettings, fit_classifier
 
@@ -122,8 +122,8 @@ class C3DEmbedder:
         """
         embeddings, probabilities = [], []
         for start in range(0, len(clips), self.batch_size):
-            batch = to_device(to_model_input(np.asarray(clips[start:start + self.batch_size]),
-                                             self.num_frames, self.size), self.device)
+            batch = to_model_input(clips_on(clips[start:start + self.batch_size], self.device),
+                                   self.num_frames, self.size)
             with autocast(self.device, self.mixed_precision):
                 features = self.model.classifier[:-1](self.features(batch)).float()
             embeddings.append(features.float().cpu().numpy())

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from raydistill.accel import autocast, compiled, to_device
+from raydistill.accel import autocast, compiled
+from raydistill.classify.augment import clips_on
 from raydistill.layout import run_model_name
 
 if TYPE_CHECKING:
@@ -69,11 +70,13 @@ def class_index_map(id2label: dict, class_names: list[str]) -> np.ndarray | None
     return np.asarray(found, dtype=np.int64)
 
 
-def pixel_values(clips: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
-    """uint8 clips (B, T, H, W, 3) → normalised float (B, T, 3, H, W), VideoMAE's input."""
-    frames = torch.tensor(np.asarray(clips), dtype=torch.float32).div_(255.0)
-    frames = (frames - torch.as_tensor(mean, dtype=torch.float32)) / torch.as_tensor(
-        std, dtype=torch.float32)
+def pixel_values(clips: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 clips (B, T, H, W, 3) → normalised float (B, T, 3, H, W) on ``device``, VideoMAE's
+    input (the uint8 clips are copied to the device, the conversion runs there)."""
+    frames = clips_on(clips, device).to(torch.float32).div_(255.0)
+    frames = (frames - torch.as_tensor(mean, dtype=torch.float32, device=frames.device)) / (
+        torch.as_tensor(std, dtype=torch.float32, device=frames.device))
     return frames.permute(0, 1, 4, 2, 3).contiguous()
 
 
@@ -183,9 +186,10 @@ class VideoMAEEmbedder:
         """
         embeddings, scores, predicted = [], [], []
         for start in range(0, len(clips), self.batch_size):
-            pixels = pixel_values(clips[start:start + self.batch_size], self.mean, self.std)
+            pixels = pixel_values(clips[start:start + self.batch_size], self.mean, self.std,
+                                  self.device)
             with autocast(self.device, self.mixed_precision):
-                vectors, probabilities = self.forward(to_device(pixels, self.device))
+                vectors, probabilities = self.forward(pixels)
             embeddings.append(vectors.float().cpu().numpy())
             batch_labels = np.asarray(labels[start:start + self.batch_size], dtype=np.int64)
             if probabilities is None or self.class_index is None:

@@ -29,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from ray.data import ActorPoolStrategy
 
 from raydistill.classify.training import TOY_TRAINING, training_recipe
 from raydistill.config import SCORE_RUN, ConfigError, EmbedConfig, RunConfig
@@ -41,12 +40,13 @@ from raydistill.embedding.videomae import (VideoMAEEmbedder, train_videomae_clas
                                            videomae_input_shape)
 from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, clips_folder, embeddings_folder,
                                run_model_dir)
+from raydistill.pipeline.busy import CLOCK_COLUMNS, ActorClock, busy_summary, idle_warning
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
-from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
-                                        gpus_per_actor, missing_shards, prepare_output,
-                                        shard_files, shard_path, shard_plan, source, task_pool,
-                                        use_assigned_cpus, worker_node, worker_nodes,
-                                        write_rejects_then)
+from raydistill.pipeline.shards import (WRITER_CPUS, actor_pool, collect_rejects,
+                                        decode_shard_isolated, decode_shards, gpus_per_actor,
+                                        missing_shards, prepare_output, shard_files, shard_path,
+                                        shard_plan, source, task_pool, use_assigned_cpus,
+                                        worker_node, write_rejects_then)
 from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
@@ -91,17 +91,20 @@ def read_embeddings(run: RunDir, pool: str, model_name: str) -> pa.Table:
     return pa.concat_tables([run.read_table(path) for path in files]).sort_by("video_id")
 
 
-class EmbeddingShardWriter:
-    """Ray Data actor UDF: embed each decoded shard and write its embeddings file; returns the
-    shards done and the node that did them."""
+class ShardEmbedder:
+    """Ray Data actor UDF: embed each decoded shard (:func:`decode_shards`' rows). The files are
+    written by :func:`write_embedding_shards` tasks, so the model never waits on storage.
 
-    def __init__(self, run_url: str, pool: str, model: str | None, class_names: list[str],
+    Returns per shard: ``split``, ``index``, ``rejects`` (JSON), ``table`` (the embeddings
+    table, :func:`embedding_table`, as Arrow IPC bytes), the node and the actor's clock
+    (:mod:`raydistill.pipeline.busy`)."""
+
+    def __init__(self, run_url: str, model: str | None, class_names: list[str],
                  features: str, batch_size: int, run_classifier: str = "videomae",
                  score_model: str | None = None, mixed_precision: str = "bf16",
                  compile: bool = False):
         use_assigned_cpus()
         self.run = RunDir(run_url)
-        self.pool = pool
         # Resolved on the actor's node: an S3 run's model folder is downloaded where it is used.
         source_dir = model or self.run.local_dir(run_model_dir(run_classifier))
         fast = {"mixed_precision": mixed_precision, "compile": compile}
@@ -116,19 +119,42 @@ class EmbeddingShardWriter:
                                       class_names, batch_size, kind=run_classifier)
         elif score_model is not None:
             self.scorer = ClassScorer(score_model, class_names, batch_size)
+        self.clock = ActorClock()
 
     def __call__(self, batch: dict) -> dict:
-        for model_name, index, ids, labels, clips, rejects in zip(
-                batch["split"], batch["index"], batch["video_ids"], batch["labels"],
-                batch["clips"], batch["rejects"]):
+        self.clock.start_call()
+        tables = []
+        for ids, labels, clips in zip(batch["video_ids"], batch["labels"], batch["clips"]):
             ids, labels = json.loads(ids), json.loads(labels)
-            embedded = self.embedder(np.asarray(clips), np.asarray(labels, np.int64))
-            if self.scorer is not None:
-                embedded.update(self.scorer(np.asarray(clips), np.asarray(labels, np.int64)))
-            write_rejects_then(self.run, shard_path(embeddings_folder(self.pool), model_name,
-                                                    int(index)),
-                               rejects, embedding_table(ids, labels, embedded))
-        return {"index": batch["index"], "node_id": [worker_node()] * len(batch["index"])}
+            with self.clock.model():
+                embedded = self.embedder(np.asarray(clips), np.asarray(labels, np.int64))
+                if self.scorer is not None:
+                    embedded.update(self.scorer(np.asarray(clips),
+                                                np.asarray(labels, np.int64)))
+            tables.append(ipc_bytes(embedding_table(ids, labels, embedded)))
+        count = len(batch["index"])
+        return {"split": batch["split"], "index": batch["index"], "rejects": batch["rejects"],
+                "table": tables, "node_id": [worker_node()] * count,
+                **self.clock.columns(count)}
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    """A table as Arrow IPC stream bytes (a copy, no encoding: cheap on the actor)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def write_embedding_shards(batch: dict, run_url: str, pool: str) -> dict:
+    """Ray Data task UDF: write the rejects, then the embeddings file, of each shard that
+    :class:`ShardEmbedder` embedded. Returns the rows without their tables."""
+    run = RunDir(run_url)
+    for model_name, index, rejects, table in zip(batch["split"], batch["index"],
+                                                 batch["rejects"], batch["table"]):
+        write_rejects_then(run, shard_path(embeddings_folder(pool), model_name, int(index)),
+                           rejects, pa.ipc.open_stream(table).read_all())
+    return {key: batch[key] for key in ("index", "node_id", *CLOCK_COLUMNS)}
 
 
 @ray.remote(max_retries=1)
@@ -229,12 +255,12 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
     for item in plan:  # shard_path(embeddings_folder(pool), model, i) is the folder's shard i
         item["split"] = model_name
     todo = missing_shards(run, plan, embeddings_folder(pool))
-    writer_kwargs = {"run_url": run.url, "pool": pool, "model": embed.model,
-                     "class_names": class_names, "features": embed.features,
-                     "batch_size": embed.batch_size, "run_classifier": embed.run_classifier,
-                     "score_model": embed.score_model, "mixed_precision": embed.mixed_precision,
-                     "compile": embed.compile}
+    embedder_kwargs = {"run_url": run.url, "model": embed.model, "class_names": class_names,
+                       "features": embed.features, "batch_size": embed.batch_size,
+                       "run_classifier": embed.run_classifier, "score_model": embed.score_model,
+                       "mixed_precision": embed.mixed_precision, "compile": embed.compile}
     nodes: list[str] = []  # the nodes that embedded shards now (the driver's after a failure)
+    busy = busy_summary([])
     if todo:
         gpus = gpus_per_actor(embed.gpus_per_actor)
         actors = min(embed.num_actors, len(todo))
@@ -243,18 +269,24 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
                 decode_shards, fn_kwargs={"num_frames": frames, "size": size}, batch_size=1,
                 compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
             ).map_batches(
-                EmbeddingShardWriter, fn_constructor_kwargs=writer_kwargs, batch_size=1,
+                ShardEmbedder, fn_constructor_kwargs=embedder_kwargs, batch_size=1,
                 num_gpus=gpus, num_cpus=actor_cpus(None, gpus),
-                compute=ActorPoolStrategy(min_size=actors, max_size=actors,
-                                          initial_size=actors),
+                compute=actor_pool(actors),
+            ).map_batches(
+                write_embedding_shards, fn_kwargs={"run_url": run.url, "pool": pool},
+                batch_size=None, num_cpus=WRITER_CPUS, compute=task_pool(WRITER_CPUS, len(todo)),
             ).materialize()
-            nodes = worker_nodes(done)
+            rows = done.take_all()
+            nodes = sorted({row["node_id"] for row in rows})
+            busy = busy_summary(rows)
+            warn_if_idle(busy)
         except Exception as error:  # a decode task died: isolate the file that killed it
             log.warning(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
                         "shards one file per task")
-            writer = EmbeddingShardWriter(**writer_kwargs)
+            embedder = ShardEmbedder(**embedder_kwargs)
             for item in missing_shards(run, plan, embeddings_folder(pool)):
-                writer(decode_shard_isolated(item, frames, size))
+                write_embedding_shards(embedder(decode_shard_isolated(item, frames, size)),
+                                       run.url, pool)
             nodes = [worker_node()]
     rejects = collect_rejects(run, plan, embeddings_folder(pool))
     videos = sum(len(json.loads(item["rows"])) for item in plan)
@@ -262,7 +294,18 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
     return {"folder": folder, "videos": videos - rejects.num_rows, "shards": len(plan),
             "shards_embedded_now": len(todo), "nodes": nodes, "decode_errors": rejects.num_rows,
             "frames": frames, "size": size, "scorer": scorer["scorer"],
-            "mae_score": scorer["mae_score"]}
+            "mae_score": scorer["mae_score"], "actors": busy["actors"],
+            "busy_share_min": busy["busy_share_min"]}
+
+
+def warn_if_idle(busy: dict) -> None:
+    """Log when the embedding actors waited (:func:`raydistill.pipeline.busy.idle_warning`):
+    on GPUs that means the decode tasks do not keep up."""
+    message = idle_warning(busy, "embed", (
+        "they wait for decoded clips: decoding runs in CPU tasks of 1 CPU each over the whole "
+        "cluster, so more CPUs (CPU nodes beside the GPU ones) keep them busy"))
+    if message:
+        log.warning(message)
 
 
 def run_embed(run: RunDir, config: RunConfig) -> dict:

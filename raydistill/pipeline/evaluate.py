@@ -41,7 +41,6 @@ import pyarrow.parquet as pq
 import ray
 import ray.train
 import torch
-from ray.data import ActorPoolStrategy
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
@@ -63,7 +62,7 @@ from raydistill.logs import setup_console, time_left
 from raydistill.pipeline.cluster import failure_config, fit_resuming, ray_storage, train_on_gpu
 from raydistill.pipeline.decode import write_clip_cache
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, train_request
-from raydistill.pipeline.shards import shard_files, source, use_assigned_cpus
+from raydistill.pipeline.shards import actor_pool, shard_files, source, use_assigned_cpus
 from raydistill.pipeline.stage import Stage
 from raydistill.runs import RunDir
 from raydistill.tracking import open_tracker, prepare_tracking
@@ -568,7 +567,7 @@ def predict_test_split(run: RunDir, config: RaydistillConfig, keys: list[str],
                                                                compile=False))},
             batch_size=1, num_gpus=1 if use_gpu else 0,
             num_cpus=predictor_cpus(evaluate, use_gpu),
-            compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
+            compute=actor_pool(actors),
         ).take_all()
         # 200 rows or 20 000: sorted here, not by a Ray Data sort (a shuffle of its own tasks).
         rows.sort(key=lambda row: row["video_id"])

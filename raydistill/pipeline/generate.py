@@ -3,10 +3,12 @@
 Work items (class, index) stream through Ray Data into ``generate.num_actors`` actors, each
 holding one copy of the fine-tuned Latte and the VAE (one GPU each when the cluster has GPUs;
 all actors start at once). Each video is sampled from its own seed (``synthesis.video_seed``), so
-it does not depend on the batch it landed in, and is written as
+it does not depend on the batch it landed in. CPU tasks after the actors write each as
 ``synthetic/latents/{id}.npy`` then ``synthetic/videos/{class}/{id}.mp4`` (the mp4 marks it done):
-a rerun generates only the missing videos. Then ``synthetic/manifest.parquet`` (``video_id, path,
-label, class_name, seed, latent_path``) and one filmstrip per class in ``report/filmstrips/``.
+a rerun generates only the missing videos. The summary's ``actors`` say what share of their time
+the actors spent sampling (:mod:`raydistill.pipeline.busy`). Then ``synthetic/manifest.parquet``
+(``video_id, path, label, class_name, seed, latent_path``) and one filmstrip per class in
+``report/filmstrips/``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import torch
-from ray.data import ActorPoolStrategy
 
 from raydistill.accel import compiled
 from raydistill.config import SAMPLER_PRESETS, GenerateConfig, RunConfig, to_dict
@@ -28,10 +29,11 @@ from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.layout import (FINETUNE_MODEL_DIR, REPORT_FOLDER, SYNTHETIC_MANIFEST,
                                SYNTHETIC_VIDEOS_FOLDER, synthetic_latent_path,
                                synthetic_video_path)
+from raydistill.pipeline.busy import CLOCK_COLUMNS, ActorClock, busy_summary, idle_warning
 from raydistill.pipeline.latents import open_vae
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
-from raydistill.pipeline.shards import (gpus_per_actor, source, use_assigned_cpus, worker_node,
-                                        worker_nodes)
+from raydistill.pipeline.shards import (WRITER_CPUS, actor_pool, gpus_per_actor, source, task_pool,
+                                        use_assigned_cpus, worker_node)
 from raydistill.pipeline.stage import Stage
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 SYNTHETIC_SCHEMA = pa.schema([("video_id", pa.string()), ("path", pa.string()),
                               ("label", pa.int32()), ("class_name", pa.string()),
                               ("seed", pa.int64()), ("latent_path", pa.string())])
+
+
+ITEM_FIELDS = ("video_id", "label", "class_name", "seed")
 
 
 def video_relpath(item: dict) -> str:
@@ -77,52 +82,70 @@ def batch_row(group: list[dict]) -> dict:
     return {key: [item[key] for item in group] for key in group[0]}
 
 
-class SyntheticVideoWriter:
-    """Ray Data actor UDF: sample, decode and write sampling batches (one per row, see
-    :func:`sampling_batches`), skipping the videos already written.
+class SyntheticVideoSampler:
+    """Ray Data actor UDF: sample and decode sampling batches (one per row, see
+    :func:`sampling_batches`); the writing is left to :func:`write_synthetic_videos` tasks, so
+    the model never waits on mp4 encoding or storage.
 
-    Loads the model and VAE once (on the actor's GPU when it has one); returns the videos
-    written and the node that wrote them.
+    Loads the model and VAE once (on the actor's GPU when it has one); returns one row per
+    video: its item fields, ``latent`` float32 (T, C, h, w), ``frames`` uint8 (T, H, W, 3), the
+    node that sampled it and the actor's clock (:mod:`raydistill.pipeline.busy`).
     """
 
     def __init__(self, run_url: str, model_dir: str, vae: str | None, generate: dict):
         use_assigned_cpus()
-        self.run = RunDir(run_url)
+        run = RunDir(run_url)
         self.settings = GenerateConfig(**generate)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         bf16 = device == "cuda" and self.settings.mixed_precision == "bf16"
         dtype = torch.bfloat16 if bf16 else torch.float32
         # Resolved here, on the actor's node: an S3 run's files are downloaded where they are used.
         self.model = compiled(ClassConditionalLatte.from_pretrained(
-            self.run.local_dir(model_dir), torch_dtype=dtype).to(device).eval(),
+            run.local_dir(model_dir), torch_dtype=dtype).to(device).eval(),
             self.settings.compile, device)
-        self.vae = open_vae(self.run, vae).to(device).eval()
+        self.vae = open_vae(run, vae).to(device).eval()
+        self.clock = ActorClock()
 
     def __call__(self, batch: dict) -> dict:
-        written = []
+        self.clock.start_call()
+        out: dict[str, list] = {key: [] for key in (*ITEM_FIELDS, "latent", "frames")}
         for row in range(len(batch["video_id"])):
-            columns = {key: list(values[row]) for key, values in batch.items()}
-            items = [dict(zip(columns, values)) for values in zip(*columns.values())]
-            written += self.write_group(items)
-        return {"video_id": written, "node_id": [worker_node()] * len(written)}
+            columns = {key: list(batch[key][row]) for key in ITEM_FIELDS}
+            with self.clock.model():
+                latents, frames = synthesize(
+                    self.model, self.vae, [int(label) for label in columns["label"]],
+                    [int(seed) for seed in columns["seed"]], self.settings.scheduler,
+                    self.settings.steps, self.settings.guidance)
+            for key in ITEM_FIELDS:
+                out[key] += columns[key]
+            out["latent"] += list(latents)
+            out["frames"] += list(frames)
+        count = len(out["video_id"])
+        return {**{key: out[key] for key in ITEM_FIELDS},
+                "latent": np.stack(out["latent"]), "frames": np.stack(out["frames"]),
+                "node_id": [worker_node()] * count, **self.clock.columns(count)}
 
-    def write_group(self, items: list[dict]) -> list[str]:
-        """Sample one group together; write the latent, then the mp4 (which marks the video
-        done), of each video not written yet. Returns the ids written."""
-        latents, frames = synthesize(self.model, self.vae, [int(i["label"]) for i in items],
-                                     [int(i["seed"]) for i in items], self.settings.scheduler,
-                                     self.settings.steps, self.settings.guidance)
-        written = []
-        for item, latent, video in zip(items, latents, frames):
-            if self.run.exists(video_relpath(item)):
-                continue
-            buffer = io.BytesIO()
-            np.save(buffer, latent)
-            self.run.write_bytes(latent_relpath(item), buffer.getvalue())
-            self.run.write_bytes(video_relpath(item),
-                                 encode_video(video, self.settings.fps, "mp4"))
-            written.append(item["video_id"])
-        return written
+
+def write_synthetic_videos(batch: dict, run_url: str, fps: int) -> dict:
+    """Ray Data task UDF: write the latent, then the mp4 (which marks the video done), of each
+    sampled video of ``batch`` (:class:`SyntheticVideoSampler`'s rows) not written yet.
+
+    Returns the rows without their arrays, with ``written`` (bool: written by this call)."""
+    run = RunDir(run_url)
+    written = []
+    for index, video_id in enumerate(batch["video_id"]):
+        item = {"video_id": video_id, "class_name": batch["class_name"][index]}
+        if run.exists(video_relpath(item)):
+            written.append(False)
+            continue
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(batch["latent"][index]))
+        run.write_bytes(latent_relpath(item), buffer.getvalue())
+        run.write_bytes(video_relpath(item),
+                        encode_video(np.asarray(batch["frames"][index]), fps, "mp4"))
+        written.append(True)
+    return {"video_id": batch["video_id"], "written": written, "node_id": batch["node_id"],
+            **{name: batch[name] for name in CLOCK_COLUMNS}}
 
 
 def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list[str]:
@@ -139,23 +162,39 @@ def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list
 
 
 def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: str,
-                    generate: GenerateConfig) -> list[str]:
-    """Sample and write the sampling batches ``groups`` (:func:`sampling_batches`) over
+                    generate: GenerateConfig) -> dict:
+    """Sample the sampling batches ``groups`` (:func:`sampling_batches`) over
     ``generate.num_actors`` actors (all started at once, one GPU each when the cluster has
-    GPUs). ``model_dir`` is the model's folder inside the run; ``vae`` a VAE source, or None for
-    the run's own ``vae/``. Returns the ids of the nodes whose actors did the work."""
+    GPUs) and write them in CPU tasks of :data:`WRITER_CPUS` each. ``model_dir`` is the model's
+    folder inside the run; ``vae`` a VAE source, or None for the run's own ``vae/``.
+
+    Returns ``nodes`` (the ids of the nodes whose actors sampled), ``written`` (videos written
+    now) and the actors' shares of time (:func:`busy_summary`)."""
     if not groups:
-        return []
+        return {"nodes": [], "written": 0, **busy_summary([])}
     gpus = gpus_per_actor(generate.gpus_per_actor)
     actors = min(generate.num_actors, len(groups))
     done = source([batch_row(group) for group in groups]).map_batches(
-        SyntheticVideoWriter,
+        SyntheticVideoSampler,
         fn_constructor_kwargs={"run_url": run.url, "model_dir": model_dir, "vae": vae,
                                "generate": to_dict(generate)},
         batch_size=1, num_gpus=gpus, num_cpus=actor_cpus(generate.cpus_per_actor, gpus),
-        compute=ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors),
+        compute=actor_pool(actors),
+    ).map_batches(
+        write_synthetic_videos, fn_kwargs={"run_url": run.url, "fps": generate.fps},
+        batch_size=None, num_cpus=WRITER_CPUS,
+        compute=task_pool(WRITER_CPUS, len(groups)),
     ).materialize()
-    return worker_nodes(done)
+    rows = done.take_all()
+    busy = busy_summary(rows)
+    message = idle_warning(busy, "generate", (
+        "sampling batches are all ready from the start and the writing runs in tasks, so the "
+        "wait is Ray Data's own between calls: a larger generate.batch_size makes each call "
+        "longer"))
+    if message:
+        log.warning(message)
+    return {"nodes": sorted({row["node_id"] for row in rows}),
+            "written": sum(bool(row["written"]) for row in rows), **busy}
 
 
 def run_generate(run: RunDir, config: RunConfig) -> dict:
@@ -169,7 +208,7 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     todo = [item for item in items if video_relpath(item) not in written]
     groups = [group for group in sampling_batches(items, generate.batch_size)
               if any(video_relpath(item) not in written for item in group)]
-    nodes = generate_videos(run, groups, FINETUNE_MODEL_DIR, config.latents.vae, generate)
+    sampled = generate_videos(run, groups, FINETUNE_MODEL_DIR, config.latents.vae, generate)
     # Run-relative paths: a copied or synced run reads its own videos (RunDir.read_manifest).
     rows = [{**item, "path": video_relpath(item), "latent_path": latent_relpath(item)}
             for item in items]
@@ -179,7 +218,9 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     log.info(f"generate: {len(items)} synthetic videos ({len(todo)} generated now) in "
              f"{seconds:.1f} s; filmstrips in {run.uri(REPORT_FOLDER, 'filmstrips')}")
     return {"videos": len(items), "generated_now": len(todo), "per_class": generate.per_class,
-            "filmstrips": strips, "nodes": nodes, "seconds": round(seconds, 2),
+            "filmstrips": strips, "nodes": sampled["nodes"],
+            "actors": sampled["actors"], "busy_share_min": sampled["busy_share_min"],
+            "seconds": round(seconds, 2),
             "videos_per_minute": round(60 * len(todo) / seconds, 1) if todo else None}
 
 

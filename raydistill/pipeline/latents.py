@@ -19,16 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import torch
-from ray.data import ActorPoolStrategy
 
 from raydistill.config import RunConfig, frame_sampling
 from raydistill.generation.vae import encode_clips, load_vae, train_tiny_vae
 from raydistill.layout import LATENTS_FOLDER, MANIFEST
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
-from raydistill.pipeline.shards import (collect_rejects, decode_shard_isolated, decode_shards,
-                                        gpus_per_actor, missing_shards, prepare_output, shard_path,
-                                        shard_plan, source, task_pool, use_assigned_cpus,
-                                        worker_node, worker_nodes, write_rejects_then)
+from raydistill.pipeline.shards import (actor_pool, collect_rejects, decode_shard_isolated,
+                                        decode_shards, gpus_per_actor, missing_shards,
+                                        prepare_output, shard_path, shard_plan, source, task_pool,
+                                        use_assigned_cpus, worker_node, worker_nodes,
+                                        write_rejects_then)
 from raydistill.pipeline.stage import Stage, frames_said, missing_model, model_source
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
@@ -143,8 +143,7 @@ def run_latents(run: RunDir, config: RunConfig) -> dict:
             ).map_batches(
                 LatentShardWriter, fn_constructor_kwargs=writer_kwargs,
                 batch_size=1, num_gpus=gpus, num_cpus=actor_cpus(None, gpus),
-                compute=ActorPoolStrategy(min_size=actors, max_size=actors,
-                                          initial_size=actors),
+                compute=actor_pool(actors),
             ).materialize()
             nodes = worker_nodes(done)
         except Exception as error:  # a decode task died: isolate the file that killed it

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pyarrow as pa
 import ray
-from ray.data import TaskPoolStrategy
+from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from raydistill.layout import REJECTS_FOLDER, is_rejects_file
 from raydistill.pipeline.resources import actor_gpus, autoscaler_reports, bootstrap_node_types
@@ -26,6 +26,11 @@ from raydistill.video.clips import decode_batch
 # 2.60's map_batches takes only through its deprecated ``**ray_remote_args``: it has no named
 # parameter for it yet, so its deprecation warning says nothing a user can act on.
 warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+
+WRITER_CPUS = 0.5
+"""CPUs of each task that writes what a GPU stage's actors computed (generate's mp4s, embed's
+shards), so the actors never wait on encoding or storage. Half a CPU: beside inference actors of
+0.5 CPU (a CPU cluster's default) on a 2-CPU laptop, two writers still fit."""
 
 
 def source(items, items_per_block: int = 1) -> ray.data.Dataset:
@@ -76,6 +81,19 @@ def worker_nodes(done: ray.data.Dataset) -> list[str]:
     """The distinct ``node_id`` values of a materialized stage output, sorted (see
     :func:`worker_node`)."""
     return sorted({row["node_id"] for row in done.select_columns(["node_id"]).take_all()})
+
+
+ACTOR_TASKS_IN_FLIGHT = 4
+"""Inputs queued at each actor of a pool (Ray Data's default: 2). With 4, an actor's next input is
+already there when a call ends: the gap between calls of a 10 ms UDF fell from 15–18 ms to 7 ms
+(benchmarks/BENCHMARKS.md, "Ray Data actors' busy share")."""
+
+
+def actor_pool(actors: int) -> ActorPoolStrategy:
+    """A fixed pool of ``actors`` actors, all started at once, each with
+    :data:`ACTOR_TASKS_IN_FLIGHT` inputs queued."""
+    return ActorPoolStrategy(min_size=actors, max_size=actors, initial_size=actors,
+                             max_tasks_in_flight_per_actor=ACTOR_TASKS_IN_FLIGHT)
 
 
 def task_pool(num_cpus: float, work_items: int) -> TaskPoolStrategy:
