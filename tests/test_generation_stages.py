@@ -1,6 +1,7 @@
 """Latents, finetune (Ray Train) and generate (Ray Data actors) stages on a tiny toy run."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -99,9 +100,29 @@ def test_rerun_of_generate_writes_nothing_and_a_lost_video_comes_back_the_same(g
     assert decode_clip(victim["path"], 8, 32).shape == (8, 32, 32, 3)
 
 
-def test_finetune_resumes_from_its_last_checkpoint(tmp_path):
-    config = tiny_run(str(tmp_path / "run"), steps=2)
-    run = run_stages(config, ["ingest", "decode", "latents", "finetune"])
+TWO_CLASSES = {"ingest": {"toy": {"num_classes": 2}}}
+
+
+@pytest.fixture(scope="module")
+def two_class_latents(tmp_path_factory):
+    """A 2-class tiny run with ingest, decode and latents done, for tests to copy
+    (:func:`copied`): each then starts at finetune without preparing its data again."""
+    config = with_overrides(tiny_run(str(tmp_path_factory.mktemp("up") / "run")), TWO_CLASSES)
+    run_stages(config, ["ingest", "decode", "latents"])
+    return config.run_dir
+
+
+def copied(run_dir: str, tmp_path, overrides: dict):
+    """A copy of the run ``run_dir`` in ``tmp_path`` and the tiny 2-class config on it, with
+    ``overrides``."""
+    target = str(tmp_path / "run")
+    shutil.copytree(run_dir, target)
+    return with_overrides(tiny_run(target), {**TWO_CLASSES, **overrides})
+
+
+def test_finetune_resumes_from_its_last_checkpoint(two_class_latents, tmp_path):
+    config = copied(two_class_latents, tmp_path, {"finetune": {"steps": 2}})
+    run = run_stages(config, ["finetune"])
     first = run.read_bytes("finetune/loss.csv").decode().splitlines()
     os.remove(run.path("_stages/finetune.json"))  # as if the job died after the checkpoint
     longer = with_overrides(config, {"finetune": {"steps": 4}})
@@ -111,28 +132,27 @@ def test_finetune_resumes_from_its_last_checkpoint(tmp_path):
     assert resumed[:len(first)] == first and len(resumed) == len(first) + 2
 
 
-def test_finetune_from_a_run_model_keeps_the_label_rows_of_the_shared_classes(generated,
-                                                                               tmp_path):
+def test_finetune_from_a_run_model_keeps_the_label_rows_of_the_shared_classes(
+        generated, two_class_latents, tmp_path):
     _, first = generated
     names = first.stage_summary("ingest")["class_names"]
     assert first.read_json("finetune/model/config.json")["class_names"] == names
-    config = with_overrides(tiny_run(str(tmp_path / "run"), steps=1), {
-        "ingest": {"toy": {"num_classes": 2}},
-        "finetune": {"model": first.path("finetune/model"), "architecture": "tiny"}})
-    run = run_stages(config, ["ingest", "decode", "latents", "finetune"])
+    config = copied(two_class_latents, tmp_path, {
+        "finetune": {"model": first.path("finetune/model"), "architecture": "tiny",
+                     "steps": 1}})
+    run = run_stages(config, ["finetune"])
     taken = run.stage_summary("finetune")["initialisation"]
     assert taken["class_rows_by_name"] == 2 and taken["class_rows_new"] == 0
     assert taken["tensors_not_in_source"] == 0
 
 
-def test_zero_steps_saves_the_pretrained_model_as_it_is_and_generates_from_it(generated,
-                                                                             tmp_path):
+def test_zero_steps_saves_the_pretrained_model_as_it_is_and_generates_from_it(
+        generated, two_class_latents, tmp_path):
     _, first = generated
-    config = with_overrides(tiny_run(str(tmp_path / "run")), {
-        "ingest": {"toy": {"num_classes": 2}},
+    config = copied(two_class_latents, tmp_path, {
         "finetune": {"model": first.path("finetune/model"), "architecture": "tiny",
                      "steps": 0}})
-    run = run_stages(config, ["ingest", "decode", "latents", "finetune", "generate"])
+    run = run_stages(config, ["finetune", "generate"])
     summary = run.stage_summary("finetune")
     assert summary["steps"] == 0 and summary["loss_first"] is None
     assert summary["initialisation"]["class_rows_by_name"] == 2
