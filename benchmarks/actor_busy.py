@@ -135,7 +135,7 @@ def measure_with_ray(scale: BusyScale) -> list[dict]:
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(),
+        ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(),
                  include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory(prefix="raydistill-busy-") as folder:
@@ -166,6 +166,7 @@ def render(results: list[dict], scale: BusyScale) -> str:
 
 
 def main() -> None:
+    """Measure at the paper's shapes (or ``--tiny``) and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny models (CPU, about a minute)")
     args = parser.parse_args()

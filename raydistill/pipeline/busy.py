@@ -1,11 +1,13 @@
 """Where a Ray Data actor's time goes: in its model, elsewhere in its calls, or between calls.
 
-A GPU actor (generate's Latte, embed's VideoMAE or C3D) should spend its time in its model. Time
-between its calls is time it waited for input (a decode task behind) or for its output to be
-taken (a writer behind); time in a call but outside the model is CPU work done on the actor
-(copies, encoding, writing). Each actor keeps an :class:`ActorClock`, returns its running totals
-with every output row, and :func:`busy_summary` turns the last totals of each actor into the
-stage summary's ``actors`` entry. Measured from the start of an actor's first call to the end of
+A GPU actor (generate's Latte, embed's VideoMAE or C3D) should spend its time in its model's
+call (which includes the model's own copies to and from the device). Time between its calls is
+time it waited for input (a decode task behind), or for Ray Data to take its output and hand it
+the next batch (Ray Data converts batches between Arrow and numpy on the actor, between calls);
+time in a call but outside the model is other CPU work done on the actor (encoding, writing).
+Each actor keeps an :class:`ActorClock`, returns its running totals with every output row, and
+:func:`busy_summary` turns the last totals of each actor into the stage summary's ``actors``
+entry. Measured from the start of an actor's first call to the end of
 its last (the pool filling and the model loading are not counted).
 """
 

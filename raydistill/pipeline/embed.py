@@ -1,9 +1,10 @@
 """Embed stage: one vector per video of each pool, for the training-free selectors.
 
 Pools: ``synthetic`` (the generated videos) and ``real`` (the real training split, for coreset
-selection). Videos are decoded in CPU tasks at the model's own frame count and size and embedded by
-an actor pool holding the model (one GPU per actor when the cluster has GPUs). Output, one file
-per shard of ``embed.shard_size`` videos, resumable like the clip cache:
+selection). Videos are decoded in CPU tasks at the model's own frame count and size, embedded by
+an actor pool holding the model (one GPU per actor when the cluster has GPUs) and written by CPU
+tasks, so the actors only compute (their shares of time: the summary's ``actors``). Output, one
+file per shard of ``embed.shard_size`` videos, resumable like the clip cache:
 ``embeddings/{pool}/{model}/shard-NNNNN.parquet`` (``video_id, label, embedding`` float32 (D,),
 ``score``: the model's probability for the video's own class, NaN without a matching classifier
 head; ``predicted``: the run class the classifier ranks first, -1 without one). With
@@ -42,11 +43,11 @@ from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, clips_folder, embed
                                run_model_dir)
 from raydistill.pipeline.busy import CLOCK_COLUMNS, ActorClock, busy_summary, idle_warning
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
-from raydistill.pipeline.shards import (WRITER_CPUS, actor_pool, collect_rejects,
-                                        decode_shard_isolated, decode_shards, gpus_per_actor,
-                                        missing_shards, prepare_output, shard_files, shard_path,
-                                        shard_plan, source, task_pool, use_assigned_cpus,
-                                        worker_node, write_rejects_then)
+from raydistill.pipeline.shards import (actor_pool, collect_rejects, decode_shard_isolated,
+                                        decode_shards, gpus_per_actor, missing_shards,
+                                        prepare_output, shard_files, shard_path, shard_plan,
+                                        source, task_pool, use_assigned_cpus, worker_node,
+                                        write_rejects_then, writer_tasks)
 from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
@@ -148,12 +149,14 @@ def ipc_bytes(table: pa.Table) -> bytes:
 
 def write_embedding_shards(batch: dict, run_url: str, pool: str) -> dict:
     """Ray Data task UDF: write the rejects, then the embeddings file, of each shard that
-    :class:`ShardEmbedder` embedded. Returns the rows without their tables."""
+    :class:`ShardEmbedder` embedded and that is not written yet (a retried task writes nothing
+    twice). Returns the rows without their tables."""
     run = RunDir(run_url)
     for model_name, index, rejects, table in zip(batch["split"], batch["index"],
                                                  batch["rejects"], batch["table"]):
-        write_rejects_then(run, shard_path(embeddings_folder(pool), model_name, int(index)),
-                           rejects, pa.ipc.open_stream(table).read_all())
+        shard = shard_path(embeddings_folder(pool), model_name, int(index))
+        if not run.exists(shard):
+            write_rejects_then(run, shard, rejects, pa.ipc.open_stream(table).read_all())
     return {key: batch[key] for key in ("index", "node_id", *CLOCK_COLUMNS)}
 
 
@@ -264,17 +267,17 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
     if todo:
         gpus = gpus_per_actor(embed.gpus_per_actor)
         actors = min(embed.num_actors, len(todo))
+        cpus = actor_cpus(None, gpus)
         try:
             done = source(todo).map_batches(
                 decode_shards, fn_kwargs={"num_frames": frames, "size": size}, batch_size=1,
                 compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
             ).map_batches(
                 ShardEmbedder, fn_constructor_kwargs=embedder_kwargs, batch_size=1,
-                num_gpus=gpus, num_cpus=actor_cpus(None, gpus),
-                compute=actor_pool(actors),
+                num_gpus=gpus, num_cpus=cpus, compute=actor_pool(actors),
             ).map_batches(
                 write_embedding_shards, fn_kwargs={"run_url": run.url, "pool": pool},
-                batch_size=None, num_cpus=WRITER_CPUS, compute=task_pool(WRITER_CPUS, len(todo)),
+                batch_size=None, **writer_tasks(actors * cpus, len(todo)),
             ).materialize()
             rows = done.take_all()
             nodes = sorted({row["node_id"] for row in rows})
@@ -302,8 +305,9 @@ def warn_if_idle(busy: dict) -> None:
     """Log when the embedding actors waited (:func:`raydistill.pipeline.busy.idle_warning`):
     on GPUs that means the decode tasks do not keep up."""
     message = idle_warning(busy, "embed", (
-        "they wait for decoded clips: decoding runs in CPU tasks of 1 CPU each over the whole "
-        "cluster, so more CPUs (CPU nodes beside the GPU ones) keep them busy"))
+        "between calls an actor waits for decoded clips (decode tasks of 1 CPU each, over "
+        "every CPU of the cluster: CPU nodes beside the GPU ones feed them) and for Ray Data's "
+        "hand-over of each shard (a larger embed.shard_size makes calls longer)"))
     if message:
         log.warning(message)
 

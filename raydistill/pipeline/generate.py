@@ -32,8 +32,8 @@ from raydistill.layout import (FINETUNE_MODEL_DIR, REPORT_FOLDER, SYNTHETIC_MANI
 from raydistill.pipeline.busy import CLOCK_COLUMNS, ActorClock, busy_summary, idle_warning
 from raydistill.pipeline.latents import open_vae
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
-from raydistill.pipeline.shards import (WRITER_CPUS, actor_pool, gpus_per_actor, source, task_pool,
-                                        use_assigned_cpus, worker_node)
+from raydistill.pipeline.shards import (actor_pool, gpus_per_actor, source, use_assigned_cpus,
+                                        worker_node, writer_tasks)
 from raydistill.pipeline.stage import Stage
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
@@ -165,7 +165,7 @@ def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: 
                     generate: GenerateConfig) -> dict:
     """Sample the sampling batches ``groups`` (:func:`sampling_batches`) over
     ``generate.num_actors`` actors (all started at once, one GPU each when the cluster has
-    GPUs) and write them in CPU tasks of :data:`WRITER_CPUS` each. ``model_dir`` is the model's
+    GPUs) and write them in CPU tasks (:func:`~raydistill.pipeline.shards.writer_tasks`). ``model_dir`` is the model's
     folder inside the run; ``vae`` a VAE source, or None for the run's own ``vae/``.
 
     Returns ``nodes`` (the ids of the nodes whose actors sampled), ``written`` (videos written
@@ -174,23 +174,22 @@ def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: 
         return {"nodes": [], "written": 0, **busy_summary([])}
     gpus = gpus_per_actor(generate.gpus_per_actor)
     actors = min(generate.num_actors, len(groups))
+    cpus = actor_cpus(generate.cpus_per_actor, gpus)
     done = source([batch_row(group) for group in groups]).map_batches(
         SyntheticVideoSampler,
         fn_constructor_kwargs={"run_url": run.url, "model_dir": model_dir, "vae": vae,
                                "generate": to_dict(generate)},
-        batch_size=1, num_gpus=gpus, num_cpus=actor_cpus(generate.cpus_per_actor, gpus),
-        compute=actor_pool(actors),
+        batch_size=1, num_gpus=gpus, num_cpus=cpus, compute=actor_pool(actors),
     ).map_batches(
         write_synthetic_videos, fn_kwargs={"run_url": run.url, "fps": generate.fps},
-        batch_size=None, num_cpus=WRITER_CPUS,
-        compute=task_pool(WRITER_CPUS, len(groups)),
+        batch_size=None, **writer_tasks(actors * cpus, len(groups)),
     ).materialize()
     rows = done.take_all()
     busy = busy_summary(rows)
     message = idle_warning(busy, "generate", (
         "sampling batches are all ready from the start and the writing runs in tasks, so the "
-        "wait is Ray Data's own between calls: a larger generate.batch_size makes each call "
-        "longer"))
+        "wait is Ray Data's hand-over between calls (its batch conversions included): a "
+        "larger generate.batch_size, chosen before a run's first video, makes calls longer"))
     if message:
         log.warning(message)
     return {"nodes": sorted({row["node_id"] for row in rows}),
