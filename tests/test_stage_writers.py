@@ -39,7 +39,8 @@ def test_the_video_writer_writes_latent_and_mp4_once_and_passes_the_clock_on(tmp
     batch = sampled_batch()
     out = write_synthetic_videos(batch, run.url, fps=8)
     assert list(out["written"]) == [True, True]
-    assert set(out) == {"video_id", "written", "node_id", *CLOCK_COLUMNS}
+    assert set(out) == {"video_id", "label", "class_name", "seed", "written", "node_id",
+                        *CLOCK_COLUMNS}
     assert list(out["actor_model_s"]) == [1.0, 1.0]
     latent = np.load(run.path("synthetic/latents/syn_0001_00000.npy"))
     assert np.array_equal(latent, batch["latent"][1])
@@ -72,17 +73,17 @@ def test_the_embedding_writer_writes_rejects_then_the_shard_once(tmp_path):
     assert os.stat(run.path(shard)).st_mtime_ns == before
 
 
-@pytest.mark.parametrize("cluster_cpus, actors_cpus, grows, expected", [
-    (2.0, 0.5, False, 0.5),   # a laptop's CPU actor leaves room for a writer
-    (2.0, 2.0, False, 0.0),   # the quickstart's actor takes both CPUs: writers share them
-    (16.0, 8.0, False, 0.5),  # a GPU node: 8 actors of 1 CPU
-    (0.0, 1.0, True, 0.5),    # an autoscaling cluster adds CPU nodes for them
+@pytest.mark.parametrize("cluster_cpus, actors_cpus, grows, fit", [
+    (2.0, 0.5, False, True),   # a laptop's CPU actor leaves room for writers
+    (2.0, 2.0, False, False),  # the quickstart's actor takes both CPUs: it writes itself
+    (16.0, 8.0, False, True),  # a GPU node: 8 actors of 1 CPU
+    (0.0, 1.0, True, True),    # an autoscaling cluster adds CPU nodes for them
 ])
-def test_writers_ask_half_a_cpu_unless_the_actors_leave_none(monkeypatch, cluster_cpus,
-                                                             actors_cpus, grows, expected):
+def test_writer_tasks_run_where_half_a_cpu_is_left_beside_the_actors(monkeypatch, cluster_cpus,
+                                                                    actors_cpus, grows, fit):
     monkeypatch.setattr(shards, "cluster_can_grow", lambda: grows)
     monkeypatch.setattr(shards.ray, "cluster_resources", lambda: {"CPU": cluster_cpus})
-    assert shards.writer_cpus(actors_cpus) == expected
+    assert shards.writers_fit(actors_cpus) is fit
 
 
 def test_an_ipc_round_trip_keeps_the_tensor_column():

@@ -41,13 +41,13 @@ from raydistill.embedding.videomae import (VideoMAEEmbedder, train_videomae_clas
                                            videomae_input_shape)
 from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, clips_folder, embeddings_folder,
                                run_model_dir)
-from raydistill.pipeline.busy import CLOCK_COLUMNS, ActorClock, busy_summary, idle_warning
+from raydistill.pipeline.busy import ActorClock, busy_summary, idle_warning
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
 from raydistill.pipeline.shards import (actor_pool, collect_rejects, decode_shard_isolated,
                                         decode_shards, gpus_per_actor, missing_shards,
                                         prepare_output, shard_files, shard_path, shard_plan,
                                         source, task_pool, use_assigned_cpus, worker_node,
-                                        write_rejects_then, writer_tasks)
+                                        write_rejects_then, writer_tasks, writers_fit)
 from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
@@ -96,16 +96,20 @@ class ShardEmbedder:
     """Ray Data actor UDF: embed each decoded shard (:func:`decode_shards`' rows). The files are
     written by :func:`write_embedding_shards` tasks, so the model never waits on storage.
 
+    With ``writes_into`` (a pool; no CPU left for writer tasks:
+    :func:`~raydistill.pipeline.shards.writers_fit`) the actor writes the shards itself.
+
     Returns per shard: ``split``, ``index``, ``rejects`` (JSON), ``table`` (the embeddings
-    table, :func:`embedding_table`, as Arrow IPC bytes), the node and the actor's clock
-    (:mod:`raydistill.pipeline.busy`)."""
+    table, :func:`embedding_table`, as Arrow IPC bytes; with ``writes_into``: ``index`` only),
+    the node and the actor's clock (:mod:`raydistill.pipeline.busy`)."""
 
     def __init__(self, run_url: str, model: str | None, class_names: list[str],
                  features: str, batch_size: int, run_classifier: str = "videomae",
                  score_model: str | None = None, mixed_precision: str = "bf16",
-                 compile: bool = False):
+                 compile: bool = False, writes_into: str | None = None):
         use_assigned_cpus()
         self.run = RunDir(run_url)
+        self.writes_into = writes_into  # the pool whose shards the actor writes itself
         # Resolved on the actor's node: an S3 run's model folder is downloaded where it is used.
         source_dir = model or self.run.local_dir(run_model_dir(run_classifier))
         fast = {"mixed_precision": mixed_precision, "compile": compile}
@@ -134,9 +138,11 @@ class ShardEmbedder:
                                                 np.asarray(labels, np.int64)))
             tables.append(ipc_bytes(embedding_table(ids, labels, embedded)))
         count = len(batch["index"])
-        return {"split": batch["split"], "index": batch["index"], "rejects": batch["rejects"],
-                "table": tables, "node_id": [worker_node()] * count,
-                **self.clock.columns(count)}
+        embedded = {"split": batch["split"], "index": batch["index"], "rejects": batch["rejects"],
+                    "table": tables, "node_id": [worker_node()] * count}
+        if self.writes_into:
+            embedded = write_embedding_shards(embedded, self.run.url, self.writes_into)
+        return {**embedded, **self.clock.columns(count)}
 
 
 def ipc_bytes(table: pa.Table) -> bytes:
@@ -150,14 +156,15 @@ def ipc_bytes(table: pa.Table) -> bytes:
 def write_embedding_shards(batch: dict, run_url: str, pool: str) -> dict:
     """Ray Data task UDF: write the rejects, then the embeddings file, of each shard that
     :class:`ShardEmbedder` embedded and that is not written yet (a retried task writes nothing
-    twice). Returns the rows without their tables."""
+    twice). Returns the other columns of the rows (``index``, ``node_id``, the clock's)."""
     run = RunDir(run_url)
     for model_name, index, rejects, table in zip(batch["split"], batch["index"],
                                                  batch["rejects"], batch["table"]):
         shard = shard_path(embeddings_folder(pool), model_name, int(index))
         if not run.exists(shard):
             write_rejects_then(run, shard, rejects, pa.ipc.open_stream(table).read_all())
-    return {key: batch[key] for key in ("index", "node_id", *CLOCK_COLUMNS)}
+    return {key: values for key, values in batch.items()
+            if key not in ("split", "rejects", "table")}
 
 
 @ray.remote(max_retries=1)
@@ -268,17 +275,20 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
         gpus = gpus_per_actor(embed.gpus_per_actor)
         actors = min(embed.num_actors, len(todo))
         cpus = actor_cpus(None, gpus)
+        writes_into = None if writers_fit(actors * cpus) else pool
         try:
-            done = source(todo).map_batches(
+            embedded = source(todo).map_batches(
                 decode_shards, fn_kwargs={"num_frames": frames, "size": size}, batch_size=1,
                 compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
             ).map_batches(
-                ShardEmbedder, fn_constructor_kwargs=embedder_kwargs, batch_size=1,
-                num_gpus=gpus, num_cpus=cpus, compute=actor_pool(actors),
-            ).map_batches(
-                write_embedding_shards, fn_kwargs={"run_url": run.url, "pool": pool},
-                batch_size=None, **writer_tasks(actors * cpus, len(todo)),
-            ).materialize()
+                ShardEmbedder, fn_constructor_kwargs={**embedder_kwargs,
+                                                      "writes_into": writes_into},
+                batch_size=1, num_gpus=gpus, num_cpus=cpus, compute=actor_pool(actors))
+            if writes_into is None:
+                embedded = embedded.map_batches(
+                    write_embedding_shards, fn_kwargs={"run_url": run.url, "pool": pool},
+                    batch_size=None, **writer_tasks(len(todo)))
+            done = embedded.materialize()
             rows = done.take_all()
             nodes = sorted({row["node_id"] for row in rows})
             busy = busy_summary(rows)
@@ -286,10 +296,9 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
         except Exception as error:  # a decode task died: isolate the file that killed it
             log.warning(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
                         "shards one file per task")
-            embedder = ShardEmbedder(**embedder_kwargs)
+            embedder = ShardEmbedder(**embedder_kwargs, writes_into=pool)
             for item in missing_shards(run, plan, embeddings_folder(pool)):
-                write_embedding_shards(embedder(decode_shard_isolated(item, frames, size)),
-                                       run.url, pool)
+                embedder(decode_shard_isolated(item, frames, size))
             nodes = [worker_node()]
     rejects = collect_rejects(run, plan, embeddings_folder(pool))
     videos = sum(len(json.loads(item["rows"])) for item in plan)

@@ -29,11 +29,11 @@ from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.layout import (FINETUNE_MODEL_DIR, REPORT_FOLDER, SYNTHETIC_MANIFEST,
                                SYNTHETIC_VIDEOS_FOLDER, synthetic_latent_path,
                                synthetic_video_path)
-from raydistill.pipeline.busy import CLOCK_COLUMNS, ActorClock, busy_summary, idle_warning
+from raydistill.pipeline.busy import ActorClock, busy_summary, idle_warning
 from raydistill.pipeline.latents import open_vae
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
 from raydistill.pipeline.shards import (actor_pool, gpus_per_actor, source, use_assigned_cpus,
-                                        worker_node, writer_tasks)
+                                        worker_node, writer_tasks, writers_fit)
 from raydistill.pipeline.stage import Stage
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
@@ -85,16 +85,20 @@ def batch_row(group: list[dict]) -> dict:
 class SyntheticVideoSampler:
     """Ray Data actor UDF: sample and decode sampling batches (one per row, see
     :func:`sampling_batches`); the writing is left to :func:`write_synthetic_videos` tasks, so
-    the model never waits on mp4 encoding or storage.
+    the model never waits on mp4 encoding or storage, unless ``writes`` (no CPU left for them:
+    :func:`~raydistill.pipeline.shards.writers_fit`).
 
     Loads the model and VAE once (on the actor's GPU when it has one); returns one row per
-    video: its item fields, ``latent`` float32 (T, C, h, w), ``frames`` uint8 (T, H, W, 3), the
-    node that sampled it and the actor's clock (:mod:`raydistill.pipeline.busy`).
+    video: its item fields, ``latent`` float32 (T, C, h, w), ``frames`` uint8 (T, H, W, 3) (with
+    ``writes``: ``written`` instead of the arrays), the node that sampled it and the actor's
+    clock (:mod:`raydistill.pipeline.busy`).
     """
 
-    def __init__(self, run_url: str, model_dir: str, vae: str | None, generate: dict):
+    def __init__(self, run_url: str, model_dir: str, vae: str | None, generate: dict,
+                 writes: bool = False):
         use_assigned_cpus()
         run = RunDir(run_url)
+        self.run_url, self.writes = run_url, writes
         self.settings = GenerateConfig(**generate)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         bf16 = device == "cuda" and self.settings.mixed_precision == "bf16"
@@ -121,16 +125,18 @@ class SyntheticVideoSampler:
             out["latent"] += list(latents)
             out["frames"] += list(frames)
         count = len(out["video_id"])
-        return {**{key: out[key] for key in ITEM_FIELDS},
-                "latent": np.stack(out["latent"]), "frames": np.stack(out["frames"]),
-                "node_id": [worker_node()] * count, **self.clock.columns(count)}
+        sampled = {**{key: out[key] for key in ITEM_FIELDS}, "latent": np.stack(out["latent"]),
+                   "frames": np.stack(out["frames"]), "node_id": [worker_node()] * count}
+        if self.writes:
+            sampled = write_synthetic_videos(sampled, self.run_url, self.settings.fps)
+        return {**sampled, **self.clock.columns(count)}
 
 
 def write_synthetic_videos(batch: dict, run_url: str, fps: int) -> dict:
     """Ray Data task UDF: write the latent, then the mp4 (which marks the video done), of each
     sampled video of ``batch`` (:class:`SyntheticVideoSampler`'s rows) not written yet.
 
-    Returns the rows without their arrays, with ``written`` (bool: written by this call)."""
+    Returns the other columns of the rows, and ``written`` (bool: written by this call)."""
     run = RunDir(run_url)
     written = []
     for index, video_id in enumerate(batch["video_id"]):
@@ -144,8 +150,8 @@ def write_synthetic_videos(batch: dict, run_url: str, fps: int) -> dict:
         run.write_bytes(video_relpath(item),
                         encode_video(np.asarray(batch["frames"][index]), fps, "mp4"))
         written.append(True)
-    return {"video_id": batch["video_id"], "written": written, "node_id": batch["node_id"],
-            **{name: batch[name] for name in CLOCK_COLUMNS}}
+    return {**{key: values for key, values in batch.items() if key not in ("latent", "frames")},
+            "written": written}
 
 
 def write_filmstrips(run: RunDir, items: list[dict], per_class: int = 4) -> list[str]:
@@ -165,7 +171,8 @@ def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: 
                     generate: GenerateConfig) -> dict:
     """Sample the sampling batches ``groups`` (:func:`sampling_batches`) over
     ``generate.num_actors`` actors (all started at once, one GPU each when the cluster has
-    GPUs) and write them in CPU tasks (:func:`~raydistill.pipeline.shards.writer_tasks`). ``model_dir`` is the model's
+    GPUs) and write them in CPU tasks (in the actors where none fits beside them:
+    :func:`~raydistill.pipeline.shards.writers_fit`). ``model_dir`` is the model's
     folder inside the run; ``vae`` a VAE source, or None for the run's own ``vae/``.
 
     Returns ``nodes`` (the ids of the nodes whose actors sampled), ``written`` (videos written
@@ -175,20 +182,23 @@ def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: 
     gpus = gpus_per_actor(generate.gpus_per_actor)
     actors = min(generate.num_actors, len(groups))
     cpus = actor_cpus(generate.cpus_per_actor, gpus)
-    done = source([batch_row(group) for group in groups]).map_batches(
+    writes_here = not writers_fit(actors * cpus)
+    sampled = source([batch_row(group) for group in groups]).map_batches(
         SyntheticVideoSampler,
         fn_constructor_kwargs={"run_url": run.url, "model_dir": model_dir, "vae": vae,
-                               "generate": to_dict(generate)},
-        batch_size=1, num_gpus=gpus, num_cpus=cpus, compute=actor_pool(actors),
-    ).map_batches(
-        write_synthetic_videos, fn_kwargs={"run_url": run.url, "fps": generate.fps},
-        batch_size=None, **writer_tasks(actors * cpus, len(groups)),
-    ).materialize()
+                               "generate": to_dict(generate), "writes": writes_here},
+        batch_size=1, num_gpus=gpus, num_cpus=cpus, compute=actor_pool(actors))
+    if not writes_here:
+        sampled = sampled.map_batches(
+            write_synthetic_videos, fn_kwargs={"run_url": run.url, "fps": generate.fps},
+            batch_size=None, **writer_tasks(len(groups)))
+    done = sampled.materialize()
     rows = done.take_all()
     busy = busy_summary(rows)
     message = idle_warning(busy, "generate", (
-        "sampling batches are all ready from the start and the writing runs in tasks, so the "
-        "wait is Ray Data's hand-over between calls (its batch conversions included): a "
+        "their other work is writing, done by the actors where no CPU is left beside them for "
+        "writer tasks (lower generate.cpus_per_actor to leave half a CPU); their wait is Ray "
+        "Data's hand-over between calls, sampling batches being all ready from the start: a "
         "larger generate.batch_size, chosen before a run's first video, makes calls longer"))
     if message:
         log.warning(message)

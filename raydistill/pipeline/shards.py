@@ -30,8 +30,8 @@ warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
 WRITER_CPUS = 0.5
 """CPUs of each task that writes what a GPU stage's actors computed (generate's mp4s, embed's
 shards), so the actors never wait on encoding or storage. Half a CPU: beside inference actors of
-0.5 CPU (a CPU cluster's default) on a 2-CPU laptop, two writers still fit (else
-:func:`writer_cpus`)."""
+0.5 CPU (a CPU cluster's default) on a 2-CPU laptop, two writers still fit (where none fits, the
+actors write themselves: :func:`writers_fit`)."""
 
 
 def source(items, items_per_block: int = 1) -> ray.data.Dataset:
@@ -97,22 +97,22 @@ def actor_pool(actors: int) -> ActorPoolStrategy:
                              max_tasks_in_flight_per_actor=ACTOR_TASKS_IN_FLIGHT)
 
 
-def writer_cpus(actors_cpus: float) -> float:
-    """CPUs each writer task asks beside actors holding ``actors_cpus`` CPUs in all:
-    :data:`WRITER_CPUS`, or 0 when the cluster cannot grow and has less than that left beside
-    the actors (the quickstart's actor takes every CPU of a laptop). Writers that waited for a
-    free CPU would run only once sampling had ended: every sampled video would sit in the
-    object store meanwhile, and an interrupted stage would lose them all."""
+def writers_fit(actors_cpus: float) -> bool:
+    """Whether writer tasks of :data:`WRITER_CPUS` fit beside actors holding ``actors_cpus`` CPUs
+    in all: on a cluster that can grow, or with that much left. Where they do not (the
+    quickstart's actor takes both CPUs of a laptop) the actors write themselves: writer tasks
+    would wait for a free CPU until sampling had ended (every sampled video held in the object
+    store meanwhile), and without a CPU of their own they would only take the actors' cores and
+    start worker processes of their own (generate 32 → 60 s in the quickstart)."""
     if cluster_can_grow():
-        return WRITER_CPUS
-    left = float(ray.cluster_resources().get("CPU", 0)) - actors_cpus
-    return WRITER_CPUS if left >= WRITER_CPUS else 0.0
+        return True
+    return float(ray.cluster_resources().get("CPU", 0)) - actors_cpus >= WRITER_CPUS
 
 
-def writer_tasks(actors_cpus: float, work_items: int) -> dict:
-    """The ``map_batches`` keywords of a stage's writer tasks (:func:`writer_cpus` each, as many
-    at once as the cluster's CPUs hold at :data:`WRITER_CPUS` each)."""
-    return {"num_cpus": writer_cpus(actors_cpus), "compute": task_pool(WRITER_CPUS, work_items)}
+def writer_tasks(work_items: int) -> dict:
+    """The ``map_batches`` keywords of a stage's writer tasks: :data:`WRITER_CPUS` each, as many
+    at once as the cluster's CPUs hold."""
+    return {"num_cpus": WRITER_CPUS, "compute": task_pool(WRITER_CPUS, work_items)}
 
 
 def task_pool(num_cpus: float, work_items: int) -> TaskPoolStrategy:
