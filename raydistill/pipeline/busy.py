@@ -7,8 +7,8 @@ the next batch (Ray Data converts batches between Arrow and numpy on the actor, 
 time in a call but outside the model is other CPU work done on the actor (encoding, writing).
 Each actor keeps an :class:`ActorClock`, returns its running totals with every output row, and
 :func:`busy_summary` turns the last totals of each actor into the stage summary's ``actors``
-entry. Measured from the start of an actor's first call to the end of
-its last (the pool filling and the model loading are not counted).
+entry. Measured from the start of an actor's first call to the end of its last (the pool
+filling and the model loading are not counted).
 """
 
 from __future__ import annotations
