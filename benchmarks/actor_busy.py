@@ -96,9 +96,8 @@ def measure(scale: BusyScale, folder: str) -> list[dict]:
     ``embed_repeats`` times); one result per stage: videos, seconds (the whole stage, actors'
     start included) and the actors' shares (:func:`raydistill.pipeline.busy.busy_summary`)."""
     from raydistill.pipeline.embed import embed_pool
-    from raydistill.pipeline.generate import (SYNTHETIC_SCHEMA, generate_videos,
-                                              latent_relpath, sampling_batches, video_relpath,
-                                              work_items)
+    from raydistill.pipeline.generate import (SYNTHETIC_SCHEMA, generate_videos, manifest_row,
+                                              sampling_batches, work_items)
 
     run = RunDir(folder)
     class_names = [f"class {index}" for index in range(scale.classes)]
@@ -115,8 +114,7 @@ def measure(scale: BusyScale, folder: str) -> list[dict]:
                               FINETUNE_MODEL_DIR, vae_dir, config.generate)
     generate_s = time.perf_counter() - started
     # Each video listed embed_repeats times: shards of the stage's real size from few videos.
-    rows = [{**item, "video_id": f"{item['video_id']}-{copy}", "path": video_relpath(item),
-             "latent_path": latent_relpath(item)}
+    rows = [{**manifest_row(item), "video_id": f"{item['video_id']}-{copy}"}
             for item in items for copy in range(scale.embed_repeats)]
     run.write_table(SYNTHETIC_MANIFEST, pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
     started = time.perf_counter()

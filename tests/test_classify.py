@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from raydistill.classify.augment import (Augmentation, augment_clips, jitter_indices,
-                                         to_model_input)
+from raydistill.classify.augment import (Augmentation, augment_clips, clips_on, jitter_indices,
+                                         pinned_copy, to_model_input)
 from raydistill.classify.models import (C3D, CLASSIFIERS, PAPER_CLASSIFIERS, TOY_CLASSIFIERS,
                                         ConvNet3D, VideoTransformer, build_classifier)
 from raydistill.classify.training import (TrainSettings, evaluate, fit_classifier, load_state,
@@ -204,6 +204,19 @@ def test_model_input_samples_frames_uniformly_and_normalises():
     assert torch.allclose(normalised, torch.zeros_like(normalised), atol=1e-6)
     with pytest.raises(ValueError, match="uint8 clips"):
         to_model_input(grey.astype(np.float32), 2, 8)
+
+
+def test_read_only_clips_reach_the_device_as_uint8_after_one_copy():
+    clips = np.arange(2 * 2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 2, 4, 4, 3)
+    clips.flags.writeable = False  # as Arrow hands a tensor column over
+    copied = pinned_copy(clips, pin=False)  # pin=True needs CUDA; the copy is the same
+    assert copied.dtype == torch.uint8 and np.array_equal(copied.numpy(), clips)
+    assert not np.shares_memory(copied.numpy(), clips)
+    on_cpu = clips_on(clips, "cpu")
+    assert on_cpu.dtype == torch.uint8 and np.array_equal(on_cpu.numpy(), clips)
+    with pytest.raises(ValueError, match=r"uint8 clips of shape \(B, T, H, W, 3\), got "
+                                         r"float32 \(2, 2, 4, 4\)"):
+        pinned_copy(np.zeros((2, 2, 4, 4), np.float32), pin=False)
 
 
 # --- training ----------------------------------------------------------------------------------

@@ -68,9 +68,24 @@ def as_clip_tensor(clips: np.ndarray | torch.Tensor) -> torch.Tensor:
         # Arrow-backed arrays are read-only; torch wants writable memory.
         tensor = torch.from_numpy(clips if clips.flags.writeable and clips.flags.c_contiguous
                                   else np.array(clips))
-    if tensor.ndim != 5 or tensor.shape[-1] != 3 or tensor.dtype != torch.uint8:
-        raise ValueError("expected uint8 clips of shape (B, T, H, W, 3), got "
-                         f"{tensor.dtype} {tuple(tensor.shape)}")
+    check_clips(tuple(tensor.shape), tensor.dtype == torch.uint8, tensor.dtype)
+    return tensor
+
+
+def check_clips(shape: tuple, is_uint8: bool, dtype) -> None:
+    """Raise ValueError unless ``shape`` is (B, T, H, W, 3) and the clips are uint8."""
+    if len(shape) != 5 or shape[-1] != 3 or not is_uint8:
+        raise ValueError(f"expected uint8 clips of shape (B, T, H, W, 3), got {dtype} {shape}")
+
+
+def pinned_copy(clips: np.ndarray, pin: bool = True) -> torch.Tensor:
+    """uint8 clips (B, T, H, W, 3) copied once into a new host tensor, page-locked when ``pin``
+    (from there a GPU copy need not wait). Read-only (Arrow) memory is read directly, not first
+    copied to make it writable."""
+    array = np.asarray(clips)
+    check_clips(tuple(array.shape), array.dtype == np.uint8, array.dtype)
+    tensor = torch.empty(array.shape, dtype=torch.uint8, pin_memory=pin)
+    tensor.numpy()[...] = array
     return tensor
 
 
@@ -136,7 +151,10 @@ def _random_crop(frames: torch.Tensor, size: int, augmentation: Augmentation,
 
 def clips_on(clips: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """uint8 clips (B, T, H, W, 3) as a uint8 tensor on ``device``: a GPU receives bytes, not
-    four times as many float bytes, and converts them itself (:func:`to_device`)."""
+    four times as many float bytes, and converts them itself (:func:`to_device`). Host clips
+    for a GPU are copied once, into pinned memory (:func:`pinned_copy`)."""
+    if torch.device(device).type == "cuda" and not isinstance(clips, torch.Tensor):
+        return pinned_copy(clips).to(device, non_blocking=True)
     return to_device(as_clip_tensor(clips), device)
 
 

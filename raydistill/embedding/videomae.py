@@ -75,8 +75,8 @@ def pixel_values(clips: np.ndarray, mean: np.ndarray, std: np.ndarray,
     """uint8 clips (B, T, H, W, 3) → normalised float (B, T, 3, H, W) on ``device``, VideoMAE's
     input (the uint8 clips are copied to the device, the conversion runs there)."""
     frames = clips_on(clips, device).to(torch.float32).div_(255.0)
-    frames = (frames - torch.as_tensor(mean, dtype=torch.float32, device=frames.device)) / (
-        torch.as_tensor(std, dtype=torch.float32, device=frames.device))
+    frames.sub_(torch.as_tensor(mean, dtype=torch.float32, device=frames.device))
+    frames.div_(torch.as_tensor(std, dtype=torch.float32, device=frames.device))
     return frames.permute(0, 1, 4, 2, 3).contiguous()
 
 

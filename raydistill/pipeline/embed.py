@@ -43,11 +43,12 @@ from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, clips_folder, embed
                                run_model_dir)
 from raydistill.pipeline.busy import ActorClock, busy_summary, idle_warning
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
-from raydistill.pipeline.shards import (actor_pool, collect_rejects, decode_shard_isolated,
-                                        decode_shards, gpus_per_actor, missing_shards,
-                                        prepare_output, shard_files, shard_path, shard_plan,
-                                        source, task_pool, use_assigned_cpus, worker_node,
-                                        write_rejects_then, writer_tasks, writers_fit)
+from raydistill.pipeline.shards import (actor_pool, actors_outcome, collect_rejects,
+                                        decode_shard_isolated, decode_shards, gpus_per_actor,
+                                        missing_shards, prepare_output, shard_files, shard_path,
+                                        shard_plan, source, task_pool, use_assigned_cpus,
+                                        worker_node, write_rejects_then, writers_fit,
+                                        written_by_tasks)
 from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
@@ -93,23 +94,22 @@ def read_embeddings(run: RunDir, pool: str, model_name: str) -> pa.Table:
 
 
 class ShardEmbedder:
-    """Ray Data actor UDF: embed each decoded shard (:func:`decode_shards`' rows). The files are
-    written by :func:`write_embedding_shards` tasks, so the model never waits on storage.
-
-    With ``writes_into`` (a pool; no CPU left for writer tasks:
-    :func:`~raydistill.pipeline.shards.writers_fit`) the actor writes the shards itself.
+    """Ray Data actor UDF: embed each decoded shard (:func:`decode_shards`' rows) of ``pool``.
+    The files are written by :func:`write_embedding_shards` tasks, so the model never waits on
+    storage, unless ``writes`` (no CPU left for writer tasks:
+    :func:`~raydistill.pipeline.shards.writers_fit`): then the actor writes them itself.
 
     Returns per shard: ``split``, ``index``, ``rejects`` (JSON), ``table`` (the embeddings
-    table, :func:`embedding_table`, as Arrow IPC bytes; with ``writes_into``: ``index`` only),
+    table, :func:`embedding_table`, as Arrow IPC bytes; with ``writes``: ``index`` only),
     the node and the actor's clock (:mod:`raydistill.pipeline.busy`)."""
 
-    def __init__(self, run_url: str, model: str | None, class_names: list[str],
+    def __init__(self, run_url: str, pool: str, model: str | None, class_names: list[str],
                  features: str, batch_size: int, run_classifier: str = "videomae",
                  score_model: str | None = None, mixed_precision: str = "bf16",
-                 compile: bool = False, writes_into: str | None = None):
+                 compile: bool = False, writes: bool = False):
         use_assigned_cpus()
         self.run = RunDir(run_url)
-        self.writes_into = writes_into  # the pool whose shards the actor writes itself
+        self.pool, self.writes = pool, writes
         # Resolved on the actor's node: an S3 run's model folder is downloaded where it is used.
         source_dir = model or self.run.local_dir(run_model_dir(run_classifier))
         fast = {"mixed_precision": mixed_precision, "compile": compile}
@@ -136,13 +136,18 @@ class ShardEmbedder:
                 if self.scorer is not None:
                     embedded.update(self.scorer(np.asarray(clips),
                                                 np.asarray(labels, np.int64)))
-            tables.append(ipc_bytes(embedding_table(ids, labels, embedded)))
+            tables.append(embedding_table(ids, labels, embedded))
         count = len(batch["index"])
-        embedded = {"split": batch["split"], "index": batch["index"], "rejects": batch["rejects"],
-                    "table": tables, "node_id": [worker_node()] * count}
-        if self.writes_into:
-            embedded = write_embedding_shards(embedded, self.run.url, self.writes_into)
-        return {**embedded, **self.clock.columns(count)}
+        out = {"index": batch["index"], "node_id": [worker_node()] * count}
+        if self.writes:
+            for model_name, index, rejects, table in zip(batch["split"], batch["index"],
+                                                         batch["rejects"], tables):
+                write_embedding_shard(self.run, self.pool, model_name, int(index), rejects,
+                                      table)
+        else:
+            out.update({"split": batch["split"], "rejects": batch["rejects"],
+                        "table": [ipc_bytes(table) for table in tables]})
+        return {**out, **self.clock.columns(count)}
 
 
 def ipc_bytes(table: pa.Table) -> bytes:
@@ -160,11 +165,19 @@ def write_embedding_shards(batch: dict, run_url: str, pool: str) -> dict:
     run = RunDir(run_url)
     for model_name, index, rejects, table in zip(batch["split"], batch["index"],
                                                  batch["rejects"], batch["table"]):
-        shard = shard_path(embeddings_folder(pool), model_name, int(index))
-        if not run.exists(shard):
-            write_rejects_then(run, shard, rejects, pa.ipc.open_stream(table).read_all())
+        write_embedding_shard(run, pool, model_name, int(index), rejects,
+                              pa.ipc.open_stream(table).read_all())
     return {key: values for key, values in batch.items()
             if key not in ("split", "rejects", "table")}
+
+
+def write_embedding_shard(run: RunDir, pool: str, model_name: str, index: int, rejects: str,
+                          table: pa.Table) -> None:
+    """Write shard ``index`` of ``pool``'s embeddings by ``model_name``: its rejects (JSON),
+    then ``table``; nothing if the shard is written already (a retried writer, a rerun)."""
+    shard = shard_path(embeddings_folder(pool), model_name, index)
+    if not run.exists(shard):
+        write_rejects_then(run, shard, rejects, table)
 
 
 @ray.remote(max_retries=1)
@@ -265,49 +278,43 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
     for item in plan:  # shard_path(embeddings_folder(pool), model, i) is the folder's shard i
         item["split"] = model_name
     todo = missing_shards(run, plan, embeddings_folder(pool))
-    embedder_kwargs = {"run_url": run.url, "model": embed.model, "class_names": class_names,
-                       "features": embed.features, "batch_size": embed.batch_size,
-                       "run_classifier": embed.run_classifier, "score_model": embed.score_model,
+    embedder_kwargs = {"run_url": run.url, "pool": pool, "model": embed.model,
+                       "class_names": class_names, "features": embed.features,
+                       "batch_size": embed.batch_size, "run_classifier": embed.run_classifier,
+                       "score_model": embed.score_model,
                        "mixed_precision": embed.mixed_precision, "compile": embed.compile}
-    nodes: list[str] = []  # the nodes that embedded shards now (the driver's after a failure)
-    busy = busy_summary([])
+    outcome = {"nodes": [], **busy_summary([])}  # nodes: those that embedded shards now
     if todo:
         gpus = gpus_per_actor(embed.gpus_per_actor)
         actors = min(embed.num_actors, len(todo))
         cpus = actor_cpus(None, gpus)
-        writes_into = None if writers_fit(actors * cpus) else pool
+        actors_write = not writers_fit(actors * cpus)
         try:
             embedded = source(todo).map_batches(
                 decode_shards, fn_kwargs={"num_frames": frames, "size": size}, batch_size=1,
                 compute=task_pool(1.0, len(todo)), num_cpus=1, max_retries=0,
             ).map_batches(
-                ShardEmbedder, fn_constructor_kwargs={**embedder_kwargs,
-                                                      "writes_into": writes_into},
+                ShardEmbedder, fn_constructor_kwargs={**embedder_kwargs, "writes": actors_write},
                 batch_size=1, num_gpus=gpus, num_cpus=cpus, compute=actor_pool(actors))
-            if writes_into is None:
-                embedded = embedded.map_batches(
-                    write_embedding_shards, fn_kwargs={"run_url": run.url, "pool": pool},
-                    batch_size=None, **writer_tasks(len(todo)))
-            done = embedded.materialize()
-            rows = done.take_all()
-            nodes = sorted({row["node_id"] for row in rows})
-            busy = busy_summary(rows)
-            warn_if_idle(busy)
+            _, outcome = actors_outcome(written_by_tasks(
+                embedded, actors_write, write_embedding_shards,
+                {"run_url": run.url, "pool": pool}, len(todo)))
+            warn_if_idle(outcome)
         except Exception as error:  # a decode task died: isolate the file that killed it
             log.warning(f"embed: a task failed ({type(error).__name__}); decoding the remaining "
                         "shards one file per task")
-            embedder = ShardEmbedder(**embedder_kwargs, writes_into=pool)
+            embedder = ShardEmbedder(**embedder_kwargs, writes=True)
             for item in missing_shards(run, plan, embeddings_folder(pool)):
                 embedder(decode_shard_isolated(item, frames, size))
-            nodes = [worker_node()]
+            outcome = {**outcome, "nodes": [worker_node()]}
     rejects = collect_rejects(run, plan, embeddings_folder(pool))
     videos = sum(len(json.loads(item["rows"])) for item in plan)
     scorer = write_scorer_record(run, folder, embed)
     return {"folder": folder, "videos": videos - rejects.num_rows, "shards": len(plan),
-            "shards_embedded_now": len(todo), "nodes": nodes, "decode_errors": rejects.num_rows,
-            "frames": frames, "size": size, "scorer": scorer["scorer"],
-            "mae_score": scorer["mae_score"], "actors": busy["actors"],
-            "busy_share_min": busy["busy_share_min"]}
+            "shards_embedded_now": len(todo), "nodes": outcome["nodes"],
+            "decode_errors": rejects.num_rows, "frames": frames, "size": size,
+            "scorer": scorer["scorer"], "mae_score": scorer["mae_score"],
+            "actors": outcome["actors"], "busy_share_min": outcome["busy_share_min"]}
 
 
 def warn_if_idle(busy: dict) -> None:

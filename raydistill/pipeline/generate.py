@@ -32,8 +32,9 @@ from raydistill.layout import (FINETUNE_MODEL_DIR, REPORT_FOLDER, SYNTHETIC_MANI
 from raydistill.pipeline.busy import ActorClock, busy_summary, idle_warning
 from raydistill.pipeline.latents import open_vae
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
-from raydistill.pipeline.shards import (actor_pool, gpus_per_actor, source, use_assigned_cpus,
-                                        worker_node, writer_tasks, writers_fit)
+from raydistill.pipeline.shards import (actor_pool, actors_outcome, gpus_per_actor, source,
+                                        use_assigned_cpus, worker_node, writers_fit,
+                                        written_by_tasks)
 from raydistill.pipeline.stage import Stage
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
@@ -58,6 +59,12 @@ def video_relpath(item: dict) -> str:
 def latent_relpath(item: dict) -> str:
     """Run-relative latent path of a work item."""
     return synthetic_latent_path(item["video_id"])
+
+
+def manifest_row(item: dict) -> dict:
+    """The synthetic manifest's row of a work item: the item, its video's and its latent's
+    run-relative paths (a copied or synced run reads its own files)."""
+    return {**item, "path": video_relpath(item), "latent_path": latent_relpath(item)}
 
 
 def work_items(class_names: list[str], per_class: int, run_seed: int) -> list[dict]:
@@ -97,8 +104,8 @@ class SyntheticVideoSampler:
     def __init__(self, run_url: str, model_dir: str, vae: str | None, generate: dict,
                  writes: bool = False):
         use_assigned_cpus()
-        run = RunDir(run_url)
-        self.run_url, self.writes = run_url, writes
+        self.run, self.writes = RunDir(run_url), writes
+        run = self.run
         self.settings = GenerateConfig(**generate)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         bf16 = device == "cuda" and self.settings.mixed_precision == "bf16"
@@ -128,16 +135,20 @@ class SyntheticVideoSampler:
         sampled = {**{key: out[key] for key in ITEM_FIELDS}, "latent": np.stack(out["latent"]),
                    "frames": np.stack(out["frames"]), "node_id": [worker_node()] * count}
         if self.writes:
-            sampled = write_synthetic_videos(sampled, self.run_url, self.settings.fps)
+            sampled = write_sampled_videos(self.run, sampled, self.settings.fps)
         return {**sampled, **self.clock.columns(count)}
 
 
 def write_synthetic_videos(batch: dict, run_url: str, fps: int) -> dict:
-    """Ray Data task UDF: write the latent, then the mp4 (which marks the video done), of each
-    sampled video of ``batch`` (:class:`SyntheticVideoSampler`'s rows) not written yet.
+    """Ray Data task UDF: :func:`write_sampled_videos` into the run at ``run_url``."""
+    return write_sampled_videos(RunDir(run_url), batch, fps)
+
+
+def write_sampled_videos(run: RunDir, batch: dict, fps: int) -> dict:
+    """Write the latent, then the mp4 (which marks the video done), of each sampled video of
+    ``batch`` (:class:`SyntheticVideoSampler`'s rows) not written yet.
 
     Returns the other columns of the rows, and ``written`` (bool: written by this call)."""
-    run = RunDir(run_url)
     written = []
     for index, video_id in enumerate(batch["video_id"]):
         item = {"video_id": video_id, "class_name": batch["class_name"][index]}
@@ -182,28 +193,23 @@ def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: 
     gpus = gpus_per_actor(generate.gpus_per_actor)
     actors = min(generate.num_actors, len(groups))
     cpus = actor_cpus(generate.cpus_per_actor, gpus)
-    writes_here = not writers_fit(actors * cpus)
+    actors_write = not writers_fit(actors * cpus)
     sampled = source([batch_row(group) for group in groups]).map_batches(
         SyntheticVideoSampler,
         fn_constructor_kwargs={"run_url": run.url, "model_dir": model_dir, "vae": vae,
-                               "generate": to_dict(generate), "writes": writes_here},
+                               "generate": to_dict(generate), "writes": actors_write},
         batch_size=1, num_gpus=gpus, num_cpus=cpus, compute=actor_pool(actors))
-    if not writes_here:
-        sampled = sampled.map_batches(
-            write_synthetic_videos, fn_kwargs={"run_url": run.url, "fps": generate.fps},
-            batch_size=None, **writer_tasks(len(groups)))
-    done = sampled.materialize()
-    rows = done.take_all()
-    busy = busy_summary(rows)
-    message = idle_warning(busy, "generate", (
+    rows, outcome = actors_outcome(written_by_tasks(
+        sampled, actors_write, write_synthetic_videos, {"run_url": run.url, "fps": generate.fps},
+        len(groups)))
+    message = idle_warning(outcome, "generate", (
         "their other work is writing, done by the actors where no CPU is left beside them for "
         "writer tasks (lower generate.cpus_per_actor to leave half a CPU); their wait is Ray "
         "Data's hand-over between calls, sampling batches being all ready from the start: a "
         "larger generate.batch_size, chosen before a run's first video, makes calls longer"))
     if message:
         log.warning(message)
-    return {"nodes": sorted({row["node_id"] for row in rows}),
-            "written": sum(bool(row["written"]) for row in rows), **busy}
+    return {**outcome, "written": sum(bool(row["written"]) for row in rows)}
 
 
 def run_generate(run: RunDir, config: RunConfig) -> dict:
@@ -218,10 +224,8 @@ def run_generate(run: RunDir, config: RunConfig) -> dict:
     groups = [group for group in sampling_batches(items, generate.batch_size)
               if any(video_relpath(item) not in written for item in group)]
     sampled = generate_videos(run, groups, FINETUNE_MODEL_DIR, config.latents.vae, generate)
-    # Run-relative paths: a copied or synced run reads its own videos (RunDir.read_manifest).
-    rows = [{**item, "path": video_relpath(item), "latent_path": latent_relpath(item)}
-            for item in items]
-    run.write_table(SYNTHETIC_MANIFEST, pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
+    run.write_table(SYNTHETIC_MANIFEST, pa.Table.from_pylist(
+        [manifest_row(item) for item in items], SYNTHETIC_SCHEMA))
     strips = write_filmstrips(run, items)
     seconds = time.time() - started
     log.info(f"generate: {len(items)} synthetic videos ({len(todo)} generated now) in "

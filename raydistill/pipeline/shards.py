@@ -17,6 +17,7 @@ import ray
 from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from raydistill.layout import REJECTS_FOLDER, is_rejects_file
+from raydistill.pipeline.busy import busy_summary
 from raydistill.pipeline.resources import actor_gpus, autoscaler_reports, bootstrap_node_types
 from raydistill.runs import RunDir
 from raydistill.schema import REJECTS_SCHEMA, reject, table_from_rows
@@ -107,6 +108,25 @@ def writers_fit(actors_cpus: float) -> bool:
     if cluster_can_grow():
         return True
     return float(ray.cluster_resources().get("CPU", 0)) - actors_cpus >= WRITER_CPUS
+
+
+def written_by_tasks(computed: ray.data.Dataset, actors_write: bool, writer, fn_kwargs: dict,
+                     work_items: int) -> ray.data.Dataset:
+    """A GPU stage's ``computed`` rows, followed by ``writer`` (a task UDF with ``fn_kwargs``)
+    in :func:`writer_tasks`, unless ``actors_write`` (:func:`writers_fit` said no: the actors
+    wrote their output themselves)."""
+    if actors_write:
+        return computed
+    return computed.map_batches(writer, fn_kwargs=fn_kwargs, batch_size=None,
+                                **writer_tasks(work_items))
+
+
+def actors_outcome(output: ray.data.Dataset) -> tuple[list[dict], dict]:
+    """Run a GPU stage's dataset ``output`` to its end. Returns its rows and ``{"nodes": the
+    sorted ids of the nodes whose actors did the work, **busy_summary(rows)}`` (the rows carry
+    :func:`worker_node` and the actors' clocks, :mod:`raydistill.pipeline.busy`)."""
+    rows = output.materialize().take_all()
+    return rows, {"nodes": sorted({row["node_id"] for row in rows}), **busy_summary(rows)}
 
 
 def writer_tasks(work_items: int) -> dict:
