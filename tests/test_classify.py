@@ -219,6 +219,16 @@ def test_read_only_clips_reach_the_device_as_uint8_after_one_copy():
         pinned_copy(np.zeros((2, 2, 4, 4), np.float32), pin=False)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA GPU")
+def test_read_only_clips_reach_a_gpu_through_one_pinned_copy():
+    clips = np.arange(2 * 2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 2, 4, 4, 3)
+    clips.flags.writeable = False
+    assert pinned_copy(clips).is_pinned()
+    on_gpu = clips_on(clips, "cuda")
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.uint8
+    assert np.array_equal(on_gpu.cpu().numpy(), clips)
+
+
 # --- training ----------------------------------------------------------------------------------
 
 def colour_clips(per_class=8, seed=0):

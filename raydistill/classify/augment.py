@@ -68,14 +68,16 @@ def as_clip_tensor(clips: np.ndarray | torch.Tensor) -> torch.Tensor:
         # Arrow-backed arrays are read-only; torch wants writable memory.
         tensor = torch.from_numpy(clips if clips.flags.writeable and clips.flags.c_contiguous
                                   else np.array(clips))
-    check_clips(tuple(tensor.shape), tensor.dtype == torch.uint8, tensor.dtype)
+    check_clips(tuple(tensor.shape), tensor.dtype)
     return tensor
 
 
-def check_clips(shape: tuple, is_uint8: bool, dtype) -> None:
-    """Raise ValueError unless ``shape`` is (B, T, H, W, 3) and the clips are uint8."""
-    if len(shape) != 5 or shape[-1] != 3 or not is_uint8:
-        raise ValueError(f"expected uint8 clips of shape (B, T, H, W, 3), got {dtype} {shape}")
+def check_clips(shape: tuple, dtype: torch.dtype | np.dtype) -> None:
+    """Raise ValueError unless ``shape`` is (B, T, H, W, 3) and ``dtype`` (torch's or numpy's)
+    is uint8."""
+    name = str(dtype).removeprefix("torch.")
+    if len(shape) != 5 or shape[-1] != 3 or name != "uint8":
+        raise ValueError(f"expected uint8 clips of shape (B, T, H, W, 3), got {name} {shape}")
 
 
 def pinned_copy(clips: np.ndarray, pin: bool = True) -> torch.Tensor:
@@ -83,7 +85,7 @@ def pinned_copy(clips: np.ndarray, pin: bool = True) -> torch.Tensor:
     (from there a GPU copy need not wait). Read-only (Arrow) memory is read directly, not first
     copied to make it writable."""
     array = np.asarray(clips)
-    check_clips(tuple(array.shape), array.dtype == np.uint8, array.dtype)
+    check_clips(tuple(array.shape), array.dtype)
     tensor = torch.empty(array.shape, dtype=torch.uint8, pin_memory=pin)
     tensor.numpy()[...] = array
     return tensor

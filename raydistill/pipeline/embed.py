@@ -3,7 +3,8 @@
 Pools: ``synthetic`` (the generated videos) and ``real`` (the real training split, for coreset
 selection). Videos are decoded in CPU tasks at the model's own frame count and size, embedded by
 an actor pool holding the model (one GPU per actor when the cluster has GPUs) and written by CPU
-tasks, so the actors only compute (their shares of time: the summary's ``actors``). Output, one
+tasks, so the actors only compute (their shares of time: the summary's ``actors``); where no half
+CPU is left beside the actors (``shards.writers_fit``) the actors write themselves. Output, one
 file per shard of ``embed.shard_size`` videos, resumable like the clip cache:
 ``embeddings/{pool}/{model}/shard-NNNNN.parquet`` (``video_id, label, embedding`` float32 (D,),
 ``score``: the model's probability for the video's own class, NaN without a matching classifier
@@ -41,14 +42,14 @@ from raydistill.embedding.videomae import (VideoMAEEmbedder, train_videomae_clas
                                            videomae_input_shape)
 from raydistill.layout import (MANIFEST, SYNTHETIC_MANIFEST, clips_folder, embeddings_folder,
                                run_model_dir)
-from raydistill.pipeline.busy import ActorClock, busy_summary, idle_warning
+from raydistill.pipeline.busy import ActorClock, idle_warning
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
 from raydistill.pipeline.shards import (actor_pool, actors_outcome, collect_rejects,
                                         decode_shard_isolated, decode_shards, gpus_per_actor,
-                                        missing_shards, prepare_output, shard_files, shard_path,
-                                        shard_plan, source, task_pool, use_assigned_cpus,
-                                        worker_node, write_rejects_then, writers_fit,
-                                        written_by_tasks)
+                                        missing_shards, no_outcome, prepare_output, shard_files,
+                                        shard_path, shard_plan, source, task_pool,
+                                        use_assigned_cpus, worker_node, write_rejects_then,
+                                        writers_fit, written_by_tasks)
 from raydistill.pipeline.stage import Stage, missing_model, model_source
 from raydistill.runs import RunDir
 from raydistill.schema import tensor_array
@@ -165,18 +166,20 @@ def write_embedding_shards(batch: dict, run_url: str, pool: str) -> dict:
     run = RunDir(run_url)
     for model_name, index, rejects, table in zip(batch["split"], batch["index"],
                                                  batch["rejects"], batch["table"]):
-        write_embedding_shard(run, pool, model_name, int(index), rejects,
-                              pa.ipc.open_stream(table).read_all())
+        write_embedding_shard(run, pool, model_name, int(index), rejects, table)
     return {key: values for key, values in batch.items()
             if key not in ("split", "rejects", "table")}
 
 
 def write_embedding_shard(run: RunDir, pool: str, model_name: str, index: int, rejects: str,
-                          table: pa.Table) -> None:
+                          table: pa.Table | bytes) -> None:
     """Write shard ``index`` of ``pool``'s embeddings by ``model_name``: its rejects (JSON),
-    then ``table``; nothing if the shard is written already (a retried writer, a rerun)."""
+    then ``table`` (a table, or its Arrow IPC bytes: :func:`ipc_bytes`); nothing if the shard is
+    written already (a retried writer, a rerun), without reading the bytes."""
     shard = shard_path(embeddings_folder(pool), model_name, index)
     if not run.exists(shard):
+        if not isinstance(table, pa.Table):
+            table = pa.ipc.open_stream(table).read_all()
         write_rejects_then(run, shard, rejects, table)
 
 
@@ -283,7 +286,7 @@ def embed_pool(run: RunDir, config: RunConfig, pool: str, class_names: list[str]
                        "batch_size": embed.batch_size, "run_classifier": embed.run_classifier,
                        "score_model": embed.score_model,
                        "mixed_precision": embed.mixed_precision, "compile": embed.compile}
-    outcome = {"nodes": [], **busy_summary([])}  # nodes: those that embedded shards now
+    outcome = no_outcome()  # nodes: those that embedded shards now
     if todo:
         gpus = gpus_per_actor(embed.gpus_per_actor)
         actors = min(embed.num_actors, len(todo))

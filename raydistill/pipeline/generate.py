@@ -3,7 +3,8 @@
 Work items (class, index) stream through Ray Data into ``generate.num_actors`` actors, each
 holding one copy of the fine-tuned Latte and the VAE (one GPU each when the cluster has GPUs;
 all actors start at once). Each video is sampled from its own seed (``synthesis.video_seed``), so
-it does not depend on the batch it landed in. CPU tasks after the actors write each as
+it does not depend on the batch it landed in. CPU tasks after the actors (the actors themselves
+where no half CPU is left beside them: ``shards.writers_fit``) write each as
 ``synthetic/latents/{id}.npy`` then ``synthetic/videos/{class}/{id}.mp4`` (the mp4 marks it done):
 a rerun generates only the missing videos. The summary's ``actors`` say what share of their time
 the actors spent sampling (:mod:`raydistill.pipeline.busy`). Then ``synthetic/manifest.parquet``
@@ -29,12 +30,12 @@ from raydistill.generation.synthesis import synthesize, synthetic_id, video_seed
 from raydistill.layout import (FINETUNE_MODEL_DIR, REPORT_FOLDER, SYNTHETIC_MANIFEST,
                                SYNTHETIC_VIDEOS_FOLDER, synthetic_latent_path,
                                synthetic_video_path)
-from raydistill.pipeline.busy import ActorClock, busy_summary, idle_warning
+from raydistill.pipeline.busy import ActorClock, idle_warning
 from raydistill.pipeline.latents import open_vae
 from raydistill.pipeline.resources import Cluster, Request, actor_cpus, inference_actors
-from raydistill.pipeline.shards import (actor_pool, actors_outcome, gpus_per_actor, source,
-                                        use_assigned_cpus, worker_node, writers_fit,
-                                        written_by_tasks)
+from raydistill.pipeline.shards import (actor_pool, actors_outcome, gpus_per_actor,
+                                        no_outcome, source, use_assigned_cpus, worker_node,
+                                        writers_fit, written_by_tasks)
 from raydistill.pipeline.stage import Stage
 from raydistill.report.filmstrip import filmstrip, png_bytes
 from raydistill.runs import RunDir
@@ -105,16 +106,15 @@ class SyntheticVideoSampler:
                  writes: bool = False):
         use_assigned_cpus()
         self.run, self.writes = RunDir(run_url), writes
-        run = self.run
         self.settings = GenerateConfig(**generate)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         bf16 = device == "cuda" and self.settings.mixed_precision == "bf16"
         dtype = torch.bfloat16 if bf16 else torch.float32
         # Resolved here, on the actor's node: an S3 run's files are downloaded where they are used.
         self.model = compiled(ClassConditionalLatte.from_pretrained(
-            run.local_dir(model_dir), torch_dtype=dtype).to(device).eval(),
+            self.run.local_dir(model_dir), torch_dtype=dtype).to(device).eval(),
             self.settings.compile, device)
-        self.vae = open_vae(run, vae).to(device).eval()
+        self.vae = open_vae(self.run, vae).to(device).eval()
         self.clock = ActorClock()
 
     def __call__(self, batch: dict) -> dict:
@@ -187,9 +187,9 @@ def generate_videos(run: RunDir, groups: list[list[dict]], model_dir: str, vae: 
     folder inside the run; ``vae`` a VAE source, or None for the run's own ``vae/``.
 
     Returns ``nodes`` (the ids of the nodes whose actors sampled), ``written`` (videos written
-    now) and the actors' shares of time (:func:`busy_summary`)."""
+    now) and the actors' shares of time (:func:`~raydistill.pipeline.busy.busy_summary`)."""
     if not groups:
-        return {"nodes": [], "written": 0, **busy_summary([])}
+        return {**no_outcome(), "written": 0}
     gpus = gpus_per_actor(generate.gpus_per_actor)
     actors = min(generate.num_actors, len(groups))
     cpus = actor_cpus(generate.cpus_per_actor, gpus)

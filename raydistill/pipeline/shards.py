@@ -129,6 +129,11 @@ def actors_outcome(output: ray.data.Dataset) -> tuple[list[dict], dict]:
     return rows, {"nodes": sorted({row["node_id"] for row in rows}), **busy_summary(rows)}
 
 
+def no_outcome() -> dict:
+    """:func:`actors_outcome`'s summary where no actor ran: no nodes, no actors' shares."""
+    return {"nodes": [], **busy_summary([])}
+
+
 def writer_tasks(work_items: int) -> dict:
     """The ``map_batches`` keywords of a stage's writer tasks: :data:`WRITER_CPUS` each, as many
     at once as the cluster's CPUs hold."""
